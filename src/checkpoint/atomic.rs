@@ -1,0 +1,87 @@
+//! Crash-safe publication of a checkpoint directory: everything is written under a temporary name,
+//! fsynced, renamed into place in one step, and only then does the `latest` pointer move. A crash
+//! at any point leaves either the old state or the new one, never a half-written checkpoint that
+//! looks complete.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Name of the pointer file in a run directory; it holds the newest complete checkpoint's name.
+pub const LATEST: &str = "latest";
+
+/// A directory being written; `commit` publishes it, dropping it without commit removes it.
+pub struct StagedDir {
+    tmp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl StagedDir {
+    /// Stage `target` (which must not exist yet) next to it.
+    pub fn new(target: &Path) -> Result<Self> {
+        let parent = target.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(StagedDir { tmp, target: target.to_path_buf(), committed: false })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Write `bytes` to `name` inside the staged directory and fsync it.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.tmp.join(name);
+        let mut f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&path, e))?;
+        f.sync_all().map_err(|e| Error::io(&path, e))
+    }
+
+    /// fsync the files' directory, rename it into place, fsync the parent.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        sync_dir(&self.tmp)?;
+        if self.target.exists() {
+            return Err(Error::io(
+                &self.target,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "checkpoint already exists; refusing to overwrite it"),
+            ));
+        }
+        fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        self.committed = true;
+        sync_dir(self.target.parent().unwrap_or(Path::new(".")))?;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Atomically replace `dir/name` with `contents` (temp file, fsync, rename, fsync dir).
+pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let target = dir.join(name);
+    {
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(contents).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}

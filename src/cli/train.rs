@@ -1,0 +1,42 @@
+//! `colossus train CONFIG`: load and validate the config, pick the backend, run the loop.
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::TrainArgs;
+use crate::backend::{self, Job};
+use crate::config::{self, Config};
+use crate::error::Result;
+use crate::train::{self, TrainOptions, TrainSummary};
+
+struct TrainJob {
+    cfg: Config,
+    opts: TrainOptions,
+}
+
+impl Job for TrainJob {
+    type Output = TrainSummary;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainSummary> {
+        train::train::<B>(&self.cfg, &self.opts, &device)
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let cfg = config::load(&args.config.config, &args.config.set)?;
+    let opts = TrainOptions { quiet: args.quiet, overwrite: args.overwrite };
+    let (kind, device) = (cfg.backend, cfg.device);
+    let s = backend::dispatch(kind, device, TrainJob { cfg, opts })?;
+    let first = s.losses.first().copied().unwrap_or(f64::NAN);
+    let last = s.losses.last().copied().unwrap_or(f64::NAN);
+    println!(
+        "done: {} steps, loss {first:.4} -> {last:.4}, {} tokens in {:.1}s ({:.0} tokens/s){}",
+        s.losses.len(),
+        s.tokens,
+        s.wall_s,
+        s.tokens_per_s,
+        s.checkpoint.map(|c| format!(", checkpoint {}", c.display())).unwrap_or_default()
+    );
+    if s.skipped_steps > 0 {
+        println!("warning: {} steps skipped for non-finite loss or gradients", s.skipped_steps);
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The YAML file, mirrored field for field: every key optional (a preset fills the rest), unknown
+//! keys rejected, enums instead of strings. Nothing here is validated; `resolve` does that.
+
+use serde::{Deserialize, Serialize};
+
+/// Which compute backend runs the model. Each is a cargo feature; see `crate::backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// The named starting points in `config::preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PresetName {
+    Tiny,
+    Small,
+    #[serde(rename = "gpu-350m")]
+    Gpu350m,
+    #[serde(rename = "grok-1")]
+    Grok1,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<PresetName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    /// Device index within the backend (GPU ordinal); ignored on CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<usize>,
+    #[serde(default)]
+    pub model: ModelFile,
+    #[serde(default)]
+    pub data: DataFile,
+    #[serde(default)]
+    pub train: TrainFile,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_model: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_q_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_kv_heads: Option<usize>,
+    /// Defaults to d_model / n_q_heads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_experts: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Expert width is round_up_8(int(widening * d_model) * 2 // 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub widening: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seq_len: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// Attention logits are soft-capped to cap·tanh(x/cap); 0 turns the cap off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_softcap: Option<f64>,
+    /// Defaults to 1/sqrt(head_dim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_output_multiplier: Option<f64>,
+    /// Defaults to sqrt(d_model), as in Grok-1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_multiplier: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_multiplier: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_eps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_std: Option<f64>,
+    /// Weight of the switch-style load-balancing loss; 0 (Grok-1) reports it without training on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_loss_coef: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    /// Text files or directories of `.txt` files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<Vec<String>>,
+    /// A Hugging Face tokenizer.json; without one a byte-level BPE is trained on the corpus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_accum: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip; 0 turns clipping off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<usize>,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_dir: Option<String>,
+}
+
+/// `a.overlay(b)`: every key set in `b` replaces the one in `a`.
+pub trait Overlay {
+    fn overlay(self, top: Self) -> Self;
+}
+
+macro_rules! overlay_fields {
+    ($ty:ty { $($field:ident),* $(,)? }) => {
+        impl Overlay for $ty {
+            fn overlay(self, top: Self) -> Self {
+                Self { $($field: top.$field.or(self.$field)),* }
+            }
+        }
+    };
+}
+
+overlay_fields!(ModelFile {
+    vocab_size, d_model, n_layers, n_q_heads, n_kv_heads, head_dim, n_experts, top_k, widening,
+    max_seq_len, rope_theta, attn_softcap, attn_output_multiplier, embedding_multiplier,
+    output_multiplier, norm_eps, init_std, aux_loss_coef,
+});
+overlay_fields!(DataFile { corpus, tokenizer, seq_len });
+overlay_fields!(TrainFile {
+    steps, micro_batch, grad_accum, lr, min_lr, warmup_steps, beta1, beta2, eps, weight_decay,
+    grad_clip, log_every, checkpoint_every, out_dir,
+});
+
+impl Overlay for FileConfig {
+    fn overlay(self, top: Self) -> Self {
+        FileConfig {
+            preset: top.preset.or(self.preset),
+            run_name: top.run_name.or(self.run_name),
+            seed: top.seed.or(self.seed),
+            backend: top.backend.or(self.backend),
+            device: top.device.or(self.device),
+            model: self.model.overlay(top.model),
+            data: self.data.overlay(top.data),
+            train: self.train.overlay(top.train),
+        }
+    }
+}

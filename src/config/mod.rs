@@ -1,0 +1,8 @@
+//! Run configuration: the YAML file format, named presets, and validation into a resolved `Config`.
+
+pub mod file;
+pub mod preset;
+pub mod resolve;
+
+pub use file::{BackendKind, PresetName};
+pub use resolve::{Config, DataConfig, TrainConfig, ffn_size, from_yaml, load};

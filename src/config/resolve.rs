@@ -1,0 +1,341 @@
+//! From file to resolved config: preset, then the file, then `--set` flags, then validation that
+//! names the offending key. Everything downstream takes a `Config` and never re-checks it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::file::{BackendKind, FileConfig, Overlay, PresetName};
+use super::preset::preset;
+use crate::error::{Error, Result};
+use crate::model::GrokConfig;
+
+/// A validated run configuration. Stored verbatim in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub preset: PresetName,
+    pub run_name: String,
+    pub seed: u64,
+    pub backend: BackendKind,
+    pub device: usize,
+    pub model: GrokConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    pub corpus: Vec<String>,
+    pub tokenizer: Option<String>,
+    pub seq_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub micro_batch: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub log_every: usize,
+    pub checkpoint_every: usize,
+    pub out_dir: String,
+}
+
+impl TrainConfig {
+    /// Tokens consumed by one optimizer step on one rank.
+    pub fn tokens_per_step(&self, seq_len: usize) -> usize {
+        self.micro_batch * self.grad_accum * seq_len
+    }
+}
+
+/// Read `path`, lay `sets` (`key.path=value`) over it, and validate.
+pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigParse {
+        file: file.clone(),
+        msg: format!("cannot read the file: {e}"),
+    })?;
+    from_yaml(&text, &file, sets)
+}
+
+/// Parse YAML text (named `file` in errors), lay `sets` over it, and validate.
+pub fn from_yaml(text: &str, file: &str, sets: &[String]) -> Result<Config> {
+    let parsed: FileConfig = serde_saphyr::from_str(text).map_err(|e| Error::ConfigParse {
+        file: file.to_string(),
+        msg: e.to_string(),
+    })?;
+    let mut layered = parsed;
+    for set in sets {
+        layered = layered.overlay(parse_set(set)?);
+    }
+    let Some(name) = layered.preset else {
+        return Err(value_err(
+            file,
+            "preset",
+            "missing; expected one of tiny, small, gpu-350m, grok-1 (the file's keys override it)",
+        ));
+    };
+    validate(preset(name).overlay(layered), file)
+}
+
+/// `model.d_model=512` → a FileConfig with only that key set. The value is read as YAML, so
+/// numbers, booleans, lists (`[a, b]`) and strings all work; the key must exist in the file format.
+fn parse_set(set: &str) -> Result<FileConfig> {
+    let flag = format!("--set {set}");
+    let Some((key, value)) = set.split_once('=') else {
+        return Err(Error::Flag { flag, msg: "expected KEY.PATH=VALUE, e.g. train.lr=3e-4".into() });
+    };
+    let value: serde_json::Value = serde_saphyr::from_str(value)
+        .map_err(|e| Error::Flag { flag: flag.clone(), msg: format!("value is not valid YAML: {e}") })?;
+    let mut tree = value;
+    for part in key.trim().rsplit('.') {
+        if part.is_empty() {
+            return Err(Error::Flag { flag, msg: "empty key segment".into() });
+        }
+        let mut map = serde_json::Map::new();
+        map.insert(part.to_string(), tree);
+        tree = serde_json::Value::Object(map);
+    }
+    serde_json::from_value(tree).map_err(|e| Error::Flag { flag, msg: e.to_string() })
+}
+
+fn value_err(file: &str, key: &str, msg: impl Into<String>) -> Error {
+    Error::ConfigValue { file: file.to_string(), key: key.to_string(), msg: msg.into() }
+}
+
+/// Every key is `Some` after the preset overlay; `req` turns a `None` (a preset bug) into an error
+/// rather than a panic.
+fn req<T: Clone>(v: &Option<T>, file: &str, key: &str) -> Result<T> {
+    v.clone().ok_or_else(|| value_err(file, key, "missing"))
+}
+
+/// The Grok-1 expert width rule: int(widening·d)·2//3, rounded up to a multiple of 8.
+pub fn ffn_size(d_model: usize, widening: f64) -> usize {
+    let f = (widening * d_model as f64) as usize * 2 / 3;
+    f.div_ceil(8) * 8
+}
+
+fn validate(f: FileConfig, file: &str) -> Result<Config> {
+    let e = |key: &str, msg: String| -> Result<Config> { Err(value_err(file, key, msg)) };
+    let bad = |key: &str, msg: String| value_err(file, key, msg);
+    let m = &f.model;
+    let vocab_size = req(&m.vocab_size, file, "model.vocab_size")?;
+    let d_model = req(&m.d_model, file, "model.d_model")?;
+    let n_layers = req(&m.n_layers, file, "model.n_layers")?;
+    let n_q_heads = req(&m.n_q_heads, file, "model.n_q_heads")?;
+    let n_kv_heads = req(&m.n_kv_heads, file, "model.n_kv_heads")?;
+    let n_experts = req(&m.n_experts, file, "model.n_experts")?;
+    let top_k = req(&m.top_k, file, "model.top_k")?;
+    let widening = req(&m.widening, file, "model.widening")?;
+    let max_seq_len = req(&m.max_seq_len, file, "model.max_seq_len")?;
+    for (key, v) in [
+        ("model.vocab_size", vocab_size),
+        ("model.d_model", d_model),
+        ("model.n_layers", n_layers),
+        ("model.n_q_heads", n_q_heads),
+        ("model.n_kv_heads", n_kv_heads),
+        ("model.n_experts", n_experts),
+        ("model.top_k", top_k),
+        ("model.max_seq_len", max_seq_len),
+    ] {
+        if v == 0 {
+            return e(key, "must be at least 1".into());
+        }
+    }
+    if n_q_heads % n_kv_heads != 0 {
+        return e(
+            "model.n_kv_heads",
+            format!("{n_kv_heads} does not divide model.n_q_heads = {n_q_heads}; expected a divisor of it"),
+        );
+    }
+    let head_dim = match m.head_dim {
+        Some(h) => h,
+        None if d_model % n_q_heads == 0 => d_model / n_q_heads,
+        None => {
+            return e(
+                "model.d_model",
+                format!(
+                    "{d_model} is not divisible by model.n_q_heads = {n_q_heads}; set model.head_dim or pick a multiple"
+                ),
+            );
+        }
+    };
+    if head_dim == 0 || head_dim % 2 != 0 {
+        return e("model.head_dim", format!("{head_dim} must be even and at least 2 (RoPE rotates halves)"));
+    }
+    if top_k > n_experts {
+        return e("model.top_k", format!("{top_k} exceeds model.n_experts = {n_experts}"));
+    }
+    if !(widening.is_finite() && widening > 0.0) {
+        return e("model.widening", format!("{widening} must be a positive number"));
+    }
+    let ffn = ffn_size(d_model, widening);
+    if ffn == 0 {
+        return e("model.widening", format!("{widening} gives an expert width of 0 for d_model {d_model}"));
+    }
+    let positive = |key: &str, v: f64| -> Result<f64> {
+        if v.is_finite() && v > 0.0 { Ok(v) } else { Err(bad(key, format!("{v} must be a positive number"))) }
+    };
+    let non_negative = |key: &str, v: f64| -> Result<f64> {
+        if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(bad(key, format!("{v} must be zero or positive"))) }
+    };
+    let model = GrokConfig {
+        vocab_size,
+        d_model,
+        n_layers,
+        n_q_heads,
+        n_kv_heads,
+        head_dim,
+        n_experts,
+        top_k,
+        widening,
+        ffn_size: ffn,
+        max_seq_len,
+        rope_theta: positive("model.rope_theta", req(&m.rope_theta, file, "model.rope_theta")?)?,
+        attn_softcap: non_negative("model.attn_softcap", req(&m.attn_softcap, file, "model.attn_softcap")?)?,
+        attn_output_multiplier: positive(
+            "model.attn_output_multiplier",
+            m.attn_output_multiplier.unwrap_or(1.0 / (head_dim as f64).sqrt()),
+        )?,
+        embedding_multiplier: positive(
+            "model.embedding_multiplier",
+            m.embedding_multiplier.unwrap_or((d_model as f64).sqrt()),
+        )?,
+        output_multiplier: positive(
+            "model.output_multiplier",
+            req(&m.output_multiplier, file, "model.output_multiplier")?,
+        )?,
+        norm_eps: positive("model.norm_eps", req(&m.norm_eps, file, "model.norm_eps")?)?,
+        init_std: positive("model.init_std", req(&m.init_std, file, "model.init_std")?)?,
+        aux_loss_coef: non_negative("model.aux_loss_coef", req(&m.aux_loss_coef, file, "model.aux_loss_coef")?)?,
+    };
+
+    let d = &f.data;
+    let corpus = req(&d.corpus, file, "data.corpus")?;
+    if corpus.is_empty() && d.tokenizer.is_none() {
+        return e("data.corpus", "is empty; expected at least one text file or directory".into());
+    }
+    let seq_len = req(&d.seq_len, file, "data.seq_len")?;
+    if seq_len < 2 {
+        return e("data.seq_len", format!("{seq_len} must be at least 2"));
+    }
+    if seq_len > max_seq_len {
+        return e("data.seq_len", format!("{seq_len} is longer than model.max_seq_len = {max_seq_len}"));
+    }
+    let data = DataConfig { corpus, tokenizer: d.tokenizer.clone(), seq_len };
+
+    let t = &f.train;
+    let at_least_one = |key: &str, v: usize| -> Result<usize> {
+        if v >= 1 { Ok(v) } else { Err(bad(key, "must be at least 1".into())) }
+    };
+    let lr = positive("train.lr", req(&t.lr, file, "train.lr")?)?;
+    let min_lr = non_negative("train.min_lr", req(&t.min_lr, file, "train.min_lr")?)?;
+    if min_lr > lr {
+        return e("train.min_lr", format!("{min_lr} is larger than train.lr = {lr}"));
+    }
+    let steps = at_least_one("train.steps", req(&t.steps, file, "train.steps")?)?;
+    let warmup_steps = req(&t.warmup_steps, file, "train.warmup_steps")?;
+    if warmup_steps > steps {
+        return e("train.warmup_steps", format!("{warmup_steps} is more than train.steps = {steps}"));
+    }
+    let beta = |key: &str, v: f64| -> Result<f64> {
+        if (0.0..1.0).contains(&v) { Ok(v) } else { Err(bad(key, format!("{v} must be in [0, 1)"))) }
+    };
+    let train = TrainConfig {
+        steps,
+        micro_batch: at_least_one("train.micro_batch", req(&t.micro_batch, file, "train.micro_batch")?)?,
+        grad_accum: at_least_one("train.grad_accum", req(&t.grad_accum, file, "train.grad_accum")?)?,
+        lr,
+        min_lr,
+        warmup_steps,
+        beta1: beta("train.beta1", req(&t.beta1, file, "train.beta1")?)?,
+        beta2: beta("train.beta2", req(&t.beta2, file, "train.beta2")?)?,
+        eps: positive("train.eps", req(&t.eps, file, "train.eps")?)?,
+        weight_decay: non_negative("train.weight_decay", req(&t.weight_decay, file, "train.weight_decay")?)?,
+        grad_clip: non_negative("train.grad_clip", req(&t.grad_clip, file, "train.grad_clip")?)?,
+        log_every: at_least_one("train.log_every", req(&t.log_every, file, "train.log_every")?)?,
+        checkpoint_every: req(&t.checkpoint_every, file, "train.checkpoint_every")?,
+        out_dir: req(&t.out_dir, file, "train.out_dir")?,
+    };
+    let run_name = req(&f.run_name, file, "run_name")?;
+    if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {
+        return e("run_name", format!("{run_name:?} must be a plain directory name"));
+    }
+    Ok(Config {
+        preset: f.preset.expect("checked above"),
+        run_name,
+        seed: req(&f.seed, file, "seed")?,
+        backend: req(&f.backend, file, "backend")?,
+        device: req(&f.device, file, "device")?,
+        model,
+        data,
+        train,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(yaml: &str, sets: &[&str]) -> Config {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        from_yaml(yaml, "t.yaml", &sets).unwrap()
+    }
+
+    fn err(yaml: &str, sets: &[&str]) -> String {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        from_yaml(yaml, "t.yaml", &sets).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ffn_rule_matches_grok1() {
+        assert_eq!(ffn_size(6144, 8.0), 32768);
+        assert_eq!(ffn_size(256, 8.0), 1368); // shared/reference/tiny.json
+        assert_eq!(ffn_size(64, 2.0), 88);
+    }
+
+    #[test]
+    fn preset_then_file_then_set() {
+        let c = ok("preset: tiny\nmodel:\n  d_model: 128\n", &["train.lr=0.5", "model.n_layers=3"]);
+        assert_eq!(c.model.d_model, 128);
+        assert_eq!(c.model.n_layers, 3);
+        assert_eq!(c.train.lr, 0.5);
+        // Shape-following multipliers follow the overridden width.
+        assert!((c.model.embedding_multiplier - 128f64.sqrt()).abs() < 1e-12);
+        assert!((c.model.attn_output_multiplier - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn grok1_preset_is_the_release() {
+        let c = ok("preset: grok-1\n", &[]);
+        let m = &c.model;
+        assert_eq!((m.vocab_size, m.d_model, m.n_layers), (131072, 6144, 64));
+        assert_eq!((m.n_q_heads, m.n_kv_heads, m.head_dim), (48, 8, 128));
+        assert_eq!((m.n_experts, m.top_k, m.ffn_size, m.max_seq_len), (8, 2, 32768, 8192));
+        assert_eq!(m.embedding_multiplier, 78.38367176906169);
+        assert_eq!(m.output_multiplier, 0.5773502691896257);
+        assert_eq!(m.attn_output_multiplier, 0.08838834764831845);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("preset: tiny\nmodel:\n  d_modle: 3\n", &[]).contains("d_modle"));
+        assert!(err("preset: tiny\nmodel:\n  d_model: abc\n", &[]).contains("t.yaml"));
+        assert!(err("preset: huge\n", &[]).contains("huge"));
+        assert!(err("model: {}\n", &[]).contains("`preset`"));
+        assert!(err("preset: tiny\nmodel: {n_kv_heads: 3}\n", &[]).contains("model.n_kv_heads"));
+        assert!(err("preset: tiny\nmodel: {top_k: 5}\n", &[]).contains("model.top_k"));
+        assert!(err("preset: tiny\ndata: {seq_len: 65}\n", &[]).contains("data.seq_len"));
+        assert!(err("preset: tiny\nmodel: {d_model: 66}\n", &[]).contains("model.d_model"));
+        assert!(err("preset: tiny\n", &["train.lr"]).contains("--set train.lr"));
+        assert!(err("preset: tiny\n", &["train.lrr=1"]).contains("lrr"));
+        assert!(err("preset: tiny\n", &["model.d_model=66", "model.head_dim=15"]).contains("model.head_dim"));
+    }
+}

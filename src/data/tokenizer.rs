@@ -1,0 +1,91 @@
+//! Tokenizers: a byte-level BPE trained on the corpus with Hugging Face `tokenizers`, or a given
+//! tokenizer.json. Special ids follow Grok-1: 0 pad, 1 beginning of text, 2 end of text.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+
+use crate::error::{Error, Result};
+
+pub const PAD: &str = "<|pad|>";
+pub const BOS: &str = "<|bos|>";
+pub const EOT: &str = "<|endoftext|>";
+
+/// Byte-level BPE needs its 256 byte symbols plus our three specials.
+pub const MIN_VOCAB: usize = 256 + 3;
+
+/// Train a byte-level BPE of exactly `vocab_size` entries (specials first, so they get ids 0–2).
+/// Deterministic for a given corpus: the same files give the same tokenizer.json.
+pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
+    if vocab_size < MIN_VOCAB {
+        return Err(Error::ConfigValue {
+            file: "config".into(),
+            key: "model.vocab_size".into(),
+            msg: format!("{vocab_size} is too small to train a byte-level BPE; expected at least {MIN_VOCAB}"),
+        });
+    }
+    let mut trainer = BpeTrainerBuilder::new()
+        .show_progress(false)
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .special_tokens(vec![
+            AddedToken::from(PAD, true),
+            AddedToken::from(BOS, true),
+            AddedToken::from(EOT, true),
+        ])
+        .build();
+    let byte_level = ByteLevel::default().add_prefix_space(false);
+    let mut tokenizer = TokenizerBuilder::new()
+        .with_model(BPE::default())
+        .with_normalizer(None::<tokenizers::NormalizerWrapper>)
+        .with_pre_tokenizer(Some(byte_level))
+        .with_post_processor(None::<tokenizers::PostProcessorWrapper>)
+        .with_decoder(Some(byte_level))
+        .build()
+        .map_err(|e| Error::Train(format!("building the tokenizer: {e}")))?;
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    tokenizer
+        .train_from_files(&mut trainer, names)
+        .map_err(|e| Error::Train(format!("training the BPE tokenizer: {e}")))?;
+    Ok(Tokenizer::from(tokenizer))
+}
+
+/// Load a tokenizer.json and check that it fits a model of `vocab_size` entries.
+pub fn load(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
+    let tok = Tokenizer::from_file(path)
+        .map_err(|e| Error::input(path, format!("not a readable tokenizer.json: {e}")))?;
+    let n = tok.get_vocab_size(true);
+    if n > vocab_size {
+        return Err(Error::input(
+            path,
+            format!("tokenizer has {n} entries but model.vocab_size is {vocab_size}; raise model.vocab_size"),
+        ));
+    }
+    if tok.token_to_id(EOT).is_none() {
+        return Err(Error::input(path, format!("tokenizer has no end-of-text token `{EOT}`")));
+    }
+    Ok(tok)
+}
+
+/// The end-of-text id placed between documents.
+pub fn eot_id(tok: &Tokenizer) -> u32 {
+    tok.token_to_id(EOT).expect("checked when the tokenizer was built or loaded")
+}
+
+/// Encode text to ids (no special tokens added).
+pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tok.encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| Error::Train(format!("tokenizing: {e}")))
+}
+
+/// Save as tokenizer.json.
+pub fn save(tok: &Tokenizer, path: &Path) -> Result<()> {
+    tok.save(path, false).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}

@@ -1,0 +1,13 @@
+//! Colossus: train Grok-1-architecture language models in pure Rust on CPU, wgpu and CUDA.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod rng;
+pub mod train;
+
+pub use error::{Error, Result};

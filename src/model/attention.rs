@@ -1,0 +1,136 @@
+//! Grouped-query causal self-attention with RoPE, Grok-1's scaled and tanh soft-capped logits, and
+//! softmax in f32. No biases. Projections are stored `[in, out]` (burn's layout; export transposes).
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+
+use super::init;
+use super::rope::RopeTables;
+
+#[derive(Debug, Clone)]
+pub struct AttentionConfig {
+    pub d_model: usize,
+    pub n_q_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub output_multiplier: f64,
+    /// 0 turns the cap off.
+    pub softcap: f64,
+    pub init_std: f64,
+}
+
+impl AttentionConfig {
+    /// `name` is the parameter path prefix, which also names each tensor's RNG stream.
+    pub fn init<B: Backend>(&self, seed: u64, name: &str, device: &B::Device) -> Attention<B> {
+        let (d, hd) = (self.d_model, self.head_dim);
+        let p = |suffix: &str, shape: [usize; 2]| {
+            init::normal(shape, self.init_std, seed, &format!("{name}.{suffix}"), device)
+        };
+        Attention {
+            q_proj: p("q_proj", [d, self.n_q_heads * hd]),
+            k_proj: p("k_proj", [d, self.n_kv_heads * hd]),
+            v_proj: p("v_proj", [d, self.n_kv_heads * hd]),
+            o_proj: p("o_proj", [self.n_q_heads * hd, d]),
+            n_q_heads: self.n_q_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: hd,
+            output_multiplier: self.output_multiplier,
+            softcap: self.softcap,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[d_model, n_q_heads·head_dim]`
+    pub q_proj: Param<Tensor<B, 2>>,
+    /// `[d_model, n_kv_heads·head_dim]`
+    pub k_proj: Param<Tensor<B, 2>>,
+    /// `[d_model, n_kv_heads·head_dim]`
+    pub v_proj: Param<Tensor<B, 2>>,
+    /// `[n_q_heads·head_dim, d_model]`
+    pub o_proj: Param<Tensor<B, 2>>,
+    #[module(skip)]
+    pub n_q_heads: usize,
+    #[module(skip)]
+    pub n_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+    #[module(skip)]
+    pub output_multiplier: f64,
+    #[module(skip)]
+    pub softcap: f64,
+}
+
+/// Keys and values of earlier positions, for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// `[batch, n_kv_heads, past, head_dim]`, RoPE already applied.
+    pub k: Tensor<B, 4>,
+    /// `[batch, n_kv_heads, past, head_dim]`
+    pub v: Tensor<B, 4>,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x: [batch, seq, d_model]` → `[batch, seq, d_model]`. `rope` covers this call's positions;
+    /// with a cache, those positions come after the cached ones and the cache is extended.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTables<B>, cache: Option<&mut Option<KvCache<B>>>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let (nq, nkv, hd) = (self.n_q_heads, self.n_kv_heads, self.head_dim);
+        let rep = nq / nkv;
+        let x2 = x.reshape([b * t, d]);
+        let heads = |w: &Param<Tensor<B, 2>>, n: usize| {
+            x2.clone().matmul(w.val()).reshape([b, t, n, hd]).swap_dims(1, 2) // [b, n, t, hd]
+        };
+        let q = rope.apply(heads(&self.q_proj, nq)); // [b, nq, t, hd]
+        let mut k = rope.apply(heads(&self.k_proj, nkv)); // [b, nkv, t, hd]
+        let mut v = heads(&self.v_proj, nkv); // [b, nkv, t, hd]
+        let mut past = 0;
+        if let Some(cache) = cache {
+            if let Some(c) = cache.take() {
+                past = c.k.dims()[2];
+                k = Tensor::cat(vec![c.k, k], 2);
+                v = Tensor::cat(vec![c.v, v], 2);
+            }
+            *cache = Some(KvCache { k: k.clone(), v: v.clone() });
+        }
+
+        // Query heads g·rep .. g·rep+rep share kv head g, so folding the rep query heads of a
+        // group into the row dimension lets one batched matmul serve the group without
+        // materialising repeated keys and values.
+        let q = q.reshape([b, nkv, rep * t, hd]); // [b, nkv, rep·t, hd]
+        let dtype = q.dtype();
+        let mut logits = q.matmul(k.swap_dims(2, 3)); // [b, nkv, rep·t, s]
+        if dtype != DType::F32 {
+            logits = logits.cast(DType::F32);
+        }
+        logits = logits.mul_scalar(self.output_multiplier);
+        if self.softcap > 0.0 {
+            logits = logits.div_scalar(self.softcap).tanh().mul_scalar(self.softcap);
+        }
+        let device = logits.device();
+        logits = logits + causal_bias::<B>(rep, t, past, &device); // broadcast over [b, nkv]
+        let mut probs = softmax(logits, 3);
+        if dtype != DType::F32 {
+            probs = probs.cast(dtype);
+        }
+        let out = probs.matmul(v); // [b, nkv, rep·t, hd]
+        let out = out.reshape([b, nq, t, hd]).swap_dims(1, 2).reshape([b * t, nq * hd]);
+        out.matmul(self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
+    }
+}
+
+/// `[1, 1, rep·t, past + t]`: 0 where query row (r, i) at position past+i may see key j ≤ past+i,
+/// −∞ elsewhere.
+fn causal_bias<B: Backend>(rep: usize, t: usize, past: usize, device: &B::Device) -> Tensor<B, 4> {
+    let s = past + t;
+    let mut bias = vec![0f32; rep * t * s];
+    for r in 0..rep {
+        for i in 0..t {
+            let row = &mut bias[(r * t + i) * s..(r * t + i + 1) * s];
+            row[past + i + 1..].fill(f32::NEG_INFINITY);
+        }
+    }
+    Tensor::from_data(TensorData::new(bias, [1, 1, rep * t, s]), device)
+}

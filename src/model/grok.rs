@@ -1,0 +1,149 @@
+//! The whole Grok-1 model: scaled token embedding, N sandwich-norm layers, a final norm, and the
+//! tied unembedding scaled by the output multiplier.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Int, Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use super::attention::{AttentionConfig, KvCache};
+use super::block::{Block, BlockConfig};
+use super::init;
+use super::moe::MoeConfig;
+use super::norm::{RmsNorm, RmsNormConfig};
+use super::rope::RopeTables;
+
+/// The resolved model shape and constants (see `config::resolve` for how a YAML file becomes one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrokConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_q_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub n_experts: usize,
+    pub top_k: usize,
+    pub widening: f64,
+    pub ffn_size: usize,
+    pub max_seq_len: usize,
+    pub rope_theta: f64,
+    pub attn_softcap: f64,
+    pub attn_output_multiplier: f64,
+    pub embedding_multiplier: f64,
+    pub output_multiplier: f64,
+    pub norm_eps: f64,
+    pub init_std: f64,
+    pub aux_loss_coef: f64,
+}
+
+impl GrokConfig {
+    fn block(&self) -> BlockConfig {
+        BlockConfig {
+            attention: AttentionConfig {
+                d_model: self.d_model,
+                n_q_heads: self.n_q_heads,
+                n_kv_heads: self.n_kv_heads,
+                head_dim: self.head_dim,
+                output_multiplier: self.attn_output_multiplier,
+                softcap: self.attn_softcap,
+                init_std: self.init_std,
+            },
+            moe: MoeConfig {
+                d_model: self.d_model,
+                ffn_size: self.ffn_size,
+                n_experts: self.n_experts,
+                top_k: self.top_k,
+                init_std: self.init_std,
+            },
+            norm: RmsNormConfig { d: self.d_model, eps: self.norm_eps },
+        }
+    }
+
+    /// Weights drawn on the host from `seed`: identical on every backend and rank.
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Grok<B> {
+        let block = self.block();
+        Grok {
+            embed_tokens: init::normal(
+                [self.vocab_size, self.d_model],
+                self.init_std,
+                seed,
+                "embed_tokens",
+                device,
+            ),
+            layers: (0..self.n_layers)
+                .map(|i| block.init(seed, &format!("layers.{i}"), device))
+                .collect(),
+            norm: RmsNormConfig { d: self.d_model, eps: self.norm_eps }.init(device),
+            head_dim: self.head_dim,
+            rope_theta: self.rope_theta,
+            embedding_multiplier: self.embedding_multiplier,
+            output_multiplier: self.output_multiplier,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Grok<B: Backend> {
+    /// `[vocab, d_model]`, also the output projection (tied).
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    #[module(skip)]
+    pub head_dim: usize,
+    #[module(skip)]
+    pub rope_theta: f64,
+    #[module(skip)]
+    pub embedding_multiplier: f64,
+    #[module(skip)]
+    pub output_multiplier: f64,
+}
+
+/// What one forward pass produces.
+#[derive(Debug)]
+pub struct GrokOutput<B: Backend> {
+    /// `[batch, seq, vocab]`
+    pub logits: Tensor<B, 3>,
+    /// Mean over layers of the balancing loss, `[1]`.
+    pub aux_loss: Tensor<B, 1>,
+    /// Per layer, the share of routed slots each expert received.
+    pub expert_load: Vec<Vec<f32>>,
+}
+
+impl<B: Backend> Grok<B> {
+    /// `ids: [batch, seq]` → logits `[batch, seq, vocab]`. With `caches` (one per layer), the ids
+    /// continue the cached sequence and the caches are extended.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, caches: Option<&mut [Option<KvCache<B>>]>) -> GrokOutput<B> {
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        let past = caches
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(|c| c.as_ref())
+            .map_or(0, |c| c.k.dims()[2]);
+        let rope = RopeTables::new(self.head_dim, self.rope_theta, past, t, &device);
+        let mut h = burn::tensor::module::embedding(self.embed_tokens.val(), ids)
+            .mul_scalar(self.embedding_multiplier); // [b, t, d]
+        let d = h.dims()[2];
+        let mut aux: Option<Tensor<B, 1>> = None;
+        let mut expert_load = Vec::with_capacity(self.layers.len());
+        let mut caches = caches;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_mut().map(|c| &mut c[i]);
+            let (next, stats) = layer.forward(h, &rope, cache);
+            h = next;
+            aux = Some(match aux {
+                None => stats.aux_loss,
+                Some(a) => a + stats.aux_loss,
+            });
+            expert_load.push(stats.load);
+        }
+        let h = self.norm.forward(h).reshape([b * t, d]); // [b·t, d]
+        let logits = h
+            .matmul(self.embed_tokens.val().transpose())
+            .mul_scalar(self.output_multiplier)
+            .reshape([b, t, self.embed_tokens.val().dims()[0]]); // [b, t, vocab]
+        let n = self.layers.len().max(1) as f64;
+        let aux_loss = aux.map_or_else(|| Tensor::zeros([1], &device), |a| a.div_scalar(n));
+        GrokOutput { logits, aux_loss, expert_load }
+    }
+}

@@ -1,0 +1,26 @@
+//! Parameter initialisation on the host from a seed. Each tensor draws from its own named stream,
+//! so weights are identical on every backend and rank and do not depend on construction order.
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::rng::Rng;
+
+/// A trainable tensor of N(0, std²) values drawn from the stream `seed`/`name`.
+pub fn normal<B: Backend, const D: usize>(
+    shape: [usize; D],
+    std: f64,
+    seed: u64,
+    name: &str,
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    let n: usize = shape.iter().product();
+    let mut rng = Rng::derive(seed, name);
+    let values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// A trainable tensor of ones (norm scales).
+pub fn ones<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::ones(shape, device))
+}

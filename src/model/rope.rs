@@ -1,0 +1,51 @@
+//! Rotary position embedding over the full head dimension in the NeoX "rotate half" layout: the
+//! first and second halves of each head form the (real, imaginary) pairs. Phases in f32.
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+/// cos/sin tables for a run of positions, built once per forward and shared by every layer.
+#[derive(Debug, Clone)]
+pub struct RopeTables<B: Backend> {
+    /// `[1, 1, seq, head_dim]`
+    pub cos: Tensor<B, 4>,
+    /// `[1, 1, seq, head_dim]`
+    pub sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> RopeTables<B> {
+    /// Tables for positions `start .. start + len`.
+    pub fn new(head_dim: usize, theta: f64, start: usize, len: usize, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(len * head_dim);
+        let mut sin = Vec::with_capacity(len * head_dim);
+        for pos in start..start + len {
+            let row: Vec<f64> = (0..half)
+                .map(|i| {
+                    let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+                    pos as f64 * inv_freq
+                })
+                .collect();
+            // Both halves share the phase of pair i.
+            for _ in 0..2 {
+                cos.extend(row.iter().map(|p| p.cos() as f32));
+                sin.extend(row.iter().map(|p| p.sin() as f32));
+            }
+        }
+        let shape = [1, 1, len, head_dim];
+        RopeTables {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// `[batch, heads, seq, head_dim]` → same shape, rotated: x·cos + rotate_half(x)·sin where
+    /// rotate_half([x1, x2]) = [-x2, x1].
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, t, hd] = x.dims();
+        let half = hd / 2;
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}

@@ -1,0 +1,11 @@
+//! Training: the loop, its optimizer, gradients, schedule, loss and progress reporting.
+
+pub mod grads;
+pub mod loss;
+pub mod optim;
+pub mod params;
+pub mod progress;
+pub mod schedule;
+pub mod trainer;
+
+pub use trainer::{TrainOptions, TrainSummary, train};

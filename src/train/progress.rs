@@ -1,0 +1,109 @@
+//! What a run shows while it trains: an indicatif bar on a terminal, one plain line every
+//! `log_every` steps otherwise (CI logs, pipes, `--quiet`), and `metrics.jsonl` in the run directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// One optimizer step's numbers, as logged and appended to metrics.jsonl.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub tokens: u64,
+    pub loss: f64,
+    pub aux_loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    pub step_time_s: f64,
+    /// Per layer, the share of routed slots each expert received.
+    pub expert_load: Vec<Vec<f32>>,
+}
+
+pub enum Display {
+    Bar(ProgressBar),
+    Lines { every: usize },
+    Silent,
+}
+
+pub struct Progress {
+    display: Display,
+    metrics: Option<File>,
+    steps: usize,
+    start: Instant,
+}
+
+impl Progress {
+    /// `quiet` suppresses the bar and lines (errors still print); `metrics_path` gets one JSON
+    /// object per step.
+    pub fn new(steps: usize, log_every: usize, quiet: bool, metrics_path: Option<&Path>) -> Result<Self> {
+        let display = if quiet {
+            Display::Silent
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} eta {eta}",
+                )
+                .expect("valid template"),
+            );
+            Display::Bar(bar)
+        } else {
+            Display::Lines { every: log_every }
+        };
+        let metrics = match metrics_path {
+            Some(p) => Some(
+                OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?,
+            ),
+            None => None,
+        };
+        Ok(Progress { display, metrics, steps, start: Instant::now() })
+    }
+
+    pub fn step(&mut self, m: &StepMetrics) -> Result<()> {
+        if let Some(f) = &mut self.metrics {
+            let line = serde_json::to_string(m).expect("metrics serialize");
+            writeln!(f, "{line}").map_err(|e| Error::Train(format!("writing metrics.jsonl: {e}")))?;
+        }
+        let summary = format!(
+            "loss {:.4} lr {:.2e} gnorm {:.3} {:.0} tok/s",
+            m.loss, m.lr, m.grad_norm, m.tokens_per_s
+        );
+        match &self.display {
+            Display::Bar(bar) => {
+                bar.set_position(m.step as u64);
+                bar.set_message(summary);
+            }
+            Display::Lines { every } => {
+                if m.step % every == 0 || m.step == self.steps || m.step == 1 {
+                    let elapsed = self.start.elapsed().as_secs_f64();
+                    let eta = elapsed / m.step as f64 * (self.steps - m.step) as f64;
+                    eprintln!("step {}/{} {summary} elapsed {elapsed:.0}s eta {eta:.0}s", m.step, self.steps);
+                }
+            }
+            Display::Silent => {}
+        }
+        Ok(())
+    }
+
+    /// A message that must not be garbled by the bar.
+    pub fn println(&self, msg: &str) {
+        match &self.display {
+            Display::Bar(bar) => bar.println(msg),
+            Display::Lines { .. } => eprintln!("{msg}"),
+            Display::Silent => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Display::Bar(bar) = &self.display {
+            bar.finish();
+        }
+    }
+}

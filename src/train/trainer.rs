@@ -1,0 +1,204 @@
+//! The training loop: micro-batches → loss → backward → accumulated gradients → global-norm
+//! clip → AdamW at the scheduled learning rate; progress, metrics and periodic checkpoints.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+
+use super::grads::Grads;
+use super::optim::{AdamW, AdamWSettings};
+use super::params::{self, ParamInfo};
+use super::progress::{Progress, StepMetrics};
+use super::schedule::lr_at;
+use crate::checkpoint;
+use crate::config::Config;
+use crate::data::{self, Batch, BatchSource, RandomWindows};
+use crate::error::{Error, Result};
+use crate::model::{Grok, params::ParamCount};
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// No bar and no log lines (tests, scripted use).
+    pub quiet: bool,
+    /// Replace an existing run directory of the same name instead of refusing to start.
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Mean training loss of each optimizer step.
+    pub losses: Vec<f64>,
+    pub tokens: u64,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    pub params: ParamCount,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Steps whose update was skipped because the loss or gradient norm was not finite.
+    pub skipped_steps: usize,
+}
+
+/// Loss and router statistics for one micro-batch.
+pub struct MicroStep<B: AutodiffBackend> {
+    pub loss: Tensor<B, 1>,
+    pub aux_loss: Tensor<B, 1>,
+    pub expert_load: Vec<Vec<f32>>,
+}
+
+/// Forward one batch: next-token cross-entropy (plus the router statistics).
+pub fn forward_batch<B: AutodiffBackend>(model: &Grok<B>, batch: &Batch, device: &B::Device) -> MicroStep<B> {
+    let shape = [batch.batch, batch.seq];
+    let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.inputs.clone(), shape), device);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), device);
+    let out = model.forward(inputs, None);
+    MicroStep {
+        loss: super::loss::cross_entropy(out.logits, targets),
+        aux_loss: out.aux_loss,
+        expert_load: out.expert_load,
+    }
+}
+
+/// One optimizer step's gradients over `grad_accum` micro-batches, averaged.
+pub struct StepGrads<B: AutodiffBackend> {
+    pub grads: Grads<B::InnerBackend>,
+    pub loss: f64,
+    pub aux_loss: f64,
+    pub expert_load: Vec<Vec<f32>>,
+}
+
+/// Forward and backward over `grad_accum` micro-batches from `source`.
+pub fn accumulate<B: AutodiffBackend>(
+    cfg: &Config,
+    model: &Grok<B>,
+    source: &mut dyn BatchSource,
+    device: &B::Device,
+) -> StepGrads<B> {
+    let accum = cfg.train.grad_accum;
+    let coef = cfg.model.aux_loss_coef;
+    let mut acc: Option<Grads<B::InnerBackend>> = None;
+    let (mut loss_sum, mut aux_sum) = (0.0, 0.0);
+    let mut load: Vec<Vec<f32>> = Vec::new();
+    for _ in 0..accum {
+        let batch = source.next_batch(cfg.train.micro_batch, cfg.data.seq_len);
+        let s = forward_batch(model, &batch, device);
+        loss_sum += scalar(&s.loss);
+        aux_sum += scalar(&s.aux_loss);
+        let objective = if coef > 0.0 { s.loss + s.aux_loss.mul_scalar(coef) } else { s.loss };
+        let g = Grads::collect(model, objective.div_scalar(accum as f64).backward());
+        acc = Some(match acc {
+            None => g,
+            Some(a) => a.add(g),
+        });
+        if load.is_empty() {
+            load = s.expert_load;
+        } else {
+            for (l, new) in load.iter_mut().zip(s.expert_load) {
+                l.iter_mut().zip(new).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    load.iter_mut().flatten().for_each(|x| *x /= accum as f32);
+    StepGrads {
+        grads: acc.expect("grad_accum ≥ 1"),
+        loss: loss_sum / accum as f64,
+        aux_loss: aux_sum / accum as f64,
+        expert_load: load,
+    }
+}
+
+fn scalar<B: burn::tensor::backend::Backend>(t: &Tensor<B, 1>) -> f64 {
+    t.clone().into_scalar().elem()
+}
+
+/// Train from scratch as `cfg` says, on `device`.
+pub fn train<B: AutodiffBackend>(cfg: &Config, opts: &TrainOptions, device: &B::Device) -> Result<TrainSummary> {
+    let run = checkpoint::run_dir(cfg);
+    if run.exists() && std::fs::read_dir(&run).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if !opts.overwrite {
+            return Err(Error::input(
+                &run,
+                "run directory already holds output of an earlier run; choose another name \
+                 (--set run_name=NAME) or pass --overwrite to replace it",
+            ));
+        }
+        std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    }
+    std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+
+    let corpus = data::load_corpus(cfg)?;
+    data::tokenizer::save(&corpus.tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
+    let mut source = RandomWindows::new(corpus.tokens, cfg.seed, cfg.data.seq_len)?;
+
+    let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
+    let params: Vec<ParamInfo> = params::list(&model);
+    let mut opt = AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params.clone(), device);
+    let counts = crate::model::params::count(&cfg.model);
+
+    let t = &cfg.train;
+    let mut progress = Progress::new(t.steps, t.log_every, opts.quiet, Some(&run.join("metrics.jsonl")))?;
+    progress.println(&format!(
+        "training {} ({} params, {} active) on {} tokens from {} files ({:.1} MB); {} steps of {} tokens",
+        cfg.run_name,
+        counts.total,
+        counts.active,
+        source.len(),
+        corpus.files.len(),
+        corpus.bytes as f64 / 1e6,
+        t.steps,
+        t.tokens_per_step(cfg.data.seq_len),
+    ));
+
+    let tokens_per_step = t.tokens_per_step(cfg.data.seq_len) as u64;
+    let mut summary = TrainSummary {
+        losses: Vec::with_capacity(t.steps),
+        tokens: 0,
+        wall_s: 0.0,
+        tokens_per_s: 0.0,
+        params: counts,
+        checkpoint: None,
+        skipped_steps: 0,
+    };
+    let start = Instant::now();
+    for step in 0..t.steps {
+        let step_start = Instant::now();
+        let lr = lr_at(t, step);
+        let sg = accumulate(cfg, &model, &mut source, device);
+        let (grads, grad_norm) = sg.grads.clip_global_norm(t.grad_clip);
+        if sg.loss.is_finite() && grad_norm.is_finite() {
+            model = opt.step(model, grads, lr);
+        } else {
+            summary.skipped_steps += 1;
+            progress.println(&format!(
+                "step {}: non-finite loss {} or gradient norm {grad_norm}; update skipped",
+                step + 1,
+                sg.loss
+            ));
+        }
+        summary.tokens += tokens_per_step;
+        summary.losses.push(sg.loss);
+        let dt = step_start.elapsed().as_secs_f64();
+        progress.step(&StepMetrics {
+            step: step + 1,
+            tokens: summary.tokens,
+            loss: sg.loss,
+            aux_loss: sg.aux_loss,
+            lr,
+            grad_norm,
+            tokens_per_s: tokens_per_step as f64 / dt,
+            step_time_s: dt,
+            expert_load: sg.expert_load,
+        })?;
+        let done = step + 1;
+        if done == t.steps || (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) {
+            let dir = checkpoint::save(cfg, &model, &params, &corpus.tokenizer, done)?;
+            progress.println(&format!("saved {}", dir.display()));
+            summary.checkpoint = Some(dir);
+        }
+    }
+    progress.finish();
+    summary.wall_s = start.elapsed().as_secs_f64();
+    summary.tokens_per_s = summary.tokens as f64 / summary.wall_s;
+    Ok(summary)
+}
