@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod rng;
 pub mod train;

@@ -11,6 +11,10 @@
 //! ```
 
 pub mod atomic;
+pub mod export;
+pub mod hf;
+pub mod import;
+pub mod tensors;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -45,7 +49,7 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     dir.join(WEIGHTS_FILE).is_file().then_some(dir)
 }
 
-/// Save `module` after `step` optimizer steps. Returns the published directory.
+/// Save `module` after `step` optimizer steps into the run directory and move `latest` to it.
 pub fn save<B: Backend, M: Module<B>>(
     cfg: &Config,
     module: &M,
@@ -54,6 +58,21 @@ pub fn save<B: Backend, M: Module<B>>(
     step: usize,
 ) -> Result<PathBuf> {
     let run = run_dir(cfg);
+    let values = weights::snapshot(module);
+    let dir = write_dir(&run.join(step_dir_name(step)), cfg, params, &values, tokenizer, step)?;
+    atomic::write_file_atomic(&run, atomic::LATEST, step_dir_name(step).as_bytes())?;
+    Ok(dir)
+}
+
+/// Publish a complete checkpoint directory at `target` (which must not exist) atomically.
+pub fn write_dir(
+    target: &Path,
+    cfg: &Config,
+    params: &[ParamInfo],
+    values: &[Vec<f32>],
+    tokenizer: &Tokenizer,
+    step: usize,
+) -> Result<PathBuf> {
     let config_json = serde_json::to_string_pretty(cfg).expect("config serializes");
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
@@ -61,19 +80,15 @@ pub fn save<B: Backend, M: Module<B>>(
     meta.insert("step".to_string(), step.to_string());
     meta.insert("layout".to_string(), "burn: linear weights [in, out]".to_string());
     meta.insert("config".to_string(), config_json.clone());
-
-    let values = weights::snapshot(module);
-    let bytes = weights::to_safetensors(params, &values, meta)?;
-    let staged = atomic::StagedDir::new(&run.join(step_dir_name(step)))?;
+    let bytes = weights::to_safetensors(params, values, meta)?;
+    let staged = atomic::StagedDir::new(target)?;
     staged.write(WEIGHTS_FILE, &bytes)?;
     staged.write(CONFIG_FILE, config_json.as_bytes())?;
     let tok = tokenizer
         .to_string(false)
         .map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))?;
     staged.write(TOKENIZER_FILE, tok.as_bytes())?;
-    let dir = staged.commit()?;
-    atomic::write_file_atomic(&run, atomic::LATEST, step_dir_name(step).as_bytes())?;
-    Ok(dir)
+    staged.commit()
 }
 
 /// Read a checkpoint directory's resolved config.

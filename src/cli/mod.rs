@@ -1,5 +1,8 @@
 //! The `colossus` command line: argument definitions and the dispatch to each subcommand.
 
+pub mod bench;
+pub mod export;
+pub mod generate;
 pub mod params;
 pub mod train;
 
@@ -22,6 +25,55 @@ pub enum Command {
     Train(TrainArgs),
     /// Print a config's parameter counts (total and active) without allocating the model.
     Params(ConfigArgs),
+    /// Measure training throughput on random tokens: tokens/s, TFLOP/s, MFU, peak memory.
+    Bench(BenchArgs),
+    /// Continue a prompt with a trained checkpoint (KV-cached sampling, streamed to stdout).
+    Generate(GenerateArgs),
+    /// Write a checkpoint as a Hugging Face Grok1ForCausalLM folder (SGLang, vLLM, PyTorch).
+    Export(ExportArgs),
+    /// Read a Hugging Face Grok1ForCausalLM folder into a Colossus checkpoint.
+    Import(ImportArgs),
+    /// Mean loss and perplexity of a checkpoint or exported folder on text files.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A checkpoint directory, or a run directory (uses its latest checkpoint).
+    pub checkpoint: PathBuf,
+    /// New output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: crate::checkpoint::tensors::StoreDtype,
+    /// Largest shard, in MB of tensor data; bigger models are split with an index file.
+    #[arg(long, default_value_t = 5000)]
+    pub max_shard_size_mb: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A Hugging Face Grok1ForCausalLM folder (config.json, *.safetensors, tokenizer.json).
+    pub dir: PathBuf,
+    /// New checkpoint directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A checkpoint, run directory or exported folder.
+    pub model: PathBuf,
+    /// Text files or directories of .txt files.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Window length (default: the model's max_seq_len).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::config::BackendKind>,
 }
 
 /// A config file plus `--set` overrides, shared by every subcommand that reads one.
@@ -46,9 +98,57 @@ pub struct TrainArgs {
     pub overwrite: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Timed optimizer steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first (allocation, autotune, kernel compilation).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Sequences per step (sets train.micro_batch).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Tokens per sequence (sets data.seq_len).
+    #[arg(long)]
+    pub seq: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A checkpoint, a run directory (its latest checkpoint) or an exported Hugging Face folder.
+    pub checkpoint: PathBuf,
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    #[arg(long, default_value_t = 200)]
+    pub max_new_tokens: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Recompute the full sequence every token instead of using the KV cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Backend to run on (default cpu).
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::config::BackendKind>,
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Params(args) => params::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Export(args) => export::run_export(args),
+        Command::Import(args) => export::run_import(args),
+        Command::Eval(args) => export::run_eval(args),
     }
 }

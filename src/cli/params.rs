@@ -14,7 +14,7 @@ pub fn run(args: ConfigArgs) -> Result<()> {
         let n = n as f64;
         if n >= 1e9 { format!("{:.2}B", n / 1e9) } else { format!("{:.2}M", n / 1e6) }
     };
-    println!("{} (preset {:?})", cfg.run_name, cfg.preset);
+    println!("{} (preset {})", cfg.run_name, cfg.preset.name());
     println!(
         "  shape: vocab {}, d_model {}, {} layers, {} q / {} kv heads × {}, {} experts top-{}, ffn {}",
         m.vocab_size, m.d_model, m.n_layers, m.n_q_heads, m.n_kv_heads, m.head_dim, m.n_experts, m.top_k, m.ffn_size

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which compute backend runs the model. Each is a cargo feature; see `crate::backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Cpu,
@@ -32,6 +32,17 @@ pub enum PresetName {
     Gpu350m,
     #[serde(rename = "grok-1")]
     Grok1,
+}
+
+impl PresetName {
+    pub fn name(self) -> &'static str {
+        match self {
+            PresetName::Tiny => "tiny",
+            PresetName::Small => "small",
+            PresetName::Gpu350m => "gpu-350m",
+            PresetName::Grok1 => "grok-1",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

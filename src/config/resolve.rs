@@ -202,7 +202,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         attn_softcap: non_negative("model.attn_softcap", req(&m.attn_softcap, file, "model.attn_softcap")?)?,
         attn_output_multiplier: positive(
             "model.attn_output_multiplier",
-            m.attn_output_multiplier.unwrap_or(1.0 / (head_dim as f64).sqrt()),
+            m.attn_output_multiplier.unwrap_or((1.0 / head_dim as f64).sqrt()),
         )?,
         embedding_multiplier: positive(
             "model.embedding_multiplier",
@@ -309,7 +309,8 @@ mod tests {
         assert_eq!(c.train.lr, 0.5);
         // Shape-following multipliers follow the overridden width.
         assert!((c.model.embedding_multiplier - 128f64.sqrt()).abs() < 1e-12);
-        assert!((c.model.attn_output_multiplier - 0.25).abs() < 1e-12);
+        // head_dim follows too: 128 / 4 heads = 32.
+        assert!((c.model.attn_output_multiplier - (1.0f64 / 32.0).sqrt()).abs() < 1e-12);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
-use super::init;
+use super::{init, precision};
 use super::rope::RopeTables;
 
 #[derive(Debug, Clone)]
@@ -100,21 +100,14 @@ impl<B: Backend> Attention<B> {
         // group into the row dimension lets one batched matmul serve the group without
         // materialising repeated keys and values.
         let q = q.reshape([b, nkv, rep * t, hd]); // [b, nkv, rep·t, hd]
-        let dtype = q.dtype();
-        let mut logits = q.matmul(k.swap_dims(2, 3)); // [b, nkv, rep·t, s]
-        if dtype != DType::F32 {
-            logits = logits.cast(DType::F32);
-        }
-        logits = logits.mul_scalar(self.output_multiplier);
+        let (logits, dtype) = precision::upcast(q.matmul(k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
+        let mut logits = logits.mul_scalar(self.output_multiplier);
         if self.softcap > 0.0 {
             logits = logits.div_scalar(self.softcap).tanh().mul_scalar(self.softcap);
         }
         let device = logits.device();
         logits = logits + causal_bias::<B>(rep, t, past, &device); // broadcast over [b, nkv]
-        let mut probs = softmax(logits, 3);
-        if dtype != DType::F32 {
-            probs = probs.cast(dtype);
-        }
+        let probs = precision::restore(softmax(logits, 3), dtype);
         let out = probs.matmul(v); // [b, nkv, rep·t, hd]
         let out = out.reshape([b, nq, t, hd]).swap_dims(1, 2).reshape([b * t, nq * hd]);
         out.matmul(self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
@@ -132,5 +125,5 @@ fn causal_bias<B: Backend>(rep: usize, t: usize, past: usize, device: &B::Device
             row[past + i + 1..].fill(f32::NEG_INFINITY);
         }
     }
-    Tensor::from_data(TensorData::new(bias, [1, 1, rep * t, s]), device)
+    init::floats(bias, [1, 1, rep * t, s], device)
 }

@@ -147,3 +147,29 @@ impl<B: Backend> Grok<B> {
         GrokOutput { logits, aux_loss, expert_load }
     }
 }
+
+/// Every parameter's path and shape in module order, from the config alone (export and import
+/// use it to handle models too large to build; a test checks it against the real module tree).
+pub fn param_shapes(c: &GrokConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, hd, f) = (c.d_model, c.head_dim, c.ffn_size);
+    let mut out = vec![("embed_tokens".to_string(), vec![c.vocab_size, d])];
+    for i in 0..c.n_layers {
+        let l = format!("layers.{i}");
+        out.push((format!("{l}.pre_attn_norm.weight"), vec![d]));
+        out.push((format!("{l}.self_attn.q_proj"), vec![d, c.n_q_heads * hd]));
+        out.push((format!("{l}.self_attn.k_proj"), vec![d, c.n_kv_heads * hd]));
+        out.push((format!("{l}.self_attn.v_proj"), vec![d, c.n_kv_heads * hd]));
+        out.push((format!("{l}.self_attn.o_proj"), vec![c.n_q_heads * hd, d]));
+        out.push((format!("{l}.post_attn_norm.weight"), vec![d]));
+        out.push((format!("{l}.pre_moe_norm.weight"), vec![d]));
+        out.push((format!("{l}.block_sparse_moe.gate"), vec![d, c.n_experts]));
+        for e in 0..c.n_experts {
+            out.push((format!("{l}.block_sparse_moe.experts.{e}.w1"), vec![d, f]));
+            out.push((format!("{l}.block_sparse_moe.experts.{e}.w3"), vec![d, f]));
+            out.push((format!("{l}.block_sparse_moe.experts.{e}.w2"), vec![f, d]));
+        }
+        out.push((format!("{l}.post_moe_norm.weight"), vec![d]));
+    }
+    out.push(("norm.weight".to_string(), vec![d]));
+    out
+}

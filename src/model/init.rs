@@ -17,7 +17,13 @@ pub fn normal<B: Backend, const D: usize>(
     let n: usize = shape.iter().product();
     let mut rng = Rng::derive(seed, name);
     let values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
-    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+    Param::from_tensor(floats(values, shape, device))
+}
+
+/// A float tensor from host f32 values in the backend's float type. `from_data` alone would keep
+/// the data's f32 even on an f64 backend, silently mixing precisions.
+pub fn floats<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, shape).convert::<B::FloatElem>(), device)
 }
 
 /// A trainable tensor of ones (norm scales).

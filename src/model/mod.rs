@@ -8,6 +8,7 @@ pub mod init;
 pub mod moe;
 pub mod norm;
 pub mod params;
+pub mod precision;
 pub mod rope;
 
 pub use grok::{Grok, GrokConfig, GrokOutput};

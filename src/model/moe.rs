@@ -4,9 +4,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu_approximate, softmax};
-use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
-use super::init;
+use super::{init, precision};
 
 #[derive(Debug, Clone)]
 pub struct MoeConfig {
@@ -82,12 +82,10 @@ impl<B: Backend> Moe<B> {
         let n = b * t;
         let n_experts = self.experts.len();
         let h = x.reshape([n, d]); // [n, d]
-        let dtype = h.dtype();
         let device = h.device();
-        let router_in = if dtype == DType::F32 { h.clone() } else { h.clone().cast(DType::F32) };
-        let router_w = self.gate.val();
-        let router_w = if router_w.dtype() == DType::F32 { router_w } else { router_w.cast(DType::F32) };
-        let probs = softmax(router_in.matmul(router_w), 1); // [n, E] f32
+        let (router_in, dtype) = precision::upcast(h.clone());
+        let (router_w, _) = precision::upcast(self.gate.val());
+        let probs = softmax(router_in.matmul(router_w), 1); // [n, E], at least f32
 
         // Which experts: decided on detached probabilities (the choice has no gradient); the gate
         // values are gathered from the live tensor so the router still learns through them.
@@ -106,8 +104,8 @@ impl<B: Backend> Moe<B> {
         let load: Vec<f32> = rows.iter().map(|r| r.len() as f32 / total_slots).collect();
 
         let gates_flat = gates.reshape([n * self.top_k]);
-        let gates_flat = if dtype == DType::F32 { gates_flat } else { gates_flat.cast(dtype) };
-        let mut out = Tensor::<B, 2>::zeros([n, d], &device).cast(dtype);
+        let gates_flat = precision::restore(gates_flat, dtype);
+        let mut out = precision::restore(Tensor::<B, 2>::zeros([n, d], &device), dtype);
         for (e, expert) in self.experts.iter().enumerate() {
             let m = rows[e].len();
             if m == 0 {
@@ -125,7 +123,7 @@ impl<B: Backend> Moe<B> {
         }
 
         let mean_prob = probs.mean_dim(0).reshape([n_experts]); // [E]
-        let f = Tensor::<B, 1>::from_data(TensorData::new(load.clone(), [n_experts]), &device);
+        let f = init::floats::<B, 1>(load.clone(), [n_experts], &device);
         let aux_loss = (mean_prob * f).sum().mul_scalar(n_experts as f64);
         (out.reshape([b, t, d]), RouterStats { aux_loss, load })
     }

@@ -1,9 +1,9 @@
 //! RMSNorm with a learned scale and no bias, always computed in f32 (Grok-1 does the same).
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
-use super::init;
+use super::{init, precision};
 
 #[derive(Debug, Clone)]
 pub struct RmsNormConfig {
@@ -28,11 +28,10 @@ pub struct RmsNorm<B: Backend> {
 impl<B: Backend> RmsNorm<B> {
     /// `[..., d]` → `[..., d]`: y = weight · x / sqrt(mean(x²) + eps).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let xf = if dtype == DType::F32 { x } else { x.cast(DType::F32) };
+        let (xf, dtype) = precision::upcast(x);
         let rms = xf.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt(); // [..., 1]
         let weight = self.weight.val().unsqueeze::<D>(); // [1, ..., d]
         let y = xf.div(rms).mul(weight);
-        if dtype == DType::F32 { y } else { y.cast(dtype) }
+        precision::restore(y, dtype)
     }
 }

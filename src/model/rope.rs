@@ -1,7 +1,9 @@
 //! Rotary position embedding over the full head dimension in the NeoX "rotate half" layout: the
 //! first and second halves of each head form the (real, imaginary) pairs. Phases in f32.
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
+
+use super::init;
 
 /// cos/sin tables for a run of positions, built once per forward and shared by every layer.
 #[derive(Debug, Clone)]
@@ -33,8 +35,8 @@ impl<B: Backend> RopeTables<B> {
         }
         let shape = [1, 1, len, head_dim];
         RopeTables {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: init::floats(cos, shape, device),
+            sin: init::floats(sin, shape, device),
         }
     }
 

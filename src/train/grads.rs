@@ -42,7 +42,7 @@ impl<B: Backend> Grads<B> {
     }
 
     /// Element-wise sum, for gradient accumulation.
-    pub fn add(self, other: Grads<B>) -> Self {
+    pub fn sum(self, other: Grads<B>) -> Self {
         let tensors = self.tensors.into_iter().zip(other.tensors).map(|(a, b)| a + b).collect();
         Grads { tensors }
     }

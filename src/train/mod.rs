@@ -1,5 +1,6 @@
 //! Training: the loop, its optimizer, gradients, schedule, loss and progress reporting.
 
+pub mod eval;
 pub mod grads;
 pub mod loss;
 pub mod optim;

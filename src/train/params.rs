@@ -44,3 +44,11 @@ pub fn list<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
     module.visit(&mut lister);
     lister.out
 }
+
+/// The same list from the config alone, without building the model.
+pub fn list_from_config(c: &crate::model::GrokConfig) -> Vec<ParamInfo> {
+    crate::model::grok::param_shapes(c)
+        .into_iter()
+        .map(|(path, shape)| ParamInfo { decay: shape.len() >= 2, path, shape })
+        .collect()
+}

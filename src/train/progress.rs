@@ -81,7 +81,7 @@ impl Progress {
                 bar.set_message(summary);
             }
             Display::Lines { every } => {
-                if m.step % every == 0 || m.step == self.steps || m.step == 1 {
+                if m.step.is_multiple_of(*every) || m.step == self.steps || m.step == 1 {
                     let elapsed = self.start.elapsed().as_secs_f64();
                     let eta = elapsed / m.step as f64 * (self.steps - m.step) as f64;
                     eprintln!("step {}/{} {summary} elapsed {elapsed:.0}s eta {eta:.0}s", m.step, self.steps);

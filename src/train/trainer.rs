@@ -89,7 +89,7 @@ pub fn accumulate<B: AutodiffBackend>(
         let g = Grads::collect(model, objective.div_scalar(accum as f64).backward());
         acc = Some(match acc {
             None => g,
-            Some(a) => a.add(g),
+            Some(a) => a.sum(g),
         });
         if load.is_empty() {
             load = s.expert_load;
@@ -191,7 +191,7 @@ pub fn train<B: AutodiffBackend>(cfg: &Config, opts: &TrainOptions, device: &B::
             expert_load: sg.expert_load,
         })?;
         let done = step + 1;
-        if done == t.steps || (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) {
+        if done == t.steps || (t.checkpoint_every > 0 && done.is_multiple_of(t.checkpoint_every)) {
             let dir = checkpoint::save(cfg, &model, &params, &corpus.tokenizer, done)?;
             progress.println(&format!("saved {}", dir.display()));
             summary.checkpoint = Some(dir);

@@ -1,0 +1,136 @@
+//! `colossus export`: a Colossus checkpoint → a Hugging Face `Grok1ForCausalLM` folder that
+//! SGLang, vLLM and plain PyTorch load: config.json, model.safetensors (or numbered shards plus
+//! model.safetensors.index.json above the shard limit), tokenizer files, generation_config.json.
+//! Streams one tensor at a time from the memory-mapped checkpoint, so memory stays near one
+//! output shard, never two copies of the model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::atomic::StagedDir;
+use super::hf;
+use super::tensors::{MappedFile, StoreDtype, natural_key, serialize};
+use super::{CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE, read_config};
+use crate::data::tokenizer;
+use crate::error::{Error, Result};
+use crate::train::params::list_from_config;
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub dtype: StoreDtype,
+    /// Start a new shard before a file would exceed this many bytes of tensor data.
+    pub max_shard_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    pub dir: PathBuf,
+    pub shards: usize,
+    pub tensors: usize,
+    pub bytes: u64,
+}
+
+/// Export checkpoint directory `ckpt` to a new folder `out`.
+pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
+    if out.exists() {
+        return Err(Error::input(out, "already exists; choose a new output directory"));
+    }
+    let cfg = read_config(ckpt)?;
+    let tok = tokenizer::load(&ckpt.join(TOKENIZER_FILE), cfg.model.vocab_size)?;
+    let weights = MappedFile::open(&ckpt.join(WEIGHTS_FILE))?;
+    let version = weights.metadata().get("format_version").cloned();
+    if version.as_deref() != Some(&FORMAT_VERSION.to_string()) {
+        return Err(Error::input(
+            ckpt.join(WEIGHTS_FILE),
+            format!("format_version {version:?}; this build reads version {FORMAT_VERSION}"),
+        ));
+    }
+    let shapes = weights.shapes()?;
+    let params = list_from_config(&cfg.model);
+    for p in &params {
+        match shapes.get(&p.path) {
+            Some(s) if *s == p.shape => {}
+            Some(s) => {
+                return Err(Error::input(
+                    ckpt.join(WEIGHTS_FILE),
+                    format!("tensor `{}` has shape {s:?}; its config expects {:?}", p.path, p.shape),
+                ));
+            }
+            None => return Err(Error::input(ckpt.join(WEIGHTS_FILE), format!("tensor `{}` is missing", p.path))),
+        }
+    }
+
+    // Plan shards from the header alone, so each file's name can carry the shard count.
+    let mut order: Vec<_> = params.iter().map(|p| (hf::hf_name(&p.path).0, p)).collect();
+    order.sort_by_key(|(name, _)| natural_key(name));
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut current = 0u64;
+    for (i, (_, p)) in order.iter().enumerate() {
+        let size = (p.numel() * opts.dtype.bytes()) as u64;
+        if current > 0 && current + size > opts.max_shard_bytes {
+            shards.push(Vec::new());
+            current = 0;
+        }
+        shards.last_mut().expect("non-empty").push(i);
+        current += size;
+    }
+    let n = shards.len();
+    let file_name = |k: usize| {
+        if n == 1 { WEIGHTS_FILE.to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", k + 1) }
+    };
+
+    let staged = StagedDir::new(out)?;
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    for (k, members) in shards.iter().enumerate() {
+        let mut tensors = Vec::with_capacity(members.len());
+        for &i in members {
+            let (name, p) = &order[i];
+            let (_, values) = weights.read_f32(&p.path)?;
+            let converted = hf::to_hf(std::slice::from_ref(*p), vec![values]);
+            let (info, values) = converted.into_iter().next().expect("one tensor");
+            let bytes = opts.dtype.encode(&values);
+            total += bytes.len() as u64;
+            weight_map.insert(name.clone(), file_name(k));
+            tensors.push((name.clone(), info.shape, bytes));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        staged.write(&file_name(k), &serialize(&tensors, opts.dtype.safetensors(), meta)?)?;
+    }
+    if n > 1 {
+        let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+        staged.write("model.safetensors.index.json", serde_json::to_string_pretty(&index).expect("json").as_bytes())?;
+    }
+
+    let (bos, eos, pad) = special_ids(&tok);
+    let mut config = hf::config_json(&cfg.model, bos, eos, pad);
+    config["torch_dtype"] = json!(opts.dtype.torch_name());
+    staged.write(CONFIG_FILE, serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
+    let tok_json = tok.to_string(false).map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))?;
+    staged.write(TOKENIZER_FILE, tok_json.as_bytes())?;
+    let tok_config = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": tokenizer::BOS,
+        "eos_token": tokenizer::EOT,
+        "pad_token": tokenizer::PAD,
+        "model_max_length": cfg.model.max_seq_len,
+        "add_bos_token": false,
+        "add_eos_token": false,
+    });
+    staged.write("tokenizer_config.json", serde_json::to_string_pretty(&tok_config).expect("json").as_bytes())?;
+    let gen_config = json!({ "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": true, "temperature": 0.8, "top_k": 50, "top_p": 0.95 });
+    staged.write("generation_config.json", serde_json::to_string_pretty(&gen_config).expect("json").as_bytes())?;
+    let dir = staged.commit()?;
+    Ok(ExportSummary { dir, shards: n, tensors: params.len(), bytes: total })
+}
+
+/// (bos, eos, pad) ids; tokenizers without a bos or pad entry fall back to eos.
+fn special_ids(tok: &tokenizers::Tokenizer) -> (u32, u32, u32) {
+    let eos = tokenizer::eot_id(tok);
+    let bos = tok.token_to_id(tokenizer::BOS).unwrap_or(eos);
+    let pad = tok.token_to_id(tokenizer::PAD).unwrap_or(eos);
+    (bos, eos, pad)
+}

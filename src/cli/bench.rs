@@ -1,0 +1,143 @@
+//! `colossus bench CONFIG`: training throughput on random tokens, shaped like
+//! shared/reference/torch_train_peer.py (same model, AdamW, global-norm clip 1.0) so the two
+//! compare directly. Prints tokens/s, model TFLOP/s (`model::params::train_flops_per_token`),
+//! MFU against the device's peak, and peak memory.
+
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+
+use super::BenchArgs;
+use crate::backend::{self, Job};
+use crate::config::{self, BackendKind, Config};
+use crate::data::{Batch, BatchSource};
+use crate::error::Result;
+use crate::model::Grok;
+use crate::model::params::{count, train_flops_per_token};
+use crate::rng::Rng;
+use crate::train::optim::{AdamW, AdamWSettings};
+use crate::train::{params, trainer};
+
+/// Uniformly random token ids, as the PyTorch peer uses.
+struct RandomTokens {
+    rng: Rng,
+    vocab: u64,
+}
+
+impl BatchSource for RandomTokens {
+    fn next_batch(&mut self, batch: usize, seq: usize) -> Batch {
+        let mut draw = || (0..batch * seq).map(|_| self.rng.below(self.vocab) as i64).collect::<Vec<_>>();
+        let inputs = draw();
+        let targets = draw();
+        Batch { batch, seq, inputs, targets }
+    }
+}
+
+struct BenchJob {
+    cfg: Config,
+    steps: usize,
+    warmup: usize,
+}
+
+pub struct BenchResult {
+    pub tokens_per_s: f64,
+    pub model_tflops: f64,
+    pub peak_tflops: f64,
+    pub peak_source: String,
+    pub final_loss: f64,
+    pub peak_mem_gib: f64,
+}
+
+impl Job for BenchJob {
+    type Output = BenchResult;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchResult> {
+        let cfg = &self.cfg;
+        let mut model: Grok<B> = cfg.model.init(cfg.seed, &device);
+        let mut opt = AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
+        let mut source = RandomTokens { rng: Rng::derive(cfg.seed, "bench"), vocab: cfg.model.vocab_size as u64 };
+        let mut loss = f64::NAN;
+        let mut start = Instant::now();
+        for i in 0..self.warmup + self.steps {
+            if i == self.warmup {
+                start = Instant::now();
+            }
+            // `accumulate` reads the loss back to the host every micro-batch, so each step is
+            // complete (no queued device work) when the clock is read.
+            let sg = trainer::accumulate(cfg, &model, &mut source, &device);
+            let (g, _) = sg.grads.clip_global_norm(cfg.train.grad_clip);
+            model = opt.step(model, g, cfg.train.lr);
+            loss = sg.loss;
+        }
+        let _ = B::sync(&device);
+        let wall = start.elapsed().as_secs_f64();
+        let tokens = (self.steps * cfg.train.tokens_per_step(cfg.data.seq_len)) as f64;
+        let tokens_per_s = tokens / wall;
+        let model_tflops = tokens_per_s * train_flops_per_token(&cfg.model, cfg.data.seq_len) / 1e12;
+        let (peak_tflops, peak_source) = peak::<B>(cfg.backend, &device);
+        Ok(BenchResult { tokens_per_s, model_tflops, peak_tflops, peak_source, final_loss: loss, peak_mem_gib: peak_rss_gib() })
+    }
+}
+
+/// The MFU denominator. GPUs: the datasheet dense rate for the precision in use (table in
+/// docs/benchmarks.md). CPU: measured, as the best f32 rate of a 1024³ matmul on this backend,
+/// because CPU peaks vary too much by model and clock to tabulate.
+fn peak<B: AutodiffBackend>(kind: BackendKind, device: &B::Device) -> (f64, String) {
+    if kind != BackendKind::Cpu {
+        return (0.0, "unknown (GPU peak table: see docs/benchmarks.md)".into());
+    }
+    let n = 1024;
+    let mut rng = Rng::new(1);
+    let data: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+    let a = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(data.clone(), [n, n]), device);
+    let b = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(data, [n, n]), device);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let _ = c.into_data();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (2.0 * (n * n * n) as f64 / best / 1e12, "measured f32 matmul 1024³".into())
+}
+
+/// Peak resident memory of this process (Linux: VmHWM), in GiB; NaN elsewhere.
+pub fn peak_rss_gib() -> f64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return f64::NAN };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / (1024.0 * 1024.0))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let mut sets = args.config.set.clone();
+    if let Some(b) = args.batch {
+        sets.push(format!("train.micro_batch={b}"));
+    }
+    if let Some(s) = args.seq {
+        sets.push(format!("data.seq_len={s}"));
+    }
+    let cfg = config::load(&args.config.config, &sets)?;
+    let p = count(&cfg.model);
+    let (kind, device) = (cfg.backend, cfg.device);
+    let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);
+    let r = backend::dispatch(kind, device, BenchJob { cfg, steps: args.steps, warmup: args.warmup })?;
+    let mfu = if r.peak_tflops > 0.0 { format!("{:.1}%", 100.0 * r.model_tflops / r.peak_tflops) } else { "n/a".into() };
+    println!(
+        "backend={} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2}",
+        kind.name(),
+        p.total,
+        p.active,
+        args.steps,
+        r.final_loss,
+        r.tokens_per_s,
+        r.model_tflops,
+        r.peak_tflops,
+        r.peak_source,
+        r.peak_mem_gib
+    );
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `colossus export`, `colossus import` and `colossus eval`: moving models in and out of the
+//! Hugging Face layout, and scoring them on text.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use tokenizers::Tokenizer;
+
+use super::{EvalArgs, ExportArgs, ImportArgs};
+use crate::backend::{self, Job};
+use crate::checkpoint::{self, export, import, weights};
+use crate::config::BackendKind;
+use crate::data::{corpus, tokenizer};
+use crate::error::Result;
+use crate::model::{Grok, GrokConfig};
+use crate::train::eval::{EvalResult, evaluate};
+use crate::train::params;
+
+pub fn run_export(args: ExportArgs) -> Result<()> {
+    let ckpt = super::generate::resolve_checkpoint(&args.checkpoint)?;
+    let opts = export::ExportOptions { dtype: args.dtype, max_shard_bytes: args.max_shard_size_mb * 1_000_000 };
+    let s = export::export(&ckpt, &args.out, &opts)?;
+    println!(
+        "exported {} tensors ({:.1} MB, {:?}) in {} shard(s) to {}",
+        s.tensors,
+        s.bytes as f64 / 1e6,
+        args.dtype,
+        s.shards,
+        s.dir.display()
+    );
+    Ok(())
+}
+
+pub fn run_import(args: ImportArgs) -> Result<()> {
+    let dir = import::import(&args.dir, &args.out)?;
+    println!("imported {} into checkpoint {}", args.dir.display(), dir.display());
+    Ok(())
+}
+
+/// A model to run: a Colossus checkpoint (or run directory), or a Hugging Face folder.
+pub struct LoadedModel {
+    pub model: GrokConfig,
+    pub tokenizer: Tokenizer,
+    pub values: Vec<Vec<f32>>,
+}
+
+pub fn load_any(path: &Path) -> Result<LoadedModel> {
+    if is_hf_folder(path) {
+        let i = import::read(path)?;
+        return Ok(LoadedModel { model: i.model, tokenizer: i.tokenizer, values: i.values });
+    }
+    let dir = super::generate::resolve_checkpoint(path)?;
+    let cfg = checkpoint::read_config(&dir)?;
+    let tok = tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
+    let params = params::list_from_config(&cfg.model);
+    let file = weights::read_safetensors(&dir.join(checkpoint::WEIGHTS_FILE))?;
+    let mut values = Vec::with_capacity(params.len());
+    let mut tensors = file.tensors;
+    for p in &params {
+        match tensors.remove(&p.path) {
+            Some((shape, v)) if shape == p.shape => values.push(v),
+            _ => {
+                return Err(crate::Error::input(
+                    dir.join(checkpoint::WEIGHTS_FILE),
+                    format!("tensor `{}` is missing or mis-shaped", p.path),
+                ));
+            }
+        }
+    }
+    Ok(LoadedModel { model: cfg.model, tokenizer: tok, values })
+}
+
+/// An exported folder names its architecture in config.json; our checkpoints' config.json does not.
+fn is_hf_folder(path: &Path) -> bool {
+    std::fs::read_to_string(path.join("config.json")).is_ok_and(|t| t.contains("Grok1ForCausalLM"))
+}
+
+/// Build a model on backend `B` from loaded values.
+pub fn build<B: burn::tensor::backend::Backend>(m: &LoadedModel, device: &B::Device) -> Result<Grok<B>> {
+    let model: Grok<B> = m.model.init(0, device);
+    let params = params::list(&model);
+    let tensors = params.iter().zip(&m.values).map(|(p, v)| (p.path.clone(), (p.shape.clone(), v.clone()))).collect();
+    let file = weights::TensorFile { metadata: Default::default(), tensors };
+    weights::load_into(model, &params, file, Path::new("(loaded model)"))
+}
+
+struct EvalJob {
+    loaded: LoadedModel,
+    tokens: Vec<u32>,
+    seq: usize,
+    batch: usize,
+}
+
+impl Job for EvalJob {
+    type Output = EvalResult;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalResult> {
+        let model: Grok<B::InnerBackend> = build(&self.loaded, &device)?;
+        Ok(evaluate(&model, &self.tokens, self.seq, self.batch, &device))
+    }
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<()> {
+    let loaded = load_any(&args.model)?;
+    let entries: Vec<String> = args.data.iter().map(|p: &PathBuf| p.display().to_string()).collect();
+    let files = corpus::list_files(&entries, "--data")?;
+    let eot = tokenizer::eot_id(&loaded.tokenizer);
+    let mut tokens = Vec::new();
+    for f in &files {
+        tokens.extend(tokenizer::encode(&loaded.tokenizer, &corpus::read_document(f)?)?);
+        tokens.push(eot);
+    }
+    let seq = args.seq.unwrap_or(loaded.model.max_seq_len).min(loaded.model.max_seq_len);
+    let backend = args.backend.unwrap_or(BackendKind::Cpu);
+    let r = backend::dispatch(backend, 0, EvalJob { loaded, tokens, seq, batch: args.batch })?;
+    println!("loss {:.4} perplexity {:.2} over {} tokens ({} files, windows of {seq})", r.loss, r.perplexity, r.tokens, files.len());
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! `colossus generate CHECKPOINT --prompt TEXT`: stream a continuation from a saved checkpoint.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::GenerateArgs;
+use crate::backend::{self, Job};
+use crate::checkpoint;
+use crate::data::tokenizer;
+use crate::error::{Error, Result};
+use crate::generate::{SampleOptions, generate};
+use crate::model::Grok;
+
+struct GenerateJob {
+    loaded: super::export::LoadedModel,
+    prompt: String,
+    opts: SampleOptions,
+}
+
+impl Job for GenerateJob {
+    type Output = ();
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let model: Grok<B::InnerBackend> = super::export::build(&self.loaded, &device)?;
+        let tok = &self.loaded.tokenizer;
+        let max_seq_len = self.loaded.model.max_seq_len;
+        let mut ids = tokenizer::encode(tok, &self.prompt)?;
+        if ids.is_empty() {
+            ids.push(tokenizer::eot_id(tok)); // an empty prompt starts a new document
+        }
+        let mut opts = self.opts;
+        opts.stop = Some(tokenizer::eot_id(tok));
+        opts.max_new_tokens = opts.max_new_tokens.min(max_seq_len.saturating_sub(ids.len()));
+        let mut stdout = std::io::stdout();
+        print!("{}", self.prompt);
+        // Byte-level BPE tokens need not end on a character boundary: decode the whole
+        // continuation each time and print what is new.
+        let mut generated: Vec<u32> = Vec::new();
+        let mut shown = 0;
+        let start = std::time::Instant::now();
+        let new = generate(&model, &ids, &opts, &device, |id| {
+            generated.push(id);
+            if let Ok(text) = tok.decode(&generated, true) {
+                if text.len() > shown && text.is_char_boundary(shown) {
+                    print!("{}", &text[shown..]);
+                    let _ = stdout.flush();
+                    shown = text.len();
+                }
+            }
+        });
+        println!();
+        let dt = start.elapsed().as_secs_f64();
+        eprintln!(
+            "[{} tokens in {dt:.2}s: {:.1} tokens/s, {}]",
+            new.len(),
+            new.len() as f64 / dt,
+            if opts.no_cache { "no KV cache" } else { "KV cache" }
+        );
+        Ok(())
+    }
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let loaded = super::export::load_any(&args.checkpoint)?;
+    let opts = SampleOptions {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop: None,
+        no_cache: args.no_cache,
+    };
+    if !(0.0..=1.0).contains(&opts.top_p) || opts.top_p == 0.0 {
+        return Err(Error::Flag { flag: "--top-p".into(), msg: format!("{} must be in (0, 1]", opts.top_p) });
+    }
+    let backend = args.backend.unwrap_or(crate::config::BackendKind::Cpu);
+    backend::dispatch(backend, 0, GenerateJob { loaded, prompt: args.prompt, opts })
+}
+
+/// A checkpoint directory, or a run directory (its `latest` checkpoint).
+pub fn resolve_checkpoint(path: &std::path::Path) -> Result<PathBuf> {
+    if path.join(checkpoint::WEIGHTS_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    checkpoint::latest(path).ok_or_else(|| {
+        Error::input(path, "not a checkpoint directory (no model.safetensors) nor a run directory with a `latest` checkpoint")
+    })
+}

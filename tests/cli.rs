@@ -1,0 +1,103 @@
+//! The binary's contract for bad input: one clear message naming the file, key or value, exit
+//! code 2, no panic or backtrace. Plus `params` on the released Grok-1 shape.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn colossus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_colossus"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+/// Runs `train` on a config that must be refused, returning stderr.
+fn refused(args: &[&str], must_contain: &[&str]) -> String {
+    let out = colossus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "panic on {args:?}: {stderr}");
+    for s in must_contain {
+        assert!(stderr.contains(s), "args {args:?}: expected {s:?} in {stderr}");
+    }
+    stderr
+}
+
+#[test]
+fn config_errors_name_file_and_key_and_exit_2() {
+    let dir = common::temp_dir("cli-errors");
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("unknown_key.yaml", "preset: tiny\nmodel:\n  d_modle: 64\n", &["unknown_key.yaml", "d_modle"]),
+        ("wrong_type.yaml", "preset: tiny\ntrain:\n  steps: many\n", &["wrong_type.yaml", "steps"]),
+        ("bad_enum.yaml", "preset: tiny\nbackend: tpu\n", &["bad_enum.yaml", "tpu"]),
+        ("no_preset.yaml", "run_name: x\n", &["no_preset.yaml", "preset"]),
+        ("d_div.yaml", "preset: tiny\nmodel: {d_model: 66}\n", &["model.d_model", "n_q_heads"]),
+        ("kv.yaml", "preset: tiny\nmodel: {n_kv_heads: 3}\n", &["model.n_kv_heads", "divide"]),
+        ("topk.yaml", "preset: tiny\nmodel: {top_k: 5}\n", &["model.top_k", "n_experts = 4"]),
+        ("seq.yaml", "preset: tiny\ndata: {seq_len: 128}\n", &["data.seq_len", "max_seq_len = 64"]),
+        ("zero.yaml", "preset: tiny\ntrain: {micro_batch: 0}\n", &["train.micro_batch"]),
+        ("lr.yaml", "preset: tiny\ntrain: {lr: -1}\n", &["train.lr"]),
+        ("syntax.yaml", "preset: tiny\nmodel: [\n", &["syntax.yaml"]),
+    ];
+    for (name, body, want) in cases {
+        let path = write_config(&dir, name, body);
+        refused(&["train", &path], want);
+    }
+}
+
+#[test]
+fn missing_files_and_bad_flags_exit_2() {
+    let dir = common::temp_dir("cli-missing");
+    refused(&["train", "configs/nope.yaml"], &["configs/nope.yaml", "cannot read"]);
+    let path = write_config(&dir, "corpus.yaml", "preset: tiny\ndata: {corpus: [no/such/dir]}\n");
+    let out_dir = format!("train.out_dir={}", dir.display());
+    refused(&["train", &path, "--set", &out_dir], &["no/such/dir", "data.corpus"]);
+    let tok = write_config(&dir, "tok.yaml", "preset: tiny\ndata: {tokenizer: missing/tokenizer.json}\n");
+    refused(&["train", &tok, "--set", &out_dir], &["missing/tokenizer.json"]);
+    refused(&["train", "configs/tiny.yaml", "--set", "train.steps"], &["--set train.steps", "KEY.PATH=VALUE"]);
+    refused(&["train", "configs/tiny.yaml", "--set", "train.stepz=3"], &["stepz"]);
+    refused(&["train", "configs/tiny.yaml", "--bogus"], &["--bogus"]);
+}
+
+#[test]
+fn backend_not_compiled_in_names_the_feature() {
+    if cfg!(feature = "wgpu") {
+        return; // built with wgpu: nothing to refuse
+    }
+    let dir = common::temp_dir("cli-backend");
+    let out_dir = format!("train.out_dir={}", dir.display());
+    refused(&["train", "configs/tiny.yaml", "--set", "backend=wgpu", "--set", &out_dir], &["wgpu", "--features wgpu"]);
+}
+
+#[test]
+fn params_sizes_grok1_without_allocating() {
+    let out = colossus(&["params", "configs/grok-1.yaml"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // ≈316B total, ≈84B active, as released.
+    assert!(stdout.contains("315684820992 (315.68B)"), "{stdout}");
+    assert!(stdout.contains("83756587008 (83.76B)"), "{stdout}");
+}
+
+#[test]
+fn train_runs_from_the_command_line() {
+    let dir = common::temp_dir("cli-train");
+    let out_dir = format!("train.out_dir={}", dir.display());
+    let out = colossus(&["train", "configs/tiny.yaml", "--set", &out_dir, "--set", "train.steps=3", "--set", "train.warmup_steps=1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Not a terminal: plain log lines, one per logged step.
+    assert!(stderr.contains("step 3/3"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: 3 steps"));
+    assert!(dir.join("tiny/step-000003/model.safetensors").is_file());
+}

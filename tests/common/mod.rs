@@ -1,0 +1,74 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use colossus::config::{self, Config};
+use colossus::model::GrokConfig;
+
+/// A small model whose every constant differs from its neighbour's default so a mix-up shows:
+/// strong init (std 0.5) and a low soft cap (1.5) so the tanh cap is actually active.
+pub fn reference_model() -> GrokConfig {
+    GrokConfig {
+        vocab_size: 300,
+        d_model: 32,
+        n_layers: 2,
+        n_q_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        n_experts: 4,
+        top_k: 2,
+        widening: 1.0,
+        ffn_size: config::ffn_size(32, 1.0),
+        max_seq_len: 32,
+        rope_theta: 10_000.0,
+        attn_softcap: 1.5,
+        attn_output_multiplier: 1.0 / 8f64.sqrt(),
+        embedding_multiplier: 32f64.sqrt(),
+        output_multiplier: 0.577_350_269_189_625_7,
+        norm_eps: 1e-5,
+        init_std: 0.5,
+        aux_loss_coef: 0.0,
+    }
+}
+
+pub const REFERENCE_SEED: u64 = 20_261_122;
+pub const REFERENCE_IDS: [i64; 12] = [5, 17, 3, 60, 42, 42, 7, 0, 33, 12, 63, 28];
+
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grok_tiny")
+}
+
+/// The tiny preset, shrunk further for fast tests, writing into `out_dir`.
+pub fn tiny_config(out_dir: &Path, extra: &[&str]) -> Config {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut sets = vec![
+        format!("train.out_dir={}", out_dir.display()),
+        format!("data.corpus=[{root}/data/shakespeare/sonnets.txt]"),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    config::load(&Path::new(root).join("configs/tiny.yaml"), &sets).unwrap()
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("colossus-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
