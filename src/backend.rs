@@ -3,8 +3,8 @@
 //!
 //! | config            | cargo feature           | burn backend                                  |
 //! |-------------------|-------------------------|-----------------------------------------------|
-//! | `backend: cpu`    | `cpu` (default)         | `NdArray` (matrixmultiply, threaded)          |
-//! | `backend: cpu`    | `cpu-flex` (no `cpu`)   | `Flex` (gemm + SIMD + rayon), for comparison  |
+//! | `backend: cpu`    | `cpu` (default)         | `Flex` (gemm + SIMD + rayon)                  |
+//! | `backend: cpu`    | `cpu-ndarray` (no `cpu`)| `NdArray`, kept for comparison                |
 //! | `backend: wgpu`   | `wgpu`                  | `Wgpu` (Vulkan/Metal/DX12), `device` = index  |
 //! | `backend: cuda`   | `cuda`                  | `Cuda` (NVRTC at run time), `device` = GPU    |
 
@@ -15,12 +15,12 @@ use crate::error::{Error, Result};
 
 /// The CPU backend this binary was built with, without autodiff.
 #[cfg(feature = "cpu")]
-pub type Cpu = burn::backend::NdArray;
-#[cfg(all(feature = "cpu-flex", not(feature = "cpu")))]
 pub type Cpu = burn::backend::Flex;
+#[cfg(all(feature = "cpu-ndarray", not(feature = "cpu")))]
+pub type Cpu = burn::backend::NdArray;
 
 /// The CPU training backend (autodiff over `Cpu`), for tests and tools that always run on CPU.
-#[cfg(any(feature = "cpu", feature = "cpu-flex"))]
+#[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 
 /// Work that runs on whichever backend the config names.
@@ -34,9 +34,9 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
     let _ = (&job, index);
     match kind {
         BackendKind::Cpu => {
-            #[cfg(any(feature = "cpu", feature = "cpu-flex"))]
+            #[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
             return job.run::<CpuTrain>(Default::default());
-            #[cfg(not(any(feature = "cpu", feature = "cpu-flex")))]
+            #[cfg(not(any(feature = "cpu", feature = "cpu-ndarray")))]
             return Err(missing(kind, "cpu"));
         }
         BackendKind::Wgpu => {

@@ -101,3 +101,22 @@ fn train_runs_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("done: 3 steps"));
     assert!(dir.join("tiny/step-000003/model.safetensors").is_file());
 }
+
+/// A rerun in a new process reproduces every logged loss to the last bit (metrics.jsonl prints
+/// the shortest decimal that round-trips each f64, so equal text means equal bits).
+#[test]
+fn rerun_in_a_new_process_is_bit_identical() {
+    let losses = |name: &str| {
+        let dir = common::temp_dir(name);
+        let out_dir = format!("train.out_dir={}", dir.display());
+        let out = colossus(&["train", "configs/tiny.yaml", "--quiet", "--set", &out_dir, "--set", "train.steps=8", "--set", "train.warmup_steps=2"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(dir.join("tiny/metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap().to_bits())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (losses("rerun-a"), losses("rerun-b"));
+    assert_eq!(a.len(), 8);
+    assert_eq!(a, b);
+}

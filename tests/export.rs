@@ -127,18 +127,21 @@ fn bf16_export_rounds_and_imports() {
     assert!(imported.join(checkpoint::WEIGHTS_FILE).is_file());
 }
 
+/// (name, shape, little-endian f32 bytes)
+type RawTensor = (String, Vec<usize>, Vec<u8>);
+
 #[test]
 fn import_names_missing_and_misshapen_tensors() {
     let dir = temp_dir("bad-import");
     let ckpt = trained_tiny(&dir);
     let good = export(&ckpt, &dir.join("hf"), &ExportOptions { dtype: StoreDtype::F32, max_shard_bytes: u64::MAX }).unwrap();
-    let rewrite = |name: &str, edit: &dyn Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)| {
+    let rewrite = |name: &str, edit: &dyn Fn(&mut Vec<RawTensor>)| {
         let target = dir.join(name);
         std::fs::create_dir_all(&target).unwrap();
         for f in ["config.json", "tokenizer.json"] {
             std::fs::copy(good.dir.join(f), target.join(f)).unwrap();
         }
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        let mut tensors: Vec<RawTensor> =
             all_tensors(&good.dir).into_iter().map(|(n, (s, b))| (n, s, b)).collect();
         edit(&mut tensors);
         let bytes = colossus::checkpoint::tensors::serialize(&tensors, safetensors::Dtype::F32, HashMap::new()).unwrap();

@@ -83,7 +83,7 @@ pub fn preset(name: PresetName) -> FileConfig {
             (m.n_experts, m.widening, m.max_seq_len) = (Some(8), Some(4.0), Some(256));
             d.seq_len = Some(128);
             (t.steps, t.micro_batch, t.lr, t.min_lr, t.warmup_steps) =
-                (Some(300), Some(16), Some(2e-3), Some(2e-4), Some(30));
+                (Some(200), Some(16), Some(2e-3), Some(2e-4), Some(20));
             (t.log_every, t.checkpoint_every) = (Some(10), Some(100));
         }
         // One-GPU scale: ~370M parameters, ~140M active per token.
