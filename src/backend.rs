@@ -44,7 +44,11 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
             {
                 use burn::backend::wgpu::WgpuDevice;
                 // Index 0 takes the adapter wgpu ranks first (a software Vulkan device included).
-                let device = if index == 0 { WgpuDevice::DefaultDevice } else { WgpuDevice::DiscreteGpu(index) };
+                let device = if index == 0 {
+                    WgpuDevice::DefaultDevice
+                } else {
+                    WgpuDevice::DiscreteGpu(index)
+                };
                 return job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(device);
             }
             #[cfg(not(feature = "wgpu"))]
@@ -64,5 +68,8 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
 
 #[allow(dead_code)]
 fn missing(kind: BackendKind, feature: &str) -> Error {
-    Error::BackendMissing { backend: kind.name().to_string(), feature: feature.to_string() }
+    Error::BackendMissing {
+        backend: kind.name().to_string(),
+        feature: feature.to_string(),
+    }
 }

@@ -49,11 +49,17 @@ impl Error {
     }
 
     pub fn input(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Input { path: path.into(), msg: msg.into() }
+        Error::Input {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -44,7 +44,10 @@ pub fn sample(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
         order.truncate(o.top_k);
     }
     let max = logits[order[0]] as f64;
-    let weights: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - max) / o.temperature).exp()).collect();
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / o.temperature).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut keep = order.len();
     if o.top_p < 1.0 {
@@ -86,11 +89,19 @@ pub fn generate<B: Backend>(
         let ids: Vec<i64> = input.iter().map(|&t| t as i64).collect();
         let n = ids.len();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
-        let cache = if o.no_cache { None } else { Some(caches.as_mut_slice()) };
+        let cache = if o.no_cache {
+            None
+        } else {
+            Some(caches.as_mut_slice())
+        };
         let logits = model.forward(ids, cache).logits; // [1, n, vocab]
         let vocab = logits.dims()[2];
-        let last: Vec<f32> =
-            logits.slice([0..1, n - 1..n, 0..vocab]).into_data().convert::<f32>().into_vec().expect("f32 logits");
+        let last: Vec<f32> = logits
+            .slice([0..1, n - 1..n, 0..vocab])
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 logits");
         let next = sample(&last, o, &mut rng);
         on_token(next);
         out.push(next);
@@ -108,7 +119,15 @@ mod tests {
     use super::*;
 
     fn opts(temperature: f64, top_k: usize, top_p: f64) -> SampleOptions {
-        SampleOptions { max_new_tokens: 1, temperature, top_k, top_p, seed: 0, stop: None, no_cache: false }
+        SampleOptions {
+            max_new_tokens: 1,
+            temperature,
+            top_k,
+            top_p,
+            seed: 0,
+            stop: None,
+            no_cache: false,
+        }
     }
 
     #[test]
@@ -123,7 +142,9 @@ mod tests {
             let p = sample(&logits, &opts(1.0, 0, 0.5), &mut rng);
             assert!(p == 1 || p == 3);
         }
-        let seen: std::collections::HashSet<u32> = (0..500).map(|_| sample(&logits, &opts(1.0, 0, 1.0), &mut rng)).collect();
+        let seen: std::collections::HashSet<u32> = (0..500)
+            .map(|_| sample(&logits, &opts(1.0, 0, 1.0), &mut rng))
+            .collect();
         assert_eq!(seen.len(), 4);
     }
 }

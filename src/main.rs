@@ -11,7 +11,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let code = err.downcast_ref::<colossus::Error>().map_or(1, colossus::Error::exit_code);
+            let code = err
+                .downcast_ref::<colossus::Error>()
+                .map_or(1, colossus::Error::exit_code);
             ExitCode::from(code as u8)
         }
     }

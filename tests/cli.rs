@@ -26,7 +26,10 @@ fn refused(args: &[&str], must_contain: &[&str]) -> String {
     let out = colossus(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "panic on {args:?}: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic on {args:?}: {stderr}"
+    );
     for s in must_contain {
         assert!(stderr.contains(s), "args {args:?}: expected {s:?} in {stderr}");
     }
@@ -37,15 +40,47 @@ fn refused(args: &[&str], must_contain: &[&str]) -> String {
 fn config_errors_name_file_and_key_and_exit_2() {
     let dir = common::temp_dir("cli-errors");
     let cases: &[(&str, &str, &[&str])] = &[
-        ("unknown_key.yaml", "preset: tiny\nmodel:\n  d_modle: 64\n", &["unknown_key.yaml", "d_modle"]),
-        ("wrong_type.yaml", "preset: tiny\ntrain:\n  steps: many\n", &["wrong_type.yaml", "steps"]),
-        ("bad_enum.yaml", "preset: tiny\nbackend: tpu\n", &["bad_enum.yaml", "tpu"]),
+        (
+            "unknown_key.yaml",
+            "preset: tiny\nmodel:\n  d_modle: 64\n",
+            &["unknown_key.yaml", "d_modle"],
+        ),
+        (
+            "wrong_type.yaml",
+            "preset: tiny\ntrain:\n  steps: many\n",
+            &["wrong_type.yaml", "steps"],
+        ),
+        (
+            "bad_enum.yaml",
+            "preset: tiny\nbackend: tpu\n",
+            &["bad_enum.yaml", "tpu"],
+        ),
         ("no_preset.yaml", "run_name: x\n", &["no_preset.yaml", "preset"]),
-        ("d_div.yaml", "preset: tiny\nmodel: {d_model: 66}\n", &["model.d_model", "n_q_heads"]),
-        ("kv.yaml", "preset: tiny\nmodel: {n_kv_heads: 3}\n", &["model.n_kv_heads", "divide"]),
-        ("topk.yaml", "preset: tiny\nmodel: {top_k: 5}\n", &["model.top_k", "n_experts = 4"]),
-        ("seq.yaml", "preset: tiny\ndata: {seq_len: 128}\n", &["data.seq_len", "max_seq_len = 64"]),
-        ("zero.yaml", "preset: tiny\ntrain: {micro_batch: 0}\n", &["train.micro_batch"]),
+        (
+            "d_div.yaml",
+            "preset: tiny\nmodel: {d_model: 66}\n",
+            &["model.d_model", "n_q_heads"],
+        ),
+        (
+            "kv.yaml",
+            "preset: tiny\nmodel: {n_kv_heads: 3}\n",
+            &["model.n_kv_heads", "divide"],
+        ),
+        (
+            "topk.yaml",
+            "preset: tiny\nmodel: {top_k: 5}\n",
+            &["model.top_k", "n_experts = 4"],
+        ),
+        (
+            "seq.yaml",
+            "preset: tiny\ndata: {seq_len: 128}\n",
+            &["data.seq_len", "max_seq_len = 64"],
+        ),
+        (
+            "zero.yaml",
+            "preset: tiny\ntrain: {micro_batch: 0}\n",
+            &["train.micro_batch"],
+        ),
         ("lr.yaml", "preset: tiny\ntrain: {lr: -1}\n", &["train.lr"]),
         ("syntax.yaml", "preset: tiny\nmodel: [\n", &["syntax.yaml"]),
     ];
@@ -58,14 +93,34 @@ fn config_errors_name_file_and_key_and_exit_2() {
 #[test]
 fn missing_files_and_bad_flags_exit_2() {
     let dir = common::temp_dir("cli-missing");
-    refused(&["train", "configs/nope.yaml"], &["configs/nope.yaml", "cannot read"]);
-    let path = write_config(&dir, "corpus.yaml", "preset: tiny\ndata: {corpus: [no/such/dir]}\n");
+    refused(
+        &["train", "configs/nope.yaml"],
+        &["configs/nope.yaml", "cannot read"],
+    );
+    let path = write_config(
+        &dir,
+        "corpus.yaml",
+        "preset: tiny\ndata: {corpus: [no/such/dir]}\n",
+    );
     let out_dir = format!("train.out_dir={}", dir.display());
-    refused(&["train", &path, "--set", &out_dir], &["no/such/dir", "data.corpus"]);
-    let tok = write_config(&dir, "tok.yaml", "preset: tiny\ndata: {tokenizer: missing/tokenizer.json}\n");
+    refused(
+        &["train", &path, "--set", &out_dir],
+        &["no/such/dir", "data.corpus"],
+    );
+    let tok = write_config(
+        &dir,
+        "tok.yaml",
+        "preset: tiny\ndata: {tokenizer: missing/tokenizer.json}\n",
+    );
     refused(&["train", &tok, "--set", &out_dir], &["missing/tokenizer.json"]);
-    refused(&["train", "configs/tiny.yaml", "--set", "train.steps"], &["--set train.steps", "KEY.PATH=VALUE"]);
-    refused(&["train", "configs/tiny.yaml", "--set", "train.stepz=3"], &["stepz"]);
+    refused(
+        &["train", "configs/tiny.yaml", "--set", "train.steps"],
+        &["--set train.steps", "KEY.PATH=VALUE"],
+    );
+    refused(
+        &["train", "configs/tiny.yaml", "--set", "train.stepz=3"],
+        &["stepz"],
+    );
     refused(&["train", "configs/tiny.yaml", "--bogus"], &["--bogus"]);
 }
 
@@ -76,7 +131,17 @@ fn backend_not_compiled_in_names_the_feature() {
     }
     let dir = common::temp_dir("cli-backend");
     let out_dir = format!("train.out_dir={}", dir.display());
-    refused(&["train", "configs/tiny.yaml", "--set", "backend=wgpu", "--set", &out_dir], &["wgpu", "--features wgpu"]);
+    refused(
+        &[
+            "train",
+            "configs/tiny.yaml",
+            "--set",
+            "backend=wgpu",
+            "--set",
+            &out_dir,
+        ],
+        &["wgpu", "--features wgpu"],
+    );
 }
 
 #[test]
@@ -93,7 +158,16 @@ fn params_sizes_grok1_without_allocating() {
 fn train_runs_from_the_command_line() {
     let dir = common::temp_dir("cli-train");
     let out_dir = format!("train.out_dir={}", dir.display());
-    let out = colossus(&["train", "configs/tiny.yaml", "--set", &out_dir, "--set", "train.steps=3", "--set", "train.warmup_steps=1"]);
+    let out = colossus(&[
+        "train",
+        "configs/tiny.yaml",
+        "--set",
+        &out_dir,
+        "--set",
+        "train.steps=3",
+        "--set",
+        "train.warmup_steps=1",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Not a terminal: plain log lines, one per logged step.
@@ -109,11 +183,26 @@ fn rerun_in_a_new_process_is_bit_identical() {
     let losses = |name: &str| {
         let dir = common::temp_dir(name);
         let out_dir = format!("train.out_dir={}", dir.display());
-        let out = colossus(&["train", "configs/tiny.yaml", "--quiet", "--set", &out_dir, "--set", "train.steps=8", "--set", "train.warmup_steps=2"]);
+        let out = colossus(&[
+            "train",
+            "configs/tiny.yaml",
+            "--quiet",
+            "--set",
+            &out_dir,
+            "--set",
+            "train.steps=8",
+            "--set",
+            "train.warmup_steps=2",
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = std::fs::read_to_string(dir.join("tiny/metrics.jsonl")).unwrap();
         text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap().to_bits())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+                    .to_bits()
+            })
             .collect::<Vec<_>>()
     };
     let (a, b) = (losses("rerun-a"), losses("rerun-b"));

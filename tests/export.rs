@@ -33,7 +33,15 @@ fn all_tensors(dir: &Path) -> HashMap<String, (Vec<usize>, Vec<u8>)> {
 
 fn trained_tiny(dir: &Path) -> std::path::PathBuf {
     let cfg = tiny_config(dir, &["train.steps=3", "train.warmup_steps=1"]);
-    let s = train::train::<CpuTrain>(&cfg, &TrainOptions { quiet: true, overwrite: false }, &Default::default()).unwrap();
+    let s = train::train::<CpuTrain>(
+        &cfg,
+        &TrainOptions {
+            quiet: true,
+            overwrite: false,
+        },
+        &Default::default(),
+    )
+    .unwrap();
     s.checkpoint.unwrap()
 }
 
@@ -42,27 +50,48 @@ fn export_import_export_is_byte_identical() {
     let dir = temp_dir("roundtrip");
     let ckpt = trained_tiny(&dir);
     // A 0.1 MB shard limit splits the tiny model into several files plus an index.
-    let opts = ExportOptions { dtype: StoreDtype::F32, max_shard_bytes: 100_000 };
+    let opts = ExportOptions {
+        dtype: StoreDtype::F32,
+        max_shard_bytes: 100_000,
+    };
     let a = export(&ckpt, &dir.join("hf-a"), &opts).unwrap();
     assert!(a.shards > 1, "expected sharding, got {} shard(s)", a.shards);
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(a.dir.join("model.safetensors.index.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(a.dir.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
     assert_eq!(index["weight_map"].as_object().unwrap().len(), a.tensors);
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(a.dir.join(f).is_file(), "{f}");
     }
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.dir.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "Grok1ForCausalLM");
     assert_eq!(config["intermediate_size"], 88);
     assert_eq!(config["eos_token_id"], 2);
 
     let b = import::import(&a.dir, &dir.join("ckpt-b")).unwrap();
-    let c = export(&b, &dir.join("hf-c"), &ExportOptions { dtype: StoreDtype::F32, max_shard_bytes: u64::MAX }).unwrap();
+    let c = export(
+        &b,
+        &dir.join("hf-c"),
+        &ExportOptions {
+            dtype: StoreDtype::F32,
+            max_shard_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
     assert_eq!(c.shards, 1);
     let (ta, tc) = (all_tensors(&a.dir), all_tensors(&c.dir));
     assert_eq!(ta.len(), tc.len());
     for (name, t) in &ta {
-        assert!(tc[name] == *t, "tensor {name} differs after export → import → export");
+        assert!(
+            tc[name] == *t,
+            "tensor {name} differs after export → import → export"
+        );
     }
     // The imported checkpoint holds exactly the trained weights.
     let orig = weights::read_safetensors(&ckpt.join(checkpoint::WEIGHTS_FILE)).unwrap();
@@ -70,7 +99,10 @@ fn export_import_export_is_byte_identical() {
     for (name, (_, v)) in &orig.tensors {
         assert_eq!(&back.tensors[name].1, v, "{name}");
     }
-    assert_eq!(HF_NAMES.iter().filter(|n| ta.contains_key(**n)).count(), HF_NAMES.len());
+    assert_eq!(
+        HF_NAMES.iter().filter(|n| ta.contains_key(**n)).count(),
+        HF_NAMES.len()
+    );
 }
 
 const HF_NAMES: [&str; 6] = [
@@ -92,15 +124,38 @@ fn export_matches_the_layout_the_pytorch_reference_read() {
     let device = Default::default();
     let model: Grok<Cpu> = model_cfg.init(REFERENCE_SEED, &device);
     let cfg = import::config_for(&model_cfg, &dir.join("ckpt"));
-    let tok = tokenizer::train_bpe(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt")], 300).unwrap();
+    let tok = tokenizer::train_bpe(
+        &[Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt")],
+        300,
+    )
+    .unwrap();
     let params = params::list(&model);
-    let ckpt = checkpoint::write_dir(&dir.join("ckpt"), &cfg, &params, &weights::snapshot(&model), &tok, 0).unwrap();
-    let out = export(&ckpt, &dir.join("hf"), &ExportOptions { dtype: StoreDtype::F32, max_shard_bytes: u64::MAX }).unwrap();
+    let ckpt = checkpoint::write_dir(
+        &dir.join("ckpt"),
+        &cfg,
+        &params,
+        &weights::snapshot(&model),
+        &tok,
+        0,
+    )
+    .unwrap();
+    let out = export(
+        &ckpt,
+        &dir.join("hf"),
+        &ExportOptions {
+            dtype: StoreDtype::F32,
+            max_shard_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
     let ours = all_tensors(&out.dir);
     let fixture = all_tensors(&fixture_dir());
     assert_eq!(ours.len(), fixture.len());
     for (name, t) in &fixture {
-        assert!(ours[name] == *t, "{name} differs from the fixture the PyTorch reference read");
+        assert!(
+            ours[name] == *t,
+            "{name} differs from the fixture the PyTorch reference read"
+        );
     }
 }
 
@@ -117,11 +172,23 @@ fn write_tokenizer_fixture() {
 fn bf16_export_rounds_and_imports() {
     let dir = temp_dir("bf16");
     let ckpt = trained_tiny(&dir);
-    let out = export(&ckpt, &dir.join("hf"), &ExportOptions { dtype: StoreDtype::Bf16, max_shard_bytes: u64::MAX }).unwrap();
+    let out = export(
+        &ckpt,
+        &dir.join("hf"),
+        &ExportOptions {
+            dtype: StoreDtype::Bf16,
+            max_shard_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
     let f = MappedFile::open(&out.dir.join("model.safetensors")).unwrap();
     let (_, norm) = f.read_f32("model.norm.weight").unwrap();
     let orig = weights::read_safetensors(&ckpt.join(checkpoint::WEIGHTS_FILE)).unwrap();
-    let want: Vec<f32> = orig.tensors["norm.weight"].1.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+    let want: Vec<f32> = orig.tensors["norm.weight"]
+        .1
+        .iter()
+        .map(|v| half::bf16::from_f32(*v).to_f32())
+        .collect();
     assert_eq!(norm, want);
     let imported = import::import(&out.dir, &dir.join("ckpt")).unwrap();
     assert!(imported.join(checkpoint::WEIGHTS_FILE).is_file());
@@ -134,24 +201,43 @@ type RawTensor = (String, Vec<usize>, Vec<u8>);
 fn import_names_missing_and_misshapen_tensors() {
     let dir = temp_dir("bad-import");
     let ckpt = trained_tiny(&dir);
-    let good = export(&ckpt, &dir.join("hf"), &ExportOptions { dtype: StoreDtype::F32, max_shard_bytes: u64::MAX }).unwrap();
+    let good = export(
+        &ckpt,
+        &dir.join("hf"),
+        &ExportOptions {
+            dtype: StoreDtype::F32,
+            max_shard_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
     let rewrite = |name: &str, edit: &dyn Fn(&mut Vec<RawTensor>)| {
         let target = dir.join(name);
         std::fs::create_dir_all(&target).unwrap();
         for f in ["config.json", "tokenizer.json"] {
             std::fs::copy(good.dir.join(f), target.join(f)).unwrap();
         }
-        let mut tensors: Vec<RawTensor> =
-            all_tensors(&good.dir).into_iter().map(|(n, (s, b))| (n, s, b)).collect();
+        let mut tensors: Vec<RawTensor> = all_tensors(&good.dir)
+            .into_iter()
+            .map(|(n, (s, b))| (n, s, b))
+            .collect();
         edit(&mut tensors);
-        let bytes = colossus::checkpoint::tensors::serialize(&tensors, safetensors::Dtype::F32, HashMap::new()).unwrap();
+        let bytes =
+            colossus::checkpoint::tensors::serialize(&tensors, safetensors::Dtype::F32, HashMap::new())
+                .unwrap();
         std::fs::write(target.join("model.safetensors"), bytes).unwrap();
         target
     };
-    let missing = rewrite("missing", &|t| t.retain(|(n, _, _)| n != "model.layers.1.self_attn.k_proj.weight"));
+    let missing = rewrite("missing", &|t| {
+        t.retain(|(n, _, _)| n != "model.layers.1.self_attn.k_proj.weight")
+    });
     let err = import::import(&missing, &dir.join("o1")).unwrap_err().to_string();
-    assert!(err.contains("model.layers.1.self_attn.k_proj.weight") && err.contains("missing"), "{err}");
-    let extra = rewrite("extra", &|t| t.push(("lm_head.weight".into(), vec![1], vec![0; 4])));
+    assert!(
+        err.contains("model.layers.1.self_attn.k_proj.weight") && err.contains("missing"),
+        "{err}"
+    );
+    let extra = rewrite("extra", &|t| {
+        t.push(("lm_head.weight".into(), vec![1], vec![0; 4]))
+    });
     let err = import::import(&extra, &dir.join("o2")).unwrap_err().to_string();
     assert!(err.contains("lm_head.weight"), "{err}");
     let shape = rewrite("shape", &|t| {
@@ -159,7 +245,10 @@ fn import_names_missing_and_misshapen_tensors() {
         e.1 = vec![8, 8];
     });
     let err = import::import(&shape, &dir.join("o3")).unwrap_err().to_string();
-    assert!(err.contains("model.norm.weight") && err.contains("[8, 8]"), "{err}");
+    assert!(
+        err.contains("model.norm.weight") && err.contains("[8, 8]"),
+        "{err}"
+    );
     assert!(!dir.join("o1").exists() && !dir.join("o2").exists() && !dir.join("o3").exists());
 }
 
@@ -168,9 +257,18 @@ fn greedy_decoding_with_and_without_cache_agree_for_64_tokens() {
     // A briefly trained tiny model (random weights fall straight into one repeated token).
     let dir = temp_dir("greedy");
     let cfg = tiny_config(&dir, &["train.steps=40", "model.max_seq_len=128"]);
-    let s = train::train::<CpuTrain>(&cfg, &TrainOptions { quiet: true, overwrite: false }, &Default::default()).unwrap();
+    let s = train::train::<CpuTrain>(
+        &cfg,
+        &TrainOptions {
+            quiet: true,
+            overwrite: false,
+        },
+        &Default::default(),
+    )
+    .unwrap();
     let device = Default::default();
-    let model: Grok<Cpu> = checkpoint::load_weights(cfg.model.init(0, &device), &s.checkpoint.unwrap()).unwrap();
+    let model: Grok<Cpu> =
+        checkpoint::load_weights(cfg.model.init(0, &device), &s.checkpoint.unwrap()).unwrap();
     let opts = |no_cache, temperature| SampleOptions {
         max_new_tokens: 64,
         temperature,
@@ -190,7 +288,10 @@ fn greedy_decoding_with_and_without_cache_agree_for_64_tokens() {
     let cached = generate(&model, &prompt, &opts(false, 1.0), &device, |_| {});
     let full = generate(&model, &prompt, &opts(true, 1.0), &device, |_| {});
     assert_eq!(cached, full);
-    assert!(cached.iter().collect::<std::collections::HashSet<_>>().len() > 10, "{cached:?}");
+    assert!(
+        cached.iter().collect::<std::collections::HashSet<_>>().len() > 10,
+        "{cached:?}"
+    );
 }
 
 /// Python `tokenizers` encodes the fixture text with our tokenizer.json to these ids
@@ -203,7 +304,12 @@ fn tokenizer_json_encodes_like_python_tokenizers() {
     let tok = tokenizer::load(&dir.join("tokenizer.json"), 512).unwrap();
     for case in expected["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(tokenizer::encode(&tok, text).unwrap(), want, "{text:?}");
         assert_eq!(tok.decode(&want, false).unwrap(), text);
     }
@@ -213,9 +319,21 @@ fn tokenizer_json_encodes_like_python_tokenizers() {
 #[test]
 fn bpe_training_is_deterministic() {
     let files = [Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt")];
-    let a = tokenizer::train_bpe(&files, 512).unwrap().to_string(false).unwrap();
-    let b = tokenizer::train_bpe(&files, 512).unwrap().to_string(false).unwrap();
+    let a = tokenizer::train_bpe(&files, 512)
+        .unwrap()
+        .to_string(false)
+        .unwrap();
+    let b = tokenizer::train_bpe(&files, 512)
+        .unwrap()
+        .to_string(false)
+        .unwrap();
     assert_eq!(a, b);
-    let fixture = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json")).unwrap();
-    assert_eq!(a, fixture, "the committed fixture is the BPE trained on sonnets.txt with 512 entries");
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        a, fixture,
+        "the committed fixture is the BPE trained on sonnets.txt with 512 entries"
+    );
 }

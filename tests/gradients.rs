@@ -41,7 +41,9 @@ fn gradients_match_finite_differences() {
     let params = params::list(&model);
     let values: Vec<Vec<f64>> = {
         let v = weights::snapshot(&model);
-        v.into_iter().map(|p| p.into_iter().map(f64::from).collect()).collect()
+        v.into_iter()
+            .map(|p| p.into_iter().map(f64::from).collect())
+            .collect()
     };
 
     let loss = f64_loss(&model, &cfg, &device);
@@ -72,7 +74,11 @@ fn gradients_match_finite_differences() {
             let a = analytic[pi][j];
             let err = (fd - a).abs() / (fd.abs() + a.abs()).max(1e-6);
             worst = worst.max(err);
-            assert!(err < 1e-4, "{}[{j}]: autodiff {a:e} vs finite difference {fd:e}", p.path);
+            assert!(
+                err < 1e-4,
+                "{}[{j}]: autodiff {a:e} vs finite difference {fd:e}",
+                p.path
+            );
             checked += 1;
         }
     }
@@ -91,14 +97,20 @@ fn load_f64(
         device: NdArrayDevice,
     }
     impl ModuleMapper<F64Train> for L<'_> {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<F64Train, D>>) -> Param<Tensor<F64Train, D>> {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: Param<Tensor<F64Train, D>>,
+        ) -> Param<Tensor<F64Train, D>> {
             let (id, t, mapper) = param.consume();
             let v = self.values.next().unwrap().clone();
-            let t2 = Tensor::<F64Train, D>::from_data(TensorData::new(v, t.shape()), &self.device).require_grad();
+            let t2 =
+                Tensor::<F64Train, D>::from_data(TensorData::new(v, t.shape()), &self.device).require_grad();
             Param::from_mapped_value(id, t2, mapper)
         }
     }
     assert_eq!(params.len(), values.len());
-    model.map(&mut L { values: values.iter(), device: *device })
+    model.map(&mut L {
+        values: values.iter(),
+        device: *device,
+    })
 }
-

@@ -31,8 +31,16 @@ fn write_reference_inputs() {
     let dir = fixture_dir();
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
     let config = hf::config_json(&cfg, 1, 2, 0);
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    std::fs::write(dir.join("ids.json"), serde_json::to_string(&REFERENCE_IDS.to_vec()).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ids.json"),
+        serde_json::to_string(&REFERENCE_IDS.to_vec()).unwrap(),
+    )
+    .unwrap();
 }
 
 /// Our forward on the fixture's weights (imported through the Hugging Face layout) reproduces
@@ -42,7 +50,12 @@ fn forward_matches_pytorch_reference() {
     let dir = fixture_dir();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let want: Vec<f64> = expected["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = expected["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let want_loss = expected["loss"].as_f64().unwrap();
 
     let cfg = reference_model();
@@ -51,21 +64,40 @@ fn forward_matches_pytorch_reference() {
     let params = params::list(&model);
     let file = weights::read_safetensors(&dir.join("model.safetensors")).unwrap();
     let tensors = hf::from_hf(&params, file.tensors);
-    let file = weights::TensorFile { metadata: file.metadata, tensors };
+    let file = weights::TensorFile {
+        metadata: file.metadata,
+        tensors,
+    };
     let model = weights::load_into(model, &params, file, &dir).unwrap();
 
     let out = model.forward(ids::<Cpu>(&REFERENCE_IDS, &device), None);
-    let got: Vec<f32> = out.logits.clone().into_data().convert::<f32>().into_vec().unwrap();
+    let got: Vec<f32> = out
+        .logits
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap();
     assert_eq!(got.len(), want.len());
     let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
-    let max_err = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
-    assert!(max_err < 1e-4 * scale.max(1.0), "max |Δlogit| = {max_err} (scale {scale})");
+    let max_err = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max_err < 1e-4 * scale.max(1.0),
+        "max |Δlogit| = {max_err} (scale {scale})"
+    );
 
     let n = REFERENCE_IDS.len();
     let inputs = out.logits.slice([0..1, 0..n - 1]);
     let targets = ids::<Cpu>(&REFERENCE_IDS[1..], &device);
     let loss: f64 = cross_entropy(inputs, targets).into_scalar().elem();
-    assert!((loss - want_loss).abs() < 1e-5, "loss {loss} vs reference {want_loss}");
+    assert!(
+        (loss - want_loss).abs() < 1e-5,
+        "loss {loss} vs reference {want_loss}"
+    );
     // The fixture is only a test if the model is far from uniform.
     assert!((want_loss - (300f64).ln()).abs() > 0.1);
 }
@@ -87,12 +119,23 @@ fn kv_cache_matches_full_forward() {
     let mut stepped = Vec::new();
     // A 5-token prompt, then one token at a time.
     let first = model.forward(ids::<Cpu>(&REFERENCE_IDS[..5], &device), Some(&mut caches));
-    stepped.extend(first.logits.into_data().convert::<f32>().into_vec::<f32>().unwrap());
+    stepped.extend(
+        first
+            .logits
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap(),
+    );
     for i in 5..REFERENCE_IDS.len() {
         let out = model.forward(ids::<Cpu>(&REFERENCE_IDS[i..i + 1], &device), Some(&mut caches));
         stepped.extend(out.logits.into_data().convert::<f32>().into_vec::<f32>().unwrap());
     }
-    let max_err = full.iter().zip(&stepped).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_err = full
+        .iter()
+        .zip(&stepped)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert_eq!(full.len(), stepped.len());
     assert!(max_err < 1e-4, "max |Δlogit| {max_err}");
 }

@@ -24,7 +24,15 @@ impl BatchSource for Fixed {
 #[test]
 fn tiny_model_memorises_one_batch() {
     let dir = temp_dir("overfit");
-    let cfg = tiny_config(&dir, &["train.micro_batch=2", "data.seq_len=16", "train.lr=1e-2", "train.weight_decay=0"]);
+    let cfg = tiny_config(
+        &dir,
+        &[
+            "train.micro_batch=2",
+            "data.seq_len=16",
+            "train.lr=1e-2",
+            "train.weight_decay=0",
+        ],
+    );
     let device = Default::default();
     let mut model: Grok<CpuTrain> = cfg.model.init(cfg.seed, &device);
     let mut opt = AdamW::<Cpu>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
@@ -50,12 +58,24 @@ fn tiny_model_memorises_one_batch() {
 fn same_seed_gives_bit_identical_runs() {
     let run = |name: &str| {
         let dir = temp_dir(name);
-        let cfg = tiny_config(&dir, &["train.steps=6", "train.warmup_steps=2", "train.grad_accum=2"]);
-        let s = train::train::<CpuTrain>(&cfg, &TrainOptions { quiet: true, overwrite: false }, &Default::default())
-            .unwrap();
+        let cfg = tiny_config(
+            &dir,
+            &["train.steps=6", "train.warmup_steps=2", "train.grad_accum=2"],
+        );
+        let s = train::train::<CpuTrain>(
+            &cfg,
+            &TrainOptions {
+                quiet: true,
+                overwrite: false,
+            },
+            &Default::default(),
+        )
+        .unwrap();
         // Compare tensors, not file bytes: the metadata holds the (different) output directory.
-        let file = colossus::checkpoint::weights::read_safetensors(&s.checkpoint.unwrap().join(checkpoint::WEIGHTS_FILE))
-            .unwrap();
+        let file = colossus::checkpoint::weights::read_safetensors(
+            &s.checkpoint.unwrap().join(checkpoint::WEIGHTS_FILE),
+        )
+        .unwrap();
         let mut tensors: Vec<(String, Vec<u32>)> = file
             .tensors
             .into_iter()
@@ -72,8 +92,24 @@ fn same_seed_gives_bit_identical_runs() {
     assert!(wa == wb, "saved weights differ between identical runs");
     // And a different seed really changes the run.
     let dir = temp_dir("det-c");
-    let cfg = tiny_config(&dir, &["train.steps=6", "train.warmup_steps=2", "train.grad_accum=2", "seed=99"]);
-    let s = train::train::<CpuTrain>(&cfg, &TrainOptions { quiet: true, overwrite: false }, &Default::default()).unwrap();
+    let cfg = tiny_config(
+        &dir,
+        &[
+            "train.steps=6",
+            "train.warmup_steps=2",
+            "train.grad_accum=2",
+            "seed=99",
+        ],
+    );
+    let s = train::train::<CpuTrain>(
+        &cfg,
+        &TrainOptions {
+            quiet: true,
+            overwrite: false,
+        },
+        &Default::default(),
+    )
+    .unwrap();
     assert_ne!(bits(&s.losses), bits(&la));
 }
 
@@ -81,11 +117,22 @@ fn same_seed_gives_bit_identical_runs() {
 fn tiny_preset_learns_and_its_checkpoint_loads_back() {
     let dir = temp_dir("learn");
     let cfg = tiny_config(&dir, &["train.steps=40", "train.checkpoint_every=20"]);
-    let s = train::train::<CpuTrain>(&cfg, &TrainOptions { quiet: true, overwrite: false }, &Default::default()).unwrap();
+    let s = train::train::<CpuTrain>(
+        &cfg,
+        &TrainOptions {
+            quiet: true,
+            overwrite: false,
+        },
+        &Default::default(),
+    )
+    .unwrap();
     let first = s.losses[..5].iter().sum::<f64>() / 5.0;
     let last = s.losses[35..].iter().sum::<f64>() / 5.0;
     assert!(last < first - 0.5, "loss did not fall: {first:.3} -> {last:.3}");
-    assert!((first - (512f64).ln()).abs() < 0.5, "initial loss {first} should be near ln(vocab)");
+    assert!(
+        (first - (512f64).ln()).abs() < 0.5,
+        "initial loss {first} should be near ln(vocab)"
+    );
 
     let run = checkpoint::run_dir(&cfg);
     let latest = checkpoint::latest(&run).unwrap();
@@ -93,14 +140,21 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
     assert!(run.join("step-000020").join(checkpoint::WEIGHTS_FILE).is_file());
     assert!(latest.join(checkpoint::TOKENIZER_FILE).is_file());
     assert_eq!(checkpoint::read_config(&latest).unwrap(), cfg);
-    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 40);
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        40
+    );
 
     // Loading the checkpoint into a differently-seeded model reproduces the saved weights exactly.
     let device = Default::default();
     let fresh: Grok<Cpu> = cfg.model.init(cfg.seed + 1, &device);
     let loaded = checkpoint::load_weights(fresh, &latest).unwrap();
     let resaved = colossus::checkpoint::weights::snapshot(&loaded);
-    let file = colossus::checkpoint::weights::read_safetensors(&latest.join(checkpoint::WEIGHTS_FILE)).unwrap();
+    let file =
+        colossus::checkpoint::weights::read_safetensors(&latest.join(checkpoint::WEIGHTS_FILE)).unwrap();
     for (p, v) in params::list(&loaded).iter().zip(&resaved) {
         assert_eq!(&file.tensors[&p.path].1, v, "{}", p.path);
     }
@@ -108,7 +162,14 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
     assert_eq!(loaded.forward(ids, None).logits.dims(), [1, 4, 512]);
 
     // A second run into the same directory is refused rather than overwriting the checkpoints.
-    let again = train::train::<CpuTrain>(&cfg, &TrainOptions { quiet: true, overwrite: false }, &device);
+    let again = train::train::<CpuTrain>(
+        &cfg,
+        &TrainOptions {
+            quiet: true,
+            overwrite: false,
+        },
+        &device,
+    );
     assert!(again.unwrap_err().to_string().contains("--overwrite"));
     assert!(latest.join(checkpoint::WEIGHTS_FILE).is_file());
 }
@@ -118,8 +179,14 @@ fn gradient_accumulation_averages_micro_batches() {
     // Two micro-batches of 2 accumulate to the gradient of one batch of 4 (same rows).
     let dir = temp_dir("accum");
     let device = Default::default();
-    let cfg1 = tiny_config(&dir, &["train.micro_batch=4", "train.grad_accum=1", "data.seq_len=8"]);
-    let cfg2 = tiny_config(&dir, &["train.micro_batch=2", "train.grad_accum=2", "data.seq_len=8"]);
+    let cfg1 = tiny_config(
+        &dir,
+        &["train.micro_batch=4", "train.grad_accum=1", "data.seq_len=8"],
+    );
+    let cfg2 = tiny_config(
+        &dir,
+        &["train.micro_batch=2", "train.grad_accum=2", "data.seq_len=8"],
+    );
     let model: Grok<CpuTrain> = cfg1.model.init(5, &device);
     let rows: Vec<i64> = (0..36).map(|i| (i * 13 % 500) as i64).collect();
     let mk = |r: std::ops::Range<usize>| Batch {
@@ -138,10 +205,17 @@ fn gradient_accumulation_averages_micro_batches() {
     let split = trainer::accumulate(&cfg2, &model, &mut Seq(vec![mk(0..2), mk(2..4)]), &device);
     assert!((whole.loss - split.loss).abs() < 1e-5);
     let flat = |g: Grads<Cpu>| -> Vec<f32> {
-        g.tensors.into_iter().flat_map(|t| t.into_data().convert::<f32>().into_vec::<f32>().unwrap()).collect()
+        g.tensors
+            .into_iter()
+            .flat_map(|t| t.into_data().convert::<f32>().into_vec::<f32>().unwrap())
+            .collect()
     };
     let (a, b) = (flat(whole.grads), flat(split.grads));
     let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
-    let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     assert!(err < 1e-5 * scale.max(1.0), "max grad diff {err} (scale {scale})");
 }

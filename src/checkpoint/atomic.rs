@@ -24,13 +24,20 @@ impl StagedDir {
     pub fn new(target: &Path) -> Result<Self> {
         let parent = target.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint");
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok(StagedDir { tmp, target: target.to_path_buf(), committed: false })
+        Ok(StagedDir {
+            tmp,
+            target: target.to_path_buf(),
+            committed: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -51,7 +58,10 @@ impl StagedDir {
         if self.target.exists() {
             return Err(Error::io(
                 &self.target,
-                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "checkpoint already exists; refusing to overwrite it"),
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "checkpoint already exists; refusing to overwrite it",
+                ),
             ));
         }
         fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
@@ -83,5 +93,7 @@ pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> 
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }

@@ -55,10 +55,18 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
             Some(s) => {
                 return Err(Error::input(
                     ckpt.join(WEIGHTS_FILE),
-                    format!("tensor `{}` has shape {s:?}; its config expects {:?}", p.path, p.shape),
+                    format!(
+                        "tensor `{}` has shape {s:?}; its config expects {:?}",
+                        p.path, p.shape
+                    ),
                 ));
             }
-            None => return Err(Error::input(ckpt.join(WEIGHTS_FILE), format!("tensor `{}` is missing", p.path))),
+            None => {
+                return Err(Error::input(
+                    ckpt.join(WEIGHTS_FILE),
+                    format!("tensor `{}` is missing", p.path),
+                ));
+            }
         }
     }
 
@@ -78,7 +86,11 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
     }
     let n = shards.len();
     let file_name = |k: usize| {
-        if n == 1 { WEIGHTS_FILE.to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", k + 1) }
+        if n == 1 {
+            WEIGHTS_FILE.to_string()
+        } else {
+            format!("model-{:05}-of-{n:05}.safetensors", k + 1)
+        }
     };
 
     let staged = StagedDir::new(out)?;
@@ -98,18 +110,29 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         }
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "pt".to_string());
-        staged.write(&file_name(k), &serialize(&tensors, opts.dtype.safetensors(), meta)?)?;
+        staged.write(
+            &file_name(k),
+            &serialize(&tensors, opts.dtype.safetensors(), meta)?,
+        )?;
     }
     if n > 1 {
         let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-        staged.write("model.safetensors.index.json", serde_json::to_string_pretty(&index).expect("json").as_bytes())?;
+        staged.write(
+            "model.safetensors.index.json",
+            serde_json::to_string_pretty(&index).expect("json").as_bytes(),
+        )?;
     }
 
     let (bos, eos, pad) = special_ids(&tok);
     let mut config = hf::config_json(&cfg.model, bos, eos, pad);
     config["torch_dtype"] = json!(opts.dtype.torch_name());
-    staged.write(CONFIG_FILE, serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
-    let tok_json = tok.to_string(false).map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))?;
+    staged.write(
+        CONFIG_FILE,
+        serde_json::to_string_pretty(&config).expect("json").as_bytes(),
+    )?;
+    let tok_json = tok
+        .to_string(false)
+        .map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))?;
     staged.write(TOKENIZER_FILE, tok_json.as_bytes())?;
     let tok_config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -120,11 +143,26 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         "add_bos_token": false,
         "add_eos_token": false,
     });
-    staged.write("tokenizer_config.json", serde_json::to_string_pretty(&tok_config).expect("json").as_bytes())?;
+    staged.write(
+        "tokenizer_config.json",
+        serde_json::to_string_pretty(&tok_config)
+            .expect("json")
+            .as_bytes(),
+    )?;
     let gen_config = json!({ "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": true, "temperature": 0.8, "top_k": 50, "top_p": 0.95 });
-    staged.write("generation_config.json", serde_json::to_string_pretty(&gen_config).expect("json").as_bytes())?;
+    staged.write(
+        "generation_config.json",
+        serde_json::to_string_pretty(&gen_config)
+            .expect("json")
+            .as_bytes(),
+    )?;
     let dir = staged.commit()?;
-    Ok(ExportSummary { dir, shards: n, tensors: params.len(), bytes: total })
+    Ok(ExportSummary {
+        dir,
+        shards: n,
+        tensors: params.len(),
+        bytes: total,
+    })
 }
 
 /// (bos, eos, pad) ids; tokenizers without a bos or pad entry fall back to eos.

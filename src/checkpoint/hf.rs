@@ -68,10 +68,21 @@ pub fn to_hf(params: &[ParamInfo], values: Vec<Vec<f32>>) -> Vec<(ParamInfo, Vec
             let (name, t) = hf_name(&p.path);
             if t {
                 let (rows, cols) = (p.shape[0], p.shape[1]);
-                let info = ParamInfo { path: name, shape: vec![cols, rows], decay: p.decay };
+                let info = ParamInfo {
+                    path: name,
+                    shape: vec![cols, rows],
+                    decay: p.decay,
+                };
                 (info, transpose(&v, rows, cols))
             } else {
-                (ParamInfo { path: name, shape: p.shape.clone(), decay: p.decay }, v)
+                (
+                    ParamInfo {
+                        path: name,
+                        shape: p.shape.clone(),
+                        decay: p.decay,
+                    },
+                    v,
+                )
             }
         })
         .collect()

@@ -40,7 +40,9 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
     let float = |key: &str, default: f64| -> Result<f64> {
         match c.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| Error::input(path, format!("key `{key}` is not a number"))),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| Error::input(path, format!("key `{key}` is not a number"))),
         }
     };
     let (d, nq) = (int("hidden_size")?, int("num_attention_heads")?);
@@ -49,10 +51,16 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
         None => d / nq,
     };
     if float("router_logit_softcapping", 0.0)? != 0.0 {
-        return Err(Error::input(path, "key `router_logit_softcapping` is non-zero: a Grok-2 router, not supported"));
+        return Err(Error::input(
+            path,
+            "key `router_logit_softcapping` is non-zero: a Grok-2 router, not supported",
+        ));
     }
     if c.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false) {
-        return Err(Error::input(path, "key `tie_word_embeddings` is false: untied embeddings are not supported"));
+        return Err(Error::input(
+            path,
+            "key `tie_word_embeddings` is false: untied embeddings are not supported",
+        ));
     }
     let ffn = int("intermediate_size")?;
     let m = GrokConfig {
@@ -67,7 +75,10 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
         // Informational only: the width itself is stored.
         widening: ffn as f64 * 1.5 / d as f64,
         ffn_size: ffn,
-        max_seq_len: c.get("max_position_embeddings").and_then(Value::as_u64).unwrap_or(8192) as usize,
+        max_seq_len: c
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .unwrap_or(8192) as usize,
         rope_theta: float("rope_theta", 10_000.0)?,
         attn_softcap: float("attn_logit_softcapping", 30.0)?,
         attn_output_multiplier: float("attn_output_multiplier", (1.0 / head_dim as f64).sqrt())?,
@@ -77,8 +88,15 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
         init_std: 0.02,
         aux_loss_coef: 0.0,
     };
-    if m.n_kv_heads == 0 || m.n_q_heads % m.n_kv_heads != 0 || m.top_k > m.n_experts || m.head_dim % 2 != 0 {
-        return Err(Error::input(path, "inconsistent shape: heads, experts or head_dim do not fit together"));
+    if m.n_kv_heads == 0
+        || !m.n_q_heads.is_multiple_of(m.n_kv_heads)
+        || m.top_k > m.n_experts
+        || !m.head_dim.is_multiple_of(2)
+    {
+        return Err(Error::input(
+            path,
+            "inconsistent shape: heads, experts or head_dim do not fit together",
+        ));
     }
     Ok(m)
 }
@@ -87,13 +105,18 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     let mut files: Vec<PathBuf> = if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|e| Error::input(&index, format!("cannot read: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::input(&index, format!("not JSON: {e}")))?;
+        let text =
+            std::fs::read_to_string(&index).map_err(|e| Error::input(&index, format!("cannot read: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| Error::input(&index, format!("not JSON: {e}")))?;
         let map = v
             .get("weight_map")
             .and_then(Value::as_object)
             .ok_or_else(|| Error::input(&index, "key `weight_map` is missing"))?;
-        let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        let mut names: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect();
         names.sort();
         names.dedup();
         names.into_iter().map(|n| dir.join(n)).collect()
@@ -116,13 +139,19 @@ pub fn read(dir: &Path) -> Result<Imported> {
     let model = model_config(&dir.join(CONFIG_FILE))?;
     let tok = tokenizer::load(&dir.join(TOKENIZER_FILE), model.vocab_size)?;
     let params = list_from_config(&model);
-    let files: Vec<MappedFile> = weight_files(dir)?.iter().map(|f| MappedFile::open(f)).collect::<Result<_>>()?;
+    let files: Vec<MappedFile> = weight_files(dir)?
+        .iter()
+        .map(|f| MappedFile::open(f))
+        .collect::<Result<_>>()?;
     let mut owner: HashMap<String, (usize, Vec<usize>)> = HashMap::new();
     for (i, (f, path)) in files.iter().zip(weight_files(dir)?).enumerate() {
         for (name, shape) in f.shapes()? {
             if let Some((j, _)) = owner.insert(name.clone(), (i, shape)) {
                 let other = weight_files(dir)?[j].clone();
-                return Err(Error::input(path, format!("tensor `{name}` also appears in {}", other.display())));
+                return Err(Error::input(
+                    path,
+                    format!("tensor `{name}` also appears in {}", other.display()),
+                ));
             }
         }
     }
@@ -132,7 +161,11 @@ pub fn read(dir: &Path) -> Result<Imported> {
         let Some((i, shape)) = owner.remove(&name) else {
             return Err(Error::input(dir, format!("tensor `{name}` is missing")));
         };
-        let want: Vec<usize> = if transposed { vec![p.shape[1], p.shape[0]] } else { p.shape.clone() };
+        let want: Vec<usize> = if transposed {
+            vec![p.shape[1], p.shape[0]]
+        } else {
+            p.shape.clone()
+        };
         if shape != want {
             return Err(Error::input(
                 weight_files(dir)?[i].clone(),
@@ -145,9 +178,17 @@ pub fn read(dir: &Path) -> Result<Imported> {
         values.push(v);
     }
     if let Some((name, (i, _))) = owner.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
-        return Err(Error::input(weight_files(dir)?[i].clone(), format!("tensor `{name}` does not belong to a Grok-1 model")));
+        return Err(Error::input(
+            weight_files(dir)?[i].clone(),
+            format!("tensor `{name}` does not belong to a Grok-1 model"),
+        ));
     }
-    Ok(Imported { model, tokenizer: tok, params, values })
+    Ok(Imported {
+        model,
+        tokenizer: tok,
+        params,
+        values,
+    })
 }
 
 /// Import `dir` into a new checkpoint directory `out`.
@@ -157,7 +198,14 @@ pub fn import(dir: &Path, out: &Path) -> Result<PathBuf> {
     }
     let imported = read(dir)?;
     let cfg = config_for(&imported.model, out);
-    super::write_dir(out, &cfg, &imported.params, &imported.values, &imported.tokenizer, 0)
+    super::write_dir(
+        out,
+        &cfg,
+        &imported.params,
+        &imported.values,
+        &imported.tokenizer,
+        0,
+    )
 }
 
 /// A full run config around an imported model: the `small` preset's training settings, which a
@@ -166,6 +214,10 @@ pub fn config_for(model: &GrokConfig, out: &Path) -> Config {
     let mut cfg = config::from_yaml("preset: small\n", "(import)", &[]).expect("the small preset is valid");
     cfg.model = model.clone();
     cfg.data.seq_len = cfg.data.seq_len.min(model.max_seq_len);
-    cfg.run_name = out.file_name().and_then(|n| n.to_str()).unwrap_or("imported").to_string();
+    cfg.run_name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("imported")
+        .to_string();
     cfg
 }

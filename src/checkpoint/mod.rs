@@ -59,7 +59,14 @@ pub fn save<B: Backend, M: Module<B>>(
 ) -> Result<PathBuf> {
     let run = run_dir(cfg);
     let values = weights::snapshot(module);
-    let dir = write_dir(&run.join(step_dir_name(step)), cfg, params, &values, tokenizer, step)?;
+    let dir = write_dir(
+        &run.join(step_dir_name(step)),
+        cfg,
+        params,
+        &values,
+        tokenizer,
+        step,
+    )?;
     atomic::write_file_atomic(&run, atomic::LATEST, step_dir_name(step).as_bytes())?;
     Ok(dir)
 }
@@ -94,7 +101,8 @@ pub fn write_dir(
 /// Read a checkpoint directory's resolved config.
 pub fn read_config(dir: &Path) -> Result<Config> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::input(&path, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::input(&path, format!("cannot read: {e}")))?;
     serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("not a Colossus config: {e}")))
 }
 

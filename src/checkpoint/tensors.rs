@@ -44,8 +44,14 @@ impl StoreDtype {
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             StoreDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            StoreDtype::Bf16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-            StoreDtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            StoreDtype::Bf16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            StoreDtype::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
         }
     }
 }
@@ -62,7 +68,10 @@ impl MappedFile {
         // Safety: the file is only read; a concurrent writer would be a user error we cannot
         // prevent, and our own writers never modify a published file in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::input(path, format!("cannot map: {e}")))?;
-        let mapped = MappedFile { map, path: path.to_path_buf() };
+        let mapped = MappedFile {
+            map,
+            path: path.to_path_buf(),
+        };
         mapped.parse()?;
         Ok(mapped)
     }
@@ -81,7 +90,11 @@ impl MappedFile {
 
     /// Tensor names with their shapes.
     pub fn shapes(&self) -> Result<HashMap<String, Vec<usize>>> {
-        Ok(self.parse()?.iter().map(|(n, v)| (n.to_string(), v.shape().to_vec())).collect())
+        Ok(self
+            .parse()?
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.shape().to_vec()))
+            .collect())
     }
 
     /// One tensor as f32 (from f32, bf16 or f16 storage).
@@ -92,9 +105,18 @@ impl MappedFile {
             .map_err(|_| Error::input(&self.path, format!("tensor `{name}` is missing")))?;
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             other => {
                 return Err(Error::input(
                     &self.path,
@@ -119,7 +141,8 @@ pub fn serialize(
             (n.clone(), view)
         })
         .collect();
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Train(format!("serializing safetensors: {e}")))
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Train(format!("serializing safetensors: {e}")))
 }
 
 /// Sort names so layer 10 follows layer 9: digit runs compare as numbers.

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 use crate::train::params::ParamInfo;
@@ -69,7 +69,10 @@ pub fn read_safetensors(path: &Path) -> Result<TensorFile> {
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(Error::input(path, format!("tensor `{name}` is {:?}; expected F32", view.dtype())));
+            return Err(Error::input(
+                path,
+                format!("tensor `{name}` is {:?}; expected F32", view.dtype()),
+            ));
         }
         let values: Vec<f32> = view
             .data()
@@ -97,13 +100,19 @@ pub fn load_into<B: Backend, M: Module<B>>(
         if shape != p.shape {
             return Err(Error::input(
                 source,
-                format!("tensor `{}` has shape {shape:?}; the model expects {:?}", p.path, p.shape),
+                format!(
+                    "tensor `{}` has shape {shape:?}; the model expects {:?}",
+                    p.path, p.shape
+                ),
             ));
         }
         values.push(data);
     }
     if let Some(extra) = file.tensors.keys().min() {
-        return Err(Error::input(source, format!("tensor `{extra}` does not belong to this model")));
+        return Err(Error::input(
+            source,
+            format!("tensor `{extra}` does not belong to this model"),
+        ));
     }
 
     struct Loader {
@@ -123,5 +132,7 @@ pub fn load_into<B: Backend, M: Module<B>>(
             Param::from_mapped_value(id, t, mapper)
         }
     }
-    Ok(module.map(&mut Loader { values: values.into_iter() }))
+    Ok(module.map(&mut Loader {
+        values: values.into_iter(),
+    }))
 }

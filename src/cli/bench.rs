@@ -27,10 +27,19 @@ struct RandomTokens {
 
 impl BatchSource for RandomTokens {
     fn next_batch(&mut self, batch: usize, seq: usize) -> Batch {
-        let mut draw = || (0..batch * seq).map(|_| self.rng.below(self.vocab) as i64).collect::<Vec<_>>();
+        let mut draw = || {
+            (0..batch * seq)
+                .map(|_| self.rng.below(self.vocab) as i64)
+                .collect::<Vec<_>>()
+        };
         let inputs = draw();
         let targets = draw();
-        Batch { batch, seq, inputs, targets }
+        Batch {
+            batch,
+            seq,
+            inputs,
+            targets,
+        }
     }
 }
 
@@ -54,8 +63,12 @@ impl Job for BenchJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchResult> {
         let cfg = &self.cfg;
         let mut model: Grok<B> = cfg.model.init(cfg.seed, &device);
-        let mut opt = AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
-        let mut source = RandomTokens { rng: Rng::derive(cfg.seed, "bench"), vocab: cfg.model.vocab_size as u64 };
+        let mut opt =
+            AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
+        let mut source = RandomTokens {
+            rng: Rng::derive(cfg.seed, "bench"),
+            vocab: cfg.model.vocab_size as u64,
+        };
         let mut loss = f64::NAN;
         let mut start = Instant::now();
         for i in 0..self.warmup + self.steps {
@@ -75,7 +88,14 @@ impl Job for BenchJob {
         let tokens_per_s = tokens / wall;
         let model_tflops = tokens_per_s * train_flops_per_token(&cfg.model, cfg.data.seq_len) / 1e12;
         let (peak_tflops, peak_source) = peak::<B>(cfg.backend, &device);
-        Ok(BenchResult { tokens_per_s, model_tflops, peak_tflops, peak_source, final_loss: loss, peak_mem_gib: peak_rss_gib() })
+        Ok(BenchResult {
+            tokens_per_s,
+            model_tflops,
+            peak_tflops,
+            peak_source,
+            final_loss: loss,
+            peak_mem_gib: peak_rss_gib(),
+        })
     }
 }
 
@@ -98,12 +118,17 @@ fn peak<B: AutodiffBackend>(kind: BackendKind, device: &B::Device) -> (f64, Stri
         let _ = c.into_data();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    (2.0 * (n * n * n) as f64 / best / 1e12, "measured f32 matmul 1024³".into())
+    (
+        2.0 * (n * n * n) as f64 / best / 1e12,
+        "measured f32 matmul 1024³".into(),
+    )
 }
 
 /// Peak resident memory of this process (Linux: VmHWM), in GiB; NaN elsewhere.
 pub fn peak_rss_gib() -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return f64::NAN };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return f64::NAN;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -123,8 +148,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let p = count(&cfg.model);
     let (kind, device) = (cfg.backend, cfg.device);
     let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);
-    let r = backend::dispatch(kind, device, BenchJob { cfg, steps: args.steps, warmup: args.warmup })?;
-    let mfu = if r.peak_tflops > 0.0 { format!("{:.1}%", 100.0 * r.model_tflops / r.peak_tflops) } else { "n/a".into() };
+    let r = backend::dispatch(
+        kind,
+        device,
+        BenchJob {
+            cfg,
+            steps: args.steps,
+            warmup: args.warmup,
+        },
+    )?;
+    let mfu = if r.peak_tflops > 0.0 {
+        format!("{:.1}%", 100.0 * r.model_tflops / r.peak_tflops)
+    } else {
+        "n/a".into()
+    };
     println!(
         "backend={} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2}",

@@ -18,7 +18,10 @@ use crate::train::params;
 
 pub fn run_export(args: ExportArgs) -> Result<()> {
     let ckpt = super::generate::resolve_checkpoint(&args.checkpoint)?;
-    let opts = export::ExportOptions { dtype: args.dtype, max_shard_bytes: args.max_shard_size_mb * 1_000_000 };
+    let opts = export::ExportOptions {
+        dtype: args.dtype,
+        max_shard_bytes: args.max_shard_size_mb * 1_000_000,
+    };
     let s = export::export(&ckpt, &args.out, &opts)?;
     println!(
         "exported {} tensors ({:.1} MB, {:?}) in {} shard(s) to {}",
@@ -33,7 +36,11 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
 
 pub fn run_import(args: ImportArgs) -> Result<()> {
     let dir = import::import(&args.dir, &args.out)?;
-    println!("imported {} into checkpoint {}", args.dir.display(), dir.display());
+    println!(
+        "imported {} into checkpoint {}",
+        args.dir.display(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -47,7 +54,11 @@ pub struct LoadedModel {
 pub fn load_any(path: &Path) -> Result<LoadedModel> {
     if is_hf_folder(path) {
         let i = import::read(path)?;
-        return Ok(LoadedModel { model: i.model, tokenizer: i.tokenizer, values: i.values });
+        return Ok(LoadedModel {
+            model: i.model,
+            tokenizer: i.tokenizer,
+            values: i.values,
+        });
     }
     let dir = super::generate::resolve_checkpoint(path)?;
     let cfg = checkpoint::read_config(&dir)?;
@@ -67,7 +78,11 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
             }
         }
     }
-    Ok(LoadedModel { model: cfg.model, tokenizer: tok, values })
+    Ok(LoadedModel {
+        model: cfg.model,
+        tokenizer: tok,
+        values,
+    })
 }
 
 /// An exported folder names its architecture in config.json; our checkpoints' config.json does not.
@@ -79,8 +94,15 @@ fn is_hf_folder(path: &Path) -> bool {
 pub fn build<B: burn::tensor::backend::Backend>(m: &LoadedModel, device: &B::Device) -> Result<Grok<B>> {
     let model: Grok<B> = m.model.init(0, device);
     let params = params::list(&model);
-    let tensors = params.iter().zip(&m.values).map(|(p, v)| (p.path.clone(), (p.shape.clone(), v.clone()))).collect();
-    let file = weights::TensorFile { metadata: Default::default(), tensors };
+    let tensors = params
+        .iter()
+        .zip(&m.values)
+        .map(|(p, v)| (p.path.clone(), (p.shape.clone(), v.clone())))
+        .collect();
+    let file = weights::TensorFile {
+        metadata: Default::default(),
+        tensors,
+    };
     weights::load_into(model, &params, file, Path::new("(loaded model)"))
 }
 
@@ -101,7 +123,11 @@ impl Job for EvalJob {
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let loaded = load_any(&args.model)?;
-    let entries: Vec<String> = args.data.iter().map(|p: &PathBuf| p.display().to_string()).collect();
+    let entries: Vec<String> = args
+        .data
+        .iter()
+        .map(|p: &PathBuf| p.display().to_string())
+        .collect();
     let files = corpus::list_files(&entries, "--data")?;
     let eot = tokenizer::eot_id(&loaded.tokenizer);
     let mut tokens = Vec::new();
@@ -109,9 +135,27 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         tokens.extend(tokenizer::encode(&loaded.tokenizer, &corpus::read_document(f)?)?);
         tokens.push(eot);
     }
-    let seq = args.seq.unwrap_or(loaded.model.max_seq_len).min(loaded.model.max_seq_len);
+    let seq = args
+        .seq
+        .unwrap_or(loaded.model.max_seq_len)
+        .min(loaded.model.max_seq_len);
     let backend = args.backend.unwrap_or(BackendKind::Cpu);
-    let r = backend::dispatch(backend, 0, EvalJob { loaded, tokens, seq, batch: args.batch })?;
-    println!("loss {:.4} perplexity {:.2} over {} tokens ({} files, windows of {seq})", r.loss, r.perplexity, r.tokens, files.len());
+    let r = backend::dispatch(
+        backend,
+        0,
+        EvalJob {
+            loaded,
+            tokens,
+            seq,
+            batch: args.batch,
+        },
+    )?;
+    println!(
+        "loss {:.4} perplexity {:.2} over {} tokens ({} files, windows of {seq})",
+        r.loss,
+        r.perplexity,
+        r.tokens,
+        files.len()
+    );
     Ok(())
 }

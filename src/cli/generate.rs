@@ -41,12 +41,13 @@ impl Job for GenerateJob {
         let start = std::time::Instant::now();
         let new = generate(&model, &ids, &opts, &device, |id| {
             generated.push(id);
-            if let Ok(text) = tok.decode(&generated, true) {
-                if text.len() > shown && text.is_char_boundary(shown) {
-                    print!("{}", &text[shown..]);
-                    let _ = stdout.flush();
-                    shown = text.len();
-                }
+            if let Ok(text) = tok.decode(&generated, true)
+                && text.len() > shown
+                && text.is_char_boundary(shown)
+            {
+                print!("{}", &text[shown..]);
+                let _ = stdout.flush();
+                shown = text.len();
             }
         });
         println!();
@@ -73,10 +74,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         no_cache: args.no_cache,
     };
     if !(0.0..=1.0).contains(&opts.top_p) || opts.top_p == 0.0 {
-        return Err(Error::Flag { flag: "--top-p".into(), msg: format!("{} must be in (0, 1]", opts.top_p) });
+        return Err(Error::Flag {
+            flag: "--top-p".into(),
+            msg: format!("{} must be in (0, 1]", opts.top_p),
+        });
     }
     let backend = args.backend.unwrap_or(crate::config::BackendKind::Cpu);
-    backend::dispatch(backend, 0, GenerateJob { loaded, prompt: args.prompt, opts })
+    backend::dispatch(
+        backend,
+        0,
+        GenerateJob {
+            loaded,
+            prompt: args.prompt,
+            opts,
+        },
+    )
 }
 
 /// A checkpoint directory, or a run directory (its `latest` checkpoint).

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::Result;
 
 #[derive(Debug, Parser)]
-#[command(name = "colossus", version, about = "Train Grok-1-architecture language models in pure Rust")]
+#[command(
+    name = "colossus",
+    version,
+    about = "Train Grok-1-architecture language models in pure Rust"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -12,12 +12,24 @@ pub fn run(args: ConfigArgs) -> Result<()> {
     let p = count(m);
     let human = |n: u64| {
         let n = n as f64;
-        if n >= 1e9 { format!("{:.2}B", n / 1e9) } else { format!("{:.2}M", n / 1e6) }
+        if n >= 1e9 {
+            format!("{:.2}B", n / 1e9)
+        } else {
+            format!("{:.2}M", n / 1e6)
+        }
     };
     println!("{} (preset {})", cfg.run_name, cfg.preset.name());
     println!(
         "  shape: vocab {}, d_model {}, {} layers, {} q / {} kv heads × {}, {} experts top-{}, ffn {}",
-        m.vocab_size, m.d_model, m.n_layers, m.n_q_heads, m.n_kv_heads, m.head_dim, m.n_experts, m.top_k, m.ffn_size
+        m.vocab_size,
+        m.d_model,
+        m.n_layers,
+        m.n_q_heads,
+        m.n_kv_heads,
+        m.head_dim,
+        m.n_experts,
+        m.top_k,
+        m.ffn_size
     );
     println!("  total parameters:  {:>16} ({})", p.total, human(p.total));
     println!("  active per token:  {:>16} ({})", p.active, human(p.active));

@@ -22,7 +22,10 @@ impl Job for TrainJob {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let cfg = config::load(&args.config.config, &args.config.set)?;
-    let opts = TrainOptions { quiet: args.quiet, overwrite: args.overwrite };
+    let opts = TrainOptions {
+        quiet: args.quiet,
+        overwrite: args.overwrite,
+    };
     let (kind, device) = (cfg.backend, cfg.device);
     let s = backend::dispatch(kind, device, TrainJob { cfg, opts })?;
     let first = s.losses.first().copied().unwrap_or(f64::NAN);
@@ -33,10 +36,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         s.tokens,
         s.wall_s,
         s.tokens_per_s,
-        s.checkpoint.map(|c| format!(", checkpoint {}", c.display())).unwrap_or_default()
+        s.checkpoint
+            .map(|c| format!(", checkpoint {}", c.display()))
+            .unwrap_or_default()
     );
     if s.skipped_steps > 0 {
-        println!("warning: {} steps skipped for non-finite loss or gradients", s.skipped_steps);
+        println!(
+            "warning: {} steps skipped for non-finite loss or gradients",
+            s.skipped_steps
+        );
     }
     Ok(())
 }

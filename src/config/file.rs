@@ -178,14 +178,45 @@ macro_rules! overlay_fields {
 }
 
 overlay_fields!(ModelFile {
-    vocab_size, d_model, n_layers, n_q_heads, n_kv_heads, head_dim, n_experts, top_k, widening,
-    max_seq_len, rope_theta, attn_softcap, attn_output_multiplier, embedding_multiplier,
-    output_multiplier, norm_eps, init_std, aux_loss_coef,
+    vocab_size,
+    d_model,
+    n_layers,
+    n_q_heads,
+    n_kv_heads,
+    head_dim,
+    n_experts,
+    top_k,
+    widening,
+    max_seq_len,
+    rope_theta,
+    attn_softcap,
+    attn_output_multiplier,
+    embedding_multiplier,
+    output_multiplier,
+    norm_eps,
+    init_std,
+    aux_loss_coef,
 });
-overlay_fields!(DataFile { corpus, tokenizer, seq_len });
+overlay_fields!(DataFile {
+    corpus,
+    tokenizer,
+    seq_len
+});
 overlay_fields!(TrainFile {
-    steps, micro_batch, grad_accum, lr, min_lr, warmup_steps, beta1, beta2, eps, weight_decay,
-    grad_clip, log_every, checkpoint_every, out_dir,
+    steps,
+    micro_batch,
+    grad_accum,
+    lr,
+    min_lr,
+    warmup_steps,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    grad_clip,
+    log_every,
+    checkpoint_every,
+    out_dir,
 });
 
 impl Overlay for FileConfig {

@@ -90,24 +90,39 @@ pub fn from_yaml(text: &str, file: &str, sets: &[String]) -> Result<Config> {
 fn parse_set(set: &str) -> Result<FileConfig> {
     let flag = format!("--set {set}");
     let Some((key, value)) = set.split_once('=') else {
-        return Err(Error::Flag { flag, msg: "expected KEY.PATH=VALUE, e.g. train.lr=3e-4".into() });
+        return Err(Error::Flag {
+            flag,
+            msg: "expected KEY.PATH=VALUE, e.g. train.lr=3e-4".into(),
+        });
     };
-    let value: serde_json::Value = serde_saphyr::from_str(value)
-        .map_err(|e| Error::Flag { flag: flag.clone(), msg: format!("value is not valid YAML: {e}") })?;
+    let value: serde_json::Value = serde_saphyr::from_str(value).map_err(|e| Error::Flag {
+        flag: flag.clone(),
+        msg: format!("value is not valid YAML: {e}"),
+    })?;
     let mut tree = value;
     for part in key.trim().rsplit('.') {
         if part.is_empty() {
-            return Err(Error::Flag { flag, msg: "empty key segment".into() });
+            return Err(Error::Flag {
+                flag,
+                msg: "empty key segment".into(),
+            });
         }
         let mut map = serde_json::Map::new();
         map.insert(part.to_string(), tree);
         tree = serde_json::Value::Object(map);
     }
-    serde_json::from_value(tree).map_err(|e| Error::Flag { flag, msg: e.to_string() })
+    serde_json::from_value(tree).map_err(|e| Error::Flag {
+        flag,
+        msg: e.to_string(),
+    })
 }
 
 fn value_err(file: &str, key: &str, msg: impl Into<String>) -> Error {
-    Error::ConfigValue { file: file.to_string(), key: key.to_string(), msg: msg.into() }
+    Error::ConfigValue {
+        file: file.to_string(),
+        key: key.to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Every key is `Some` after the preset overlay; `req` turns a `None` (a preset bug) into an error
@@ -168,23 +183,40 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         }
     };
     if head_dim == 0 || head_dim % 2 != 0 {
-        return e("model.head_dim", format!("{head_dim} must be even and at least 2 (RoPE rotates halves)"));
+        return e(
+            "model.head_dim",
+            format!("{head_dim} must be even and at least 2 (RoPE rotates halves)"),
+        );
     }
     if top_k > n_experts {
-        return e("model.top_k", format!("{top_k} exceeds model.n_experts = {n_experts}"));
+        return e(
+            "model.top_k",
+            format!("{top_k} exceeds model.n_experts = {n_experts}"),
+        );
     }
     if !(widening.is_finite() && widening > 0.0) {
         return e("model.widening", format!("{widening} must be a positive number"));
     }
     let ffn = ffn_size(d_model, widening);
     if ffn == 0 {
-        return e("model.widening", format!("{widening} gives an expert width of 0 for d_model {d_model}"));
+        return e(
+            "model.widening",
+            format!("{widening} gives an expert width of 0 for d_model {d_model}"),
+        );
     }
     let positive = |key: &str, v: f64| -> Result<f64> {
-        if v.is_finite() && v > 0.0 { Ok(v) } else { Err(bad(key, format!("{v} must be a positive number"))) }
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(bad(key, format!("{v} must be a positive number")))
+        }
     };
     let non_negative = |key: &str, v: f64| -> Result<f64> {
-        if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(bad(key, format!("{v} must be zero or positive"))) }
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(bad(key, format!("{v} must be zero or positive")))
+        }
     };
     let model = GrokConfig {
         vocab_size,
@@ -199,7 +231,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         ffn_size: ffn,
         max_seq_len,
         rope_theta: positive("model.rope_theta", req(&m.rope_theta, file, "model.rope_theta")?)?,
-        attn_softcap: non_negative("model.attn_softcap", req(&m.attn_softcap, file, "model.attn_softcap")?)?,
+        attn_softcap: non_negative(
+            "model.attn_softcap",
+            req(&m.attn_softcap, file, "model.attn_softcap")?,
+        )?,
         attn_output_multiplier: positive(
             "model.attn_output_multiplier",
             m.attn_output_multiplier.unwrap_or((1.0 / head_dim as f64).sqrt()),
@@ -214,26 +249,43 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         )?,
         norm_eps: positive("model.norm_eps", req(&m.norm_eps, file, "model.norm_eps")?)?,
         init_std: positive("model.init_std", req(&m.init_std, file, "model.init_std")?)?,
-        aux_loss_coef: non_negative("model.aux_loss_coef", req(&m.aux_loss_coef, file, "model.aux_loss_coef")?)?,
+        aux_loss_coef: non_negative(
+            "model.aux_loss_coef",
+            req(&m.aux_loss_coef, file, "model.aux_loss_coef")?,
+        )?,
     };
 
     let d = &f.data;
     let corpus = req(&d.corpus, file, "data.corpus")?;
     if corpus.is_empty() && d.tokenizer.is_none() {
-        return e("data.corpus", "is empty; expected at least one text file or directory".into());
+        return e(
+            "data.corpus",
+            "is empty; expected at least one text file or directory".into(),
+        );
     }
     let seq_len = req(&d.seq_len, file, "data.seq_len")?;
     if seq_len < 2 {
         return e("data.seq_len", format!("{seq_len} must be at least 2"));
     }
     if seq_len > max_seq_len {
-        return e("data.seq_len", format!("{seq_len} is longer than model.max_seq_len = {max_seq_len}"));
+        return e(
+            "data.seq_len",
+            format!("{seq_len} is longer than model.max_seq_len = {max_seq_len}"),
+        );
     }
-    let data = DataConfig { corpus, tokenizer: d.tokenizer.clone(), seq_len };
+    let data = DataConfig {
+        corpus,
+        tokenizer: d.tokenizer.clone(),
+        seq_len,
+    };
 
     let t = &f.train;
     let at_least_one = |key: &str, v: usize| -> Result<usize> {
-        if v >= 1 { Ok(v) } else { Err(bad(key, "must be at least 1".into())) }
+        if v >= 1 {
+            Ok(v)
+        } else {
+            Err(bad(key, "must be at least 1".into()))
+        }
     };
     let lr = positive("train.lr", req(&t.lr, file, "train.lr")?)?;
     let min_lr = non_negative("train.min_lr", req(&t.min_lr, file, "train.min_lr")?)?;
@@ -243,14 +295,24 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     let steps = at_least_one("train.steps", req(&t.steps, file, "train.steps")?)?;
     let warmup_steps = req(&t.warmup_steps, file, "train.warmup_steps")?;
     if warmup_steps > steps {
-        return e("train.warmup_steps", format!("{warmup_steps} is more than train.steps = {steps}"));
+        return e(
+            "train.warmup_steps",
+            format!("{warmup_steps} is more than train.steps = {steps}"),
+        );
     }
     let beta = |key: &str, v: f64| -> Result<f64> {
-        if (0.0..1.0).contains(&v) { Ok(v) } else { Err(bad(key, format!("{v} must be in [0, 1)"))) }
+        if (0.0..1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(bad(key, format!("{v} must be in [0, 1)")))
+        }
     };
     let train = TrainConfig {
         steps,
-        micro_batch: at_least_one("train.micro_batch", req(&t.micro_batch, file, "train.micro_batch")?)?,
+        micro_batch: at_least_one(
+            "train.micro_batch",
+            req(&t.micro_batch, file, "train.micro_batch")?,
+        )?,
         grad_accum: at_least_one("train.grad_accum", req(&t.grad_accum, file, "train.grad_accum")?)?,
         lr,
         min_lr,
@@ -258,7 +320,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         beta1: beta("train.beta1", req(&t.beta1, file, "train.beta1")?)?,
         beta2: beta("train.beta2", req(&t.beta2, file, "train.beta2")?)?,
         eps: positive("train.eps", req(&t.eps, file, "train.eps")?)?,
-        weight_decay: non_negative("train.weight_decay", req(&t.weight_decay, file, "train.weight_decay")?)?,
+        weight_decay: non_negative(
+            "train.weight_decay",
+            req(&t.weight_decay, file, "train.weight_decay")?,
+        )?,
         grad_clip: non_negative("train.grad_clip", req(&t.grad_clip, file, "train.grad_clip")?)?,
         log_every: at_least_one("train.log_every", req(&t.log_every, file, "train.log_every")?)?,
         checkpoint_every: req(&t.checkpoint_every, file, "train.checkpoint_every")?,
@@ -303,7 +368,10 @@ mod tests {
 
     #[test]
     fn preset_then_file_then_set() {
-        let c = ok("preset: tiny\nmodel:\n  d_model: 128\n", &["train.lr=0.5", "model.n_layers=3"]);
+        let c = ok(
+            "preset: tiny\nmodel:\n  d_model: 128\n",
+            &["train.lr=0.5", "model.n_layers=3"],
+        );
         assert_eq!(c.model.d_model, 128);
         assert_eq!(c.model.n_layers, 3);
         assert_eq!(c.train.lr, 0.5);
@@ -319,7 +387,10 @@ mod tests {
         let m = &c.model;
         assert_eq!((m.vocab_size, m.d_model, m.n_layers), (131072, 6144, 64));
         assert_eq!((m.n_q_heads, m.n_kv_heads, m.head_dim), (48, 8, 128));
-        assert_eq!((m.n_experts, m.top_k, m.ffn_size, m.max_seq_len), (8, 2, 32768, 8192));
+        assert_eq!(
+            (m.n_experts, m.top_k, m.ffn_size, m.max_seq_len),
+            (8, 2, 32768, 8192)
+        );
         assert_eq!(m.embedding_multiplier, 78.38367176906169);
         assert_eq!(m.output_multiplier, 0.5773502691896257);
         assert_eq!(m.attn_output_multiplier, 0.08838834764831845);

@@ -12,7 +12,10 @@ pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
     for entry in entries {
         let path = Path::new(entry);
         let meta = std::fs::metadata(path).map_err(|e| {
-            Error::input(path, format!("cannot read `{key}` entry: {e}; expected a text file or a directory"))
+            Error::input(
+                path,
+                format!("cannot read `{key}` entry: {e}; expected a text file or a directory"),
+            )
         })?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
@@ -21,7 +24,10 @@ pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
                 .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt"))
                 .collect();
             if found.is_empty() {
-                return Err(Error::input(path, format!("`{key}` directory holds no .txt files")));
+                return Err(Error::input(
+                    path,
+                    format!("`{key}` directory holds no .txt files"),
+                ));
             }
             found.sort();
             files.extend(found);
@@ -36,6 +42,9 @@ pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
 pub fn read_document(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
-        Error::input(path, format!("not valid UTF-8 at byte offset {}", e.utf8_error().valid_up_to()))
+        Error::input(
+            path,
+            format!("not valid UTF-8 at byte offset {}", e.utf8_error().valid_up_to()),
+        )
     })
 }

@@ -24,7 +24,10 @@ pub struct Corpus {
 /// Tokenize the configured corpus with the configured tokenizer (or one trained on the corpus).
 pub fn load_corpus(cfg: &Config) -> Result<Corpus> {
     let files = corpus::list_files(&cfg.data.corpus, "data.corpus")?;
-    let docs: Vec<String> = files.iter().map(|f| corpus::read_document(f)).collect::<Result<_>>()?;
+    let docs: Vec<String> = files
+        .iter()
+        .map(|f| corpus::read_document(f))
+        .collect::<Result<_>>()?;
     let bytes = docs.iter().map(String::len).sum();
     let tokenizer = match &cfg.data.tokenizer {
         Some(path) => tokenizer::load(path.as_ref(), cfg.model.vocab_size)?,
@@ -36,5 +39,10 @@ pub fn load_corpus(cfg: &Config) -> Result<Corpus> {
         tokens.extend(tokenizer::encode(&tokenizer, doc)?);
         tokens.push(eot);
     }
-    Ok(Corpus { tokenizer, tokens, files, bytes })
+    Ok(Corpus {
+        tokenizer,
+        tokens,
+        files,
+        bytes,
+    })
 }

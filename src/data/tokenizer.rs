@@ -23,7 +23,9 @@ pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
         return Err(Error::ConfigValue {
             file: "config".into(),
             key: "model.vocab_size".into(),
-            msg: format!("{vocab_size} is too small to train a byte-level BPE; expected at least {MIN_VOCAB}"),
+            msg: format!(
+                "{vocab_size} is too small to train a byte-level BPE; expected at least {MIN_VOCAB}"
+            ),
         });
     }
     let mut trainer = BpeTrainerBuilder::new()
@@ -65,14 +67,18 @@ pub fn load(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
         ));
     }
     if tok.token_to_id(EOT).is_none() {
-        return Err(Error::input(path, format!("tokenizer has no end-of-text token `{EOT}`")));
+        return Err(Error::input(
+            path,
+            format!("tokenizer has no end-of-text token `{EOT}`"),
+        ));
     }
     Ok(tok)
 }
 
 /// The end-of-text id placed between documents.
 pub fn eot_id(tok: &Tokenizer) -> u32 {
-    tok.token_to_id(EOT).expect("checked when the tokenizer was built or loaded")
+    tok.token_to_id(EOT)
+        .expect("checked when the tokenizer was built or loaded")
 }
 
 /// Encode text to ids (no special tokens added).

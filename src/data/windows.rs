@@ -35,7 +35,10 @@ impl RandomWindows {
                 seq + 1
             )));
         }
-        Ok(RandomWindows { tokens, rng: Rng::derive(seed, "data.windows") })
+        Ok(RandomWindows {
+            tokens,
+            rng: Rng::derive(seed, "data.windows"),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -58,7 +61,12 @@ impl BatchSource for RandomWindows {
             inputs.extend(w[..seq].iter().map(|&t| t as i64));
             targets.extend(w[1..].iter().map(|&t| t as i64));
         }
-        Batch { batch, seq, inputs, targets }
+        Batch {
+            batch,
+            seq,
+            inputs,
+            targets,
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{init, precision};
 use super::rope::RopeTables;
+use super::{init, precision};
 
 #[derive(Debug, Clone)]
 pub struct AttentionConfig {
@@ -75,7 +75,12 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// `x: [batch, seq, d_model]` → `[batch, seq, d_model]`. `rope` covers this call's positions;
     /// with a cache, those positions come after the cached ones and the cache is extended.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTables<B>, cache: Option<&mut Option<KvCache<B>>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        cache: Option<&mut Option<KvCache<B>>>,
+    ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let (nq, nkv, hd) = (self.n_q_heads, self.n_kv_heads, self.head_dim);
         let rep = nq / nkv;
@@ -93,7 +98,10 @@ impl<B: Backend> Attention<B> {
                 k = Tensor::cat(vec![c.k, k], 2);
                 v = Tensor::cat(vec![c.v, v], 2);
             }
-            *cache = Some(KvCache { k: k.clone(), v: v.clone() });
+            *cache = Some(KvCache {
+                k: k.clone(),
+                v: v.clone(),
+            });
         }
 
         // Query heads g·rep .. g·rep+rep share kv head g, so folding the rep query heads of a
@@ -109,7 +117,10 @@ impl<B: Backend> Attention<B> {
         logits = logits + causal_bias::<B>(rep, t, past, &device); // broadcast over [b, nkv]
         let probs = precision::restore(softmax(logits, 3), dtype);
         let out = probs.matmul(v); // [b, nkv, rep·t, hd]
-        let out = out.reshape([b, nq, t, hd]).swap_dims(1, 2).reshape([b * t, nq * hd]);
+        let out = out
+            .reshape([b, nq, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b * t, nq * hd]);
         out.matmul(self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
     }
 }

@@ -48,9 +48,13 @@ impl<B: Backend> Block<B> {
         rope: &RopeTables<B>,
         cache: Option<&mut Option<KvCache<B>>>,
     ) -> (Tensor<B, 3>, RouterStats<B>) {
-        let a = self.self_attn.forward(self.pre_attn_norm.forward(h.clone()), rope, cache);
+        let a = self
+            .self_attn
+            .forward(self.pre_attn_norm.forward(h.clone()), rope, cache);
         let h = h + self.post_attn_norm.forward(a);
-        let (m, stats) = self.block_sparse_moe.forward(self.pre_moe_norm.forward(h.clone()));
+        let (m, stats) = self
+            .block_sparse_moe
+            .forward(self.pre_moe_norm.forward(h.clone()));
         (h + self.post_moe_norm.forward(m), stats)
     }
 }

@@ -55,7 +55,10 @@ impl GrokConfig {
                 top_k: self.top_k,
                 init_std: self.init_std,
             },
-            norm: RmsNormConfig { d: self.d_model, eps: self.norm_eps },
+            norm: RmsNormConfig {
+                d: self.d_model,
+                eps: self.norm_eps,
+            },
         }
     }
 
@@ -73,7 +76,11 @@ impl GrokConfig {
             layers: (0..self.n_layers)
                 .map(|i| block.init(seed, &format!("layers.{i}"), device))
                 .collect(),
-            norm: RmsNormConfig { d: self.d_model, eps: self.norm_eps }.init(device),
+            norm: RmsNormConfig {
+                d: self.d_model,
+                eps: self.norm_eps,
+            }
+            .init(device),
             head_dim: self.head_dim,
             rope_theta: self.rope_theta,
             embedding_multiplier: self.embedding_multiplier,
@@ -112,7 +119,11 @@ pub struct GrokOutput<B: Backend> {
 impl<B: Backend> Grok<B> {
     /// `ids: [batch, seq]` → logits `[batch, seq, vocab]`. With `caches` (one per layer), the ids
     /// continue the cached sequence and the caches are extended.
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, caches: Option<&mut [Option<KvCache<B>>]>) -> GrokOutput<B> {
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        caches: Option<&mut [Option<KvCache<B>>]>,
+    ) -> GrokOutput<B> {
         let [b, t] = ids.dims();
         let device = ids.device();
         let past = caches
@@ -144,7 +155,11 @@ impl<B: Backend> Grok<B> {
             .reshape([b, t, self.embed_tokens.val().dims()[0]]); // [b, t, vocab]
         let n = self.layers.len().max(1) as f64;
         let aux_loss = aux.map_or_else(|| Tensor::zeros([1], &device), |a| a.div_scalar(n));
-        GrokOutput { logits, aux_loss, expert_load }
+        GrokOutput {
+            logits,
+            aux_loss,
+            expert_load,
+        }
     }
 }
 

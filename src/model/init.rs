@@ -22,7 +22,11 @@ pub fn normal<B: Backend, const D: usize>(
 
 /// A float tensor from host f32 values in the backend's float type. `from_data` alone would keep
 /// the data's f32 even on an f64 backend, silently mixing precisions.
-pub fn floats<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+pub fn floats<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape).convert::<B::FloatElem>(), device)
 }
 

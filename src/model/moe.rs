@@ -111,7 +111,10 @@ impl<B: Backend> Moe<B> {
             if m == 0 {
                 continue;
             }
-            let gate = gates_flat.clone().select(0, ints::<B>(&slots[e], &device)).reshape([m, 1]); // [m, 1]
+            let gate = gates_flat
+                .clone()
+                .select(0, ints::<B>(&slots[e], &device))
+                .reshape([m, 1]); // [m, 1]
             if m == n {
                 // Every token chose this expert (always so when n_experts == top_k): no gather.
                 out = out + expert.forward(h.clone()) * gate;

@@ -13,7 +13,10 @@ pub struct RmsNormConfig {
 
 impl RmsNormConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> RmsNorm<B> {
-        RmsNorm { weight: init::ones([self.d], device), eps: self.eps }
+        RmsNorm {
+            weight: init::ones([self.d], device),
+            eps: self.eps,
+        }
     }
 }
 

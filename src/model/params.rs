@@ -27,7 +27,15 @@ pub fn count(c: &GrokConfig) -> ParamCount {
     let norms = l * 4 * d + d;
     let total = embedding + attention + router + experts + norms;
     let active = total - l * (e - k) * per_expert;
-    ParamCount { embedding, attention, router, experts, norms, total, active }
+    ParamCount {
+        embedding,
+        attention,
+        router,
+        experts,
+        norms,
+        total,
+        active,
+    }
 }
 
 /// Training FLOPs per token at sequence length `seq`: 6·active for the matmuls (forward + backward)

@@ -17,7 +17,13 @@ pub struct EvalResult {
 
 /// Score every token after the first: windows of `seq` inputs stepping by `seq`, `batch` windows
 /// per forward. The tail shorter than a window is scored as its own shorter window.
-pub fn evaluate<B: Backend>(model: &Grok<B>, tokens: &[u32], seq: usize, batch: usize, device: &B::Device) -> EvalResult {
+pub fn evaluate<B: Backend>(
+    model: &Grok<B>,
+    tokens: &[u32],
+    seq: usize,
+    batch: usize,
+    device: &B::Device,
+) -> EvalResult {
     let mut windows: Vec<(usize, usize)> = Vec::new(); // (start, len) with len+1 tokens available
     let mut s = 0;
     while s + 1 < tokens.len() {
@@ -26,7 +32,10 @@ pub fn evaluate<B: Backend>(model: &Grok<B>, tokens: &[u32], seq: usize, batch: 
         s += len;
     }
     let (mut total, mut count) = (0.0f64, 0usize);
-    for group in windows.chunk_by(|a, b| a.1 == b.1).flat_map(|g| g.chunks(batch.max(1))) {
+    for group in windows
+        .chunk_by(|a, b| a.1 == b.1)
+        .flat_map(|g| g.chunks(batch.max(1)))
+    {
         let len = group[0].1;
         let mut inputs = Vec::with_capacity(group.len() * len);
         let mut targets = Vec::with_capacity(group.len() * len);
@@ -37,11 +46,17 @@ pub fn evaluate<B: Backend>(model: &Grok<B>, tokens: &[u32], seq: usize, batch: 
         let shape = [group.len(), len];
         let x = Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, shape), device);
         let y = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, shape), device);
-        let loss: f64 = cross_entropy(model.forward(x, None).logits, y).into_scalar().elem();
+        let loss: f64 = cross_entropy(model.forward(x, None).logits, y)
+            .into_scalar()
+            .elem();
         let n = group.len() * len;
         total += loss * n as f64;
         count += n;
     }
     let loss = if count > 0 { total / count as f64 } else { f64::NAN };
-    EvalResult { loss, perplexity: loss.exp(), tokens: count }
+    EvalResult {
+        loss,
+        perplexity: loss.exp(),
+        tokens: count,
+    }
 }

@@ -36,24 +36,36 @@ impl<B: Backend> Grads<B> {
                 self.out.push(g);
             }
         }
-        let mut c = Collector::<AB> { grads: &mut grads, out: Vec::new() };
+        let mut c = Collector::<AB> {
+            grads: &mut grads,
+            out: Vec::new(),
+        };
         module.visit(&mut c);
         Grads { tensors: c.out }
     }
 
     /// Element-wise sum, for gradient accumulation.
     pub fn sum(self, other: Grads<B>) -> Self {
-        let tensors = self.tensors.into_iter().zip(other.tensors).map(|(a, b)| a + b).collect();
+        let tensors = self
+            .tensors
+            .into_iter()
+            .zip(other.tensors)
+            .map(|(a, b)| a + b)
+            .collect();
         Grads { tensors }
     }
 
     pub fn scale(self, factor: f64) -> Self {
-        Grads { tensors: self.tensors.into_iter().map(|g| g.mul_scalar(factor)).collect() }
+        Grads {
+            tensors: self.tensors.into_iter().map(|g| g.mul_scalar(factor)).collect(),
+        }
     }
 
     /// sqrt(Σ over every element of every gradient of g²), read back to the host (one sync).
     pub fn global_norm(&self) -> f64 {
-        let Some(first) = self.tensors.first() else { return 0.0 };
+        let Some(first) = self.tensors.first() else {
+            return 0.0;
+        };
         let mut total = Tensor::<B, 1>::zeros([1], &first.device());
         for g in &self.tensors {
             total = total + g.clone().square().sum();

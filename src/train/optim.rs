@@ -20,7 +20,12 @@ pub struct AdamWSettings {
 
 impl From<&TrainConfig> for AdamWSettings {
     fn from(t: &TrainConfig) -> Self {
-        AdamWSettings { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }
+        AdamWSettings {
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+        }
     }
 }
 
@@ -41,7 +46,13 @@ impl<B: Backend> AdamW<B> {
         let zeros = |p: &ParamInfo| Tensor::<B, 1>::zeros([p.numel()], device);
         let m = params.iter().map(zeros).collect();
         let v = params.iter().map(zeros).collect();
-        AdamW { settings, params, step: 0, m, v }
+        AdamW {
+            settings,
+            params,
+            step: 0,
+            m,
+            v,
+        }
     }
 
     /// One update of every parameter of `module` with `grads` at learning rate `lr`:

@@ -37,10 +37,17 @@ pub fn list<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let shape = param.lazy_shape().dims::<D>().to_vec();
-            self.out.push(ParamInfo { path: self.stack.join("."), decay: D >= 2, shape });
+            self.out.push(ParamInfo {
+                path: self.stack.join("."),
+                decay: D >= 2,
+                shape,
+            });
         }
     }
-    let mut lister = Lister { stack: Vec::new(), out: Vec::new() };
+    let mut lister = Lister {
+        stack: Vec::new(),
+        out: Vec::new(),
+    };
     module.visit(&mut lister);
     lister.out
 }
@@ -49,6 +56,10 @@ pub fn list<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
 pub fn list_from_config(c: &crate::model::GrokConfig) -> Vec<ParamInfo> {
     crate::model::grok::param_shapes(c)
         .into_iter()
-        .map(|(path, shape)| ParamInfo { decay: shape.len() >= 2, path, shape })
+        .map(|(path, shape)| ParamInfo {
+            decay: shape.len() >= 2,
+            path,
+            shape,
+        })
         .collect()
 }

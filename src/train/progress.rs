@@ -59,11 +59,20 @@ impl Progress {
         };
         let metrics = match metrics_path {
             Some(p) => Some(
-                OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?,
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| Error::io(p, e))?,
             ),
             None => None,
         };
-        Ok(Progress { display, metrics, steps, start: Instant::now() })
+        Ok(Progress {
+            display,
+            metrics,
+            steps,
+            start: Instant::now(),
+        })
     }
 
     pub fn step(&mut self, m: &StepMetrics) -> Result<()> {
@@ -84,7 +93,10 @@ impl Progress {
                 if m.step.is_multiple_of(*every) || m.step == self.steps || m.step == 1 {
                     let elapsed = self.start.elapsed().as_secs_f64();
                     let eta = elapsed / m.step as f64 * (self.steps - m.step) as f64;
-                    eprintln!("step {}/{} {summary} elapsed {elapsed:.0}s eta {eta:.0}s", m.step, self.steps);
+                    eprintln!(
+                        "step {}/{} {summary} elapsed {elapsed:.0}s eta {eta:.0}s",
+                        m.step, self.steps
+                    );
                 }
             }
             Display::Silent => {}

@@ -19,9 +19,13 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_to_floor() {
-        let c = from_yaml("preset: tiny\ntrain: {steps: 110, warmup_steps: 10, lr: 1.0, min_lr: 0.1}\n", "t", &[])
-            .unwrap()
-            .train;
+        let c = from_yaml(
+            "preset: tiny\ntrain: {steps: 110, warmup_steps: 10, lr: 1.0, min_lr: 0.1}\n",
+            "t",
+            &[],
+        )
+        .unwrap()
+        .train;
         assert!((lr_at(&c, 0) - 0.1).abs() < 1e-12);
         assert!((lr_at(&c, 9) - 1.0).abs() < 1e-12);
         assert!((lr_at(&c, 10) - 1.0).abs() < 1e-12);

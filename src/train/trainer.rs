@@ -85,7 +85,11 @@ pub fn accumulate<B: AutodiffBackend>(
         let s = forward_batch(model, &batch, device);
         loss_sum += scalar(&s.loss);
         aux_sum += scalar(&s.aux_loss);
-        let objective = if coef > 0.0 { s.loss + s.aux_loss.mul_scalar(coef) } else { s.loss };
+        let objective = if coef > 0.0 {
+            s.loss + s.aux_loss.mul_scalar(coef)
+        } else {
+            s.loss
+        };
         let g = Grads::collect(model, objective.div_scalar(accum as f64).backward());
         acc = Some(match acc {
             None => g,
@@ -113,9 +117,17 @@ fn scalar<B: burn::tensor::backend::Backend>(t: &Tensor<B, 1>) -> f64 {
 }
 
 /// Train from scratch as `cfg` says, on `device`.
-pub fn train<B: AutodiffBackend>(cfg: &Config, opts: &TrainOptions, device: &B::Device) -> Result<TrainSummary> {
+pub fn train<B: AutodiffBackend>(
+    cfg: &Config,
+    opts: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainSummary> {
     let run = checkpoint::run_dir(cfg);
-    if run.exists() && std::fs::read_dir(&run).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if run.exists()
+        && std::fs::read_dir(&run)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
         if !opts.overwrite {
             return Err(Error::input(
                 &run,
