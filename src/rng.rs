@@ -29,6 +29,11 @@ impl Rng {
         self.state
     }
 
+    /// Continue a generator from a saved `state()`.
+    pub fn from_state(state: u64) -> Self {
+        Rng { state }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;

@@ -172,7 +172,7 @@ fn train_runs_from_the_command_line() {
     assert!(out.status.success(), "{stderr}");
     // Not a terminal: plain log lines, one per logged step.
     assert!(stderr.contains("step 3/3"), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done: 3 steps"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: 3 steps this run"));
     assert!(dir.join("tiny/step-000003/model.safetensors").is_file());
 }
 

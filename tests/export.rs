@@ -38,6 +38,7 @@ fn trained_tiny(dir: &Path) -> std::path::PathBuf {
         &TrainOptions {
             quiet: true,
             overwrite: false,
+            ..Default::default()
         },
         &Default::default(),
     )
@@ -262,6 +263,7 @@ fn greedy_decoding_with_and_without_cache_agree_for_64_tokens() {
         &TrainOptions {
             quiet: true,
             overwrite: false,
+            ..Default::default()
         },
         &Default::default(),
     )

@@ -67,6 +67,7 @@ fn same_seed_gives_bit_identical_runs() {
             &TrainOptions {
                 quiet: true,
                 overwrite: false,
+                ..Default::default()
             },
             &Default::default(),
         )
@@ -106,6 +107,7 @@ fn same_seed_gives_bit_identical_runs() {
         &TrainOptions {
             quiet: true,
             overwrite: false,
+            ..Default::default()
         },
         &Default::default(),
     )
@@ -122,6 +124,7 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
         &TrainOptions {
             quiet: true,
             overwrite: false,
+            ..Default::default()
         },
         &Default::default(),
     )
@@ -167,6 +170,7 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
         &TrainOptions {
             quiet: true,
             overwrite: false,
+            ..Default::default()
         },
         &device,
     );

@@ -6,6 +6,8 @@
 //!   latest                 "step-000300"
 //!   step-000300/
 //!     model.safetensors    weights; metadata: format, format_version, step, config (JSON)
+//!     optimizer.safetensors AdamW moments (m.<param>, v.<param>); metadata: step
+//!     train_state.json     step, tokens seen, sampler cursor, skipped steps
 //!     config.json          the resolved config
 //!     tokenizer.json
 //! ```
@@ -14,6 +16,7 @@ pub mod atomic;
 pub mod export;
 pub mod hf;
 pub mod import;
+pub mod state;
 pub mod tensors;
 pub mod weights;
 
@@ -49,29 +52,33 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     dir.join(WEIGHTS_FILE).is_file().then_some(dir)
 }
 
-/// Save `module` after `step` optimizer steps into the run directory and move `latest` to it.
-pub fn save<B: Backend, M: Module<B>>(
+/// Save everything a resumed run needs after `state.step` optimizer steps into the run
+/// directory, then move `latest` to it.
+pub fn save<B: Backend, M: Module<B>, O: Backend>(
     cfg: &Config,
     module: &M,
     params: &[ParamInfo],
+    opt: &crate::train::optim::AdamW<O>,
+    state: &state::TrainState,
     tokenizer: &Tokenizer,
-    step: usize,
 ) -> Result<PathBuf> {
     let run = run_dir(cfg);
+    let step = state.step;
     let values = weights::snapshot(module);
-    let dir = write_dir(
-        &run.join(step_dir_name(step)),
-        cfg,
-        params,
-        &values,
-        tokenizer,
-        step,
-    )?;
+    let extra = [
+        (state::OPTIMIZER_FILE, state::optimizer_bytes(opt)?),
+        (
+            state::STATE_FILE,
+            serde_json::to_vec_pretty(state).expect("state serializes"),
+        ),
+    ];
+    let target = run.join(step_dir_name(step));
+    let dir = write_dir_with(&target, cfg, params, &values, tokenizer, step, &extra)?;
     atomic::write_file_atomic(&run, atomic::LATEST, step_dir_name(step).as_bytes())?;
     Ok(dir)
 }
 
-/// Publish a complete checkpoint directory at `target` (which must not exist) atomically.
+/// Publish a weights-only checkpoint directory at `target` (which must not exist) atomically.
 pub fn write_dir(
     target: &Path,
     cfg: &Config,
@@ -79,6 +86,19 @@ pub fn write_dir(
     values: &[Vec<f32>],
     tokenizer: &Tokenizer,
     step: usize,
+) -> Result<PathBuf> {
+    write_dir_with(target, cfg, params, values, tokenizer, step, &[])
+}
+
+/// `write_dir` plus extra named files (optimizer and loop state).
+pub fn write_dir_with(
+    target: &Path,
+    cfg: &Config,
+    params: &[ParamInfo],
+    values: &[Vec<f32>],
+    tokenizer: &Tokenizer,
+    step: usize,
+    extra: &[(&str, Vec<u8>)],
 ) -> Result<PathBuf> {
     let config_json = serde_json::to_string_pretty(cfg).expect("config serializes");
     let mut meta = HashMap::new();
@@ -95,6 +115,9 @@ pub fn write_dir(
         .to_string(false)
         .map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))?;
     staged.write(TOKENIZER_FILE, tok.as_bytes())?;
+    for (name, bytes) in extra {
+        staged.write(name, bytes)?;
+    }
     staged.commit()
 }
 

@@ -100,6 +100,13 @@ pub struct TrainArgs {
     /// Replace an existing run directory with the same run_name.
     #[arg(long)]
     pub overwrite: bool,
+    /// Continue the run from its newest complete checkpoint (`--resume`), or from the checkpoint
+    /// directory given (`--resume PATH`). Same as `train.resume` in the config.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "auto")]
+    pub resume: Option<String>,
+    /// Stop after this many steps (saving a checkpoint); `--resume` continues the run.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
 }
 
 #[derive(Debug, Args)]

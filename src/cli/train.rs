@@ -21,17 +21,21 @@ impl Job for TrainJob {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let cfg = config::load(&args.config.config, &args.config.set)?;
+    let mut cfg = config::load(&args.config.config, &args.config.set)?;
+    if let Some(r) = &args.resume {
+        cfg.train.resume = config::Resume::parse(r);
+    }
     let opts = TrainOptions {
         quiet: args.quiet,
         overwrite: args.overwrite,
+        stop_after: args.stop_after,
     };
     let (kind, device) = (cfg.backend, cfg.device);
     let s = backend::dispatch(kind, device, TrainJob { cfg, opts })?;
     let first = s.losses.first().copied().unwrap_or(f64::NAN);
     let last = s.losses.last().copied().unwrap_or(f64::NAN);
     println!(
-        "done: {} steps, loss {first:.4} -> {last:.4}, {} tokens in {:.1}s ({:.0} tokens/s){}",
+        "done: {} steps this run, loss {first:.4} -> {last:.4}, {} tokens in {:.1}s ({:.0} tokens/s){}",
         s.losses.len(),
         s.tokens,
         s.wall_s,

@@ -160,6 +160,10 @@ pub struct TrainFile {
     pub checkpoint_every: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_dir: Option<String>,
+    /// `never` (default), `auto` (continue from the run's newest complete checkpoint if there is
+    /// one), or the path of a checkpoint directory to continue from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// `a.overlay(b)`: every key set in `b` replaces the one in `a`.
@@ -217,6 +221,7 @@ overlay_fields!(TrainFile {
     log_every,
     checkpoint_every,
     out_dir,
+    resume,
 });
 
 impl Overlay for FileConfig {

@@ -53,6 +53,7 @@ fn base() -> FileConfig {
             log_every: Some(10),
             checkpoint_every: Some(0),
             out_dir: Some("checkpoints".to_string()),
+            resume: Some("never".to_string()),
         },
     }
 }

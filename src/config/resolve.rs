@@ -46,6 +46,29 @@ pub struct TrainConfig {
     pub log_every: usize,
     pub checkpoint_every: usize,
     pub out_dir: String,
+    pub resume: Resume,
+}
+
+/// Where a run starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resume {
+    /// From scratch; an existing run directory is an error (or replaced with --overwrite).
+    Never,
+    /// From the run's newest complete checkpoint when it has one, else from scratch.
+    Auto,
+    /// From this checkpoint directory.
+    Path(String),
+}
+
+impl Resume {
+    pub fn parse(v: &str) -> Resume {
+        match v {
+            "never" | "" => Resume::Never,
+            "auto" => Resume::Auto,
+            path => Resume::Path(path.to_string()),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -328,6 +351,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         log_every: at_least_one("train.log_every", req(&t.log_every, file, "train.log_every")?)?,
         checkpoint_every: req(&t.checkpoint_every, file, "train.checkpoint_every")?,
         out_dir: req(&t.out_dir, file, "train.out_dir")?,
+        resume: Resume::parse(&req(&t.resume, file, "train.resume")?),
     };
     let run_name = req(&f.run_name, file, "run_name")?;
     if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {

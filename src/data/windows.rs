@@ -41,6 +41,16 @@ impl RandomWindows {
         })
     }
 
+    /// The sampler's whole position: a checkpoint stores it so a resumed run draws the batches
+    /// the uninterrupted run would have drawn.
+    pub fn cursor(&self) -> u64 {
+        self.rng.state()
+    }
+
+    pub fn set_cursor(&mut self, cursor: u64) {
+        self.rng = Rng::from_state(cursor);
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }

@@ -1,7 +1,7 @@
 //! The training loop: micro-batches → loss → backward → accumulated gradients → global-norm
 //! clip → AdamW at the scheduled learning rate; progress, metrics and periodic checkpoints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -13,7 +13,8 @@ use super::params::{self, ParamInfo};
 use super::progress::{Progress, StepMetrics};
 use super::schedule::lr_at;
 use crate::checkpoint;
-use crate::config::Config;
+use crate::checkpoint::state::TrainState;
+use crate::config::{Config, Resume};
 use crate::data::{self, Batch, BatchSource, RandomWindows};
 use crate::error::{Error, Result};
 use crate::model::{Grok, params::ParamCount};
@@ -24,6 +25,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Replace an existing run directory of the same name instead of refusing to start.
     pub overwrite: bool,
+    /// Stop (with a checkpoint) after this many steps of this invocation; `--resume` continues.
+    pub stop_after: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,29 +126,52 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<TrainSummary> {
     let run = checkpoint::run_dir(cfg);
-    if run.exists()
-        && std::fs::read_dir(&run)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
+    let resume_from = match &cfg.train.resume {
+        Resume::Never => None,
+        Resume::Auto => checkpoint::latest(&run),
+        Resume::Path(p) => Some(crate::cli::generate::resolve_checkpoint(Path::new(p))?),
+    };
+    if resume_from.is_none() && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_some()) {
         if !opts.overwrite {
             return Err(Error::input(
                 &run,
-                "run directory already holds output of an earlier run; choose another name \
-                 (--set run_name=NAME) or pass --overwrite to replace it",
+                "run directory already holds output of an earlier run; continue it with --resume, \
+                 choose another name (--set run_name=NAME), or pass --overwrite to replace it",
             ));
         }
         std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
     }
     std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
 
-    let corpus = data::load_corpus(cfg)?;
-    data::tokenizer::save(&corpus.tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
-    let mut source = RandomWindows::new(corpus.tokens, cfg.seed, cfg.data.seq_len)?;
-
     let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
     let params: Vec<ParamInfo> = params::list(&model);
-    let mut opt = AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params.clone(), device);
+    let settings = AdamWSettings::from(&cfg.train);
+    let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
+    let mut state = TrainState {
+        format_version: checkpoint::FORMAT_VERSION,
+        step: 0,
+        tokens: 0,
+        sampler_cursor: 0,
+        skipped_steps: 0,
+    };
+    let mut notes = Vec::new();
+    let corpus = match &resume_from {
+        None => data::load_corpus(cfg)?,
+        Some(dir) => {
+            check_resumable(cfg, dir, &mut notes)?;
+            let tok = data::tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
+            model = checkpoint::load_weights(model, dir)?;
+            opt = checkpoint::state::load_optimizer(dir, &params, settings, device)?;
+            state = checkpoint::state::read_state(dir)?;
+            notes.push(format!("resuming from {} (step {})", dir.display(), state.step));
+            data::load_corpus_with(cfg, Some(tok))?
+        }
+    };
+    data::tokenizer::save(&corpus.tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
+    let mut source = RandomWindows::new(corpus.tokens, cfg.seed, cfg.data.seq_len)?;
+    if resume_from.is_some() {
+        source.set_cursor(state.sampler_cursor);
+    }
     let counts = crate::model::params::count(&cfg.model);
 
     let t = &cfg.train;
@@ -162,18 +188,24 @@ pub fn train<B: AutodiffBackend>(
         t.tokens_per_step(cfg.data.seq_len),
     ));
 
+    for note in &notes {
+        progress.println(note);
+    }
     let tokens_per_step = t.tokens_per_step(cfg.data.seq_len) as u64;
     let mut summary = TrainSummary {
         losses: Vec::with_capacity(t.steps),
-        tokens: 0,
+        tokens: state.tokens,
         wall_s: 0.0,
         tokens_per_s: 0.0,
         params: counts,
         checkpoint: None,
-        skipped_steps: 0,
+        skipped_steps: state.skipped_steps,
     };
     let start = Instant::now();
-    for step in 0..t.steps {
+    let first = state.step;
+    let last = opts.stop_after.map_or(t.steps, |n| (first + n).min(t.steps));
+    let mut tokens_this_run = 0u64;
+    for step in first..last {
         let step_start = Instant::now();
         let lr = lr_at(t, step);
         let sg = accumulate(cfg, &model, &mut source, device);
@@ -189,6 +221,7 @@ pub fn train<B: AutodiffBackend>(
             ));
         }
         summary.tokens += tokens_per_step;
+        tokens_this_run += tokens_per_step;
         summary.losses.push(sg.loss);
         let dt = step_start.elapsed().as_secs_f64();
         progress.step(&StepMetrics {
@@ -203,14 +236,69 @@ pub fn train<B: AutodiffBackend>(
             expert_load: sg.expert_load,
         })?;
         let done = step + 1;
-        if done == t.steps || (t.checkpoint_every > 0 && done.is_multiple_of(t.checkpoint_every)) {
-            let dir = checkpoint::save(cfg, &model, &params, &corpus.tokenizer, done)?;
+        if done == last || (t.checkpoint_every > 0 && done.is_multiple_of(t.checkpoint_every)) {
+            state = TrainState {
+                format_version: checkpoint::FORMAT_VERSION,
+                step: done,
+                tokens: summary.tokens,
+                sampler_cursor: source.cursor(),
+                skipped_steps: summary.skipped_steps,
+            };
+            let dir = checkpoint::save(cfg, &model, &params, &opt, &state, &corpus.tokenizer)?;
             progress.println(&format!("saved {}", dir.display()));
             summary.checkpoint = Some(dir);
         }
     }
     progress.finish();
     summary.wall_s = start.elapsed().as_secs_f64();
-    summary.tokens_per_s = summary.tokens as f64 / summary.wall_s;
+    summary.tokens_per_s = tokens_this_run as f64 / summary.wall_s;
+    if last < t.steps {
+        progress.println(&format!(
+            "stopped after step {last} of {}; continue with: colossus train CONFIG --resume",
+            t.steps
+        ));
+    }
     Ok(summary)
+}
+
+/// A checkpoint can continue this config only if the model is the same; training settings
+/// (steps, learning rates, logging) may change and each change is noted.
+fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Result<()> {
+    let old = checkpoint::read_config(dir)?;
+    let (a, b) = (
+        serde_json::to_value(&old.model).expect("json"),
+        serde_json::to_value(&cfg.model).expect("json"),
+    );
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (key, was) in a {
+            let now = &b[key];
+            if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef") {
+                return Err(Error::ConfigValue {
+                    file: "config".into(),
+                    key: format!("model.{key}"),
+                    msg: format!(
+                        "is {now} but checkpoint {} was trained with {was}; the model cannot change shape on resume",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+    }
+    let (a, b) = (
+        serde_json::to_value(&old.train).expect("json"),
+        serde_json::to_value(&cfg.train).expect("json"),
+    );
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (key, was) in a {
+            if key != "resume" && b.get(key) != Some(was) {
+                notes.push(format!("train.{key} changed on resume: {was} -> {}", b[key]));
+            }
+        }
+    }
+    if old.seed != cfg.seed || old.data != cfg.data {
+        notes.push(
+            "seed or data settings changed on resume: batches will differ from the original run".into(),
+        );
+    }
+    Ok(())
 }

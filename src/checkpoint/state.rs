@@ -1,0 +1,118 @@
+//! What exact resume needs beyond the weights: AdamW's moments and step count
+//! (`optimizer.safetensors`, tensors `m.<param path>` / `v.<param path>` in the parameter's shape)
+//! and the loop's position (`train_state.json`: step, tokens seen, sampler cursor, skipped steps).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use super::{FORMAT_VERSION, weights};
+use crate::error::{Error, Result};
+use crate::model::init;
+use crate::train::optim::{AdamW, AdamWSettings};
+use crate::train::params::ParamInfo;
+
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "train_state.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format_version: u32,
+    /// Optimizer steps completed; training continues with step `step + 1`.
+    pub step: usize,
+    pub tokens: u64,
+    /// The batch sampler's RNG state (`RandomWindows::cursor`).
+    pub sampler_cursor: u64,
+    pub skipped_steps: usize,
+}
+
+/// The optimizer's moments as safetensors bytes.
+pub fn optimizer_bytes<B: Backend>(opt: &AdamW<B>) -> Result<Vec<u8>> {
+    let mut infos = Vec::with_capacity(2 * opt.params.len());
+    let mut values = Vec::with_capacity(2 * opt.params.len());
+    for (which, moments) in [("m", &opt.m), ("v", &opt.v)] {
+        for (p, t) in opt.params.iter().zip(moments) {
+            infos.push(ParamInfo {
+                path: format!("{which}.{}", p.path),
+                shape: p.shape.clone(),
+                decay: p.decay,
+            });
+            values.push(
+                t.clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32 moments"),
+            );
+        }
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+    meta.insert("optimizer".to_string(), "adamw".to_string());
+    meta.insert("step".to_string(), opt.step.to_string());
+    weights::to_safetensors(&infos, &values, meta)
+}
+
+/// Rebuild the optimizer saved in checkpoint `dir` for parameters `params`.
+pub fn load_optimizer<B: Backend>(
+    dir: &Path,
+    params: &[ParamInfo],
+    settings: AdamWSettings,
+    device: &B::Device,
+) -> Result<AdamW<B>> {
+    let path = dir.join(OPTIMIZER_FILE);
+    let mut file = weights::read_safetensors(&path)?;
+    let step: u64 = file
+        .metadata
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::input(&path, "metadata `step` is missing"))?;
+    let mut opt = AdamW::<B>::new(settings, params.to_vec(), device);
+    opt.step = step;
+    for (which, moments) in [("m", &mut opt.m), ("v", &mut opt.v)] {
+        for (p, slot) in params.iter().zip(moments.iter_mut()) {
+            let name = format!("{which}.{}", p.path);
+            let Some((shape, v)) = file.tensors.remove(&name) else {
+                return Err(Error::input(&path, format!("tensor `{name}` is missing")));
+            };
+            if shape != p.shape {
+                return Err(Error::input(
+                    &path,
+                    format!(
+                        "tensor `{name}` has shape {shape:?}; the model expects {:?}",
+                        p.shape
+                    ),
+                ));
+            }
+            let n = v.len();
+            *slot = init::floats::<B, 1>(v, [n], device);
+        }
+    }
+    if let Some(extra) = file.tensors.keys().min() {
+        return Err(Error::input(
+            &path,
+            format!("tensor `{extra}` does not belong to this model"),
+        ));
+    }
+    Ok(opt)
+}
+
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join(STATE_FILE);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::input(&path, format!("cannot read: {e}")))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("not a training state: {e}")))?;
+    if state.format_version != FORMAT_VERSION {
+        return Err(Error::input(
+            &path,
+            format!(
+                "format_version {}; this build reads version {FORMAT_VERSION}",
+                state.format_version
+            ),
+        ));
+    }
+    Ok(state)
+}
