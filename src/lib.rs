@@ -8,6 +8,7 @@ pub mod data;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod plan;
 pub mod rng;
 pub mod train;
 

@@ -52,6 +52,37 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     dir.join(WEIGHTS_FILE).is_file().then_some(dir)
 }
 
+/// The run's complete checkpoints (those with weights), oldest first.
+pub fn list(run_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return Vec::new() };
+    let mut dirs: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let step = p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()?;
+            p.join(WEIGHTS_FILE).is_file().then_some((step, p))
+        })
+        .collect();
+    dirs.sort();
+    dirs.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Remove all but the newest `keep` complete checkpoints (never the one `latest` names).
+pub fn prune(run_dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let all = list(run_dir);
+    let newest = latest(run_dir);
+    let mut removed = Vec::new();
+    if keep == 0 || all.len() <= keep {
+        return Ok(removed);
+    }
+    for dir in &all[..all.len() - keep] {
+        if Some(dir) != newest.as_ref() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            removed.push(dir.clone());
+        }
+    }
+    Ok(removed)
+}
+
 /// Save everything a resumed run needs after `state.step` optimizer steps into the run
 /// directory, then move `latest` to it.
 pub fn save<B: Backend, M: Module<B>, O: Backend>(

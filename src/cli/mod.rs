@@ -39,6 +39,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Mean loss and perplexity of a checkpoint or exported folder on text files.
     Eval(EvalArgs),
+    /// Size a training run on a GPU cluster: memory per GPU, communication, time and power.
+    Plan(crate::plan::PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,5 +163,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export::run_export(args),
         Command::Import(args) => export::run_import(args),
         Command::Eval(args) => export::run_eval(args),
+        Command::Plan(args) => crate::plan::run(args),
     }
 }

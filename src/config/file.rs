@@ -164,6 +164,13 @@ pub struct TrainFile {
     /// one), or the path of a checkpoint directory to continue from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+    /// Keep only the newest N checkpoints (0: keep all). Older ones go only after a newer one
+    /// is complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<usize>,
+    /// Stop the run after this many consecutive steps with a non-finite loss or gradient norm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_nonfinite_steps: Option<usize>,
 }
 
 /// `a.overlay(b)`: every key set in `b` replaces the one in `a`.
@@ -222,6 +229,8 @@ overlay_fields!(TrainFile {
     checkpoint_every,
     out_dir,
     resume,
+    keep_last,
+    max_nonfinite_steps,
 });
 
 impl Overlay for FileConfig {

@@ -54,6 +54,8 @@ fn base() -> FileConfig {
             checkpoint_every: Some(0),
             out_dir: Some("checkpoints".to_string()),
             resume: Some("never".to_string()),
+            keep_last: Some(0),
+            max_nonfinite_steps: Some(5),
         },
     }
 }

@@ -47,6 +47,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub out_dir: String,
     pub resume: Resume,
+    pub keep_last: usize,
+    pub max_nonfinite_steps: usize,
 }
 
 /// Where a run starts.
@@ -352,6 +354,11 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         checkpoint_every: req(&t.checkpoint_every, file, "train.checkpoint_every")?,
         out_dir: req(&t.out_dir, file, "train.out_dir")?,
         resume: Resume::parse(&req(&t.resume, file, "train.resume")?),
+        keep_last: req(&t.keep_last, file, "train.keep_last")?,
+        max_nonfinite_steps: at_least_one(
+            "train.max_nonfinite_steps",
+            req(&t.max_nonfinite_steps, file, "train.max_nonfinite_steps")?,
+        )?,
     };
     let run_name = req(&f.run_name, file, "run_name")?;
     if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {
