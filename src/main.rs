@@ -10,11 +10,17 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            let code = err
-                .downcast_ref::<colossus::Error>()
-                .map_or(1, colossus::Error::exit_code);
-            ExitCode::from(code as u8)
+            // Our errors already carry their cause in the message; `{:#}` would repeat it.
+            match err.downcast_ref::<colossus::Error>() {
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+                None => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -209,3 +209,47 @@ fn rerun_in_a_new_process_is_bit_identical() {
     assert_eq!(a.len(), 8);
     assert_eq!(a, b);
 }
+
+/// `inspect` prints the step, tensors with shapes and sizes, and the config; a damaged file is
+/// named with exit code 2 (issue 4).
+#[test]
+fn inspect_describes_a_checkpoint_and_names_damage() {
+    let dir = common::temp_dir("cli-inspect");
+    let out_dir = format!("train.out_dir={}", dir.display());
+    let out = colossus(&[
+        "train",
+        "configs/tiny.yaml",
+        "--quiet",
+        "--set",
+        &out_dir,
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.warmup_steps=1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.join("tiny");
+    let out = colossus(&["inspect", &run.display().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for s in [
+        "step 2, 1024 tokens seen",
+        "checksums: every file matches",
+        "embed_tokens",
+        "[512, 64]",
+        "128.0 KiB",
+        "m.layers.1.self_attn.q_proj",
+        "\"run_name\": \"tiny\"",
+    ] {
+        assert!(stdout.contains(s), "expected {s:?} in {stdout}");
+    }
+    let weights = run.join("step-000002/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    refused(
+        &["inspect", &run.display().to_string()],
+        &["step-000002/model.safetensors", "checksum mismatch"],
+    );
+}

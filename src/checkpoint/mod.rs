@@ -10,12 +10,16 @@
 //!     train_state.json     step, tokens seen, sampler cursor, skipped steps
 //!     config.json          the resolved config
 //!     tokenizer.json
+//!     checksums.json       size and CRC-32 of every file above (written last)
 //! ```
 
 pub mod atomic;
+pub mod checksums;
 pub mod export;
 pub mod hf;
 pub mod import;
+pub mod inspect;
+pub mod saver;
 pub mod state;
 pub mod tensors;
 pub mod weights;
@@ -32,7 +36,8 @@ use crate::error::{Error, Result};
 use crate::train::params::ParamInfo;
 
 pub const FORMAT: &str = "colossus";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: checkpoints carry `checksums.json`.
+pub const FORMAT_VERSION: u32 = 2;
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -54,7 +59,9 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
 
 /// The run's complete checkpoints (those with weights), oldest first.
 pub fn list(run_dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(run_dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
     let mut dirs: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
@@ -84,7 +91,7 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
 }
 
 /// Save everything a resumed run needs after `state.step` optimizer steps into the run
-/// directory, then move `latest` to it.
+/// directory, then move `latest` to it (synchronously; the training loop uses `saver::Saver`).
 pub fn save<B: Backend, M: Module<B>, O: Backend>(
     cfg: &Config,
     module: &M,
@@ -93,20 +100,96 @@ pub fn save<B: Backend, M: Module<B>, O: Backend>(
     state: &state::TrainState,
     tokenizer: &Tokenizer,
 ) -> Result<PathBuf> {
-    let run = run_dir(cfg);
-    let step = state.step;
-    let values = weights::snapshot(module);
-    let extra = [
-        (state::OPTIMIZER_FILE, state::optimizer_bytes(opt)?),
-        (
-            state::STATE_FILE,
-            serde_json::to_vec_pretty(state).expect("state serializes"),
-        ),
-    ];
-    let target = run.join(step_dir_name(step));
-    let dir = write_dir_with(&target, cfg, params, &values, tokenizer, step, &extra)?;
-    atomic::write_file_atomic(&run, atomic::LATEST, step_dir_name(step).as_bytes())?;
-    Ok(dir)
+    Ok(Snapshot::take(cfg, module, params, opt, state, tokenizer)?
+        .write()?
+        .dir)
+}
+
+/// A training checkpoint copied to host memory. Taking it is the only part of a save the training
+/// loop has to wait for; `write` (serialize, checksum, fsync, rename, move `latest`) can run on
+/// another thread while training goes on.
+pub struct Snapshot {
+    run: PathBuf,
+    cfg: Config,
+    params: Vec<ParamInfo>,
+    values: Vec<Vec<f32>>,
+    optimizer: state::OptimizerSnapshot,
+    state: state::TrainState,
+    tokenizer_json: String,
+}
+
+/// What one completed save wrote and how long writing it took.
+#[derive(Debug, Clone)]
+pub struct SaveReport {
+    pub dir: PathBuf,
+    pub bytes: u64,
+    pub write_s: f64,
+}
+
+impl SaveReport {
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.write_s.max(1e-9)
+    }
+}
+
+impl Snapshot {
+    pub fn take<B: Backend, M: Module<B>, O: Backend>(
+        cfg: &Config,
+        module: &M,
+        params: &[ParamInfo],
+        opt: &crate::train::optim::AdamW<O>,
+        state: &state::TrainState,
+        tokenizer: &Tokenizer,
+    ) -> Result<Snapshot> {
+        Ok(Snapshot {
+            run: run_dir(cfg),
+            cfg: cfg.clone(),
+            params: params.to_vec(),
+            values: weights::snapshot(module),
+            optimizer: state::OptimizerSnapshot::take(opt),
+            state: state.clone(),
+            tokenizer_json: tokenizer_json(tokenizer)?,
+        })
+    }
+
+    pub fn step(&self) -> usize {
+        self.state.step
+    }
+
+    /// Publish the checkpoint directory `step-N` atomically, then point `latest` at it.
+    pub fn write(self) -> Result<SaveReport> {
+        let start = std::time::Instant::now();
+        let step = self.state.step;
+        let extra = [
+            (state::OPTIMIZER_FILE, self.optimizer.to_bytes()?),
+            (
+                state::STATE_FILE,
+                serde_json::to_vec_pretty(&self.state).expect("state serializes"),
+            ),
+        ];
+        let target = self.run.join(step_dir_name(step));
+        let (dir, bytes) = write_dir_with(
+            &target,
+            &self.cfg,
+            &self.params,
+            &self.values,
+            &self.tokenizer_json,
+            step,
+            &extra,
+        )?;
+        atomic::write_file_atomic(&self.run, atomic::LATEST, step_dir_name(step).as_bytes())?;
+        Ok(SaveReport {
+            dir,
+            bytes,
+            write_s: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn tokenizer_json(tokenizer: &Tokenizer) -> Result<String> {
+    tokenizer
+        .to_string(false)
+        .map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))
 }
 
 /// Publish a weights-only checkpoint directory at `target` (which must not exist) atomically.
@@ -118,19 +201,32 @@ pub fn write_dir(
     tokenizer: &Tokenizer,
     step: usize,
 ) -> Result<PathBuf> {
-    write_dir_with(target, cfg, params, values, tokenizer, step, &[])
+    let tok = tokenizer_json(tokenizer)?;
+    Ok(write_dir_with(target, cfg, params, values, &tok, step, &[])?.0)
 }
 
-/// `write_dir` plus extra named files (optimizer and loop state).
-pub fn write_dir_with(
+/// Test hook: `COLOSSUS_TEST_SAVE_PAUSE_MS=N` sleeps N ms inside every save, after the weights
+/// are written and before the directory is published, so tests can kill a process mid-save.
+fn test_pause() {
+    if let Some(ms) = std::env::var("COLOSSUS_TEST_SAVE_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// `write_dir` plus extra named files (optimizer and loop state); `checksums.json` goes in last.
+/// Returns the published directory and the bytes written.
+fn write_dir_with(
     target: &Path,
     cfg: &Config,
     params: &[ParamInfo],
     values: &[Vec<f32>],
-    tokenizer: &Tokenizer,
+    tokenizer_json: &str,
     step: usize,
     extra: &[(&str, Vec<u8>)],
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, u64)> {
     let config_json = serde_json::to_string_pretty(cfg).expect("config serializes");
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
@@ -138,18 +234,31 @@ pub fn write_dir_with(
     meta.insert("step".to_string(), step.to_string());
     meta.insert("layout".to_string(), "burn: linear weights [in, out]".to_string());
     meta.insert("config".to_string(), config_json.clone());
-    let bytes = weights::to_safetensors(params, values, meta)?;
+    let weights_bytes = weights::to_safetensors(params, values, meta)?;
     let staged = atomic::StagedDir::new(target)?;
-    staged.write(WEIGHTS_FILE, &bytes)?;
-    staged.write(CONFIG_FILE, config_json.as_bytes())?;
-    let tok = tokenizer
-        .to_string(false)
-        .map_err(|e| Error::Train(format!("serializing the tokenizer: {e}")))?;
-    staged.write(TOKENIZER_FILE, tok.as_bytes())?;
-    for (name, bytes) in extra {
+    let mut sums = checksums::Checksums::default();
+    let files = [
+        (WEIGHTS_FILE, weights_bytes.as_slice()),
+        (CONFIG_FILE, config_json.as_bytes()),
+        (TOKENIZER_FILE, tokenizer_json.as_bytes()),
+    ];
+    let mut total = 0u64;
+    for (i, (name, bytes)) in files
+        .into_iter()
+        .chain(extra.iter().map(|(n, b)| (*n, b.as_slice())))
+        .enumerate()
+    {
         staged.write(name, bytes)?;
+        sums.add(name, bytes);
+        total += bytes.len() as u64;
+        if i == 0 {
+            test_pause();
+        }
     }
-    staged.commit()
+    let sums = sums.to_json();
+    staged.write(checksums::CHECKSUMS_FILE, &sums)?;
+    total += sums.len() as u64;
+    Ok((staged.commit()?, total))
 }
 
 /// Read a checkpoint directory's resolved config.

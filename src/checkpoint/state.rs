@@ -28,31 +28,48 @@ pub struct TrainState {
     pub skipped_steps: usize,
 }
 
-/// The optimizer's moments as safetensors bytes.
-pub fn optimizer_bytes<B: Backend>(opt: &AdamW<B>) -> Result<Vec<u8>> {
-    let mut infos = Vec::with_capacity(2 * opt.params.len());
-    let mut values = Vec::with_capacity(2 * opt.params.len());
-    for (which, moments) in [("m", &opt.m), ("v", &opt.v)] {
-        for (p, t) in opt.params.iter().zip(moments) {
-            infos.push(ParamInfo {
-                path: format!("{which}.{}", p.path),
-                shape: p.shape.clone(),
-                decay: p.decay,
-            });
-            values.push(
-                t.clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("f32 moments"),
-            );
+/// The optimizer's moments copied to host memory (the synchronous half of a save).
+pub struct OptimizerSnapshot {
+    infos: Vec<ParamInfo>,
+    values: Vec<Vec<f32>>,
+    step: u64,
+}
+
+impl OptimizerSnapshot {
+    pub fn take<B: Backend>(opt: &AdamW<B>) -> Self {
+        let mut infos = Vec::with_capacity(2 * opt.params.len());
+        let mut values = Vec::with_capacity(2 * opt.params.len());
+        for (which, moments) in [("m", &opt.m), ("v", &opt.v)] {
+            for (p, t) in opt.params.iter().zip(moments) {
+                infos.push(ParamInfo {
+                    path: format!("{which}.{}", p.path),
+                    shape: p.shape.clone(),
+                    decay: p.decay,
+                });
+                values.push(
+                    t.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec::<f32>()
+                        .expect("f32 moments"),
+                );
+            }
+        }
+        OptimizerSnapshot {
+            infos,
+            values,
+            step: opt.step,
         }
     }
-    let mut meta = HashMap::new();
-    meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
-    meta.insert("optimizer".to_string(), "adamw".to_string());
-    meta.insert("step".to_string(), opt.step.to_string());
-    weights::to_safetensors(&infos, &values, meta)
+
+    /// The moments as safetensors bytes (metadata: format version, optimizer, step).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut meta = HashMap::new();
+        meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+        meta.insert("optimizer".to_string(), "adamw".to_string());
+        meta.insert("step".to_string(), self.step.to_string());
+        weights::to_safetensors(&self.infos, &self.values, meta)
+    }
 }
 
 /// Rebuild the optimizer saved in checkpoint `dir` for parameters `params`.

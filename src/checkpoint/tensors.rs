@@ -97,6 +97,17 @@ impl MappedFile {
             .collect())
     }
 
+    /// Every tensor's name, dtype and shape, in natural name order (`layers.2` before `layers.10`).
+    pub fn tensors(&self) -> Result<Vec<(String, Dtype, Vec<usize>)>> {
+        let mut all: Vec<(String, Dtype, Vec<usize>)> = self
+            .parse()?
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.dtype(), v.shape().to_vec()))
+            .collect();
+        all.sort_by_key(|(n, _, _)| natural_key(n));
+        Ok(all)
+    }
+
     /// One tensor as f32 (from f32, bf16 or f16 storage).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let st = self.parse()?;
@@ -146,7 +157,7 @@ pub fn serialize(
 }
 
 /// Sort names so layer 10 follows layer 9: digit runs compare as numbers.
-pub fn natural_key(name: &str) -> Vec<(u64, String)> {
+pub fn natural_key(name: &str) -> Vec<(String, u64)> {
     let mut key = Vec::new();
     let mut text = String::new();
     let mut digits = String::new();
@@ -155,12 +166,12 @@ pub fn natural_key(name: &str) -> Vec<(u64, String)> {
             digits.push(ch);
         } else {
             if !digits.is_empty() {
-                key.push((digits.parse().unwrap_or(u64::MAX), std::mem::take(&mut text)));
+                key.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
                 digits.clear();
             }
             text.push(ch);
         }
     }
-    key.push((digits.parse().unwrap_or(0), text));
+    key.push((text, digits.parse().unwrap_or(0)));
     key
 }

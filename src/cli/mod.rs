@@ -1,6 +1,7 @@
 //! The `colossus` command line: argument definitions and the dispatch to each subcommand.
 
 pub mod bench;
+mod bench_checkpoint;
 pub mod export;
 pub mod generate;
 pub mod params;
@@ -39,6 +40,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Mean loss and perplexity of a checkpoint or exported folder on text files.
     Eval(EvalArgs),
+    /// Describe a checkpoint: step, config, tensor names, shapes, dtypes and sizes; verify checksums.
+    Inspect(InspectArgs),
     /// Size a training run on a GPU cluster: memory per GPU, communication, time and power.
     Plan(crate::plan::PlanArgs),
 }
@@ -127,6 +130,19 @@ pub struct BenchArgs {
     /// Tokens per sequence (sets data.seq_len).
     #[arg(long)]
     pub seq: Option<usize>,
+    /// Measure checkpoint save/load throughput and the training stall per save instead
+    /// (writes under train.out_dir/run_name, removed afterwards).
+    #[arg(long)]
+    pub checkpoint: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A checkpoint directory, a run directory (its latest checkpoint), or an exported folder.
+    pub checkpoint: PathBuf,
+    /// Skip reading every byte to check the CRC-32 checksums.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +179,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export::run_export(args),
         Command::Import(args) => export::run_import(args),
         Command::Eval(args) => export::run_eval(args),
+        Command::Inspect(args) => {
+            let dir = if args.checkpoint.join(crate::checkpoint::WEIGHTS_FILE).is_file()
+                || args.checkpoint.join("model.safetensors.index.json").is_file()
+            {
+                args.checkpoint.clone()
+            } else {
+                generate::resolve_checkpoint(&args.checkpoint)?
+            };
+            print!("{}", crate::checkpoint::inspect::describe(&dir, !args.no_verify)?);
+            Ok(())
+        }
         Command::Plan(args) => crate::plan::run(args),
     }
 }

@@ -1,5 +1,8 @@
 //! `colossus train CONFIG`: load and validate the config, pick the backend, run the loop.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainArgs;
@@ -29,6 +32,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         quiet: args.quiet,
         overwrite: args.overwrite,
         stop_after: args.stop_after,
+        stop: Some(stop_on_signal()?),
+        ..Default::default()
     };
     let (kind, device) = (cfg.backend, cfg.device);
     let s = backend::dispatch(kind, device, TrainJob { cfg, opts })?;
@@ -44,6 +49,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .map(|c| format!(", checkpoint {}", c.display()))
             .unwrap_or_default()
     );
+    if s.interrupted {
+        println!("interrupted by a signal; continue with: colossus train CONFIG --resume");
+    }
     if s.skipped_steps > 0 {
         println!(
             "warning: {} steps skipped for non-finite loss or gradients",
@@ -51,4 +59,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// SIGINT/SIGTERM (Ctrl-C, `kill`, a cluster scheduler's preemption) set the returned flag: the
+/// loop finishes its step, saves and exits 0. A second signal exits at once with status 130;
+/// the checkpoint being written then stays a hidden temp directory and `latest` keeps pointing
+/// at the last complete one.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            eprintln!("second signal: exiting now; the last complete checkpoint is intact");
+            std::process::exit(130);
+        }
+        eprintln!("signal received: finishing this step and saving (signal again to exit at once)");
+    })
+    .map_err(|e| crate::error::Error::Train(format!("installing the signal handler: {e}")))?;
+    Ok(flag)
 }

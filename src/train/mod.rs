@@ -6,6 +6,7 @@ pub mod loss;
 pub mod optim;
 pub mod params;
 pub mod progress;
+pub mod resume;
 pub mod schedule;
 pub mod trainer;
 

@@ -1,7 +1,9 @@
 //! The training loop: micro-batches → loss → backward → accumulated gradients → global-norm
 //! clip → AdamW at the scheduled learning rate; progress, metrics and periodic checkpoints.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -11,9 +13,11 @@ use super::grads::Grads;
 use super::optim::{AdamW, AdamWSettings};
 use super::params::{self, ParamInfo};
 use super::progress::{Progress, StepMetrics};
+use super::resume;
 use super::schedule::lr_at;
-use crate::checkpoint;
+use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
+use crate::checkpoint::{self, Snapshot};
 use crate::config::{Config, Resume};
 use crate::data::{self, Batch, BatchSource, RandomWindows};
 use crate::error::{Error, Result};
@@ -27,6 +31,11 @@ pub struct TrainOptions {
     pub overwrite: bool,
     /// Stop (with a checkpoint) after this many steps of this invocation; `--resume` continues.
     pub stop_after: Option<usize>,
+    /// Set by a signal handler: finish the current step, save, and return.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Test hook: treat the loss of this step and every later one as NaN.
+    #[doc(hidden)]
+    pub poison_from_step: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +50,10 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     /// Steps whose update was skipped because the loss or gradient norm was not finite.
     pub skipped_steps: usize,
+    /// The run stopped early because `TrainOptions::stop` was set (SIGINT/SIGTERM).
+    pub interrupted: bool,
+    /// Every save this invocation made, with its throughput and training stall.
+    pub saves: Vec<Saved>,
 }
 
 /// Loss and router statistics for one micro-batch.
@@ -119,19 +132,22 @@ fn scalar<B: burn::tensor::backend::Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem()
 }
 
-/// Train from scratch as `cfg` says, on `device`.
+/// Train as `cfg` says, on `device`: from scratch, or from a checkpoint when `cfg.train.resume`
+/// asks for one.
 pub fn train<B: AutodiffBackend>(
     cfg: &Config,
     opts: &TrainOptions,
     device: &B::Device,
 ) -> Result<TrainSummary> {
     let run = checkpoint::run_dir(cfg);
-    let resume_from = match &cfg.train.resume {
-        Resume::Never => None,
-        Resume::Auto => checkpoint::latest(&run),
-        Resume::Path(p) => Some(crate::cli::generate::resolve_checkpoint(Path::new(p))?),
-    };
-    if resume_from.is_none() && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_some()) {
+    let candidates = resume::candidates(cfg)?;
+    let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
+    let params: Vec<ParamInfo> = params::list(&model);
+    let settings = AdamWSettings::from(&cfg.train);
+    let mut notes = Vec::new();
+    let resumed = resume::load(cfg, &candidates, &model, &params, settings, device, &mut notes)?;
+    let has_output = std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_some());
+    if resumed.is_none() && has_output && cfg.train.resume != Resume::Auto {
         if !opts.overwrite {
             return Err(Error::input(
                 &run,
@@ -142,10 +158,13 @@ pub fn train<B: AutodiffBackend>(
         std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
     }
     std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    for stale in resume::remove_stale_temps(&run)? {
+        notes.push(format!(
+            "removed {}, left half-written by an earlier process",
+            stale.display()
+        ));
+    }
 
-    let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
-    let params: Vec<ParamInfo> = params::list(&model);
-    let settings = AdamWSettings::from(&cfg.train);
     let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
     let mut state = TrainState {
         format_version: checkpoint::FORMAT_VERSION,
@@ -154,22 +173,27 @@ pub fn train<B: AutodiffBackend>(
         sampler_cursor: 0,
         skipped_steps: 0,
     };
-    let mut notes = Vec::new();
-    let corpus = match &resume_from {
+    let corpus = match resumed {
         None => data::load_corpus(cfg)?,
-        Some(dir) => {
-            check_resumable(cfg, dir, &mut notes)?;
-            let tok = data::tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
-            model = checkpoint::load_weights(model, dir)?;
-            opt = checkpoint::state::load_optimizer(dir, &params, settings, device)?;
-            state = checkpoint::state::read_state(dir)?;
-            notes.push(format!("resuming from {} (step {})", dir.display(), state.step));
-            data::load_corpus_with(cfg, Some(tok))?
+        Some(r) => {
+            model = r.model;
+            opt = r.opt;
+            state = r.state;
+            notes.push(format!("resuming from {} (step {})", r.dir.display(), state.step));
+            data::load_corpus_with(cfg, Some(r.tokenizer))?
         }
     };
+    // Records past the checkpoint (or all of them, on a fresh start) belong to a run that died.
+    let dropped = resume::trim_metrics(&run, state.step)?;
+    if dropped > 0 {
+        notes.push(format!(
+            "dropped {dropped} metrics.jsonl records past step {} (logged after the last checkpoint)",
+            state.step
+        ));
+    }
     data::tokenizer::save(&corpus.tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
     let mut source = RandomWindows::new(corpus.tokens, cfg.seed, cfg.data.seq_len)?;
-    if resume_from.is_some() {
+    if state.step > 0 {
         source.set_cursor(state.sampler_cursor);
     }
     let counts = crate::model::params::count(&cfg.model);
@@ -200,34 +224,45 @@ pub fn train<B: AutodiffBackend>(
         params: counts,
         checkpoint: None,
         skipped_steps: state.skipped_steps,
+        interrupted: false,
+        saves: Vec::new(),
     };
+    let mut saver = Saver::new(run.clone(), t.keep_last);
     let start = Instant::now();
     let first = state.step;
     let last = opts.stop_after.map_or(t.steps, |n| (first + n).min(t.steps));
     let mut tokens_this_run = 0u64;
-    for step in first..last {
+    let mut nonfinite_run = 0usize;
+    let mut step = first;
+    while step < last {
         let step_start = Instant::now();
         let lr = lr_at(t, step);
         let sg = accumulate(cfg, &model, &mut source, device);
         let (grads, grad_norm) = sg.grads.clip_global_norm(t.grad_clip);
-        if sg.loss.is_finite() && grad_norm.is_finite() {
+        let poisoned = opts.poison_from_step.is_some_and(|p| step + 1 >= p);
+        let loss = if poisoned { f64::NAN } else { sg.loss };
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        if finite {
             model = opt.step(model, grads, lr);
+            nonfinite_run = 0;
         } else {
             summary.skipped_steps += 1;
+            nonfinite_run += 1;
             progress.println(&format!(
-                "step {}: non-finite loss {} or gradient norm {grad_norm}; update skipped",
+                "step {}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped ({nonfinite_run} in a row, limit train.max_nonfinite_steps = {})",
                 step + 1,
-                sg.loss
+                t.max_nonfinite_steps,
             ));
         }
+        step += 1;
         summary.tokens += tokens_per_step;
         tokens_this_run += tokens_per_step;
-        summary.losses.push(sg.loss);
+        summary.losses.push(loss);
         let dt = step_start.elapsed().as_secs_f64();
         progress.step(&StepMetrics {
-            step: step + 1,
+            step,
             tokens: summary.tokens,
-            loss: sg.loss,
+            loss,
             aux_loss: sg.aux_loss,
             lr,
             grad_norm,
@@ -235,70 +270,77 @@ pub fn train<B: AutodiffBackend>(
             step_time_s: dt,
             expert_load: sg.expert_load,
         })?;
-        let done = step + 1;
-        if done == last || (t.checkpoint_every > 0 && done.is_multiple_of(t.checkpoint_every)) {
+        if let Some(saved) = saver.poll()? {
+            log_saved(&progress, &saved, &mut summary);
+        }
+        let diverged = nonfinite_run >= t.max_nonfinite_steps;
+        let signalled = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        let periodic = t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every);
+        if step == last || periodic || diverged || signalled {
             state = TrainState {
                 format_version: checkpoint::FORMAT_VERSION,
-                step: done,
+                step,
                 tokens: summary.tokens,
                 sampler_cursor: source.cursor(),
                 skipped_steps: summary.skipped_steps,
             };
-            let dir = checkpoint::save(cfg, &model, &params, &opt, &state, &corpus.tokenizer)?;
-            progress.println(&format!("saved {}", dir.display()));
-            summary.checkpoint = Some(dir);
+            let snap_start = Instant::now();
+            let snap = Snapshot::take(cfg, &model, &params, &opt, &state, &corpus.tokenizer)?;
+            if let Some(saved) = saver.submit(snap, snap_start.elapsed().as_secs_f64())? {
+                log_saved(&progress, &saved, &mut summary);
+            }
         }
+        if diverged {
+            if let Some(saved) = saver.wait()? {
+                log_saved(&progress, &saved, &mut summary);
+            }
+            progress.finish();
+            return Err(Error::Train(format!(
+                "stopped at step {step}: {nonfinite_run} steps in a row had a non-finite loss or gradient \
+                 norm (train.max_nonfinite_steps = {}); the weights of the last good step are saved in {}. \
+                 Lower train.lr or raise train.warmup_steps, then continue with --resume",
+                t.max_nonfinite_steps,
+                run.join(checkpoint::step_dir_name(step)).display()
+            )));
+        }
+        if signalled {
+            summary.interrupted = true;
+            break;
+        }
+    }
+    if let Some(saved) = saver.wait()? {
+        log_saved(&progress, &saved, &mut summary);
     }
     progress.finish();
     summary.wall_s = start.elapsed().as_secs_f64();
     summary.tokens_per_s = tokens_this_run as f64 / summary.wall_s;
-    if last < t.steps {
+    if step < t.steps {
         progress.println(&format!(
-            "stopped after step {last} of {}; continue with: colossus train CONFIG --resume",
+            "{} after step {step} of {}; continue with: colossus train CONFIG --resume",
+            if summary.interrupted {
+                "interrupted"
+            } else {
+                "stopped"
+            },
             t.steps
         ));
     }
     Ok(summary)
 }
 
-/// A checkpoint can continue this config only if the model is the same; training settings
-/// (steps, learning rates, logging) may change and each change is noted.
-fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Result<()> {
-    let old = checkpoint::read_config(dir)?;
-    let (a, b) = (
-        serde_json::to_value(&old.model).expect("json"),
-        serde_json::to_value(&cfg.model).expect("json"),
-    );
-    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-        for (key, was) in a {
-            let now = &b[key];
-            if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef") {
-                return Err(Error::ConfigValue {
-                    file: "config".into(),
-                    key: format!("model.{key}"),
-                    msg: format!(
-                        "is {now} but checkpoint {} was trained with {was}; the model cannot change shape on resume",
-                        dir.display()
-                    ),
-                });
-            }
-        }
+fn log_saved(progress: &Progress, saved: &Saved, summary: &mut TrainSummary) {
+    let r = &saved.report;
+    progress.println(&format!(
+        "saved {} ({:.1} MB in {:.2}s, {:.0} MB/s; training waited {:.0} ms)",
+        r.dir.display(),
+        r.bytes as f64 / 1e6,
+        r.write_s,
+        r.mb_per_s(),
+        saved.stall_s * 1e3
+    ));
+    for p in &saved.pruned {
+        progress.println(&format!("removed {} (train.keep_last)", p.display()));
     }
-    let (a, b) = (
-        serde_json::to_value(&old.train).expect("json"),
-        serde_json::to_value(&cfg.train).expect("json"),
-    );
-    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-        for (key, was) in a {
-            if key != "resume" && b.get(key) != Some(was) {
-                notes.push(format!("train.{key} changed on resume: {was} -> {}", b[key]));
-            }
-        }
-    }
-    if old.seed != cfg.seed || old.data != cfg.data {
-        notes.push(
-            "seed or data settings changed on resume: batches will differ from the original run".into(),
-        );
-    }
-    Ok(())
+    summary.checkpoint = Some(r.dir.clone());
+    summary.saves.push(saved.clone());
 }

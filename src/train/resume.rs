@@ -1,0 +1,212 @@
+//! Where a run starts: from scratch, or from a checkpoint that verifies and fits the config. With
+//! `resume: auto` a checkpoint that fails to load (truncated, corrupt, missing tensors) is skipped
+//! for the previous complete one, and the log says so; an explicit path never falls back.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use tokenizers::Tokenizer;
+
+use super::optim::{AdamW, AdamWSettings};
+use super::params::ParamInfo;
+use crate::checkpoint::{self, state::TrainState};
+use crate::config::{Config, Resume};
+use crate::error::{Error, Result};
+use crate::model::Grok;
+
+/// A checkpoint's full training state, loaded.
+pub struct Resumed<B: AutodiffBackend> {
+    pub dir: PathBuf,
+    pub model: Grok<B>,
+    pub opt: AdamW<B::InnerBackend>,
+    pub state: TrainState,
+    pub tokenizer: Tokenizer,
+}
+
+/// The checkpoints `cfg.train.resume` allows, most preferred first.
+pub fn candidates(cfg: &Config) -> Result<Vec<PathBuf>> {
+    Ok(match &cfg.train.resume {
+        Resume::Never => Vec::new(),
+        Resume::Auto => {
+            let mut all = checkpoint::list(&checkpoint::run_dir(cfg));
+            all.reverse();
+            all
+        }
+        Resume::Path(p) => vec![crate::cli::generate::resolve_checkpoint(Path::new(p))?],
+    })
+}
+
+/// Load the first candidate that verifies and fits. A config that changes the model shape is an
+/// error at once (every older checkpoint has the same shape); damaged files fall back.
+pub fn load<B: AutodiffBackend>(
+    cfg: &Config,
+    candidates: &[PathBuf],
+    model: &Grok<B>,
+    params: &[ParamInfo],
+    settings: AdamWSettings,
+    device: &B::Device,
+    notes: &mut Vec<String>,
+) -> Result<Option<Resumed<B>>> {
+    let mut failures = Vec::new();
+    for dir in candidates {
+        let loaded = check_resumable(cfg, dir, notes)
+            .and_then(|()| load_one(cfg, dir, model.clone(), params, settings, device));
+        match loaded {
+            Ok(r) => return Ok(Some(r)),
+            Err(e @ Error::Input { .. }) if cfg.train.resume == Resume::Auto => {
+                // Moved aside, not deleted: the run will save this step again, and the damaged
+                // copy may still matter to whoever investigates.
+                let aside = set_aside(dir)?;
+                notes.push(format!(
+                    "checkpoint {} is unusable ({e}); moved it to {} and fell back to the previous one",
+                    dir.display(),
+                    aside.display()
+                ));
+                failures.push(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if failures.is_empty() {
+        return Ok(None);
+    }
+    Err(Error::input(
+        checkpoint::run_dir(cfg),
+        format!(
+            "no checkpoint of this run loads ({}); fix or remove them, or start over with --overwrite",
+            failures.join("; ")
+        ),
+    ))
+}
+
+fn load_one<B: AutodiffBackend>(
+    cfg: &Config,
+    dir: &Path,
+    model: Grok<B>,
+    params: &[ParamInfo],
+    settings: AdamWSettings,
+    device: &B::Device,
+) -> Result<Resumed<B>> {
+    checkpoint::checksums::verify(dir)?;
+    let tokenizer =
+        crate::data::tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
+    let model = checkpoint::load_weights(model, dir)?;
+    let opt = checkpoint::state::load_optimizer(dir, params, settings, device)?;
+    let state = checkpoint::state::read_state(dir)?;
+    Ok(Resumed {
+        dir: dir.to_path_buf(),
+        model,
+        opt,
+        state,
+        tokenizer,
+    })
+}
+
+/// A checkpoint can continue this config only if the model is the same; training settings
+/// (steps, learning rates, logging) may change and each change is noted.
+pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Result<()> {
+    let old = checkpoint::read_config(dir)?;
+    let (a, b) = (
+        serde_json::to_value(&old.model).expect("json"),
+        serde_json::to_value(&cfg.model).expect("json"),
+    );
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (key, was) in a {
+            let now = &b[key];
+            if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef") {
+                return Err(Error::ConfigValue {
+                    file: "config".into(),
+                    key: format!("model.{key}"),
+                    msg: format!(
+                        "is {now} but checkpoint {} was trained with {was}; the model cannot change shape on resume",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+    }
+    let (a, b) = (
+        serde_json::to_value(&old.train).expect("json"),
+        serde_json::to_value(&cfg.train).expect("json"),
+    );
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (key, was) in a {
+            if key != "resume" && b.get(key) != Some(was) {
+                let note = format!("train.{key} changed on resume: {was} -> {}", b[key]);
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+        }
+    }
+    if old.seed != cfg.seed || old.data != cfg.data {
+        let note = "seed or data settings changed on resume: batches will differ from the original run";
+        if !notes.iter().any(|n| n == note) {
+            notes.push(note.into());
+        }
+    }
+    Ok(())
+}
+
+/// Rename an unusable checkpoint to `step-N.unusable[-K]`, a name `checkpoint::list` ignores.
+fn set_aside(dir: &Path) -> Result<PathBuf> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let mut aside = dir.with_file_name(format!("{name}.unusable"));
+    let mut k = 1;
+    while aside.exists() {
+        aside = dir.with_file_name(format!("{name}.unusable-{k}"));
+        k += 1;
+    }
+    std::fs::rename(dir, &aside).map_err(|e| Error::io(dir, e))?;
+    Ok(aside)
+}
+
+/// Remove what a killed process left half-written in the run directory (staged checkpoint
+/// directories and pointer files under `.NAME.tmp-PID`); complete checkpoints are never touched.
+pub fn remove_stale_temps(run: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return Ok(removed);
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let r = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            r.map_err(|e| Error::io(&path, e))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Drop metrics.jsonl records of steps after `step`: a killed run may have logged steps its last
+/// checkpoint does not hold, and the resumed run logs them again. Rewritten atomically.
+pub fn trim_metrics(run: &Path, step: usize) -> Result<usize> {
+    let path = run.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(0);
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.lines() {
+        let s = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+        match s {
+            Some(s) if s as usize <= step => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            // A record past the checkpoint, or a line cut short by the kill.
+            _ => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        checkpoint::atomic::write_file_atomic(run, "metrics.jsonl", kept.as_bytes())?;
+    }
+    Ok(dropped)
+}

@@ -1,0 +1,314 @@
+//! Crash and signal safety of the `colossus` process (issue 4): SIGKILL at random moments and in
+//! the middle of saves loses nothing past the last complete checkpoint and the resumed run ends
+//! bit-identical to one never killed; SIGINT finishes the step, saves and exits 0; a second
+//! signal exits at once and leaves the last complete checkpoint intact.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use colossus::checkpoint::{self, checksums, state, weights};
+
+/// Train the tiny preset on the sonnets into `out`, with extra `--set`s and environment.
+fn spawn(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut args = vec![
+        "train".to_string(),
+        "configs/tiny.yaml".to_string(),
+        "--set".to_string(),
+        format!("train.out_dir={}", out.display()),
+        "--set".to_string(),
+        "data.corpus=[data/shakespeare/sonnets.txt]".to_string(),
+        "--set".to_string(),
+        "train.warmup_steps=1".to_string(),
+    ];
+    for e in extra {
+        args.push("--set".into());
+        args.push(e.to_string());
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_colossus"));
+    cmd.args(&args)
+        .arg("--resume")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// stderr lines as they come.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, log: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let hit = line.contains(needle);
+            log.push(line);
+            if hit {
+                return;
+            }
+        }
+    }
+    panic!("no line containing {needle:?} in {log:#?}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn file_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let mut t: Vec<_> = weights::read_safetensors(path)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(k, (_, v))| (k, v.iter().map(|x| x.to_bits()).collect()))
+        .collect();
+    t.sort();
+    t
+}
+
+fn staged_dirs(run: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(run)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir() && p.file_name().unwrap().to_string_lossy().contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every complete checkpoint verifies and its weights load into the model.
+fn all_checkpoints_load(run: &Path) -> usize {
+    let all = checkpoint::list(run);
+    for dir in &all {
+        checksums::verify(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let cfg = checkpoint::read_config(dir).unwrap();
+        let model = cfg.model.init::<colossus::backend::Cpu>(0, &Default::default());
+        checkpoint::load_weights(model, dir).unwrap();
+        state::read_state(dir).unwrap();
+    }
+    if let Some(latest) = checkpoint::latest(run) {
+        assert!(all.contains(&latest));
+    }
+    all.len()
+}
+
+/// A tiny deterministic generator for the kill times (the test must be reproducible).
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_and_mid_save_loses_nothing() {
+    let extra = [
+        "train.steps=24",
+        "train.warmup_steps=2",
+        "train.checkpoint_every=3",
+        "train.log_every=1",
+    ];
+    // Saves pause 300 ms after writing the weights and before publishing, so a large share of
+    // the run has a half-written checkpoint on disk for the kills to land in.
+    let env = [("COLOSSUS_TEST_SAVE_PAUSE_MS", "300")];
+
+    let reference = common::temp_dir("kill-ref");
+    let out = spawn(&reference, &extra, &env).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference_final = reference.join("tiny/step-000024");
+
+    let dir = common::temp_dir("kill");
+    let run = dir.join("tiny");
+    let mut rng = Lcg(20261122);
+    let (mut kills, mut mid_save_kills) = (0, 0);
+    for attempt in 0..60 {
+        let before = checkpoint::list(&run).len();
+        let mut child = spawn(&dir, &extra, &env);
+        let start = Instant::now();
+        let finished = if attempt % 2 == 0 {
+            // A random moment: startup, a step, or a save.
+            let delay = Duration::from_millis(100 + rng.below(1500));
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if start.elapsed() >= delay {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        } else {
+            // Inside a save, after at least one more checkpoint is complete (so runs progress).
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if checkpoint::list(&run).len() > before && !staged_dirs(&run).is_empty() {
+                    break None;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "no save observed");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        match finished {
+            Some(status) => {
+                let out = child.wait_with_output().unwrap();
+                assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                if !staged_dirs(&run).is_empty() {
+                    mid_save_kills += 1;
+                }
+                all_checkpoints_load(&run);
+            }
+        }
+    }
+    assert!(kills >= 3, "only {kills} kills landed");
+    assert!(mid_save_kills >= 1, "no kill landed inside a save");
+    assert_eq!(all_checkpoints_load(&run), 8);
+    let last = run.join("step-000024");
+    for file in [checkpoint::WEIGHTS_FILE, state::OPTIMIZER_FILE] {
+        assert_eq!(
+            file_bits(&last.join(file)),
+            file_bits(&reference_final.join(file)),
+            "{file} after {kills} kills ({mid_save_kills} mid-save)"
+        );
+    }
+    // metrics.jsonl holds each step once, in order, whatever the kills cut short.
+    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (1..=24).collect::<Vec<_>>());
+}
+
+#[test]
+fn sigint_finishes_the_step_saves_and_exits_zero() {
+    let dir = common::temp_dir("sigint");
+    let extra = ["train.steps=100000", "train.log_every=1"];
+    let mut child = spawn(&dir, &extra, &[]);
+    let rx = lines(&mut child);
+    let mut log = Vec::new();
+    wait_for(&rx, "step 3/", &mut log);
+    signal(&child, "-INT");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let stdout = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    log.extend(rx.try_iter());
+    assert!(status.success(), "{status:?}: {log:#?}");
+    assert!(stdout.contains("colossus train CONFIG --resume"), "{stdout}");
+
+    let run = dir.join("tiny");
+    let latest = checkpoint::latest(&run).expect("a checkpoint on SIGINT");
+    let step = state::read_state(&latest).unwrap().step;
+    assert!(step >= 3);
+    let logged = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(logged, step, "every finished step is in the checkpoint");
+    assert_eq!(all_checkpoints_load(&run), 1);
+
+    // It continues from there.
+    let steps = format!("train.steps={}", step + 2);
+    let out = spawn(&dir, &[&steps], &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: 2 steps this run"));
+}
+
+#[test]
+fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
+    let dir = common::temp_dir("sigint-twice");
+    let run = dir.join("tiny");
+    let out = spawn(&dir, &["train.steps=2"], &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kept = run.join("step-000002");
+    let before = file_bits(&kept.join(checkpoint::WEIGHTS_FILE));
+
+    // Continue with saves that pause long enough to still be in flight at the second signal.
+    let extra = [
+        "train.steps=100000",
+        "train.log_every=1",
+        "train.checkpoint_every=4",
+    ];
+    let env = [("COLOSSUS_TEST_SAVE_PAUSE_MS", "20000")];
+    let mut child = spawn(&dir, &extra, &env);
+    let rx = lines(&mut child);
+    let mut log = Vec::new();
+    wait_for(&rx, "step 5/", &mut log);
+    signal(&child, "-INT");
+    wait_for(&rx, "signal received", &mut log);
+    let t = Instant::now();
+    signal(&child, "-INT");
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{log:#?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "second signal took {:?}",
+        t.elapsed()
+    );
+
+    // The interrupted save is a hidden staged directory; the last complete checkpoint is the
+    // one from before, byte for byte, and `latest` still names it.
+    assert!(!staged_dirs(&run).is_empty());
+    assert_eq!(all_checkpoints_load(&run), 1);
+    assert_eq!(checkpoint::latest(&run), Some(kept.clone()));
+    assert_eq!(file_bits(&kept.join(checkpoint::WEIGHTS_FILE)), before);
+    let out = spawn(&dir, &["train.steps=3"], &[]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("left half-written by an earlier process"),
+        "{stderr}"
+    );
+    assert!(staged_dirs(&run).is_empty());
+    assert_eq!(all_checkpoints_load(&run), 2);
+}
