@@ -31,14 +31,7 @@ fn names(dirs: &[PathBuf]) -> Vec<String> {
 }
 
 fn weight_bits(dir: &Path) -> Vec<(String, Vec<u32>)> {
-    let mut t: Vec<_> = weights::read_safetensors(&dir.join(checkpoint::WEIGHTS_FILE))
-        .unwrap()
-        .tensors
-        .into_iter()
-        .map(|(k, (_, v))| (k, v.iter().map(|x| x.to_bits()).collect()))
-        .collect();
-    t.sort();
-    t
+    tensor_bits(&dir.join(checkpoint::WEIGHTS_FILE))
 }
 
 #[test]

@@ -15,6 +15,18 @@ fn colossus(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `colossus train configs/tiny.yaml` into `dir` with `--set` overrides (and extra flags).
+fn train_tiny(dir: &Path, flags: &[&str], sets: &[&str]) -> Output {
+    let mut args = vec!["train".to_string(), "configs/tiny.yaml".to_string()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let out_dir = format!("train.out_dir={}", dir.display());
+    for s in std::iter::once(out_dir.as_str()).chain(sets.iter().copied()) {
+        args.push("--set".into());
+        args.push(s.to_string());
+    }
+    colossus(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn write_config(dir: &Path, name: &str, body: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, body).unwrap();
@@ -157,17 +169,7 @@ fn params_sizes_grok1_without_allocating() {
 #[test]
 fn train_runs_from_the_command_line() {
     let dir = common::temp_dir("cli-train");
-    let out_dir = format!("train.out_dir={}", dir.display());
-    let out = colossus(&[
-        "train",
-        "configs/tiny.yaml",
-        "--set",
-        &out_dir,
-        "--set",
-        "train.steps=3",
-        "--set",
-        "train.warmup_steps=1",
-    ]);
+    let out = train_tiny(&dir, &[], &["train.steps=3", "train.warmup_steps=1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Not a terminal: plain log lines, one per logged step.
@@ -182,18 +184,7 @@ fn train_runs_from_the_command_line() {
 fn rerun_in_a_new_process_is_bit_identical() {
     let losses = |name: &str| {
         let dir = common::temp_dir(name);
-        let out_dir = format!("train.out_dir={}", dir.display());
-        let out = colossus(&[
-            "train",
-            "configs/tiny.yaml",
-            "--quiet",
-            "--set",
-            &out_dir,
-            "--set",
-            "train.steps=8",
-            "--set",
-            "train.warmup_steps=2",
-        ]);
+        let out = train_tiny(&dir, &["--quiet"], &["train.steps=8", "train.warmup_steps=2"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = std::fs::read_to_string(dir.join("tiny/metrics.jsonl")).unwrap();
         text.lines()
@@ -215,18 +206,7 @@ fn rerun_in_a_new_process_is_bit_identical() {
 #[test]
 fn inspect_describes_a_checkpoint_and_names_damage() {
     let dir = common::temp_dir("cli-inspect");
-    let out_dir = format!("train.out_dir={}", dir.display());
-    let out = colossus(&[
-        "train",
-        "configs/tiny.yaml",
-        "--quiet",
-        "--set",
-        &out_dir,
-        "--set",
-        "train.steps=2",
-        "--set",
-        "train.warmup_steps=1",
-    ]);
+    let out = train_tiny(&dir, &["--quiet"], &["train.steps=2", "train.warmup_steps=1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run = dir.join("tiny");
     let out = colossus(&["inspect", &run.display().to_string()]);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use colossus::checkpoint::{self, checksums, state, weights};
+use colossus::checkpoint::{self, checksums, state};
 
 /// Train the tiny preset on the sonnets into `out`, with extra `--set`s and environment.
 fn spawn(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
@@ -89,17 +89,6 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn file_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
-    let mut t: Vec<_> = weights::read_safetensors(path)
-        .unwrap()
-        .tensors
-        .into_iter()
-        .map(|(k, (_, v))| (k, v.iter().map(|x| x.to_bits()).collect()))
-        .collect();
-    t.sort();
-    t
 }
 
 fn staged_dirs(run: &Path) -> Vec<PathBuf> {
@@ -213,8 +202,8 @@ fn sigkill_at_random_moments_and_mid_save_loses_nothing() {
     let last = run.join("step-000024");
     for file in [checkpoint::WEIGHTS_FILE, state::OPTIMIZER_FILE] {
         assert_eq!(
-            file_bits(&last.join(file)),
-            file_bits(&reference_final.join(file)),
+            common::tensor_bits(&last.join(file)),
+            common::tensor_bits(&reference_final.join(file)),
             "{file} after {kills} kills ({mid_save_kills} mid-save)"
         );
     }
@@ -271,7 +260,7 @@ fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
     let out = spawn(&dir, &["train.steps=2"], &[]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let kept = run.join("step-000002");
-    let before = file_bits(&kept.join(checkpoint::WEIGHTS_FILE));
+    let before = common::tensor_bits(&kept.join(checkpoint::WEIGHTS_FILE));
 
     // Continue with saves that pause long enough to still be in flight at the second signal.
     let extra = [
@@ -301,7 +290,7 @@ fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
     assert!(!staged_dirs(&run).is_empty());
     assert_eq!(all_checkpoints_load(&run), 1);
     assert_eq!(checkpoint::latest(&run), Some(kept.clone()));
-    assert_eq!(file_bits(&kept.join(checkpoint::WEIGHTS_FILE)), before);
+    assert_eq!(common::tensor_bits(&kept.join(checkpoint::WEIGHTS_FILE)), before);
     let out = spawn(&dir, &["train.steps=3"], &[]).wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -90,21 +90,6 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Save everything a resumed run needs after `state.step` optimizer steps into the run
-/// directory, then move `latest` to it (synchronously; the training loop uses `saver::Saver`).
-pub fn save<B: Backend, M: Module<B>, O: Backend>(
-    cfg: &Config,
-    module: &M,
-    params: &[ParamInfo],
-    opt: &crate::train::optim::AdamW<O>,
-    state: &state::TrainState,
-    tokenizer: &Tokenizer,
-) -> Result<PathBuf> {
-    Ok(Snapshot::take(cfg, module, params, opt, state, tokenizer)?
-        .write()?
-        .dir)
-}
-
 /// A training checkpoint copied to host memory. Taking it is the only part of a save the training
 /// loop has to wait for; `write` (serialize, checksum, fsync, rename, move `latest`) can run on
 /// another thread while training goes on.

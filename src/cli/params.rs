@@ -19,18 +19,7 @@ pub fn run(args: ConfigArgs) -> Result<()> {
         }
     };
     println!("{} (preset {})", cfg.run_name, cfg.preset.name());
-    println!(
-        "  shape: vocab {}, d_model {}, {} layers, {} q / {} kv heads × {}, {} experts top-{}, ffn {}",
-        m.vocab_size,
-        m.d_model,
-        m.n_layers,
-        m.n_q_heads,
-        m.n_kv_heads,
-        m.head_dim,
-        m.n_experts,
-        m.top_k,
-        m.ffn_size
-    );
+    println!("  shape: {}", m.shape_line());
     println!("  total parameters:  {:>16} ({})", p.total, human(p.total));
     println!("  active per token:  {:>16} ({})", p.active, human(p.active));
     println!(

@@ -37,6 +37,22 @@ pub struct GrokConfig {
 }
 
 impl GrokConfig {
+    /// One line naming the shape, as `params` and `plan` print it.
+    pub fn shape_line(&self) -> String {
+        format!(
+            "vocab {}, d_model {}, {} layers, {} q / {} kv heads × {}, {} experts top-{}, ffn {}",
+            self.vocab_size,
+            self.d_model,
+            self.n_layers,
+            self.n_q_heads,
+            self.n_kv_heads,
+            self.head_dim,
+            self.n_experts,
+            self.top_k,
+            self.ffn_size
+        )
+    }
+
     fn block(&self) -> BlockConfig {
         BlockConfig {
             attention: AttentionConfig {

@@ -191,12 +191,7 @@ mod tests {
     fn hand_computed_step_traffic() {
         let m = hand();
         // 16 GPUs: dp 4 (ep 2) × tp 2 × pp 2, 3 micro-batches of 1 × 4 tokens.
-        let layout = Layout {
-            dp: 4,
-            tp: 2,
-            pp: 2,
-            ep: 2,
-        };
+        let layout = Layout::of(4, 2, 2, 2);
         let sc = scenario(layout, false, Recompute::None, 3);
         let spec = Gpu::H100.spec();
         let c = comm(&m, &sc, &spec);

@@ -140,36 +140,15 @@ mod tests {
 
     #[test]
     fn table_matches_the_documented_figures() {
-        let h100 = Gpu::parse("H100").unwrap().spec();
-        assert_eq!(
-            (
-                h100.peak_bf16_tflops,
-                h100.memory_gb,
-                h100.nvlink_gb_s,
-                h100.watts
-            ),
-            (989.0, 80.0, 450.0, 700.0)
-        );
-        let h200 = Gpu::parse("h200").unwrap().spec();
-        assert_eq!(
-            (
-                h200.peak_bf16_tflops,
-                h200.memory_gb,
-                h200.nvlink_gb_s,
-                h200.watts
-            ),
-            (989.0, 141.0, 450.0, 700.0)
-        );
-        let b200 = Gpu::parse("b200").unwrap().spec();
-        assert_eq!(
-            (
-                b200.peak_bf16_tflops,
-                b200.memory_gb,
-                b200.nvlink_gb_s,
-                b200.watts
-            ),
-            (2250.0, 192.0, 900.0, 1000.0)
-        );
+        for (name, expected) in [
+            ("H100", (989.0, 80.0, 450.0, 700.0)),
+            ("h200", (989.0, 141.0, 450.0, 700.0)),
+            ("b200", (2250.0, 192.0, 900.0, 1000.0)),
+        ] {
+            let g = Gpu::parse(name).unwrap().spec();
+            let got = (g.peak_bf16_tflops, g.memory_gb, g.nvlink_gb_s, g.watts);
+            assert_eq!(got, expected, "{name}");
+        }
         assert_eq!(Gpu::parse("a100"), None);
         // 400 Gb/s ÷ 8 bits per byte.
         assert_eq!(INTER_NODE_GB_S, 400.0 / 8.0);

@@ -27,6 +27,11 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `dp × tp × pp` GPUs, experts split `ep` ways inside each data-parallel group.
+    pub const fn of(dp: usize, tp: usize, pp: usize, ep: usize) -> Self {
+        Layout { dp, tp, pp, ep }
+    }
+
     pub fn gpus(&self) -> usize {
         self.dp * self.tp * self.pp
     }
@@ -303,119 +308,19 @@ mod tests {
     #[test]
     fn layout_rules() {
         let m = grok1();
-        let ok = Layout {
-            dp: 16,
-            tp: 8,
-            pp: 8,
-            ep: 8,
-        };
+        let ok = Layout::of(16, 8, 8, 8);
         assert_eq!(check(&m, 1024, &ok), Ok(()));
         assert_eq!(check(&m, 1000, &ok).unwrap_err().0, "--dp/--tp/--pp");
         // 48 q heads: tp 5 does not divide them.
-        assert_eq!(
-            check(
-                &m,
-                5,
-                &Layout {
-                    dp: 1,
-                    tp: 5,
-                    pp: 1,
-                    ep: 1
-                }
-            )
-            .unwrap_err()
-            .0,
-            "--tp"
-        );
+        assert_eq!(check(&m, 5, &Layout::of(1, 5, 1, 1)).unwrap_err().0, "--tp");
         // tp 16 > 8 kv heads: replicated, allowed.
-        assert_eq!(
-            check(
-                &m,
-                16,
-                &Layout {
-                    dp: 1,
-                    tp: 16,
-                    pp: 1,
-                    ep: 1
-                }
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                &m,
-                65,
-                &Layout {
-                    dp: 1,
-                    tp: 1,
-                    pp: 65,
-                    ep: 1
-                }
-            )
-            .unwrap_err()
-            .0,
-            "--pp"
-        );
-        assert_eq!(
-            check(
-                &m,
-                12,
-                &Layout {
-                    dp: 12,
-                    tp: 1,
-                    pp: 1,
-                    ep: 3
-                }
-            )
-            .unwrap_err()
-            .0,
-            "--ep"
-        );
-        assert_eq!(
-            check(
-                &m,
-                4,
-                &Layout {
-                    dp: 4,
-                    tp: 1,
-                    pp: 1,
-                    ep: 8
-                }
-            )
-            .unwrap_err()
-            .0,
-            "--ep"
-        );
-        assert_eq!(
-            Layout {
-                dp: 1,
-                tp: 16,
-                pp: 1,
-                ep: 1
-            }
-            .kv_heads_per_rank(8),
-            1
-        );
-        assert_eq!(
-            Layout {
-                dp: 1,
-                tp: 4,
-                pp: 1,
-                ep: 1
-            }
-            .kv_heads_per_rank(8),
-            2
-        );
-        assert_eq!(
-            Layout {
-                dp: 1,
-                tp: 1,
-                pp: 5,
-                ep: 1
-            }
-            .layers_per_stage(64),
-            13
-        );
+        assert_eq!(check(&m, 16, &Layout::of(1, 16, 1, 1)), Ok(()));
+        assert_eq!(check(&m, 65, &Layout::of(1, 1, 65, 1)).unwrap_err().0, "--pp");
+        assert_eq!(check(&m, 12, &Layout::of(12, 1, 1, 3)).unwrap_err().0, "--ep");
+        assert_eq!(check(&m, 4, &Layout::of(4, 1, 1, 8)).unwrap_err().0, "--ep");
+        assert_eq!(Layout::of(1, 16, 1, 1).kv_heads_per_rank(8), 1);
+        assert_eq!(Layout::of(1, 4, 1, 1).kv_heads_per_rank(8), 2);
+        assert_eq!(Layout::of(1, 1, 5, 1).layers_per_stage(64), 13);
     }
 
     #[test]
@@ -443,11 +348,6 @@ mod tests {
         for l in &c {
             assert_eq!(check(&m, 64, l), Ok(()), "{l}");
         }
-        assert!(c.contains(&Layout {
-            dp: 8,
-            tp: 8,
-            pp: 1,
-            ep: 8
-        }));
+        assert!(c.contains(&Layout::of(8, 8, 1, 8)));
     }
 }

@@ -274,12 +274,7 @@ mod tests {
         crate::plan::fixtures::scenario(layout, zero1, recompute, 1)
     }
 
-    const ONE: Layout = Layout {
-        dp: 1,
-        tp: 1,
-        pp: 1,
-        ep: 1,
-    };
+    const ONE: Layout = Layout::of(1, 1, 1, 1);
 
     #[test]
     fn hand_counted_parameters() {
@@ -295,27 +290,11 @@ mod tests {
         // tp 2: q+o 2·8·1·4 = 64, k+v 2·8·1·4 = 64 (the one kv head replicated), router 32,
         // norms 32 → 192 per layer, ×2 + embedding 16·8/2 + final norm 8 = 456.
         // experts: 2 layers · 4 · 3·8·16/2 = 1536.
-        let tp2 = params_per_gpu(
-            &m,
-            &Layout {
-                dp: 1,
-                tp: 2,
-                pp: 1,
-                ep: 1,
-            },
-        );
+        let tp2 = params_per_gpu(&m, &Layout::of(1, 2, 1, 1));
         assert_eq!((tp2.dense, tp2.experts), (456, 1536));
         // pp 2: one layer per stage: attention 2·8·2·4 + 2·8·1·4 = 192, router 32, norms 32, plus
         // the embedding 128 and final norm 8 → 392; experts 4·3·8·16 = 1536.
-        let pp2 = params_per_gpu(
-            &m,
-            &Layout {
-                dp: 1,
-                tp: 1,
-                pp: 2,
-                ep: 1,
-            },
-        );
+        let pp2 = params_per_gpu(&m, &Layout::of(1, 1, 2, 1));
         assert_eq!((pp2.dense, pp2.experts), (392, 1536));
     }
 
@@ -327,12 +306,7 @@ mod tests {
         assert_eq!((one.weights, one.grads, one.optimizer), (7440.0, 7440.0, 44640.0));
         // dp 2, ep 2, ZeRO-1: dense 648 + experts 3072/2 = 1536 → 2184 params; optimizer
         // 12·(648/2 + 1536/(2/2)) = 12·1860.
-        let l = Layout {
-            dp: 2,
-            tp: 1,
-            pp: 1,
-            ep: 2,
-        };
+        let l = Layout::of(2, 1, 1, 2);
         let z = memory(&m, &scenario(l, true, Recompute::None));
         assert_eq!(
             z.params,
@@ -364,31 +338,12 @@ mod tests {
         assert_eq!(mem.total(), 7440.0 * 2.0 + 44640.0 + 4480.0);
 
         // tp 2 halves every term except K, V (one kv head, replicated): stored = 1920/2 + 64.
-        let t2 = layer_activations(
-            &m,
-            4,
-            1,
-            &Layout {
-                dp: 1,
-                tp: 2,
-                pp: 1,
-                ep: 1,
-            },
-        );
+        let t2 = layer_activations(&m, 4, 1, &Layout::of(1, 2, 1, 1));
         assert_eq!((t2.stored, t2.scores, t2.input), (1024.0, 64.0, 32.0));
 
         // pp 2 with 4 micro-batches: the first stage keeps min(2, 4) = 2 in flight of its 1 layer:
         // 2·2112 = 4224; the last keeps 1 plus the logits: 2112 + 256.
-        let mut sc = scenario(
-            Layout {
-                dp: 1,
-                tp: 1,
-                pp: 2,
-                ep: 1,
-            },
-            false,
-            Recompute::None,
-        );
+        let mut sc = scenario(Layout::of(1, 1, 2, 1), false, Recompute::None);
         sc.micro_batches = 4;
         let st = stage_activations(&m, &sc, Recompute::None);
         assert_eq!((st.first, st.last), (4224.0, 2368.0));

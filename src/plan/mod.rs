@@ -206,12 +206,7 @@ pub fn scenario(args: &PlanArgs, cfg: &Config) -> Result<Scenario> {
     let mut sc = Scenario {
         gpus: args.gpus,
         gpu,
-        layout: Layout {
-            dp: args.gpus,
-            tp: 1,
-            pp: 1,
-            ep: 1,
-        },
+        layout: Layout::of(args.gpus, 1, 1, 1),
         zero1: args.zero1,
         recompute,
         seq_len: cfg.data.seq_len,
@@ -335,15 +330,7 @@ mod tests {
             "{}",
             p.params.active
         );
-        assert_eq!(
-            p.scenario.layout,
-            Layout {
-                dp: 16,
-                tp: 8,
-                pp: 8,
-                ep: 8
-            }
-        );
+        assert_eq!(p.scenario.layout, Layout::of(16, 8, 8, 8));
     }
 
     #[test]

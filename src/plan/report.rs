@@ -94,19 +94,7 @@ impl fmt::Display for Plan {
         )?;
 
         writeln!(f, "model")?;
-        writeln!(
-            f,
-            "  shape             vocab {}, d_model {}, {} layers, {} q / {} kv heads × {}, {} experts top-{}, ffn {}",
-            m.vocab_size,
-            m.d_model,
-            m.n_layers,
-            m.n_q_heads,
-            m.n_kv_heads,
-            m.head_dim,
-            m.n_experts,
-            m.top_k,
-            m.ffn_size
-        )?;
+        writeln!(f, "  shape             {}", m.shape_line())?;
         writeln!(
             f,
             "  parameters        {} total, {} active per token",

@@ -109,17 +109,7 @@ mod tests {
     fn hand_computed_throughput() {
         let m = hand();
         // 8 GPUs dp 8, 2 micro-batches of 1 × 4 tokens: 64 tokens per step.
-        let mut sc = scenario(
-            Layout {
-                dp: 8,
-                tp: 1,
-                pp: 1,
-                ep: 1,
-            },
-            false,
-            Recompute::Full,
-            2,
-        );
+        let mut sc = scenario(Layout::of(8, 1, 1, 1), false, Recompute::Full, 2);
         sc.tokens = 6400.0;
         let t = throughput(&m, &sc);
         // F = 6·2184 + 12·2·4·2·4/2 = 13 104 + 384 = 13 488.

@@ -218,16 +218,7 @@ mod tests {
     fn grok1_on_one_node_cannot_fit_and_says_what_would() {
         let m = grok1();
         // 316B params × 16 B on 8 GPUs is ≈ 630 GB each: nothing on 8 H100s holds it.
-        let sc = grok_scenario(
-            Layout {
-                dp: 1,
-                tp: 8,
-                pp: 1,
-                ep: 1,
-            },
-            false,
-            Recompute::None,
-        );
+        let sc = grok_scenario(Layout::of(1, 8, 1, 1), false, Recompute::None);
         let f = Fit::new(&m, sc.clone());
         assert!(!f.memory.fits());
         assert_eq!(f.memory.dominant().0, crate::plan::memory::Term::Optimizer);
@@ -241,16 +232,7 @@ mod tests {
     fn suggests_options_then_layouts() {
         let m = grok1();
         // 512 GPUs, pure tensor parallelism inside nodes: dp 64 × tp 8 with ep 8.
-        let sc = grok_scenario(
-            Layout {
-                dp: 64,
-                tp: 8,
-                pp: 1,
-                ep: 8,
-            },
-            false,
-            Recompute::None,
-        );
+        let sc = grok_scenario(Layout::of(64, 8, 1, 8), false, Recompute::None);
         assert!(!Fit::new(&m, sc.clone()).memory.fits());
         let s = suggestions(&m, &sc);
         assert!(!s.is_empty());
@@ -264,17 +246,7 @@ mod tests {
     #[test]
     fn a_fitting_scenario_needs_no_suggestion() {
         let m = crate::plan::fixtures::hand();
-        let sc = scenario(
-            Layout {
-                dp: 1,
-                tp: 1,
-                pp: 1,
-                ep: 1,
-            },
-            false,
-            Recompute::None,
-            1,
-        );
+        let sc = scenario(Layout::of(1, 1, 1, 1), false, Recompute::None, 1);
         assert!(suggestions(&m, &sc).is_empty());
         let f = smallest_fitting_layout(&m, &sc, false, Recompute::None).unwrap();
         assert_eq!(f.flags(), "--dp 1 --tp 1 --pp 1 --ep 1");
@@ -305,38 +277,10 @@ mod tests {
     fn preferred_order() {
         let m = grok1();
         let o = ordered(&m, 64);
-        assert_eq!(
-            o[0],
-            Layout {
-                dp: 64,
-                tp: 1,
-                pp: 1,
-                ep: 8
-            }
-        );
+        assert_eq!(o[0], Layout::of(64, 1, 1, 8));
         // tp before pp at equal tp·pp.
-        let i = o
-            .iter()
-            .position(|l| {
-                *l == Layout {
-                    dp: 32,
-                    tp: 2,
-                    pp: 1,
-                    ep: 8,
-                }
-            })
-            .unwrap();
-        let j = o
-            .iter()
-            .position(|l| {
-                *l == Layout {
-                    dp: 32,
-                    tp: 1,
-                    pp: 2,
-                    ep: 8,
-                }
-            })
-            .unwrap();
+        let i = o.iter().position(|l| *l == Layout::of(32, 2, 1, 8)).unwrap();
+        let j = o.iter().position(|l| *l == Layout::of(32, 1, 2, 8)).unwrap();
         assert!(i < j);
     }
 }

@@ -72,3 +72,15 @@ pub fn temp_dir(name: &str) -> TempDir {
     std::fs::create_dir_all(&dir).unwrap();
     TempDir(dir)
 }
+
+/// Every tensor of a safetensors file as raw bits, sorted by name: equal means bit-identical.
+pub fn tensor_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let mut t: Vec<(String, Vec<u32>)> = colossus::checkpoint::weights::read_safetensors(path)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(k, (_, v))| (k, v.iter().map(|x| x.to_bits()).collect()))
+        .collect();
+    t.sort();
+    t
+}
