@@ -52,6 +52,21 @@ impl StagedDir {
         f.sync_all().map_err(|e| Error::io(&path, e))
     }
 
+    /// Let `fill` create file `name` inside the staged directory (e.g. a streaming serializer),
+    /// then fsync it and return its size and checksum.
+    pub fn write_with(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<super::checksums::FileSum> {
+        let path = self.tmp.join(name);
+        fill(&path)?;
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+        super::checksums::sum_file(&path)
+    }
+
     /// fsync the files' directory, rename it into place, fsync the parent.
     pub fn commit(mut self) -> Result<PathBuf> {
         sync_dir(&self.tmp)?;

@@ -35,6 +35,10 @@ impl Checksums {
         );
     }
 
+    pub fn insert(&mut self, name: &str, sum: FileSum) {
+        self.files.insert(name.to_string(), sum);
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("checksums serialize")
     }
@@ -42,6 +46,27 @@ impl Checksums {
 
 fn crc(bytes: &[u8]) -> String {
     format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// Size and CRC-32 of a file on disk, read in 8 MiB chunks (just written, so from page cache).
+pub fn sum_file(path: &Path) -> Result<FileSum> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 8 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(FileSum {
+        bytes,
+        crc32: format!("{:08x}", hasher.finalize()),
+    })
 }
 
 /// Check every file `dir/checksums.json` lists. Errors name the file and what is wrong with it.

@@ -145,23 +145,18 @@ impl Snapshot {
     pub fn write(self) -> Result<SaveReport> {
         let start = std::time::Instant::now();
         let step = self.state.step;
-        let extra = [
-            (state::OPTIMIZER_FILE, self.optimizer.to_bytes()?),
-            (
-                state::STATE_FILE,
-                serde_json::to_vec_pretty(&self.state).expect("state serializes"),
-            ),
-        ];
+        let state_json = serde_json::to_vec_pretty(&self.state).expect("state serializes");
         let target = self.run.join(step_dir_name(step));
-        let (dir, bytes) = write_dir_with(
-            &target,
-            &self.cfg,
-            &self.params,
-            &self.values,
-            &self.tokenizer_json,
+        let contents = Contents {
+            cfg: &self.cfg,
+            params: &self.params,
+            values: &self.values,
+            tokenizer_json: &self.tokenizer_json,
             step,
-            &extra,
-        )?;
+            optimizer: Some(&self.optimizer),
+            state_json: Some(&state_json),
+        };
+        let (dir, bytes) = contents.publish(&target)?;
         atomic::write_file_atomic(&self.run, atomic::LATEST, step_dir_name(step).as_bytes())?;
         Ok(SaveReport {
             dir,
@@ -186,8 +181,17 @@ pub fn write_dir(
     tokenizer: &Tokenizer,
     step: usize,
 ) -> Result<PathBuf> {
-    let tok = tokenizer_json(tokenizer)?;
-    Ok(write_dir_with(target, cfg, params, values, &tok, step, &[])?.0)
+    let tokenizer_json = tokenizer_json(tokenizer)?;
+    let contents = Contents {
+        cfg,
+        params,
+        values,
+        tokenizer_json: &tokenizer_json,
+        step,
+        optimizer: None,
+        state_json: None,
+    };
+    Ok(contents.publish(target)?.0)
 }
 
 /// Test hook: `COLOSSUS_TEST_SAVE_PAUSE_MS=N` sleeps N ms inside every save, after the weights
@@ -201,49 +205,59 @@ fn test_pause() {
     }
 }
 
-/// `write_dir` plus extra named files (optimizer and loop state); `checksums.json` goes in last.
-/// Returns the published directory and the bytes written.
-fn write_dir_with(
-    target: &Path,
-    cfg: &Config,
-    params: &[ParamInfo],
-    values: &[Vec<f32>],
-    tokenizer_json: &str,
+/// The files of one checkpoint directory; the optimizer and loop state only for training saves.
+struct Contents<'a> {
+    cfg: &'a Config,
+    params: &'a [ParamInfo],
+    values: &'a [Vec<f32>],
+    tokenizer_json: &'a str,
     step: usize,
-    extra: &[(&str, Vec<u8>)],
-) -> Result<(PathBuf, u64)> {
-    let config_json = serde_json::to_string_pretty(cfg).expect("config serializes");
-    let mut meta = HashMap::new();
-    meta.insert("format".to_string(), FORMAT.to_string());
-    meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
-    meta.insert("step".to_string(), step.to_string());
-    meta.insert("layout".to_string(), "burn: linear weights [in, out]".to_string());
-    meta.insert("config".to_string(), config_json.clone());
-    let weights_bytes = weights::to_safetensors(params, values, meta)?;
-    let staged = atomic::StagedDir::new(target)?;
-    let mut sums = checksums::Checksums::default();
-    let files = [
-        (WEIGHTS_FILE, weights_bytes.as_slice()),
-        (CONFIG_FILE, config_json.as_bytes()),
-        (TOKENIZER_FILE, tokenizer_json.as_bytes()),
-    ];
-    let mut total = 0u64;
-    for (i, (name, bytes)) in files
-        .into_iter()
-        .chain(extra.iter().map(|(n, b)| (*n, b.as_slice())))
-        .enumerate()
-    {
-        staged.write(name, bytes)?;
-        sums.add(name, bytes);
-        total += bytes.len() as u64;
-        if i == 0 {
-            test_pause();
+    optimizer: Option<&'a state::OptimizerSnapshot>,
+    state_json: Option<&'a [u8]>,
+}
+
+impl Contents<'_> {
+    /// Write every file into a staged directory (tensors streamed, not copied into one buffer),
+    /// `checksums.json` last, and rename it to `target`. Returns the directory and bytes written.
+    fn publish(&self, target: &Path) -> Result<(PathBuf, u64)> {
+        let config_json = serde_json::to_string_pretty(self.cfg).expect("config serializes");
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+        meta.insert("step".to_string(), self.step.to_string());
+        meta.insert("layout".to_string(), "burn: linear weights [in, out]".to_string());
+        meta.insert("config".to_string(), config_json.clone());
+        let staged = atomic::StagedDir::new(target)?;
+        let mut sums = checksums::Checksums::default();
+        sums.insert(
+            WEIGHTS_FILE,
+            staged.write_with(WEIGHTS_FILE, |p| {
+                weights::write_safetensors(self.params, self.values, meta, p)
+            })?,
+        );
+        test_pause();
+        if let Some(opt) = self.optimizer {
+            sums.insert(
+                state::OPTIMIZER_FILE,
+                staged.write_with(state::OPTIMIZER_FILE, |p| opt.write(p))?,
+            );
         }
+        let mut small = vec![
+            (CONFIG_FILE, config_json.as_bytes()),
+            (TOKENIZER_FILE, self.tokenizer_json.as_bytes()),
+        ];
+        if let Some(s) = self.state_json {
+            small.push((state::STATE_FILE, s));
+        }
+        for (name, bytes) in small {
+            staged.write(name, bytes)?;
+            sums.add(name, bytes);
+        }
+        let total = sums.files.values().map(|f| f.bytes).sum::<u64>();
+        let sums = sums.to_json();
+        staged.write(checksums::CHECKSUMS_FILE, &sums)?;
+        Ok((staged.commit()?, total + sums.len() as u64))
     }
-    let sums = sums.to_json();
-    staged.write(checksums::CHECKSUMS_FILE, &sums)?;
-    total += sums.len() as u64;
-    Ok((staged.commit()?, total))
 }
 
 /// Read a checkpoint directory's resolved config.

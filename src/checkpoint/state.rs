@@ -62,13 +62,14 @@ impl OptimizerSnapshot {
         }
     }
 
-    /// The moments as safetensors bytes (metadata: format version, optimizer, step).
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+    /// Stream the moments into safetensors file `path` (metadata: format version, optimizer,
+    /// step).
+    pub fn write(&self, path: &Path) -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
         meta.insert("optimizer".to_string(), "adamw".to_string());
         meta.insert("step".to_string(), self.step.to_string());
-        weights::to_safetensors(&self.infos, &self.values, meta)
+        weights::write_safetensors(&self.infos, &self.values, meta, path)
     }
 }
 

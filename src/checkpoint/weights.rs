@@ -33,17 +33,32 @@ pub fn to_safetensors(
     values: &[Vec<f32>],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<&[u8]> = values.iter().map(|v| bytemuck_f32(v)).collect();
-    let views: Vec<(String, TensorView<'_>)> = params
+    safetensors::serialize(views(params, values), Some(metadata))
+        .map_err(|e| Error::Train(format!("serializing safetensors: {e}")))
+}
+
+/// As `to_safetensors`, streamed into file `path`: no second copy of the tensors in memory,
+/// which for a large model's weights and moments is the difference between fitting and not.
+pub fn write_safetensors(
+    params: &[ParamInfo],
+    values: &[Vec<f32>],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    safetensors::serialize_to_file(views(params, values), Some(metadata), path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+}
+
+fn views<'a>(params: &[ParamInfo], values: &'a [Vec<f32>]) -> Vec<(String, TensorView<'a>)> {
+    params
         .iter()
-        .zip(&bytes)
-        .map(|(p, b)| {
-            let view = TensorView::new(Dtype::F32, p.shape.clone(), b).expect("shape matches data");
+        .zip(values)
+        .map(|(p, v)| {
+            let view =
+                TensorView::new(Dtype::F32, p.shape.clone(), bytemuck_f32(v)).expect("shape matches data");
             (p.path.clone(), view)
         })
-        .collect();
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::Train(format!("serializing safetensors: {e}")))
+        .collect()
 }
 
 fn bytemuck_f32(v: &[f32]) -> &[u8] {
