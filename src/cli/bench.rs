@@ -145,6 +145,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         sets.push(format!("data.seq_len={s}"));
     }
     let cfg = config::load(&args.config.config, &sets)?;
+    if args.data {
+        return super::bench_data::run(&cfg);
+    }
     let p = count(&cfg.model);
     let (kind, device) = (cfg.backend, cfg.device);
     let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);

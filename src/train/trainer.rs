@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
@@ -15,7 +16,7 @@ use super::schedule::lr_at;
 use crate::checkpoint;
 use crate::checkpoint::state::TrainState;
 use crate::config::{Config, Resume};
-use crate::data::{self, Batch, BatchSource, RandomWindows};
+use crate::data::{self, Batch, BatchSource};
 use crate::error::{Error, Result};
 use crate::model::{Grok, params::ParamCount};
 
@@ -147,43 +148,43 @@ pub fn train<B: AutodiffBackend>(
     let params: Vec<ParamInfo> = params::list(&model);
     let settings = AdamWSettings::from(&cfg.train);
     let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
+    let (dataset, data_note) = data::training_data(cfg, opts.quiet)?;
+    // Rank 0 of 1 until data parallelism lands; the cursor is global, so any world size resumes it.
+    let mut source = dataset.sampler(cfg.data.seq_len, cfg.data.cross_shards, cfg.seed, 0, 1)?;
+    let val_batches = super::eval::validation_set(cfg, &dataset)?;
     let mut state = TrainState {
-        format_version: checkpoint::FORMAT_VERSION,
+        format_version: checkpoint::state::STATE_VERSION,
         step: 0,
         tokens: 0,
-        sampler_cursor: 0,
+        sampler: source.cursor(),
         skipped_steps: 0,
     };
-    let mut notes = Vec::new();
-    let corpus = match &resume_from {
-        None => data::load_corpus(cfg)?,
-        Some(dir) => {
-            check_resumable(cfg, dir, &mut notes)?;
-            let tok = data::tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
-            model = checkpoint::load_weights(model, dir)?;
-            opt = checkpoint::state::load_optimizer(dir, &params, settings, device)?;
-            state = checkpoint::state::read_state(dir)?;
-            notes.push(format!("resuming from {} (step {})", dir.display(), state.step));
-            data::load_corpus_with(cfg, Some(tok))?
-        }
-    };
-    data::tokenizer::save(&corpus.tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
-    let mut source = RandomWindows::new(corpus.tokens, cfg.seed, cfg.data.seq_len)?;
-    if resume_from.is_some() {
-        source.set_cursor(state.sampler_cursor);
+    let mut notes = vec![data_note];
+    if let Some(dir) = &resume_from {
+        check_resumable(cfg, dir, &mut notes)?;
+        dataset.check_same_tokenizer(&dir.join(checkpoint::TOKENIZER_FILE))?;
+        model = checkpoint::load_weights(model, dir)?;
+        opt = checkpoint::state::load_optimizer(dir, &params, settings, device)?;
+        state = checkpoint::state::read_state(dir)?;
+        notes.extend(source.restore(state.sampler));
+        notes.push(format!("resuming from {} (step {})", dir.display(), state.step));
     }
+    let tokenizer = &dataset.tokenizer;
+    data::tokenizer::save(tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
     let counts = crate::model::params::count(&cfg.model);
 
     let t = &cfg.train;
     let mut progress = Progress::new(t.steps, t.log_every, opts.quiet, Some(&run.join("metrics.jsonl")))?;
     progress.println(&format!(
-        "training {} ({} params, {} active) on {} tokens from {} files ({:.1} MB); {} steps of {} tokens",
+        "training {} ({} params, {} active) on {} tokens ({} shards, {} windows per epoch; {} validation \
+         tokens); {} steps of {} tokens",
         cfg.run_name,
         counts.total,
         counts.active,
-        source.len(),
-        corpus.files.len(),
-        corpus.bytes as f64 / 1e6,
+        dataset.manifest.train_tokens(),
+        dataset.manifest.train.len(),
+        source.samples_per_epoch(),
+        dataset.manifest.val_tokens(),
         t.steps,
         t.tokens_per_step(cfg.data.seq_len),
     ));
@@ -236,15 +237,19 @@ pub fn train<B: AutodiffBackend>(
             expert_load: sg.expert_load,
         })?;
         let done = step + 1;
+        if t.eval_every > 0 && done.is_multiple_of(t.eval_every) {
+            let val_loss = super::eval::batches_loss(&model.valid(), &val_batches, device);
+            progress.validation(done, summary.tokens, val_loss)?;
+        }
         if done == last || (t.checkpoint_every > 0 && done.is_multiple_of(t.checkpoint_every)) {
             state = TrainState {
-                format_version: checkpoint::FORMAT_VERSION,
+                format_version: checkpoint::state::STATE_VERSION,
                 step: done,
                 tokens: summary.tokens,
-                sampler_cursor: source.cursor(),
+                sampler: source.cursor(),
                 skipped_steps: summary.skipped_steps,
             };
-            let dir = checkpoint::save(cfg, &model, &params, &opt, &state, &corpus.tokenizer)?;
+            let dir = checkpoint::save(cfg, &model, &params, &opt, &state, tokenizer)?;
             progress.println(&format!("saved {}", dir.display()));
             summary.checkpoint = Some(dir);
         }
