@@ -1,6 +1,7 @@
 //! What exact resume needs beyond the weights: AdamW's moments and step count
 //! (`optimizer.safetensors`, tensors `m.<param path>` / `v.<param path>` in the parameter's shape)
 //! and the loop's position (`train_state.json`: step, tokens seen, sampler cursor, skipped steps).
+//! `train_state.json` has its own layout version (`STATE_VERSION`); the weights format is separate.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::{FORMAT_VERSION, weights};
+use crate::data::Cursor;
 use crate::error::{Error, Result};
 use crate::model::init;
 use crate::train::optim::{AdamW, AdamWSettings};
@@ -16,6 +18,9 @@ use crate::train::params::ParamInfo;
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "train_state.json";
+/// Layout of train_state.json. 2: the sampler cursor became (epoch, position, rng,
+/// samples_per_epoch) for the shard sampler (1 held one u64 RNG state).
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -23,8 +28,8 @@ pub struct TrainState {
     /// Optimizer steps completed; training continues with step `step + 1`.
     pub step: usize,
     pub tokens: u64,
-    /// The batch sampler's RNG state (`RandomWindows::cursor`).
-    pub sampler_cursor: u64,
+    /// Where the training sampler stands (`data::Sampler::cursor`).
+    pub sampler: Cursor,
     pub skipped_steps: usize,
 }
 
@@ -121,16 +126,19 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
     let text =
         std::fs::read_to_string(&path).map_err(|e| Error::input(&path, format!("cannot read: {e}")))?;
-    let state: TrainState =
-        serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("not a training state: {e}")))?;
-    if state.format_version != FORMAT_VERSION {
+    let not_state = |e: serde_json::Error| Error::input(&path, format!("not a training state: {e}"));
+    // The version first, so an older layout gets a version message rather than a missing field.
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(not_state)?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(STATE_VERSION as u64) {
         return Err(Error::input(
             &path,
             format!(
-                "format_version {}; this build reads version {FORMAT_VERSION}",
-                state.format_version
+                "format_version {version:?}; this build resumes from version {STATE_VERSION} (the \
+                 checkpoint still loads for generate, eval and export)"
             ),
         ));
     }
+    let state: TrainState = serde_json::from_value(value).map_err(not_state)?;
     Ok(state)
 }

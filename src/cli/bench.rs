@@ -148,6 +148,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.checkpoint {
         return super::bench_checkpoint::run(cfg, args.steps.clamp(1, 3));
     }
+    if args.data {
+        return super::bench_data::run(&cfg);
+    }
     let p = count(&cfg.model);
     let (kind, device) = (cfg.backend, cfg.device);
     let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);

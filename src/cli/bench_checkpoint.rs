@@ -46,10 +46,15 @@ impl Job for CheckpointBench {
         let mut rounds = Vec::new();
         for round in 0..self.rounds {
             let state = TrainState {
-                format_version: checkpoint::FORMAT_VERSION,
+                format_version: checkpoint::state::STATE_VERSION,
                 step: round + 1,
                 tokens: 0,
-                sampler_cursor: 0,
+                sampler: crate::data::sampler::Cursor {
+                    epoch: 0,
+                    position: 0,
+                    rng: 0,
+                    samples_per_epoch: 0,
+                },
                 skipped_steps: 0,
             };
             let t = Instant::now();

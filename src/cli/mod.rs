@@ -2,9 +2,11 @@
 
 pub mod bench;
 mod bench_checkpoint;
+pub mod bench_data;
 pub mod export;
 pub mod generate;
 pub mod params;
+pub mod prepare;
 pub mod train;
 
 use std::path::PathBuf;
@@ -30,7 +32,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Print a config's parameter counts (total and active) without allocating the model.
     Params(ConfigArgs),
-    /// Measure training throughput on random tokens: tokens/s, TFLOP/s, MFU, peak memory.
+    /// Tokenize text/JSONL into memory-mapped token shards with a manifest (see docs/data-format.md).
+    Prepare(prepare::PrepareArgs),
+    /// Measure training throughput on random tokens: tokens/s, TFLOP/s, MFU, peak memory
+    /// (`--data`: tokenization MB/s and sampler batches/s instead).
     Bench(BenchArgs),
     /// Continue a prompt with a trained checkpoint (KV-cached sampling, streamed to stdout).
     Generate(GenerateArgs),
@@ -134,6 +139,10 @@ pub struct BenchArgs {
     /// (writes under train.out_dir/run_name, removed afterwards).
     #[arg(long)]
     pub checkpoint: bool,
+    /// Benchmark the data pipeline on the config's corpus instead of the model: tokenization MB/s
+    /// on one thread and on every core, and sampler batches/s.
+    #[arg(long)]
+    pub data: bool,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +183,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Params(args) => params::run(args),
+        Command::Prepare(args) => prepare::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Export(args) => export::run_export(args),

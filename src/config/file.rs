@@ -125,6 +125,29 @@ pub struct DataFile {
     pub tokenizer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq_len: Option<usize>,
+    /// A directory written by `colossus prepare` (manifest.json + shards); when set it is trained
+    /// on instead of `corpus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<String>,
+    /// The field of each JSONL line that holds the document text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jsonl_field: Option<String>,
+    /// Tokens per shard file when preparing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_tokens: Option<u64>,
+    /// Share of the token stream held out for validation (blocks of 4096 tokens, spread evenly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
+    /// Let a training sample span two shards (default: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_shards: Option<bool>,
+    /// Skip (and count) bad documents instead of stopping: invalid UTF-8, empty files, JSONL
+    /// lines that are not JSON or lack the text field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_bad: Option<bool>,
+    /// Where a raw-text corpus is prepared and cached (default `<train.out_dir>/.cache/data`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -171,6 +194,12 @@ pub struct TrainFile {
     /// Stop the run after this many consecutive steps with a non-finite loss or gradient norm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_nonfinite_steps: Option<usize>,
+    /// Mean validation loss every N steps (0: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+    /// Micro-batches in the fixed validation set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_batches: Option<usize>,
 }
 
 /// `a.overlay(b)`: every key set in `b` replaces the one in `a`.
@@ -211,7 +240,14 @@ overlay_fields!(ModelFile {
 overlay_fields!(DataFile {
     corpus,
     tokenizer,
-    seq_len
+    seq_len,
+    shards,
+    jsonl_field,
+    shard_tokens,
+    val_fraction,
+    cross_shards,
+    skip_bad,
+    cache_dir,
 });
 overlay_fields!(TrainFile {
     steps,
@@ -231,6 +267,8 @@ overlay_fields!(TrainFile {
     resume,
     keep_last,
     max_nonfinite_steps,
+    eval_every,
+    eval_batches,
 });
 
 impl Overlay for FileConfig {

@@ -37,6 +37,13 @@ fn base() -> FileConfig {
             corpus: Some(vec!["data/shakespeare".to_string()]),
             tokenizer: None,
             seq_len: Some(8192),
+            shards: None,
+            jsonl_field: Some(crate::data::DEFAULT_JSONL_FIELD.to_string()),
+            shard_tokens: Some(crate::data::DEFAULT_SHARD_TOKENS),
+            val_fraction: Some(0.01),
+            cross_shards: Some(false),
+            skip_bad: Some(false),
+            cache_dir: None,
         },
         train: TrainFile {
             steps: Some(1000),
@@ -56,6 +63,8 @@ fn base() -> FileConfig {
             resume: Some("never".to_string()),
             keep_last: Some(0),
             max_nonfinite_steps: Some(5),
+            eval_every: Some(0),
+            eval_batches: Some(8),
         },
     }
 }
@@ -88,6 +97,9 @@ pub fn preset(name: PresetName) -> FileConfig {
             (t.steps, t.micro_batch, t.lr, t.min_lr, t.warmup_steps) =
                 (Some(200), Some(16), Some(2e-3), Some(2e-4), Some(20));
             (t.log_every, t.checkpoint_every) = (Some(10), Some(100));
+            // ~2% of Shakespeare's ~370K tokens: 8K held-out tokens, 4 batches of 16×128.
+            d.val_fraction = Some(0.02);
+            (t.eval_every, t.eval_batches) = (Some(50), Some(4));
         }
         // One-GPU scale: ~370M parameters, ~140M active per token.
         PresetName::Gpu350m => {
@@ -99,6 +111,7 @@ pub fn preset(name: PresetName) -> FileConfig {
             (t.steps, t.micro_batch, t.lr, t.min_lr, t.warmup_steps) =
                 (Some(5000), Some(16), Some(6e-4), Some(6e-5), Some(200));
             (t.log_every, t.checkpoint_every) = (Some(10), Some(500));
+            (t.eval_every, t.eval_batches) = (Some(500), Some(16));
         }
         // The released shape: ≈316B parameters, ≈84B active.
         PresetName::Grok1 => {

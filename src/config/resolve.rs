@@ -23,11 +23,39 @@ pub struct Config {
     pub train: TrainConfig,
 }
 
+/// Keys added after the first release carry serde defaults so older checkpoints' config.json
+/// still loads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataConfig {
     pub corpus: Vec<String>,
     pub tokenizer: Option<String>,
     pub seq_len: usize,
+    #[serde(default)]
+    pub shards: Option<String>,
+    #[serde(default = "default_jsonl_field")]
+    pub jsonl_field: String,
+    #[serde(default = "default_shard_tokens")]
+    pub shard_tokens: u64,
+    #[serde(default)]
+    pub val_fraction: f64,
+    #[serde(default)]
+    pub cross_shards: bool,
+    #[serde(default)]
+    pub skip_bad: bool,
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+}
+
+fn default_jsonl_field() -> String {
+    crate::data::DEFAULT_JSONL_FIELD.to_string()
+}
+
+fn default_shard_tokens() -> u64 {
+    crate::data::DEFAULT_SHARD_TOKENS
+}
+
+fn default_eval_batches() -> usize {
+    8
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +77,10 @@ pub struct TrainConfig {
     pub resume: Resume,
     pub keep_last: usize,
     pub max_nonfinite_steps: usize,
+    #[serde(default)]
+    pub eval_every: usize,
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
 }
 
 /// Where a run starts.
@@ -282,7 +314,14 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
 
     let d = &f.data;
     let corpus = req(&d.corpus, file, "data.corpus")?;
-    if corpus.is_empty() && d.tokenizer.is_none() {
+    let shards = d.shards.clone();
+    if shards.as_ref().is_some_and(|s| s.is_empty()) {
+        return e(
+            "data.shards",
+            "is empty; expected a directory written by `colossus prepare`".into(),
+        );
+    }
+    if corpus.is_empty() && d.tokenizer.is_none() && shards.is_none() {
         return e(
             "data.corpus",
             "is empty; expected at least one text file or directory".into(),
@@ -298,10 +337,32 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             format!("{seq_len} is longer than model.max_seq_len = {max_seq_len}"),
         );
     }
+    let jsonl_field = req(&d.jsonl_field, file, "data.jsonl_field")?;
+    if jsonl_field.is_empty() {
+        return e(
+            "data.jsonl_field",
+            "is empty; expected the name of the text field".into(),
+        );
+    }
+    let shard_tokens = req(&d.shard_tokens, file, "data.shard_tokens")?;
+    if shard_tokens == 0 {
+        return e("data.shard_tokens", "must be at least 1".into());
+    }
+    let val_fraction = req(&d.val_fraction, file, "data.val_fraction")?;
+    if !(0.0..=0.5).contains(&val_fraction) {
+        return e("data.val_fraction", format!("{val_fraction} must be in [0, 0.5]"));
+    }
     let data = DataConfig {
         corpus,
         tokenizer: d.tokenizer.clone(),
         seq_len,
+        shards,
+        jsonl_field,
+        shard_tokens,
+        val_fraction,
+        cross_shards: req(&d.cross_shards, file, "data.cross_shards")?,
+        skip_bad: req(&d.skip_bad, file, "data.skip_bad")?,
+        cache_dir: d.cache_dir.clone(),
     };
 
     let t = &f.train;
@@ -358,6 +419,11 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         max_nonfinite_steps: at_least_one(
             "train.max_nonfinite_steps",
             req(&t.max_nonfinite_steps, file, "train.max_nonfinite_steps")?,
+        )?,
+        eval_every: req(&t.eval_every, file, "train.eval_every")?,
+        eval_batches: at_least_one(
+            "train.eval_batches",
+            req(&t.eval_batches, file, "train.eval_batches")?,
         )?,
     };
     let run_name = req(&f.run_name, file, "run_name")?;
@@ -440,5 +506,10 @@ mod tests {
         assert!(err("preset: tiny\n", &["train.lr"]).contains("--set train.lr"));
         assert!(err("preset: tiny\n", &["train.lrr=1"]).contains("lrr"));
         assert!(err("preset: tiny\n", &["model.d_model=66", "model.head_dim=15"]).contains("model.head_dim"));
+        assert!(err("preset: tiny\n", &["data.val_fraction=0.9"]).contains("data.val_fraction"));
+        assert!(err("preset: tiny\n", &["data.shard_tokens=0"]).contains("data.shard_tokens"));
+        assert!(err("preset: tiny\n", &["data.jsonl_field=''"]).contains("data.jsonl_field"));
+        assert!(err("preset: tiny\n", &["train.eval_batches=0"]).contains("train.eval_batches"));
+        assert!(err("preset: tiny\n", &["data.shards=''"]).contains("data.shards"));
     }
 }

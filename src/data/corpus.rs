@@ -1,44 +1,104 @@
-//! Reading a text corpus: files and directories of `.txt` files, in a stable (sorted) order, as
-//! UTF-8 documents. One file is one document.
+//! Reading raw corpora: plain text files (one file is one document), JSONL files (one line is one
+//! document, its text in a configurable field), and directories of either, in a stable sorted
+//! order. Text comes out in pieces of a few MiB so a huge file is neither held in memory whole nor
+//! tokenized on one core. Bad documents are errors naming file and line or byte offset, or, when
+//! asked, skipped and counted.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Expand `entries` (files or directories, relative to the working directory) into a sorted list
-/// of text files. `key` names the config key in errors.
-pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+/// Text is handed out in pieces of about this many bytes.
+pub const PIECE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub path: PathBuf,
+    pub kind: Kind,
+    pub bytes: u64,
+}
+
+fn kind_of(path: &Path) -> Option<Kind> {
+    match path.extension().and_then(|x| x.to_str()) {
+        Some("txt") => Some(Kind::Text),
+        Some("jsonl") => Some(Kind::Jsonl),
+        _ => None,
+    }
+}
+
+/// Expand `entries` (files, or directories searched recursively for `.txt` and `.jsonl`) into a
+/// sorted list of inputs. A file named directly is JSONL if it ends in `.jsonl`, text otherwise.
+/// `key` names the config key (or flag) in errors.
+pub fn list_inputs(entries: &[String], key: &str) -> Result<Vec<Input>> {
+    let mut inputs = Vec::new();
     for entry in entries {
         let path = Path::new(entry);
         let meta = std::fs::metadata(path).map_err(|e| {
             Error::input(
                 path,
-                format!("cannot read `{key}` entry: {e}; expected a text file or a directory"),
+                format!("cannot read `{key}` entry: {e}; expected a text or JSONL file or a directory"),
             )
         })?;
         if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| Error::input(path, format!("cannot list directory: {e}")))?
-                .filter_map(|d| d.ok().map(|d| d.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt"))
-                .collect();
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
             if found.is_empty() {
                 return Err(Error::input(
                     path,
-                    format!("`{key}` directory holds no .txt files"),
+                    format!("`{key}` directory holds no .txt or .jsonl files"),
                 ));
             }
             found.sort();
-            files.extend(found);
+            for p in found {
+                let bytes = std::fs::metadata(&p)
+                    .map_err(|e| Error::input(&p, e.to_string()))?
+                    .len();
+                let kind = kind_of(&p).expect("walk keeps known kinds");
+                inputs.push(Input { path: p, kind, bytes });
+            }
         } else {
-            files.push(path.to_path_buf());
+            let kind = kind_of(path).unwrap_or(Kind::Text);
+            inputs.push(Input {
+                path: path.to_path_buf(),
+                kind,
+                bytes: meta.len(),
+            });
         }
     }
-    Ok(files)
+    Ok(inputs)
 }
 
-/// Read one document. Errors name the file and, for bad UTF-8, the byte offset.
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::input(dir, format!("cannot list directory: {e}")))?;
+    for e in entries {
+        let p = e
+            .map_err(|e| Error::input(dir, format!("cannot list directory: {e}")))?
+            .path();
+        if p.is_dir() {
+            walk(&p, found)?;
+        } else if p.is_file() && kind_of(&p).is_some() {
+            found.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Expand `entries` into sorted `.txt` files (`colossus eval --data`).
+pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
+    Ok(list_inputs(entries, key)?.into_iter().map(|i| i.path).collect())
+}
+
+/// Read one whole text document. Errors name the file and, for bad UTF-8, the byte offset.
 pub fn read_document(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
@@ -47,4 +107,299 @@ pub fn read_document(path: &Path) -> Result<String> {
             format!("not valid UTF-8 at byte offset {}", e.utf8_error().valid_up_to()),
         )
     })
+}
+
+/// A run of text from one document; `end_of_doc` marks its last piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub text: String,
+    pub end_of_doc: bool,
+    /// Input bytes this piece accounts for (progress).
+    pub bytes: u64,
+}
+
+/// Why documents were skipped, with a count each and the first few places, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Skips {
+    pub counts: BTreeMap<String, u64>,
+    pub examples: Vec<String>,
+}
+
+impl Skips {
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+/// Streams the pieces of every input in order.
+pub struct Reader {
+    inputs: Vec<Input>,
+    next_input: usize,
+    open: Option<Open>,
+    field: String,
+    skip_bad: bool,
+    piece_bytes: usize,
+    pub skips: Skips,
+}
+
+enum Open {
+    Text {
+        path: PathBuf,
+        file: BufReader<File>,
+        /// Bytes read but not yet handed out (they follow the last safe cut).
+        carry: Vec<u8>,
+        /// File offset of `carry[0]`.
+        offset: u64,
+        eof: bool,
+    },
+    Jsonl {
+        path: PathBuf,
+        file: BufReader<File>,
+        line: u64,
+        offset: u64,
+    },
+}
+
+const SKIP_HINT: &str = "skip bad documents with `data.skip_bad: true` (or `prepare --skip-bad`)";
+
+impl Reader {
+    pub fn new(inputs: Vec<Input>, field: &str, skip_bad: bool) -> Reader {
+        Reader {
+            inputs,
+            next_input: 0,
+            open: None,
+            field: field.to_string(),
+            skip_bad,
+            piece_bytes: PIECE_BYTES,
+            skips: Skips::default(),
+        }
+    }
+
+    /// Hand text out in pieces of about `n` bytes instead of `PIECE_BYTES` (tests).
+    pub fn with_piece_bytes(mut self, n: usize) -> Reader {
+        self.piece_bytes = n.max(4);
+        self
+    }
+
+    /// A bad document: an error, or (with `skip_bad`) counted under `reason` and skipped.
+    fn bad(&mut self, path: &Path, reason: &str, msg: String) -> Result<()> {
+        if !self.skip_bad {
+            return Err(Error::input(path, format!("{msg}; {SKIP_HINT}")));
+        }
+        *self.skips.counts.entry(reason.to_string()).or_default() += 1;
+        if self.skips.examples.len() < 5 {
+            self.skips.examples.push(format!("{}: {msg}", path.display()));
+        }
+        Ok(())
+    }
+
+    /// The next piece, or `None` when every input is done.
+    pub fn next_piece(&mut self) -> Result<Option<Piece>> {
+        loop {
+            if self.open.is_none() {
+                let Some(input) = self.inputs.get(self.next_input).cloned() else {
+                    return Ok(None);
+                };
+                self.next_input += 1;
+                let f = File::open(&input.path)
+                    .map_err(|e| Error::input(&input.path, format!("cannot read: {e}")))?;
+                let file = BufReader::with_capacity(1 << 20, f);
+                if input.bytes == 0 {
+                    self.bad(&input.path, "empty file", "empty file".into())?;
+                    continue;
+                }
+                self.open = Some(match input.kind {
+                    Kind::Text => Open::Text {
+                        path: input.path,
+                        file,
+                        carry: Vec::new(),
+                        offset: 0,
+                        eof: false,
+                    },
+                    Kind::Jsonl => Open::Jsonl {
+                        path: input.path,
+                        file,
+                        line: 0,
+                        offset: 0,
+                    },
+                });
+            }
+            let piece = match self.open.as_mut().expect("opened above") {
+                Open::Text { .. } => self.text_piece()?,
+                Open::Jsonl { .. } => self.jsonl_piece()?,
+            };
+            if let Some(p) = piece {
+                return Ok(Some(p));
+            }
+        }
+    }
+
+    /// The next piece of the open text file: up to the last safe cut after PIECE_BYTES, or the
+    /// rest of the file. `None` (file closed) when a skipped tail leaves nothing to hand out.
+    fn text_piece(&mut self) -> Result<Option<Piece>> {
+        let piece_bytes = self.piece_bytes;
+        let Some(Open::Text {
+            path,
+            file,
+            carry,
+            offset,
+            eof,
+        }) = self.open.as_mut()
+        else {
+            unreachable!("called for text files")
+        };
+        let mut cut = None;
+        while cut.is_none() && !*eof {
+            let before = carry.len();
+            let n = file
+                .by_ref()
+                .take(piece_bytes as u64)
+                .read_to_end(carry)
+                .map_err(|e| Error::input(&*path, format!("cannot read: {e}")))?;
+            *eof = n == 0;
+            if carry.len() >= piece_bytes {
+                cut = safe_cut(carry, before.saturating_sub(1).max(piece_bytes / 2));
+            }
+        }
+        let end = cut.unwrap_or(carry.len());
+        let rest = carry.split_off(end);
+        let bytes = std::mem::replace(carry, rest);
+        let start = *offset;
+        *offset += bytes.len() as u64;
+        let end_of_doc = *eof && carry.is_empty();
+        let path = path.clone();
+        if end_of_doc {
+            self.open = None;
+        }
+        let len = bytes.len() as u64;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Some(Piece {
+                text,
+                end_of_doc,
+                bytes: len,
+            })),
+            Err(e) => {
+                let at = start + e.utf8_error().valid_up_to() as u64;
+                self.bad(
+                    &path,
+                    "invalid UTF-8",
+                    format!("not valid UTF-8 at byte offset {at}"),
+                )?;
+                // Skipped: drop this piece (the whole file when it is under PIECE_BYTES).
+                Ok(end_of_doc.then(|| Piece {
+                    text: String::new(),
+                    end_of_doc,
+                    bytes: len,
+                }))
+            }
+        }
+    }
+
+    fn jsonl_piece(&mut self) -> Result<Option<Piece>> {
+        let Some(Open::Jsonl {
+            path,
+            file,
+            line,
+            offset,
+        }) = self.open.as_mut()
+        else {
+            unreachable!("called for JSONL files")
+        };
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = file
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::input(&*path, format!("cannot read: {e}")))?;
+            if n == 0 {
+                self.open = None;
+                return Ok(None);
+            }
+            *line += 1;
+            let start = *offset;
+            *offset += n as u64;
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue; // blank lines (a trailing newline) are not documents
+            }
+            let (path, line) = (path.clone(), *line);
+            let text = match std::str::from_utf8(&buf) {
+                Ok(t) => t,
+                Err(e) => {
+                    let at = start + e.valid_up_to() as u64;
+                    self.bad(
+                        &path,
+                        "invalid UTF-8",
+                        format!("line {line}: not valid UTF-8 at byte offset {at}"),
+                    )?;
+                    return Ok(Some(skipped(n)));
+                }
+            };
+            let value: serde_json::Value = match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.bad(&path, "not JSON", format!("line {line}: not JSON: {e}"))?;
+                    return Ok(Some(skipped(n)));
+                }
+            };
+            let doc = match value.get(&self.field) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(serde_json::Value::String(_)) => {
+                    let msg = format!("line {line}: field `{}` is empty", self.field);
+                    self.bad(&path, "empty text", msg)?;
+                    return Ok(Some(skipped(n)));
+                }
+                other => {
+                    let what = if other.is_some() {
+                        "is not a string"
+                    } else {
+                        "is missing"
+                    };
+                    let msg = format!(
+                        "line {line}: field `{}` {what} (set data.jsonl_field / --jsonl-field to the text field)",
+                        self.field
+                    );
+                    self.bad(&path, "no text field", msg)?;
+                    return Ok(Some(skipped(n)));
+                }
+            };
+            return Ok(Some(Piece {
+                text: doc,
+                end_of_doc: true,
+                bytes: n as u64,
+            }));
+        }
+    }
+}
+
+/// A skipped JSONL line: nothing to tokenize, but its bytes count towards progress.
+fn skipped(n: usize) -> Piece {
+    Piece {
+        text: String::new(),
+        end_of_doc: true,
+        bytes: n as u64,
+    }
+}
+
+/// The last position `p >= from` where `bytes[p-1]` is a newline between two printable ASCII
+/// characters. Cutting there is invisible to byte-level BPE: its pre-tokenizer always makes such a
+/// lone newline its own pre-token, so the pieces tokenize to exactly the ids of the whole text.
+pub fn safe_cut(bytes: &[u8], from: usize) -> Option<usize> {
+    let printable = |b: u8| (0x21..=0x7e).contains(&b);
+    (from.max(2)..bytes.len())
+        .rev()
+        .find(|&p| bytes[p - 1] == b'\n' && printable(bytes[p - 2]) && printable(bytes[p]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_cuts_need_a_lone_newline_between_visible_characters() {
+        assert_eq!(safe_cut(b"ab\ncd\nef", 0), Some(6));
+        assert_eq!(safe_cut(b"ab\ncd\nef", 6), Some(6));
+        assert_eq!(safe_cut(b"ab \ncd", 0), None);
+        assert_eq!(safe_cut(b"ab\n\ncd", 0), None);
+        assert_eq!(safe_cut(b"ab\n cd", 0), None);
+    }
 }

@@ -1,54 +1,89 @@
-//! Text in, token batches out: corpus files, tokenizers, and batch sampling.
+//! Text in, token batches out: raw corpora (text, JSONL), tokenizers, `colossus prepare` into
+//! memory-mapped token shards with a manifest, the on-the-fly cache for raw-text configs, and the
+//! rank-aware resumable sampler. docs/data-format.md describes the on-disk format.
 
+pub mod batch;
+pub mod cache;
 pub mod corpus;
+pub mod dataset;
+pub mod manifest;
+pub mod prepare;
+pub mod sampler;
+pub mod shard;
 pub mod tokenizer;
-pub mod windows;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use tokenizers::Tokenizer;
-
-pub use windows::{Batch, BatchSource, RandomWindows};
+pub use batch::{Batch, BatchSource};
+pub use dataset::Dataset;
+pub use sampler::{Cursor, Sampler};
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// The corpus tokenized into one stream, documents separated by the end-of-text id.
-pub struct Corpus {
-    pub tokenizer: Tokenizer,
-    pub tokens: Vec<u32>,
-    pub files: Vec<PathBuf>,
-    pub bytes: usize,
-}
+/// Default `data.jsonl_field`.
+pub const DEFAULT_JSONL_FIELD: &str = "text";
+/// Default `data.shard_tokens`: 2^26 ids, 128 MiB per u16 shard.
+pub const DEFAULT_SHARD_TOKENS: u64 = 1 << 26;
 
-/// Tokenize the configured corpus with the configured tokenizer (or one trained on the corpus).
-pub fn load_corpus(cfg: &Config) -> Result<Corpus> {
-    load_corpus_with(cfg, None)
-}
-
-/// As `load_corpus`, but with `given` (a resumed run's own tokenizer) when there is one.
-pub fn load_corpus_with(cfg: &Config, given: Option<Tokenizer>) -> Result<Corpus> {
-    let files = corpus::list_files(&cfg.data.corpus, "data.corpus")?;
-    let docs: Vec<String> = files
-        .iter()
-        .map(|f| corpus::read_document(f))
-        .collect::<Result<_>>()?;
-    let bytes = docs.iter().map(String::len).sum();
-    let tokenizer = match (given, &cfg.data.tokenizer) {
-        (Some(tok), _) => tok,
-        (None, Some(path)) => tokenizer::load(path.as_ref(), cfg.model.vocab_size)?,
-        (None, None) => tokenizer::train_bpe(&files, cfg.model.vocab_size)?,
-    };
-    let eot = tokenizer::eot_id(&tokenizer);
-    let mut tokens = Vec::new();
-    for doc in &docs {
-        tokens.extend(tokenizer::encode(&tokenizer, doc)?);
-        tokens.push(eot);
+/// Where a config's raw-text corpus is prepared: `data.cache_dir`, else `<train.out_dir>/.cache/data`
+/// (inside the git-ignored checkpoints folder by default; safe to delete).
+pub fn cache_root(cfg: &Config) -> PathBuf {
+    match &cfg.data.cache_dir {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(&cfg.train.out_dir).join(".cache").join("data"),
     }
-    Ok(Corpus {
-        tokenizer,
-        tokens,
-        files,
-        bytes,
-    })
+}
+
+/// `prepare` options for a config's `data.corpus` (the cache path and `prepare --config`).
+pub fn prepare_options(cfg: &Config, quiet: bool) -> prepare::PrepareOptions {
+    prepare::PrepareOptions {
+        inputs: cfg.data.corpus.clone(),
+        inputs_key: "data.corpus".into(),
+        tokenizer: cfg.data.tokenizer.as_ref().map(PathBuf::from),
+        vocab_size: cfg.model.vocab_size,
+        jsonl_field: cfg.data.jsonl_field.clone(),
+        shard_tokens: cfg.data.shard_tokens,
+        val_fraction: cfg.data.val_fraction,
+        skip_bad: cfg.data.skip_bad,
+        dtype: None,
+        threads: 0,
+        overwrite: false,
+        quiet,
+    }
+}
+
+/// The training data a config names, opened: `data.shards` as prepared, or `data.corpus`
+/// prepared into (or reused from) the cache. The second value says what happened, for the log.
+pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
+    let (dir, note) = match &cfg.data.shards {
+        Some(dir) => (PathBuf::from(dir), format!("data: shards in {dir}")),
+        None => {
+            let (dir, prepared) = cache::prepare_cached(&prepare_options(cfg, quiet), &cache_root(cfg))?;
+            let note = match prepared {
+                Some(p) => format!("data: {}", p.summary()),
+                None => format!("data: reusing {} (inputs and tokenizer unchanged)", dir.display()),
+            };
+            (dir, note)
+        }
+    };
+    let data = Dataset::open(&dir)?;
+    if cfg.data.shards.is_some()
+        && let Some(tok) = &cfg.data.tokenizer
+    {
+        data.check_tokenizer(Path::new(tok), "data.tokenizer")?;
+    }
+    if data.manifest.vocab_size > cfg.model.vocab_size {
+        return Err(Error::ConfigValue {
+            file: "config".into(),
+            key: "model.vocab_size".into(),
+            msg: format!(
+                "{} is smaller than the {} entries of the tokenizer in {}",
+                cfg.model.vocab_size,
+                data.manifest.vocab_size,
+                dir.display()
+            ),
+        });
+    }
+    Ok((data, note))
 }

@@ -16,9 +16,37 @@ pub const EOT: &str = "<|endoftext|>";
 /// Byte-level BPE needs its 256 byte symbols plus our three specials.
 pub const MIN_VOCAB: usize = 256 + 3;
 
-/// Train a byte-level BPE of exactly `vocab_size` entries (specials first, so they get ids 0–2).
-/// Deterministic for a given corpus: the same files give the same tokenizer.json.
+/// Train a byte-level BPE of exactly `vocab_size` entries (specials first, so they get ids 0–2)
+/// on whole text files. Deterministic for a given corpus: the same files give the same
+/// tokenizer.json.
 pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
+    let (mut trainer, mut tokenizer) = bpe_parts(vocab_size)?;
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    tokenizer
+        .train_from_files(&mut trainer, names)
+        .map_err(|e| Error::Train(format!("training the BPE tokenizer: {e}")))?;
+    Ok(Tokenizer::from(tokenizer))
+}
+
+/// As `train_bpe`, on texts already read (documents or pieces of them). Each is fed line by line,
+/// as `train_bpe` feeds files, so the same text gives the same tokenizer either way.
+pub fn train_bpe_on(texts: &[String], vocab_size: usize) -> Result<Tokenizer> {
+    let (mut trainer, mut tokenizer) = bpe_parts(vocab_size)?;
+    tokenizer
+        .train(&mut trainer, texts.iter().flat_map(|t| t.split_inclusive('\n')))
+        .map_err(|e| Error::Train(format!("training the BPE tokenizer: {e}")))?;
+    Ok(Tokenizer::from(tokenizer))
+}
+
+type BpeTokenizer = tokenizers::TokenizerImpl<
+    BPE,
+    tokenizers::NormalizerWrapper,
+    ByteLevel,
+    tokenizers::PostProcessorWrapper,
+    ByteLevel,
+>;
+
+fn bpe_parts(vocab_size: usize) -> Result<(tokenizers::models::bpe::BpeTrainer, BpeTokenizer)> {
     if vocab_size < MIN_VOCAB {
         return Err(Error::ConfigValue {
             file: "config".into(),
@@ -28,7 +56,7 @@ pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
             ),
         });
     }
-    let mut trainer = BpeTrainerBuilder::new()
+    let trainer = BpeTrainerBuilder::new()
         .show_progress(false)
         .vocab_size(vocab_size)
         .min_frequency(2)
@@ -40,7 +68,7 @@ pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
         ])
         .build();
     let byte_level = ByteLevel::default().add_prefix_space(false);
-    let mut tokenizer = TokenizerBuilder::new()
+    let tokenizer = TokenizerBuilder::new()
         .with_model(BPE::default())
         .with_normalizer(None::<tokenizers::NormalizerWrapper>)
         .with_pre_tokenizer(Some(byte_level))
@@ -48,11 +76,7 @@ pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
         .with_decoder(Some(byte_level))
         .build()
         .map_err(|e| Error::Train(format!("building the tokenizer: {e}")))?;
-    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    tokenizer
-        .train_from_files(&mut trainer, names)
-        .map_err(|e| Error::Train(format!("training the BPE tokenizer: {e}")))?;
-    Ok(Tokenizer::from(tokenizer))
+    Ok((trainer, tokenizer))
 }
 
 /// Load a tokenizer.json and check that it fits a model of `vocab_size` entries.

@@ -5,6 +5,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use super::loss::cross_entropy;
+use crate::config::Config;
+use crate::data::{Batch, Dataset};
+use crate::error::{Error, Result};
 use crate::model::Grok;
 
 #[derive(Debug, Clone, Copy)]
@@ -59,4 +62,44 @@ pub fn evaluate<B: Backend>(
         perplexity: loss.exp(),
         tokens: count,
     }
+}
+
+/// Mean next-token loss over fixed batches (validation during training), weighted by tokens.
+/// NaN when there are none.
+pub fn batches_loss<B: Backend>(model: &Grok<B>, batches: &[Batch], device: &B::Device) -> f64 {
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for b in batches {
+        let shape = [b.batch, b.seq];
+        let x = Tensor::<B, 2, Int>::from_data(TensorData::new(b.inputs.clone(), shape), device);
+        let y = Tensor::<B, 2, Int>::from_data(TensorData::new(b.targets.clone(), shape), device);
+        let loss: f64 = cross_entropy(model.forward(x, None).logits, y)
+            .into_scalar()
+            .elem();
+        total += loss * (b.batch * b.seq) as f64;
+        count += b.batch * b.seq;
+    }
+    if count > 0 { total / count as f64 } else { f64::NAN }
+}
+
+/// The fixed validation batches (none when `train.eval_every` is 0).
+pub fn validation_set(cfg: &Config, dataset: &Dataset) -> Result<Vec<Batch>> {
+    let t = &cfg.train;
+    if t.eval_every == 0 {
+        return Ok(Vec::new());
+    }
+    let batches = dataset.val_batches(t.eval_batches, t.micro_batch, cfg.data.seq_len);
+    if batches.is_empty() {
+        return Err(Error::ConfigValue {
+            file: "config".into(),
+            key: "data.val_fraction".into(),
+            msg: format!(
+                "the validation split of {} has {} tokens, not one window of data.seq_len + 1 = {}; \
+                 raise data.val_fraction or set train.eval_every: 0",
+                dataset.dir.display(),
+                dataset.manifest.val_tokens(),
+                cfg.data.seq_len + 1
+            ),
+        });
+    }
+    Ok(batches)
 }

@@ -104,6 +104,17 @@ impl Progress {
         Ok(())
     }
 
+    /// A validation result: `{"step":S,"tokens":T,"val_loss":L}` appended to metrics.jsonl and
+    /// `step S val_loss L` printed.
+    pub fn validation(&mut self, step: usize, tokens: u64, val_loss: f64) -> Result<()> {
+        if let Some(f) = &mut self.metrics {
+            let line = serde_json::json!({"step": step, "tokens": tokens, "val_loss": val_loss});
+            writeln!(f, "{line}").map_err(|e| Error::Train(format!("writing metrics.jsonl: {e}")))?;
+        }
+        self.println(&format!("step {step} val_loss {val_loss:.4}"));
+        Ok(())
+    }
+
     /// A message that must not be garbled by the bar.
     pub fn println(&self, msg: &str) {
         match &self.display {

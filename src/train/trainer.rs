@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
@@ -19,7 +20,7 @@ use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
 use crate::config::{Config, Resume};
-use crate::data::{self, Batch, BatchSource, RandomWindows};
+use crate::data::{self, Batch, BatchSource};
 use crate::error::{Error, Result};
 use crate::model::{Grok, params::ParamCount};
 
@@ -166,23 +167,26 @@ pub fn train<B: AutodiffBackend>(
     }
 
     let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
+    let (dataset, data_note) = data::training_data(cfg, opts.quiet)?;
+    // Rank 0 of 1 until data parallelism lands; the cursor is global, so any world size resumes it.
+    let mut source = dataset.sampler(cfg.data.seq_len, cfg.data.cross_shards, cfg.seed, 0, 1)?;
+    let val_batches = super::eval::validation_set(cfg, &dataset)?;
     let mut state = TrainState {
-        format_version: checkpoint::FORMAT_VERSION,
+        format_version: checkpoint::state::STATE_VERSION,
         step: 0,
         tokens: 0,
-        sampler_cursor: 0,
+        sampler: source.cursor(),
         skipped_steps: 0,
     };
-    let corpus = match resumed {
-        None => data::load_corpus(cfg)?,
-        Some(r) => {
-            model = r.model;
-            opt = r.opt;
-            state = r.state;
-            notes.push(format!("resuming from {} (step {})", r.dir.display(), state.step));
-            data::load_corpus_with(cfg, Some(r.tokenizer))?
-        }
-    };
+    notes.insert(0, data_note);
+    if let Some(r) = resumed {
+        dataset.check_same_tokenizer(&r.dir.join(checkpoint::TOKENIZER_FILE))?;
+        model = r.model;
+        opt = r.opt;
+        state = r.state;
+        notes.extend(source.restore(state.sampler));
+        notes.push(format!("resuming from {} (step {})", r.dir.display(), state.step));
+    }
     // Records past the checkpoint (or all of them, on a fresh start) belong to a run that died.
     let dropped = resume::trim_metrics(&run, state.step)?;
     if dropped > 0 {
@@ -191,23 +195,22 @@ pub fn train<B: AutodiffBackend>(
             state.step
         ));
     }
-    data::tokenizer::save(&corpus.tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
-    let mut source = RandomWindows::new(corpus.tokens, cfg.seed, cfg.data.seq_len)?;
-    if state.step > 0 {
-        source.set_cursor(state.sampler_cursor);
-    }
+    let tokenizer = &dataset.tokenizer;
+    data::tokenizer::save(tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
     let counts = crate::model::params::count(&cfg.model);
 
     let t = &cfg.train;
     let mut progress = Progress::new(t.steps, t.log_every, opts.quiet, Some(&run.join("metrics.jsonl")))?;
     progress.println(&format!(
-        "training {} ({} params, {} active) on {} tokens from {} files ({:.1} MB); {} steps of {} tokens",
+        "training {} ({} params, {} active) on {} tokens ({} shards, {} windows per epoch; {} validation \
+         tokens); {} steps of {} tokens",
         cfg.run_name,
         counts.total,
         counts.active,
-        source.len(),
-        corpus.files.len(),
-        corpus.bytes as f64 / 1e6,
+        dataset.manifest.train_tokens(),
+        dataset.manifest.train.len(),
+        source.samples_per_epoch(),
+        dataset.manifest.val_tokens(),
         t.steps,
         t.tokens_per_step(cfg.data.seq_len),
     ));
@@ -273,19 +276,23 @@ pub fn train<B: AutodiffBackend>(
         if let Some(saved) = saver.poll()? {
             log_saved(&progress, &saved, &mut summary);
         }
+        if t.eval_every > 0 && step.is_multiple_of(t.eval_every) {
+            let val_loss = super::eval::batches_loss(&model.valid(), &val_batches, device);
+            progress.validation(step, summary.tokens, val_loss)?;
+        }
         let diverged = nonfinite_run >= t.max_nonfinite_steps;
         let signalled = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
         let periodic = t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every);
         if step == last || periodic || diverged || signalled {
             state = TrainState {
-                format_version: checkpoint::FORMAT_VERSION,
+                format_version: checkpoint::state::STATE_VERSION,
                 step,
                 tokens: summary.tokens,
-                sampler_cursor: source.cursor(),
+                sampler: source.cursor(),
                 skipped_steps: summary.skipped_steps,
             };
             let snap_start = Instant::now();
-            let snap = Snapshot::take(cfg, &model, &params, &opt, &state, &corpus.tokenizer)?;
+            let snap = Snapshot::take(cfg, &model, &params, &opt, &state, tokenizer)?;
             if let Some(saved) = saver.submit(snap, snap_start.elapsed().as_secs_f64())? {
                 log_saved(&progress, &saved, &mut summary);
             }

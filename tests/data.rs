@@ -1,0 +1,577 @@
+//! The data pipeline: text and JSONL → shards → ids → text round trips; the sampler's epoch
+//! coverage across ranks and its resumable cursor; the raw-text cache; validation during
+//! training; and every bad-input case, each with an error naming file and line or offset.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use colossus::backend::CpuTrain;
+use colossus::config::Config;
+use colossus::data::corpus::{self, Reader};
+use colossus::data::dataset::Windows;
+use colossus::data::prepare::{self, PrepareOptions};
+use colossus::data::shard::Dtype;
+use colossus::data::{self, BatchSource, Cursor, Dataset, cache, tokenizer};
+use colossus::train::{self, TrainOptions};
+use common::*;
+
+fn sonnets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt")
+}
+
+fn opts(inputs: &[&Path]) -> PrepareOptions {
+    PrepareOptions {
+        inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
+        inputs_key: "inputs".into(),
+        tokenizer: None,
+        vocab_size: 300,
+        jsonl_field: "text".into(),
+        shard_tokens: 1 << 20,
+        val_fraction: 0.0,
+        skip_bad: false,
+        dtype: None,
+        threads: 2,
+        overwrite: false,
+        quiet: true,
+    }
+}
+
+fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The whole token stream of a split, in order.
+fn stream(ds: &Dataset) -> Vec<u32> {
+    ds.train.shards().iter().flat_map(|s| s.to_vec()).collect()
+}
+
+#[test]
+fn text_and_jsonl_round_trip_through_shards() {
+    let dir = temp_dir("data-roundtrip");
+    let a = "First document.\nIt has lines, ünïcödé, and emoji 🦀.\n\n  Indented line\r\nend";
+    let b = "Nested directory document\nwith \"quotes\" and a tab\there.\n";
+    let jsonl_docs = [
+        "a JSONL document\nspanning lines",
+        "second — with “curly” quotes",
+        "x",
+    ];
+    write(&dir.join("in/a.txt"), a);
+    write(&dir.join("in/sub/b.txt"), b);
+    let mut jsonl = String::new();
+    for (i, d) in jsonl_docs.iter().enumerate() {
+        jsonl.push_str(&serde_json::json!({"id": i, "text": d}).to_string());
+        jsonl.push('\n');
+    }
+    jsonl.push('\n'); // a trailing blank line is not a document
+    write(&dir.join("in/c.jsonl"), &jsonl);
+    write(&dir.join("in/ignored.md"), "not a corpus file");
+
+    let mut o = opts(&[&dir.join("in")]);
+    o.shard_tokens = 50; // many shards, documents cut across them
+    let p = prepare::prepare(&o, &dir.join("out")).unwrap();
+    assert_eq!(p.manifest.documents, 5);
+    assert_eq!(p.manifest.dtype, Dtype::U16);
+    let ds = Dataset::open(&dir.join("out")).unwrap();
+    let ids = stream(&ds);
+    assert!(ds.train.shards().len() > 2);
+    for s in &ds.train.shards()[..ds.train.shards().len() - 1] {
+        assert_eq!(s.len(), 50);
+    }
+    // Sorted order: a.txt, c.jsonl (three lines), sub/b.txt; each followed by end-of-text.
+    let eot = ds.manifest.eot_id;
+    assert_eq!(*ids.last().unwrap(), eot);
+    let docs: Vec<String> = ids[..ids.len() - 1]
+        .split(|&t| t == eot)
+        .map(|d| ds.tokenizer.decode(d, false).unwrap())
+        .collect();
+    let expected = [a, jsonl_docs[0], jsonl_docs[1], jsonl_docs[2], b];
+    assert_eq!(docs, expected);
+
+    // A validation split takes whole 4096-token blocks; train + val is the whole stream.
+    let mut o = opts(&[&sonnets()]);
+    o.val_fraction = 0.2;
+    let p = prepare::prepare(&o, &dir.join("split")).unwrap();
+    let whole = prepare::prepare(&opts(&[&sonnets()]), &dir.join("whole")).unwrap();
+    let (t, v) = (p.manifest.train_tokens(), p.manifest.val_tokens());
+    assert_eq!(t + v, whole.manifest.train_tokens());
+    assert!(v > 0 && v % prepare::VAL_BLOCK_TOKENS == 0, "{v}");
+    assert!((v as f64 / (t + v) as f64 - 0.2).abs() < 0.1);
+}
+
+/// Large text files are tokenized in pieces cut at lone newlines; the ids equal whole-text ids.
+#[test]
+fn pieces_tokenize_like_the_whole_text() {
+    let text = corpus::read_document(&sonnets()).unwrap();
+    let inputs = corpus::list_inputs(&[sonnets().display().to_string()], "x").unwrap();
+    let mut reader = Reader::new(inputs, "text", false).with_piece_bytes(5000);
+    let mut pieces = Vec::new();
+    while let Some(p) = reader.next_piece().unwrap() {
+        pieces.push(p);
+    }
+    assert!(pieces.len() > 10);
+    assert!(pieces[..pieces.len() - 1].iter().all(|p| !p.end_of_doc));
+    assert!(pieces.last().unwrap().end_of_doc);
+    let texts: Vec<String> = pieces.into_iter().map(|p| p.text).collect();
+    assert_eq!(texts.concat(), text);
+    let tok = tokenizer::train_bpe(&[sonnets()], 400).unwrap();
+    let whole = tokenizer::encode(&tok, &text).unwrap();
+    let joined: Vec<u32> = texts
+        .iter()
+        .flat_map(|t| tokenizer::encode(&tok, t).unwrap())
+        .collect();
+    assert_eq!(joined, whole);
+    // And the tokenizer trained from pieces is the one trained from the file.
+    assert_eq!(
+        tokenizer::train_bpe_on(&texts, 400)
+            .unwrap()
+            .to_string(false)
+            .unwrap(),
+        tok.to_string(false).unwrap()
+    );
+}
+
+fn small_dataset(name: &str, shard_tokens: u64) -> (common::TempDir, Dataset) {
+    let dir = temp_dir(name);
+    let mut o = opts(&[&sonnets()]);
+    o.shard_tokens = shard_tokens;
+    prepare::prepare(&o, &dir.join("out")).unwrap();
+    let ds = Dataset::open(&dir.join("out")).unwrap();
+    (dir, ds)
+}
+
+#[test]
+fn sampler_covers_each_epoch_once_disjointly_across_ranks() {
+    let (_dir, ds) = small_dataset("data-coverage", 997);
+    let seq = 16;
+    let windows = Windows::new(&ds.train, seq, false);
+    let n = windows.len();
+    // No window crosses a shard boundary.
+    let mut ends = Vec::new();
+    let mut acc = 0;
+    for s in ds.train.shards() {
+        acc += s.len();
+        ends.push(acc);
+    }
+    for w in 0..n {
+        let (a, b) = (windows.start(w), windows.start(w) + seq as u64);
+        assert_eq!(
+            ends.partition_point(|&e| e <= a),
+            ends.partition_point(|&e| e <= b),
+            "window {w} spans shards"
+        );
+    }
+    let (world, batch) = (3usize, 4usize);
+    let mut ranks: Vec<_> = (0..world)
+        .map(|r| ds.sampler(seq, false, 7, r, world).unwrap())
+        .collect();
+    let mut global = Vec::new();
+    let steps = (n as usize).div_ceil(world * batch) + 2;
+    let g = (world * batch) as u64;
+    for step in 0..steps as u64 {
+        let mut step_ids = Vec::new();
+        for s in &mut ranks {
+            step_ids.extend(s.next_ids(batch));
+        }
+        // Ranks take disjoint windows; only a step that straddles the end of an epoch may see a
+        // window twice (once as the epoch's last, once as the next epoch's first samples).
+        if (step * g) / n == (step * g + g - 1) / n {
+            let mut uniq = step_ids.clone();
+            uniq.sort();
+            uniq.dedup();
+            assert_eq!(uniq.len(), step_ids.len(), "ranks overlap within step {step}");
+        }
+        global.extend(step_ids);
+    }
+    let mut epoch0 = global[..n as usize].to_vec();
+    assert_ne!(epoch0, (0..n).collect::<Vec<_>>(), "not shuffled");
+    epoch0.sort();
+    assert_eq!(
+        epoch0,
+        (0..n).collect::<Vec<_>>(),
+        "epoch 0 is not every window once"
+    );
+    // Epoch 1 is another permutation; the cursors of all ranks agree.
+    let tail = &global[n as usize..];
+    assert_ne!(tail, &global[..tail.len()]);
+    assert!(ranks.windows(2).all(|p| p[0].cursor() == p[1].cursor()));
+    assert_eq!(ranks[0].cursor().epoch, 1);
+    // The global order does not depend on the world size.
+    let mut one = ds.sampler(seq, false, 7, 0, 1).unwrap();
+    let single: Vec<u64> = (0..steps).flat_map(|_| one.next_ids(world * batch)).collect();
+    assert_eq!(single, global);
+    // Another seed, another order.
+    let mut other = ds.sampler(seq, false, 8, 0, 1).unwrap();
+    assert_ne!(other.next_ids(12), global[..12]);
+    // Batches are the windows' tokens, targets shifted by one.
+    let mut s = ds.sampler(seq, false, 7, 0, 1).unwrap();
+    let b = s.next_batch(2, seq);
+    let mut want = Vec::new();
+    windows.read(&ds.train, global[0], &mut want);
+    assert_eq!(
+        b.inputs[..seq],
+        want[..seq].iter().map(|&t| t as i64).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(
+        b.targets[..seq],
+        want[1..].iter().map(|&t| t as i64).collect::<Vec<_>>()[..]
+    );
+}
+
+#[test]
+fn restored_cursor_reproduces_the_batch_sequence() {
+    let (_dir, ds) = small_dataset("data-cursor", 1 << 20);
+    let seq = 32;
+    let mut a = ds.sampler(seq, false, 3, 0, 1).unwrap();
+    let n = a.samples_per_epoch();
+    // Run past an epoch boundary before saving.
+    let pre = (n as usize / 8) + 3;
+    for _ in 0..pre {
+        a.next_batch(8, seq);
+    }
+    let saved: Cursor = serde_json::from_str(&serde_json::to_string(&a.cursor()).unwrap()).unwrap();
+    assert_eq!(saved.epoch, 1);
+    let after: Vec<_> = (0..20).map(|_| a.next_batch(8, seq)).collect();
+
+    let mut b = ds.sampler(seq, false, 999, 0, 1).unwrap(); // the cursor carries the RNG key
+    assert_eq!(b.restore(saved), None);
+    let again: Vec<_> = (0..20).map(|_| b.next_batch(8, seq)).collect();
+    assert_eq!(after, again);
+
+    // Resuming on two ranks of 4 gives the same global batches, split between them.
+    let mut r: Vec<_> = (0..2).map(|k| ds.sampler(seq, false, 3, k, 2).unwrap()).collect();
+    for s in &mut r {
+        s.restore(saved);
+    }
+    for want in &after {
+        let (x, y) = (r[0].next_batch(4, seq), r[1].next_batch(4, seq));
+        assert_eq!([x.inputs, y.inputs].concat(), want.inputs);
+    }
+
+    // Different data (here another seq_len) is continued with a note, not silently.
+    let mut c = ds.sampler(seq / 2, false, 3, 0, 1).unwrap();
+    assert!(c.restore(saved).unwrap().contains("windows per epoch"));
+}
+
+#[test]
+fn raw_text_is_prepared_once_and_reused_until_inputs_change() {
+    let dir = temp_dir("data-cache");
+    let file = dir.join("corpus/doc.txt");
+    write(&file, std::fs::read(sonnets()).unwrap());
+    let o = opts(&[&dir.join("corpus")]);
+    let root = dir.join("cache");
+    let (first, made) = cache::prepare_cached(&o, &root).unwrap();
+    assert!(made.is_some());
+    let (second, made) = cache::prepare_cached(&o, &root).unwrap();
+    assert_eq!((first.clone(), made.is_none()), (second, true));
+    // Another vocabulary size or changed input: a new cache entry.
+    let o2 = PrepareOptions {
+        vocab_size: 310,
+        ..o.clone()
+    };
+    assert_ne!(cache::key(&o2).unwrap(), cache::key(&o).unwrap());
+    write(&file, "changed text\n");
+    let (third, made) = cache::prepare_cached(&o, &root).unwrap();
+    assert!(made.is_some());
+    assert_ne!(third, first);
+    // Only complete entries: no staging leftovers.
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+}
+
+fn prepare_err(o: &PrepareOptions, out: &Path) -> String {
+    let err = prepare::prepare(o, out).unwrap_err();
+    assert!(!out.exists(), "{} was left behind", out.display());
+    let parent = out.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    err.to_string()
+}
+
+#[test]
+fn bad_documents_are_errors_naming_file_and_place_or_counted_skips() {
+    let dir = temp_dir("data-bad-docs");
+    let good = dir.join("good.txt");
+    write(&good, std::fs::read(sonnets()).unwrap());
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "latin1.txt",
+            b"caf\xe9 au lait".to_vec(),
+            vec!["latin1.txt", "UTF-8", "byte offset 3"],
+        ),
+        ("empty.txt", Vec::new(), vec!["empty.txt", "empty file"]),
+        (
+            "nofield.jsonl",
+            b"{\"text\": \"ok\"}\n{\"body\": \"no text\"}\n".to_vec(),
+            vec!["nofield.jsonl", "line 2", "`text`", "missing"],
+        ),
+        (
+            "notjson.jsonl",
+            b"{\"text\": \"ok\"}\n\n{\"text\": \"broken\"\n".to_vec(),
+            vec!["notjson.jsonl", "line 3", "not JSON"],
+        ),
+        (
+            "badutf8.jsonl",
+            b"{\"text\": \"ok\"}\n{\"text\": \"\xff\"}\n".to_vec(),
+            vec!["badutf8.jsonl", "line 2", "byte offset 25"],
+        ),
+    ];
+    let out = dir.join("out");
+    for (name, bytes, want) in &cases {
+        let path = dir.join("bad").join(name);
+        write(&path, bytes);
+        let err = prepare_err(&opts(&[&good, &path]), &out);
+        for w in want {
+            assert!(err.contains(w), "{name}: expected {w:?} in {err}");
+        }
+        assert!(err.contains("skip_bad"), "{err}");
+    }
+    // With skip_bad every one is skipped and counted; the good documents are kept.
+    let mut o = opts(&[&good, &dir.join("bad")]);
+    o.skip_bad = true;
+    let p = prepare::prepare(&o, &out).unwrap();
+    assert_eq!(p.skips.total(), 5, "{:?}", p.skips);
+    assert_eq!(p.manifest.skipped["invalid UTF-8"], 2);
+    assert_eq!(p.manifest.documents, 1 + 3); // sonnets + three good JSONL lines
+    assert!(p.summary().contains("skipped 5 bad documents"), "{}", p.summary());
+}
+
+#[test]
+fn tokenizer_too_big_for_u16_shards_is_refused() {
+    let dir = temp_dir("data-dtype");
+    let mut vocab = serde_json::Map::new();
+    for i in 0..69_999u32 {
+        vocab.insert(format!("t{i}"), i.into());
+    }
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [{"id": 69_999, "content": tokenizer::EOT, "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+    });
+    let path = dir.join("big.json");
+    write(&path, tok.to_string());
+    let text = dir.join("t.txt");
+    write(&text, "t1 t2 t69998\n");
+    let mut o = opts(&[&text]);
+    o.tokenizer = Some(path.clone());
+    o.vocab_size = 70_000;
+    o.dtype = Some(Dtype::U16);
+    let err = prepare_err(&o, &dir.join("out"));
+    assert!(
+        err.contains("big.json") && err.contains("do not fit u16"),
+        "{err}"
+    );
+    // Chosen automatically, the dtype is u32 and the ids survive.
+    o.dtype = None;
+    let p = prepare::prepare(&o, &dir.join("out")).unwrap();
+    assert_eq!(p.manifest.dtype, Dtype::U32);
+    let ds = Dataset::open(&dir.join("out")).unwrap();
+    assert_eq!(stream(&ds), vec![1, 2, 69_998, 69_999]);
+}
+
+#[test]
+fn corrupt_shards_and_mismatched_tokenizers_are_refused() {
+    let (dir, _) = small_dataset("data-corrupt", 5000);
+    let out = dir.join("out");
+    let shard = out.join("train-000001.bin");
+    let original = std::fs::read(&shard).unwrap();
+    let open_err = || Dataset::open(&out).err().expect("must fail").to_string();
+
+    std::fs::write(&shard, &original[..original.len() - 3]).unwrap();
+    let err = open_err();
+    assert!(
+        err.contains("train-000001.bin") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let mut foreign = original.clone();
+    foreign[..8].copy_from_slice(b"PK\x03\x04zip!");
+    std::fs::write(&shard, &foreign).unwrap();
+    let err = open_err();
+    assert!(
+        err.contains("train-000001.bin") && err.contains("bad magic"),
+        "{err}"
+    );
+
+    let mut flipped = original.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    std::fs::write(&shard, &flipped).unwrap();
+    let err = open_err();
+    assert!(
+        err.contains("train-000001.bin") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::write(&shard, &original).unwrap();
+    Dataset::open(&out).unwrap();
+
+    // A config naming another tokenizer than the manifest's.
+    let other = dir.join("other.json");
+    tokenizer::save(&tokenizer::train_bpe(&[sonnets()], 280).unwrap(), &other).unwrap();
+    let cfg: Config = tiny_config(
+        &dir,
+        &[
+            &format!("data.shards={}", out.display()),
+            &format!("data.tokenizer={}", other.display()),
+        ],
+    );
+    let err = data::training_data(&cfg, true).err().unwrap().to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("tokenizer_sha256") && err.contains("other.json"),
+        "{err}"
+    );
+    // Its own tokenizer passes.
+    let cfg = tiny_config(
+        &dir,
+        &[
+            &format!("data.shards={}", out.display()),
+            &format!("data.tokenizer={}", out.join("tokenizer.json").display()),
+        ],
+    );
+    data::training_data(&cfg, true).unwrap();
+    // An edited tokenizer.json in the shard directory is caught too.
+    std::fs::write(out.join("tokenizer.json"), std::fs::read(&other).unwrap()).unwrap();
+    assert!(open_err().contains("tokenizer_sha256"));
+}
+
+/// Training on prepared shards logs a validation loss every `eval_every` steps.
+#[test]
+fn training_on_shards_logs_validation_loss() {
+    let dir = temp_dir("data-train-shards");
+    let mut o = opts(&[&sonnets()]);
+    o.vocab_size = 512;
+    o.val_fraction = 0.2;
+    prepare::prepare(&o, &dir.join("shards")).unwrap();
+    let shards = format!("data.shards={}", dir.join("shards").display());
+    let cfg = tiny_config(
+        &dir,
+        &[
+            &shards,
+            "train.steps=4",
+            "train.warmup_steps=1",
+            "train.micro_batch=2",
+            "data.seq_len=32",
+            "train.eval_every=2",
+            "train.eval_batches=2",
+        ],
+    );
+    let quiet = TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    train::train::<CpuTrain>(&cfg, &quiet, &Default::default()).unwrap();
+    let metrics = std::fs::read_to_string(dir.join("tiny/metrics.jsonl")).unwrap();
+    let val: Vec<(u64, f64)> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v["step"].as_u64()?, v.get("val_loss")?.as_f64()?)))
+        .collect();
+    assert_eq!(val.iter().map(|v| v.0).collect::<Vec<_>>(), [2, 4]);
+    assert!(val.iter().all(|v| (v.1 - 512f64.ln()).abs() < 1.0), "{val:?}");
+
+    // No validation tokens but eval_every set: refused, naming the key.
+    let cfg = tiny_config(
+        &dir,
+        &["train.eval_every=2", "data.val_fraction=0", "run_name=noval"],
+    );
+    let err = train::train::<CpuTrain>(&cfg, &quiet, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data.val_fraction"), "{err}");
+}
+
+#[test]
+fn prepare_command_writes_shards_and_refuses_bad_input_with_exit_2() {
+    let dir = temp_dir("data-cli");
+    let bin = env!("CARGO_BIN_EXE_colossus");
+    let out = dir.join("shards");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let o = run(&[
+        "prepare",
+        &sonnets().display().to_string(),
+        "--vocab-size",
+        "300",
+        "--out",
+        &out.display().to_string(),
+        "--shard-tokens",
+        "10000",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("prepared") && stdout.contains("u16"), "{stdout}");
+    assert!(Dataset::open(&out).unwrap().train.shards().len() > 2);
+    // Existing output is not replaced without --overwrite.
+    let o = run(&[
+        "prepare",
+        &sonnets().display().to_string(),
+        "--vocab-size",
+        "300",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
+
+    let bad = dir.join("bad.jsonl");
+    write(&bad, "{\"text\": \"fine\"}\nnot json at all\n");
+    let o = run(&[
+        "prepare",
+        &bad.display().to_string(),
+        "--vocab-size",
+        "300",
+        "--out",
+        &dir.join("x").display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.jsonl") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    assert!(!dir.join("x").exists());
+}
+
+/// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.
+#[test]
+fn hand_written_shards_following_the_docs_open() {
+    let dir = temp_dir("data-handwritten");
+    let tok = tokenizer::train_bpe(&[sonnets()], 280).unwrap();
+    tokenizer::save(&tok, &dir.join("tokenizer.json")).unwrap();
+    let ids: Vec<u32> = (0..100).map(|i| i * 2 % 280).collect();
+    let payload: Vec<u8> = ids.iter().flat_map(|&i| (i as u16).to_le_bytes()).collect();
+    let crc = crc32fast::hash(&payload);
+    let mut file = b"CLSSHARD".to_vec();
+    for v in [1u32, 2] {
+        file.extend(v.to_le_bytes());
+    }
+    file.extend((ids.len() as u64).to_le_bytes());
+    file.extend(crc.to_le_bytes());
+    file.extend(0u32.to_le_bytes());
+    file.extend(&payload);
+    write(&dir.join("train-000000.bin"), &file);
+    let sha = colossus::data::manifest::sha256_file(&dir.join("tokenizer.json")).unwrap();
+    let manifest = serde_json::json!({
+        "format": "colossus-shards", "format_version": 1, "dtype": "u16",
+        "vocab_size": 280, "eot_id": 2, "tokenizer": "tokenizer.json", "tokenizer_sha256": sha,
+        "val_fraction": 0.0, "val_block_tokens": 4096,
+        "train": [{"file": "train-000000.bin", "tokens": 100, "crc32": crc}], "val": [], "documents": 1,
+    });
+    write(&dir.join("manifest.json"), manifest.to_string());
+    let ds = Dataset::open(&dir).unwrap();
+    assert_eq!(stream(&ds), ids);
+}
