@@ -339,3 +339,48 @@ fn bpe_training_is_deterministic() {
         "the committed fixture is the BPE trained on sonnets.txt with 512 entries"
     );
 }
+
+/// An imported (weights-only) checkpoint starts a fine-tuning run with `--resume PATH`: the first
+/// step's loss is the trained model's, not a fresh model's (issue 5: import feeds fine-tuning).
+#[test]
+fn imported_checkpoint_fine_tunes_with_resume_path() {
+    let dir = temp_dir("finetune");
+    let steps = ["train.steps=30", "train.warmup_steps=2"];
+    let cfg = tiny_config(&dir, &steps);
+    let opts = TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let trained = train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap();
+    let hf = export(
+        &trained.checkpoint.unwrap(),
+        &dir.join("hf"),
+        &ExportOptions {
+            dtype: StoreDtype::F32,
+            max_shard_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
+    let imported = import::import(&hf.dir, &dir.join("imported")).unwrap();
+
+    let tokenizer = format!("data.tokenizer={}", imported.join("tokenizer.json").display());
+    let mut sets = vec![
+        "run_name=finetune",
+        tokenizer.as_str(),
+        "train.steps=2",
+        "train.warmup_steps=1",
+    ];
+    sets.push("train.resume=never");
+    let mut ft = tiny_config(&dir, &sets);
+    ft.train.resume = colossus::config::Resume::Path(imported.display().to_string());
+    let tuned = train::train::<CpuTrain>(&ft, &opts, &Default::default()).unwrap();
+    let fresh_first = trained.losses[0];
+    let trained_last = *trained.losses.last().unwrap();
+    assert!(
+        tuned.losses[0] < fresh_first - 0.3 && (tuned.losses[0] - trained_last).abs() < 0.3,
+        "fine-tune first loss {} vs fresh {fresh_first} and trained {trained_last}",
+        tuned.losses[0]
+    );
+    let state = checkpoint::state::read_state(&tuned.checkpoint.unwrap()).unwrap();
+    assert_eq!(state.step, 2);
+}

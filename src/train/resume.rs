@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
-use tokenizers::Tokenizer;
 
 use super::optim::{AdamW, AdamWSettings};
 use super::params::ParamInfo;
@@ -14,13 +13,13 @@ use crate::config::{Config, Resume};
 use crate::error::{Error, Result};
 use crate::model::Grok;
 
-/// A checkpoint's full training state, loaded.
+/// A checkpoint's training state, loaded. Optimizer and loop state are `None` for a weights-only
+/// checkpoint given by path (fine-tuning an imported model).
 pub struct Resumed<B: AutodiffBackend> {
     pub dir: PathBuf,
     pub model: Grok<B>,
-    pub opt: AdamW<B::InnerBackend>,
-    pub state: TrainState,
-    pub tokenizer: Tokenizer,
+    pub opt: Option<AdamW<B::InnerBackend>>,
+    pub state: Option<TrainState>,
 }
 
 /// The checkpoints `cfg.train.resume` allows, most preferred first.
@@ -88,22 +87,33 @@ fn load_one<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Resumed<B>> {
     checkpoint::checksums::verify(dir)?;
-    let tokenizer =
-        crate::data::tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
+    crate::data::tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
     let model = checkpoint::load_weights(model, dir)?;
-    let opt = checkpoint::state::load_optimizer(dir, params, settings, device)?;
-    let state = checkpoint::state::read_state(dir)?;
+    // A weights-only checkpoint (`colossus import`, or one written by another tool) starts a
+    // fine-tuning run: its weights, a fresh optimizer, step 0. Only an explicit path gets here
+    // without the files, since `auto` only lists this run's own checkpoints.
+    let weights_only = !dir.join(checkpoint::state::OPTIMIZER_FILE).exists()
+        && !dir.join(checkpoint::state::STATE_FILE).exists();
+    let (opt, state) = if weights_only && matches!(cfg.train.resume, Resume::Path(_)) {
+        (None, None)
+    } else {
+        (
+            Some(checkpoint::state::load_optimizer(dir, params, settings, device)?),
+            Some(checkpoint::state::read_state(dir)?),
+        )
+    };
     Ok(Resumed {
         dir: dir.to_path_buf(),
         model,
         opt,
         state,
-        tokenizer,
     })
 }
 
 /// A checkpoint can continue this config only if the model is the same; training settings
-/// (steps, learning rates, logging) may change and each change is noted.
+/// (steps, learning rates, logging) may change and each change is noted. `widening` is skipped
+/// because `ffn_size`, which it only derives, is compared (an import reconstructs widening from
+/// the ffn width and need not round-trip it exactly).
 pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Result<()> {
     let old = checkpoint::read_config(dir)?;
     let (a, b) = (
@@ -113,7 +123,7 @@ pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Res
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
         for (key, was) in a {
             let now = &b[key];
-            if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef") {
+            if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef" | "widening") {
                 return Err(Error::ConfigValue {
                     file: "config".into(),
                     key: format!("model.{key}"),

@@ -182,10 +182,18 @@ pub fn train<B: AutodiffBackend>(
     if let Some(r) = resumed {
         dataset.check_same_tokenizer(&r.dir.join(checkpoint::TOKENIZER_FILE))?;
         model = r.model;
-        opt = r.opt;
-        state = r.state;
-        notes.extend(source.restore(state.sampler));
-        notes.push(format!("resuming from {} (step {})", r.dir.display(), state.step));
+        match (r.opt, r.state) {
+            (Some(o), Some(s)) => {
+                opt = o;
+                state = s;
+                notes.extend(source.restore(state.sampler));
+                notes.push(format!("resuming from {} (step {})", r.dir.display(), state.step));
+            }
+            _ => notes.push(format!(
+                "fine-tuning from the weights of {} (weights only: fresh optimizer, step 0)",
+                r.dir.display()
+            )),
+        }
     }
     // Records past the checkpoint (or all of them, on a fresh start) belong to a run that died.
     let dropped = resume::trim_metrics(&run, state.step)?;
