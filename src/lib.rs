@@ -9,6 +9,7 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod plan;
+pub mod plot;
 pub mod rng;
 pub mod train;
 

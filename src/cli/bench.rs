@@ -6,18 +6,17 @@
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
 
 use super::BenchArgs;
 use crate::backend::{self, Job};
-use crate::config::{self, BackendKind, Config};
+use crate::config::{self, Config};
 use crate::data::{Batch, BatchSource};
 use crate::error::Result;
 use crate::model::Grok;
 use crate::model::params::{count, train_flops_per_token};
 use crate::rng::Rng;
 use crate::train::optim::{AdamW, AdamWSettings};
-use crate::train::{params, trainer};
+use crate::train::{mfu, params, trainer};
 
 /// Uniformly random token ids, as the PyTorch peer uses.
 struct RandomTokens {
@@ -87,53 +86,20 @@ impl Job for BenchJob {
         let tokens = (self.steps * cfg.train.tokens_per_step(cfg.data.seq_len)) as f64;
         let tokens_per_s = tokens / wall;
         let model_tflops = tokens_per_s * train_flops_per_token(&cfg.model, cfg.data.seq_len) / 1e12;
-        let (peak_tflops, peak_source) = peak::<B>(cfg.backend, &device);
+        let (peak_tflops, peak_source) =
+            mfu::peak_tflops::<B::InnerBackend>(cfg.backend, cfg.train.peak_tflops, &device).unwrap_or((
+                0.0,
+                "unknown: set train.peak_tflops (datasheet figures: docs/plan.md)".into(),
+            ));
         Ok(BenchResult {
             tokens_per_s,
             model_tflops,
             peak_tflops,
             peak_source,
             final_loss: loss,
-            peak_mem_gib: peak_rss_gib(),
+            peak_mem_gib: mfu::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64),
         })
     }
-}
-
-/// The MFU denominator. GPUs: the datasheet dense rate for the precision in use (table in
-/// docs/benchmarks.md). CPU: measured, as the best f32 rate of a 1024³ matmul on this backend,
-/// because CPU peaks vary too much by model and clock to tabulate.
-fn peak<B: AutodiffBackend>(kind: BackendKind, device: &B::Device) -> (f64, String) {
-    if kind != BackendKind::Cpu {
-        return (0.0, "unknown (GPU peak table: see docs/benchmarks.md)".into());
-    }
-    let n = 1024;
-    let mut rng = Rng::new(1);
-    let data: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
-    let a = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(data.clone(), [n, n]), device);
-    let b = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(data, [n, n]), device);
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let c = a.clone().matmul(b.clone());
-        let _ = c.into_data();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (
-        2.0 * (n * n * n) as f64 / best / 1e12,
-        "measured f32 matmul 1024³".into(),
-    )
-}
-
-/// Peak resident memory of this process (Linux: VmHWM), in GiB; NaN elsewhere.
-pub fn peak_rss_gib() -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return f64::NAN;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / (1024.0 * 1024.0))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {

@@ -6,6 +6,7 @@ pub mod bench_data;
 pub mod export;
 pub mod generate;
 pub mod params;
+pub mod plot;
 pub mod prepare;
 pub mod train;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Describe a checkpoint: step, config, tensor names, shapes, dtypes and sizes; verify checksums.
     Inspect(InspectArgs),
+    /// Draw a run's metrics.jsonl into a PNG: loss and validation loss, LR, tokens/s, expert load.
+    Plot(PlotArgs),
     /// Size a training run on a GPU cluster: memory per GPU, communication, time and power.
     Plan(crate::plan::PlanArgs),
 }
@@ -104,7 +107,7 @@ pub struct ConfigArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// No progress bar or log lines.
+    /// No progress bar: one plain log line every train.log_every steps (as when not on a terminal).
     #[arg(long)]
     pub quiet: bool,
     /// Replace an existing run directory with the same run_name.
@@ -143,6 +146,15 @@ pub struct BenchArgs {
     /// on one thread and on every core, and sampler batches/s.
     #[arg(long)]
     pub data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A run directory (checkpoints/<run_name>) holding metrics.jsonl.
+    pub run_dir: PathBuf,
+    /// Output PNG [default: RUN_DIR/metrics.png].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +212,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::checkpoint::inspect::describe(&dir, !args.no_verify)?);
             Ok(())
         }
+        Command::Plot(args) => plot::run(args),
         Command::Plan(args) => crate::plan::run(args),
     }
 }

@@ -29,7 +29,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         cfg.train.resume = config::Resume::parse(r);
     }
     let opts = TrainOptions {
-        quiet: args.quiet,
+        log_lines: args.quiet,
         overwrite: args.overwrite,
         stop_after: args.stop_after,
         stop: Some(stop_on_signal()?),

@@ -194,6 +194,9 @@ pub struct TrainFile {
     /// Stop the run after this many consecutive steps with a non-finite loss or gradient norm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_nonfinite_steps: Option<usize>,
+    /// The device's peak TFLOP/s for MFU; 0 measures it on CPU (GPUs: no MFU unless set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_tflops: Option<f64>,
     /// Mean validation loss every N steps (0: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
@@ -267,6 +270,7 @@ overlay_fields!(TrainFile {
     resume,
     keep_last,
     max_nonfinite_steps,
+    peak_tflops,
     eval_every,
     eval_batches,
 });

@@ -63,6 +63,7 @@ fn base() -> FileConfig {
             resume: Some("never".to_string()),
             keep_last: Some(0),
             max_nonfinite_steps: Some(5),
+            peak_tflops: Some(0.0),
             eval_every: Some(0),
             eval_batches: Some(8),
         },

@@ -77,6 +77,9 @@ pub struct TrainConfig {
     pub resume: Resume,
     pub keep_last: usize,
     pub max_nonfinite_steps: usize,
+    /// 0: measure on CPU, unknown on GPU.
+    #[serde(default)]
+    pub peak_tflops: f64,
     #[serde(default)]
     pub eval_every: usize,
     #[serde(default = "default_eval_batches")]
@@ -419,6 +422,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         max_nonfinite_steps: at_least_one(
             "train.max_nonfinite_steps",
             req(&t.max_nonfinite_steps, file, "train.max_nonfinite_steps")?,
+        )?,
+        peak_tflops: non_negative(
+            "train.peak_tflops",
+            req(&t.peak_tflops, file, "train.peak_tflops")?,
         )?,
         eval_every: req(&t.eval_every, file, "train.eval_every")?,
         eval_batches: at_least_one(

@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod grads;
 pub mod loss;
+pub mod mfu;
 pub mod optim;
 pub mod params;
 pub mod progress;

@@ -22,6 +22,12 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     pub tokens_per_s: f64,
     pub step_time_s: f64,
+    /// Model FLOP utilisation of this step (`train::mfu`); absent when the peak is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
+    /// The process's peak resident memory so far, bytes (Linux; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_mem_bytes: Option<u64>,
     /// Per layer, the share of routed slots each expert received.
     pub expert_load: Vec<Vec<f32>>,
 }
@@ -37,15 +43,23 @@ pub struct Progress {
     metrics: Option<File>,
     steps: usize,
     start: Instant,
+    first_step: Option<usize>,
 }
 
 impl Progress {
-    /// `quiet` suppresses the bar and lines (errors still print); `metrics_path` gets one JSON
+    /// `silent` suppresses the bar and lines (library callers, tests); `lines` forces one plain
+    /// line every `log_every` steps even on a terminal (`--quiet`); `metrics_path` gets one JSON
     /// object per step.
-    pub fn new(steps: usize, log_every: usize, quiet: bool, metrics_path: Option<&Path>) -> Result<Self> {
-        let display = if quiet {
+    pub fn new(
+        steps: usize,
+        log_every: usize,
+        silent: bool,
+        lines: bool,
+        metrics_path: Option<&Path>,
+    ) -> Result<Self> {
+        let display = if silent {
             Display::Silent
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !lines {
             let bar = ProgressBar::new(steps as u64);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -72,6 +86,7 @@ impl Progress {
             metrics,
             steps,
             start: Instant::now(),
+            first_step: None,
         })
     }
 
@@ -80,8 +95,12 @@ impl Progress {
             let line = serde_json::to_string(m).expect("metrics serialize");
             writeln!(f, "{line}").map_err(|e| Error::Train(format!("writing metrics.jsonl: {e}")))?;
         }
+        let mfu = m
+            .mfu
+            .map(|u| format!(" mfu {:.1}%", 100.0 * u))
+            .unwrap_or_default();
         let summary = format!(
-            "loss {:.4} lr {:.2e} gnorm {:.3} {:.0} tok/s",
+            "loss {:.4} lr {:.2e} gnorm {:.3} {:.0} tok/s{mfu}",
             m.loss, m.lr, m.grad_norm, m.tokens_per_s
         );
         match &self.display {
@@ -90,9 +109,12 @@ impl Progress {
                 bar.set_message(summary);
             }
             Display::Lines { every } => {
-                if m.step.is_multiple_of(*every) || m.step == self.steps || m.step == 1 {
+                let first = *self.first_step.get_or_insert(m.step);
+                if m.step.is_multiple_of(*every) || m.step == self.steps || m.step == first {
                     let elapsed = self.start.elapsed().as_secs_f64();
-                    let eta = elapsed / m.step as f64 * (self.steps - m.step) as f64;
+                    // Steps of this invocation only: a resumed run's earlier steps took no time here.
+                    let done = (m.step + 1 - first) as f64;
+                    let eta = elapsed / done * (self.steps - m.step) as f64;
                     eprintln!(
                         "step {}/{} {summary} elapsed {elapsed:.0}s eta {eta:.0}s",
                         m.step, self.steps

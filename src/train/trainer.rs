@@ -28,6 +28,8 @@ use crate::model::{Grok, params::ParamCount};
 pub struct TrainOptions {
     /// No bar and no log lines (tests, scripted use).
     pub quiet: bool,
+    /// Plain log lines every `train.log_every` steps instead of a bar, even on a terminal.
+    pub log_lines: bool,
     /// Replace an existing run directory of the same name instead of refusing to start.
     pub overwrite: bool,
     /// Stop (with a checkpoint) after this many steps of this invocation; `--resume` continues.
@@ -208,7 +210,18 @@ pub fn train<B: AutodiffBackend>(
     let counts = crate::model::params::count(&cfg.model);
 
     let t = &cfg.train;
-    let mut progress = Progress::new(t.steps, t.log_every, opts.quiet, Some(&run.join("metrics.jsonl")))?;
+    let mut progress = Progress::new(
+        t.steps,
+        t.log_every,
+        opts.quiet,
+        opts.log_lines,
+        Some(&run.join("metrics.jsonl")),
+    )?;
+    let peak = super::mfu::peak_tflops::<B::InnerBackend>(cfg.backend, t.peak_tflops, device);
+    let flops_per_token = crate::model::params::train_flops_per_token(&cfg.model, cfg.data.seq_len);
+    if let Some((p, source)) = &peak {
+        notes.push(format!("MFU against a peak of {p:.3} TFLOP/s ({source})"));
+    }
     progress.println(&format!(
         "training {} ({} params, {} active) on {} tokens ({} shards, {} windows per epoch; {} validation \
          tokens); {} steps of {} tokens",
@@ -279,6 +292,10 @@ pub fn train<B: AutodiffBackend>(
             grad_norm,
             tokens_per_s: tokens_per_step as f64 / dt,
             step_time_s: dt,
+            mfu: peak
+                .as_ref()
+                .map(|(p, _)| super::mfu::mfu(tokens_per_step as f64 / dt, flops_per_token, *p)),
+            peak_mem_bytes: super::mfu::peak_rss_bytes(),
             expert_load: sg.expert_load,
         })?;
         if let Some(saved) = saver.poll()? {
