@@ -255,7 +255,7 @@ fn load_panel(area: &Area, m: &Metrics) -> Result<()> {
 /// Diverging colour for `ratio` = load ÷ uniform load: 1 is white, 2+ full red, 0 full blue.
 fn heat(ratio: f64) -> RGBColor {
     let t = (ratio - 1.0).clamp(-1.0, 1.0);
-    let fade = |c: f64| (255.0 * (1.0 - c)) as u8;
+    let fade = |c: f64| (255.0 * (1.0 - c)).round() as u8;
     if t >= 0.0 {
         RGBColor(255, fade(t * 0.8), fade(t * 0.8))
     } else {
