@@ -120,6 +120,54 @@ pub struct TrainArgs {
     /// Stop after this many steps (saving a checkpoint); `--resume` continues the run.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
+    #[command(flatten)]
+    pub dist: DistArgs,
+}
+
+/// Data-parallel flags; each overrides the `distributed:` key of the same name and the
+/// environment variable in brackets (docs/distributed.md).
+#[derive(Debug, Args, Default)]
+pub struct DistArgs {
+    /// Ranks in the job [WORLD_SIZE].
+    #[arg(long, value_name = "N")]
+    pub world_size: Option<usize>,
+    /// This process's (first) rank [RANK].
+    #[arg(long, value_name = "R")]
+    pub rank: Option<usize>,
+    /// Ranks this process runs, one thread each.
+    #[arg(long, value_name = "N")]
+    pub local_ranks: Option<usize>,
+    /// Host of rank 0's process [MASTER_ADDR].
+    #[arg(long, value_name = "HOST")]
+    pub master_addr: Option<String>,
+    /// Port of the collective orchestrator on rank 0's host [MASTER_PORT].
+    #[arg(long, value_name = "PORT")]
+    pub master_port: Option<u16>,
+    /// This machine's address as the others reach it [NODE_ADDR].
+    #[arg(long, value_name = "HOST")]
+    pub node_addr: Option<String>,
+}
+
+impl DistArgs {
+    /// The flags as `--set` overrides.
+    pub fn sets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut num = |k: &str, v: Option<usize>| {
+            if let Some(v) = v {
+                out.push(format!("distributed.{k}={v}"));
+            }
+        };
+        num("world_size", self.world_size);
+        num("rank", self.rank);
+        num("local_ranks", self.local_ranks);
+        num("master_port", self.master_port.map(usize::from));
+        for (k, v) in [("master_addr", &self.master_addr), ("node_addr", &self.node_addr)] {
+            if let Some(v) = v {
+                out.push(format!("distributed.{k}=\"{v}\""));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Args)]

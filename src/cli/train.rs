@@ -24,7 +24,11 @@ impl Job for TrainJob {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let mut cfg = config::load(&args.config.config, &args.config.set)?;
+    // File, then torchrun-style environment, then --set, then the --rank-style flags.
+    let mut sets = crate::dist::env::sets(|k| std::env::var(k).ok())?;
+    sets.extend(args.config.set.iter().cloned());
+    sets.extend(args.dist.sets());
+    let mut cfg = config::load(&args.config.config, &sets)?;
     if let Some(r) = &args.resume {
         cfg.train.resume = config::Resume::parse(r);
     }

@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub data: DataFile,
     #[serde(default)]
     pub train: TrainFile,
+    #[serde(default)]
+    pub distributed: DistributedFile,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -205,6 +207,39 @@ pub struct TrainFile {
     pub eval_batches: Option<usize>,
 }
 
+/// Data-parallel training (`src/dist/`). Environment variables (RANK, WORLD_SIZE, LOCAL_RANK,
+/// MASTER_ADDR, MASTER_PORT, NODE_ADDR) lay over the file and `--world-size`-style flags over both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedFile {
+    /// Ranks in the job (devices, each holding a full model replica).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<usize>,
+    /// This process's (first) rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+    /// Ranks this process runs, one thread each (ranks rank .. rank + local_ranks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_ranks: Option<usize>,
+    /// Host of rank 0's process, where burn-collective's global orchestrator listens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+    /// The orchestrator's port; process p serves tensors on master_port + 1 + p.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_port: Option<u16>,
+    /// This process's address as the other processes reach it (default: master_addr when that is
+    /// a loopback address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_addr: Option<String>,
+    /// Seconds a collective operation may wait for the other ranks before the run stops with
+    /// an error naming the missing ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
+    /// Gradients are all-reduced in buckets of at most this many MB (one collective call each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket_mb: Option<f64>,
+}
+
 /// `a.overlay(b)`: every key set in `b` replaces the one in `a`.
 pub trait Overlay {
     fn overlay(self, top: Self) -> Self;
@@ -275,6 +310,17 @@ overlay_fields!(TrainFile {
     eval_batches,
 });
 
+overlay_fields!(DistributedFile {
+    world_size,
+    rank,
+    local_ranks,
+    master_addr,
+    master_port,
+    node_addr,
+    timeout_s,
+    bucket_mb,
+});
+
 impl Overlay for FileConfig {
     fn overlay(self, top: Self) -> Self {
         FileConfig {
@@ -286,6 +332,7 @@ impl Overlay for FileConfig {
             model: self.model.overlay(top.model),
             data: self.data.overlay(top.data),
             train: self.train.overlay(top.train),
+            distributed: self.distributed.overlay(top.distributed),
         }
     }
 }

@@ -5,4 +5,4 @@ pub mod preset;
 pub mod resolve;
 
 pub use file::{BackendKind, PresetName};
-pub use resolve::{Config, DataConfig, Resume, TrainConfig, ffn_size, from_yaml, load};
+pub use resolve::{Config, DataConfig, DistributedConfig, Resume, TrainConfig, ffn_size, from_yaml, load};

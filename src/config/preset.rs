@@ -1,7 +1,7 @@
 //! Named presets. Each starts from `base()` (the released Grok-1 hyper-parameters and our training
 //! defaults) and changes only what its size needs; a YAML file then overrides the preset.
 
-use super::file::{BackendKind, DataFile, FileConfig, ModelFile, PresetName, TrainFile};
+use super::file::{BackendKind, DataFile, DistributedFile, FileConfig, ModelFile, PresetName, TrainFile};
 
 /// Grok-1 as released (shared/reference/grok1-architecture.md) plus training defaults. Multipliers
 /// that scale with shape (embedding ×√d, attention ×1/√head_dim, head_dim = d/n_q_heads) stay unset
@@ -66,6 +66,16 @@ fn base() -> FileConfig {
             peak_tflops: Some(0.0),
             eval_every: Some(0),
             eval_batches: Some(8),
+        },
+        distributed: DistributedFile {
+            world_size: Some(1),
+            rank: Some(0),
+            local_ranks: Some(1),
+            master_addr: Some("127.0.0.1".to_string()),
+            master_port: Some(29500),
+            node_addr: None,
+            timeout_s: Some(60.0),
+            bucket_mb: Some(25.0),
         },
     }
 }

@@ -21,6 +21,49 @@ pub struct Config {
     pub model: GrokConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
+    /// Absent in checkpoints written before data parallelism: those were single-rank runs.
+    #[serde(default)]
+    pub distributed: DistributedConfig,
+}
+
+/// Data parallelism (`src/dist/`): who this process is and where the others are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributedConfig {
+    pub world_size: usize,
+    pub rank: usize,
+    pub local_ranks: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+    pub node_addr: Option<String>,
+    pub timeout_s: f64,
+    pub bucket_mb: f64,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        DistributedConfig {
+            world_size: 1,
+            rank: 0,
+            local_ranks: 1,
+            master_addr: "127.0.0.1".into(),
+            master_port: 29500,
+            node_addr: None,
+            timeout_s: 60.0,
+            bucket_mb: 25.0,
+        }
+    }
+}
+
+impl DistributedConfig {
+    /// Processes in the job (burn-collective's "nodes"), each running `local_ranks` ranks.
+    pub fn processes(&self) -> usize {
+        self.world_size / self.local_ranks
+    }
+
+    /// This process's index among them.
+    pub fn process(&self) -> usize {
+        self.rank / self.local_ranks
+    }
 }
 
 /// Keys added after the first release carry serde defaults so older checkpoints' config.json
@@ -109,7 +152,8 @@ impl Resume {
 }
 
 impl TrainConfig {
-    /// Tokens consumed by one optimizer step on one rank.
+    /// Tokens consumed by one optimizer step, over all ranks (`micro_batch` is the global
+    /// micro-batch; each of W ranks takes micro_batch / W of its rows).
     pub fn tokens_per_step(&self, seq_len: usize) -> usize {
         self.micro_batch * self.grad_accum * seq_len
     }
@@ -433,6 +477,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             req(&t.eval_batches, file, "train.eval_batches")?,
         )?,
     };
+    let distributed = validate_distributed(&f, file, train.micro_batch)?;
     let run_name = req(&f.run_name, file, "run_name")?;
     if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {
         return e("run_name", format!("{run_name:?} must be a plain directory name"));
@@ -446,6 +491,87 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         model,
         data,
         train,
+        distributed,
+    })
+}
+
+fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Result<DistributedConfig> {
+    let d = &f.distributed;
+    let e = |key: &str, msg: String| -> Result<DistributedConfig> { Err(value_err(file, key, msg)) };
+    let world_size = req(&d.world_size, file, "distributed.world_size")?;
+    let rank = req(&d.rank, file, "distributed.rank")?;
+    let local_ranks = req(&d.local_ranks, file, "distributed.local_ranks")?;
+    let master_port = req(&d.master_port, file, "distributed.master_port")?;
+    let timeout_s = req(&d.timeout_s, file, "distributed.timeout_s")?;
+    let bucket_mb = req(&d.bucket_mb, file, "distributed.bucket_mb")?;
+    if world_size == 0 {
+        return e("distributed.world_size", "must be at least 1".into());
+    }
+    if rank >= world_size {
+        return e(
+            "distributed.rank",
+            format!("{rank} is not below distributed.world_size = {world_size}"),
+        );
+    }
+    if local_ranks == 0 || !world_size.is_multiple_of(local_ranks) {
+        return e(
+            "distributed.local_ranks",
+            format!("{local_ranks} must be at least 1 and divide distributed.world_size = {world_size}"),
+        );
+    }
+    if !rank.is_multiple_of(local_ranks) {
+        return e(
+            "distributed.rank",
+            format!(
+                "{rank} must be a multiple of distributed.local_ranks = {local_ranks} (this process runs \
+                 ranks rank .. rank + local_ranks)"
+            ),
+        );
+    }
+    if !micro_batch.is_multiple_of(world_size) {
+        return e(
+            "train.micro_batch",
+            format!(
+                "{micro_batch} is not divisible by distributed.world_size = {world_size}; the global \
+                 micro-batch is split into equal row slices, one per rank"
+            ),
+        );
+    }
+    let processes = world_size / local_ranks;
+    if master_port == 0 || master_port as usize + processes >= 65_536 {
+        return e(
+            "distributed.master_port",
+            format!("{master_port} leaves no room for the data ports master_port + 1 .. + {processes}"),
+        );
+    }
+    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+        return e(
+            "distributed.timeout_s",
+            format!("{timeout_s} must be a positive number"),
+        );
+    }
+    if !(bucket_mb.is_finite() && bucket_mb > 0.0) {
+        return e(
+            "distributed.bucket_mb",
+            format!("{bucket_mb} must be a positive number"),
+        );
+    }
+    let master_addr = req(&d.master_addr, file, "distributed.master_addr")?;
+    if master_addr.is_empty() || master_addr.contains(['/', ' ']) {
+        return e(
+            "distributed.master_addr",
+            format!("{master_addr:?} must be a host name or IP address"),
+        );
+    }
+    Ok(DistributedConfig {
+        world_size,
+        rank,
+        local_ranks,
+        master_addr,
+        master_port,
+        node_addr: d.node_addr.clone(),
+        timeout_s,
+        bucket_mb,
     })
 }
 
@@ -518,5 +644,22 @@ mod tests {
         assert!(err("preset: tiny\n", &["data.jsonl_field=''"]).contains("data.jsonl_field"));
         assert!(err("preset: tiny\n", &["train.eval_batches=0"]).contains("train.eval_batches"));
         assert!(err("preset: tiny\n", &["data.shards=''"]).contains("data.shards"));
+    }
+
+    #[test]
+    fn distributed_keys_are_validated_by_name() {
+        let c = ok(
+            "preset: tiny\ndistributed: {world_size: 4, rank: 2, local_ranks: 2}\n",
+            &[],
+        );
+        assert_eq!((c.distributed.processes(), c.distributed.process()), (2, 1));
+        let two = "distributed.world_size=2";
+        assert!(err("preset: tiny\n", &[two, "distributed.rank=2"]).contains("distributed.rank"));
+        assert!(
+            err("preset: tiny\n", &[two, "distributed.local_ranks=3"]).contains("distributed.local_ranks")
+        );
+        assert!(err("preset: tiny\n", &["distributed.world_size=3"]).contains("train.micro_batch"));
+        assert!(err("preset: tiny\n", &["distributed.timeout_s=0"]).contains("distributed.timeout_s"));
+        assert!(err("preset: tiny\ndistributed: {ranks: 2}\n", &[]).contains("ranks"));
     }
 }

@@ -21,6 +21,7 @@ use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
 use crate::config::{Config, Resume};
 use crate::data::{self, Batch, BatchSource};
+use crate::dist::{self, Dist};
 use crate::error::{Error, Result};
 use crate::model::{Grok, params::ParamCount};
 
@@ -94,6 +95,17 @@ pub fn accumulate<B: AutodiffBackend>(
     source: &mut dyn BatchSource,
     device: &B::Device,
 ) -> StepGrads<B> {
+    accumulate_rank(cfg, model, source, device, &Dist::single())
+}
+
+/// `accumulate` on `dist`'s rows of each global micro-batch.
+pub fn accumulate_rank<B: AutodiffBackend>(
+    cfg: &Config,
+    model: &Grok<B>,
+    source: &mut dyn BatchSource,
+    device: &B::Device,
+    dist: &Dist,
+) -> StepGrads<B> {
     let accum = cfg.train.grad_accum;
     let coef = cfg.model.aux_loss_coef;
     let mut acc: Option<Grads<B::InnerBackend>> = None;
@@ -101,6 +113,10 @@ pub fn accumulate<B: AutodiffBackend>(
     let mut load: Vec<Vec<f32>> = Vec::new();
     for _ in 0..accum {
         let batch = source.next_batch(cfg.train.micro_batch, cfg.data.seq_len);
+        let batch = dist::split::slice(
+            batch,
+            dist::split::rows(cfg.train.micro_batch, dist.rank, dist.world),
+        );
         let s = forward_batch(model, &batch, device);
         loss_sum += scalar(&s.loss);
         aux_sum += scalar(&s.aux_loss);
@@ -136,12 +152,24 @@ fn scalar<B: burn::tensor::backend::Backend>(t: &Tensor<B, 1>) -> f64 {
 }
 
 /// Train as `cfg` says, on `device`: from scratch, or from a checkpoint when `cfg.train.resume`
-/// asks for one.
+/// asks for one; as one rank, or as the ranks of this process when `cfg.distributed` says so.
 pub fn train<B: AutodiffBackend>(
     cfg: &Config,
     opts: &TrainOptions,
     device: &B::Device,
 ) -> Result<TrainSummary> {
+    dist::run::<B>(cfg, opts, device.clone())
+}
+
+/// The loop of one rank (`Dist::single()` for plain training). Only the leader (rank 0) touches
+/// the run directory, the progress bar and metrics.
+pub fn train_rank<B: AutodiffBackend>(
+    cfg: &Config,
+    opts: &TrainOptions,
+    device: &B::Device,
+    dist: &Dist,
+) -> Result<TrainSummary> {
+    let leader = dist.is_leader();
     let run = checkpoint::run_dir(cfg);
     let candidates = resume::candidates(cfg)?;
     let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
@@ -149,7 +177,7 @@ pub fn train<B: AutodiffBackend>(
     let settings = AdamWSettings::from(&cfg.train);
     let mut notes = Vec::new();
     let resumed = resume::load(cfg, &candidates, &model, &params, settings, device, &mut notes)?;
-    let has_output = std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_some());
+    let has_output = leader && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_some());
     if resumed.is_none() && has_output && cfg.train.resume != Resume::Auto {
         if !opts.overwrite {
             return Err(Error::input(
@@ -160,8 +188,14 @@ pub fn train<B: AutodiffBackend>(
         }
         std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
     }
-    std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
-    for stale in resume::remove_stale_temps(&run)? {
+    if leader {
+        std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    }
+    for stale in if leader {
+        resume::remove_stale_temps(&run)?
+    } else {
+        Vec::new()
+    } {
         notes.push(format!(
             "removed {}, left half-written by an earlier process",
             stale.display()
@@ -170,7 +204,8 @@ pub fn train<B: AutodiffBackend>(
 
     let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
     let (dataset, data_note) = data::training_data(cfg, opts.quiet)?;
-    // Rank 0 of 1 until data parallelism lands; the cursor is global, so any world size resumes it.
+    // Every rank draws the whole global batch from one global sample stream and keeps its own rows
+    // (`accumulate_rank`): exactly the 1-rank batch, and the cursor is the same on every rank.
     let mut source = dataset.sampler(cfg.data.seq_len, cfg.data.cross_shards, cfg.seed, 0, 1)?;
     let val_batches = super::eval::validation_set(cfg, &dataset)?;
     let mut state = TrainState {
@@ -198,7 +233,11 @@ pub fn train<B: AutodiffBackend>(
         }
     }
     // Records past the checkpoint (or all of them, on a fresh start) belong to a run that died.
-    let dropped = resume::trim_metrics(&run, state.step)?;
+    let dropped = if leader {
+        resume::trim_metrics(&run, state.step)?
+    } else {
+        0
+    };
     if dropped > 0 {
         notes.push(format!(
             "dropped {dropped} metrics.jsonl records past step {} (logged after the last checkpoint)",
@@ -206,16 +245,21 @@ pub fn train<B: AutodiffBackend>(
         ));
     }
     let tokenizer = &dataset.tokenizer;
-    data::tokenizer::save(tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
+    if leader {
+        data::tokenizer::save(tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
+    }
+    // Every rank runs the same job from rank 0's weights (a no-op on one rank).
+    model = dist.start(cfg, &state, model, device)?;
     let counts = crate::model::params::count(&cfg.model);
 
     let t = &cfg.train;
+    let metrics = leader.then(|| run.join("metrics.jsonl"));
     let mut progress = Progress::new(
         t.steps,
         t.log_every,
-        opts.quiet,
+        opts.quiet || !leader,
         opts.log_lines,
-        Some(&run.join("metrics.jsonl")),
+        metrics.as_deref(),
     )?;
     let peak = super::mfu::peak_tflops::<B::InnerBackend>(cfg.backend, t.peak_tflops, device);
     let flops_per_token = crate::model::params::train_flops_per_token(&cfg.model, cfg.data.seq_len);
@@ -261,7 +305,19 @@ pub fn train<B: AutodiffBackend>(
     while step < last {
         let step_start = Instant::now();
         let lr = lr_at(t, step);
-        let sg = accumulate(cfg, &model, &mut source, device);
+        let sg = accumulate_rank(cfg, &model, &mut source, device, dist);
+        let local_stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        let (sg, any_stop) = match reduce_step(dist, sg, local_stop) {
+            Ok(r) => r,
+            Err(e) => {
+                // The last submitted checkpoint still completes before the error is reported.
+                if let Some(saved) = saver.wait()? {
+                    log_saved(&progress, &saved, &mut summary);
+                }
+                progress.finish();
+                return Err(e);
+            }
+        };
         let (grads, grad_norm) = sg.grads.clip_global_norm(t.grad_clip);
         let poisoned = opts.poison_from_step.is_some_and(|p| step + 1 >= p);
         let loss = if poisoned { f64::NAN } else { sg.loss };
@@ -301,14 +357,21 @@ pub fn train<B: AutodiffBackend>(
         if let Some(saved) = saver.poll()? {
             log_saved(&progress, &saved, &mut summary);
         }
-        if t.eval_every > 0 && step.is_multiple_of(t.eval_every) {
+        // Validation is the leader's alone: it only feeds the log.
+        if leader && t.eval_every > 0 && step.is_multiple_of(t.eval_every) {
             let val_loss = super::eval::batches_loss(&model.valid(), &val_batches, device);
             progress.validation(step, summary.tokens, val_loss)?;
         }
         let diverged = nonfinite_run >= t.max_nonfinite_steps;
-        let signalled = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        // One rank: the flag as it is now. Several: whether any rank had it before the
+        // all-reduce, so that all stop after the same step.
+        let signalled = if dist.world == 1 {
+            opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+        } else {
+            any_stop
+        };
         let periodic = t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every);
-        if step == last || periodic || diverged || signalled {
+        if leader && (step == last || periodic || diverged || signalled) {
             state = TrainState {
                 format_version: checkpoint::state::STATE_VERSION,
                 step,
@@ -358,6 +421,38 @@ pub fn train<B: AutodiffBackend>(
         ));
     }
     Ok(summary)
+}
+
+/// Average the step's gradients, loss and router load over the ranks, and learn whether any rank
+/// was asked to stop.
+fn reduce_step<B: AutodiffBackend>(
+    dist: &Dist,
+    sg: StepGrads<B>,
+    stop: bool,
+) -> Result<(StepGrads<B>, bool)> {
+    if dist.world == 1 {
+        return Ok((sg, stop));
+    }
+    let widths: Vec<usize> = sg.expert_load.iter().map(|l| l.len()).collect();
+    let mut extras = vec![sg.loss as f32, sg.aux_loss as f32, if stop { 1.0 } else { 0.0 }];
+    extras.extend(sg.expert_load.iter().flatten());
+    let (grads, extras) = dist.mean_grads(sg.grads, extras)?;
+    let mut rest = &extras[3..];
+    let expert_load = widths
+        .into_iter()
+        .map(|w| {
+            let (l, r) = rest.split_at(w);
+            rest = r;
+            l.to_vec()
+        })
+        .collect();
+    let reduced = StepGrads {
+        grads,
+        loss: extras[0] as f64,
+        aux_loss: extras[1] as f64,
+        expert_load,
+    };
+    Ok((reduced, extras[2] > 0.0))
 }
 
 fn log_saved(progress: &Progress, saved: &Saved, summary: &mut TrainSummary) {
