@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -39,20 +38,6 @@ fn spawn(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
         cmd.env(k, v);
     }
     cmd.spawn().unwrap()
-}
-
-/// stderr lines as they come.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, log: &mut Vec<String>) {
@@ -225,7 +210,7 @@ fn sigint_finishes_the_step_saves_and_exits_zero() {
     let dir = common::temp_dir("sigint");
     let extra = ["train.steps=100000", "train.log_every=1"];
     let mut child = spawn(&dir, &extra, &[]);
-    let rx = lines(&mut child);
+    let rx = common::stderr_lines(&mut child);
     let mut log = Vec::new();
     wait_for(&rx, "step 3/", &mut log);
     signal(&child, "-INT");
@@ -270,7 +255,7 @@ fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
     ];
     let env = [("COLOSSUS_TEST_SAVE_PAUSE_MS", "20000")];
     let mut child = spawn(&dir, &extra, &env);
-    let rx = lines(&mut child);
+    let rx = common::stderr_lines(&mut child);
     let mut log = Vec::new();
     wait_for(&rx, "step 5/", &mut log);
     signal(&child, "-INT");

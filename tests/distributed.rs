@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -211,20 +210,6 @@ fn spawn_rank(
     cmd.spawn().unwrap()
 }
 
-/// stderr lines as they come, and everything at the end.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// Wait for `child` to exit within `within`; its status and stderr.
 fn finish(
     child: &mut Child,
@@ -257,7 +242,7 @@ fn two_processes_on_loopback_match_one_rank() {
     let port = free_ports();
     let mut r1 = spawn_rank(&out, "two", 1, 2, port, STEPS, &[]);
     let mut r0 = spawn_rank(&out, "two", 0, 2, port, STEPS, &[]);
-    let (rx0, rx1) = (lines(&mut r0), lines(&mut r1));
+    let (rx0, rx1) = (common::stderr_lines(&mut r0), common::stderr_lines(&mut r1));
     let (s0, e0) = finish(&mut r0, &rx0, Duration::from_secs(60));
     let (s1, e1) = finish(&mut r1, &rx1, Duration::from_secs(60));
     assert!(s0.success() && s1.success(), "rank 0:\n{e0}\nrank 1:\n{e1}");
@@ -277,7 +262,7 @@ fn lose_a_rank(victim: usize, signal: &str, expect: &str) {
         spawn_rank(&out, "run", 0, 2, port, 100_000, &extra),
         spawn_rank(&out, "run", 1, 2, port, 100_000, &extra),
     ];
-    let rx: Vec<_> = ranks.iter_mut().map(lines).collect();
+    let rx: Vec<_> = ranks.iter_mut().map(common::stderr_lines).collect();
     // Training is under way once rank 0 has logged step 12 (two checkpoints written).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut log0 = Vec::new();
@@ -331,7 +316,7 @@ fn mismatched_world_size_or_model_is_refused_at_start() {
     let port = free_ports();
     let mut r0 = spawn_rank(&out, "shape", 0, 2, port, STEPS, &[]);
     let mut r1 = spawn_rank(&out, "shape", 1, 2, port, STEPS, &["model.d_model=128"]);
-    let (rx0, rx1) = (lines(&mut r0), lines(&mut r1));
+    let (rx0, rx1) = (common::stderr_lines(&mut r0), common::stderr_lines(&mut r1));
     for (child, rx) in [(&mut r0, &rx0), (&mut r1, &rx1)] {
         let (s, err) = finish(child, rx, Duration::from_secs(30));
         assert_eq!(s.code(), Some(2), "{err}");
@@ -344,7 +329,7 @@ fn mismatched_world_size_or_model_is_refused_at_start() {
     let port = free_ports();
     let mut r0 = spawn_rank(&out, "world", 0, 2, port, STEPS, &[]);
     let mut r1 = spawn_rank(&out, "world", 1, 3, port, STEPS, &[]);
-    let (rx0, rx1) = (lines(&mut r0), lines(&mut r1));
+    let (rx0, rx1) = (common::stderr_lines(&mut r0), common::stderr_lines(&mut r1));
     let (s1, e1) = finish(&mut r1, &rx1, Duration::from_secs(30));
     let (s0, e0) = finish(&mut r0, &rx0, Duration::from_secs(30));
     assert_eq!(s1.code(), Some(2), "{e1}");

@@ -84,3 +84,18 @@ pub fn tensor_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
     t.sort();
     t
 }
+
+/// A child's stderr lines as they come (the child must have been spawned with piped stderr).
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
