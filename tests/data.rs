@@ -416,6 +416,10 @@ fn corrupt_shards_and_mismatched_tokenizers_are_refused() {
         err.contains("train-000001.bin") && err.contains("checksum"),
         "{err}"
     );
+    // `data.verify_checksums: false` skips reading payloads (headers and sizes still checked).
+    Dataset::open_with(&out, false).unwrap();
+    std::fs::write(&shard, &original[..original.len() - 3]).unwrap();
+    assert!(Dataset::open_with(&out, false).is_err());
     std::fs::write(&shard, &original).unwrap();
     Dataset::open(&out).unwrap();
 

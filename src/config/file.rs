@@ -143,6 +143,11 @@ pub struct DataFile {
     /// Let a training sample span two shards (default: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cross_shards: Option<bool>,
+    /// Read every shard's payload to check its CRC-32 when a run opens the data (default true).
+    /// Headers, sizes and token counts are always checked; at terabyte scale, verify once with
+    /// `colossus prepare` and turn this off so each start does not read the whole dataset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_checksums: Option<bool>,
     /// Skip (and count) bad documents instead of stopping: invalid UTF-8, empty files, JSONL
     /// lines that are not JSON or lack the text field.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +289,7 @@ overlay_fields!(DataFile {
     shard_tokens,
     val_fraction,
     cross_shards,
+    verify_checksums,
     skip_bad,
     cache_dir,
 });

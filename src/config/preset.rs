@@ -42,6 +42,7 @@ fn base() -> FileConfig {
             shard_tokens: Some(crate::data::DEFAULT_SHARD_TOKENS),
             val_fraction: Some(0.01),
             cross_shards: Some(false),
+            verify_checksums: Some(true),
             skip_bad: Some(false),
             cache_dir: None,
         },

@@ -83,10 +83,16 @@ pub struct DataConfig {
     pub val_fraction: f64,
     #[serde(default)]
     pub cross_shards: bool,
+    #[serde(default = "yes")]
+    pub verify_checksums: bool,
     #[serde(default)]
     pub skip_bad: bool,
     #[serde(default)]
     pub cache_dir: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_jsonl_field() -> String {
@@ -408,6 +414,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         shard_tokens,
         val_fraction,
         cross_shards: req(&d.cross_shards, file, "data.cross_shards")?,
+        verify_checksums: req(&d.verify_checksums, file, "data.verify_checksums")?,
         skip_bad: req(&d.skip_bad, file, "data.skip_bad")?,
         cache_dir: d.cache_dir.clone(),
     };

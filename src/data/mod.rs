@@ -67,7 +67,7 @@ pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
             (dir, note)
         }
     };
-    let data = Dataset::open(&dir)?;
+    let data = Dataset::open_with(&dir, cfg.data.verify_checksums)?;
     if cfg.data.shards.is_some()
         && let Some(tok) = &cfg.data.tokenizer
     {
