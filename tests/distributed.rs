@@ -41,8 +41,13 @@ fn base_sets(steps: usize) -> Vec<String> {
 }
 
 fn weights_of(run: &Path) -> Vec<(String, Vec<f32>)> {
+    tensors_of(run, checkpoint::WEIGHTS_FILE)
+}
+
+/// The tensors of `file` in the run's latest checkpoint, sorted by name.
+fn tensors_of(run: &Path, file: &str) -> Vec<(String, Vec<f32>)> {
     let latest = checkpoint::latest(run).expect("a checkpoint");
-    let mut t: Vec<_> = weights::read_safetensors(&latest.join(checkpoint::WEIGHTS_FILE))
+    let mut t: Vec<_> = weights::read_safetensors(&latest.join(file))
         .unwrap()
         .tensors
         .into_iter()
@@ -156,6 +161,22 @@ fn two_ranks_in_one_process_match_one_rank() {
     );
     // Only rank 0 wrote: one run directory with one set of checkpoints.
     assert_eq!(checkpoint::list(&two).len(), 1);
+
+    // ZeRO-1 (each rank updates only its share of the parameters, then they exchange weights):
+    // the same update math, so the same weights and moments as the plain 2-rank run, exactly.
+    let zero_sets = [
+        two_sets[0].clone(),
+        two_sets[1].clone(),
+        "distributed.zero1=true".to_string(),
+    ];
+    let (zero, _) = train_here(&out, "zero", &zero_sets);
+    assert_eq!(weights_of(&zero), weights_of(&two), "ZeRO-1 weights differ");
+    let moments = |run: &Path| tensors_of(run, checkpoint::state::OPTIMIZER_FILE);
+    assert_eq!(
+        moments(&zero),
+        moments(&two),
+        "ZeRO-1 checkpointed moments differ"
+    );
 }
 
 /// Three consecutive free loopback ports (orchestrator + two tensor-data ports).

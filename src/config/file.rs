@@ -243,6 +243,9 @@ pub struct DistributedFile {
     /// Gradients are all-reduced in buckets of at most this many MB (one collective call each).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket_mb: Option<f64>,
+    /// ZeRO-1: each rank keeps the AdamW moments of only its share of the parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero1: Option<bool>,
 }
 
 /// `a.overlay(b)`: every key set in `b` replaces the one in `a`.
@@ -325,6 +328,7 @@ overlay_fields!(DistributedFile {
     node_addr,
     timeout_s,
     bucket_mb,
+    zero1,
 });
 
 impl Overlay for FileConfig {

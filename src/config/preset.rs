@@ -77,6 +77,7 @@ fn base() -> FileConfig {
             node_addr: None,
             timeout_s: Some(60.0),
             bucket_mb: Some(25.0),
+            zero1: Some(false),
         },
     }
 }

@@ -37,6 +37,9 @@ pub struct DistributedConfig {
     pub node_addr: Option<String>,
     pub timeout_s: f64,
     pub bucket_mb: f64,
+    /// ZeRO-1 optimizer-state sharding (`dist::zero`).
+    #[serde(default)]
+    pub zero1: bool,
 }
 
 impl Default for DistributedConfig {
@@ -50,6 +53,7 @@ impl Default for DistributedConfig {
             node_addr: None,
             timeout_s: 60.0,
             bucket_mb: 25.0,
+            zero1: false,
         }
     }
 }
@@ -579,6 +583,7 @@ fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Resul
         node_addr: d.node_addr.clone(),
         timeout_s,
         bucket_mb,
+        zero1: req(&d.zero1, file, "distributed.zero1")?,
     })
 }
 

@@ -52,6 +52,10 @@ pub fn key(opts: &PrepareOptions) -> Result<String> {
 /// The prepared directory for `opts` under `root`: reused when complete, else prepared now.
 /// Returns the directory and, when it was prepared now, what was done.
 pub fn prepare_cached(opts: &PrepareOptions, root: &Path) -> Result<(PathBuf, Option<Prepared>)> {
+    // Ranks that are threads of one process share a process id, hence the staging name: one
+    // prepares while the others wait, then reuse it. (Processes race safely: see below.)
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = root.join(key(opts)?);
     if dir.join(MANIFEST_FILE).is_file() {
         return Ok((dir, None));

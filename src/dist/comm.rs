@@ -186,21 +186,33 @@ impl Dist {
         AB: AutodiffBackend,
         M: AutodiffModule<AB>,
     {
+        let all_mine = vec![self.is_leader(); crate::train::params::list(&module).len()];
+        self.share_module(module, &all_mine, "weight broadcast from rank 0")
+    }
+
+    /// Give every rank each parameter's value from the one rank that has `mine[i]` set for it
+    /// (ZeRO-1's exchange of updated weights; with rank 0 owning all, a broadcast).
+    pub fn share_module<AB, M>(&self, module: M, mine: &[bool], what: &str) -> Result<M>
+    where
+        AB: AutodiffBackend,
+        M: AutodiffModule<AB>,
+    {
         if self.world == 1 {
             return Ok(module);
         }
-        struct Flat<AB: AutodiffBackend>(Vec<Tensor<AB::InnerBackend, 1>>, bool);
-        impl<AB: AutodiffBackend> ModuleVisitor<AB> for Flat<AB> {
+        struct Flat<'a, AB: AutodiffBackend>(Vec<Tensor<AB::InnerBackend, 1>>, &'a [bool]);
+        impl<AB: AutodiffBackend> ModuleVisitor<AB> for Flat<'_, AB> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
                 let v = param.val().inner();
                 let n = v.shape().num_elements();
                 let v = v.reshape([n]);
-                self.0.push(if self.1 { v } else { v.zeros_like() });
+                let mine = self.1[self.0.len()];
+                self.0.push(if mine { v } else { v.zeros_like() });
             }
         }
-        let mut flat = Flat::<AB>(Vec::new(), self.is_leader());
+        let mut flat = Flat::<AB>(Vec::new(), mine);
         module.visit(&mut flat);
-        let values = self.all_reduce(flat.0, ReduceOperation::Sum, "weight broadcast from rank 0")?;
+        let values = self.all_reduce(flat.0, ReduceOperation::Sum, what)?;
 
         struct Put<AB: AutodiffBackend>(std::vec::IntoIter<Tensor<AB::InnerBackend, 1>>);
         impl<AB: AutodiffBackend> ModuleMapper<AB> for Put<AB> {

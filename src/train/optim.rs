@@ -39,6 +39,9 @@ pub struct AdamW<B: Backend> {
     pub step: u64,
     pub m: Vec<Tensor<B, 1>>,
     pub v: Vec<Tensor<B, 1>>,
+    /// ZeRO-1 (`dist::zero`): the parameters this rank updates; the others keep empty moments
+    /// and are left as they are (their owners' values arrive afterwards). `None`: all of them.
+    pub owned: Option<Vec<bool>>,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -52,6 +55,7 @@ impl<B: Backend> AdamW<B> {
             step: 0,
             m,
             v,
+            owned: None,
         }
     }
 
@@ -98,6 +102,9 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Updater<'_, AB> {
         let n = shape.num_elements();
         let s = self.opt.settings;
         let g = self.grads[i].take().expect("one gradient per parameter");
+        if self.opt.owned.as_ref().is_some_and(|o| !o[i]) {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
         let p = tensor.inner().reshape([n]);
 
         let m = self.opt.m[i].clone().mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1);

@@ -250,6 +250,19 @@ pub fn train_rank<B: AutodiffBackend>(
     }
     // Every rank runs the same job from rank 0's weights (a no-op on one rank).
     model = dist.start(cfg, &state, model, device)?;
+    // ZeRO-1: keep moments only for this rank's parameters (`dist::zero`).
+    let zero_mine: Option<Vec<bool>> = (cfg.distributed.zero1 && dist.world > 1).then(|| {
+        let owner = dist::zero::owners(&params, dist.world);
+        let freed = dist::zero::shard(&mut opt, &owner, dist.rank);
+        notes.push(format!(
+            "ZeRO-1: rank {} keeps AdamW moments for {} of {} parameter tensors, {:.1} MB less optimizer state",
+            dist.rank,
+            owner.iter().filter(|&&o| o == dist.rank).count(),
+            owner.len(),
+            freed as f64 / 1e6
+        ));
+        owner.iter().map(|&o| o == dist.rank).collect()
+    });
     let counts = crate::model::params::count(&cfg.model);
 
     let t = &cfg.train;
@@ -309,14 +322,7 @@ pub fn train_rank<B: AutodiffBackend>(
         let local_stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
         let (sg, any_stop) = match reduce_step(dist, sg, local_stop) {
             Ok(r) => r,
-            Err(e) => {
-                // The last submitted checkpoint still completes before the error is reported.
-                if let Some(saved) = saver.wait()? {
-                    log_saved(&progress, &saved, &mut summary);
-                }
-                progress.finish();
-                return Err(e);
-            }
+            Err(e) => return Err(abort(&mut saver, &progress, &mut summary, e)),
         };
         let (grads, grad_norm) = sg.grads.clip_global_norm(t.grad_clip);
         let poisoned = opts.poison_from_step.is_some_and(|p| step + 1 >= p);
@@ -324,6 +330,12 @@ pub fn train_rank<B: AutodiffBackend>(
         let finite = loss.is_finite() && grad_norm.is_finite();
         if finite {
             model = opt.step(model, grads, lr);
+            if let Some(mine) = &zero_mine {
+                model = match dist.share_module(model, mine, "ZeRO-1 weight exchange") {
+                    Ok(m) => m,
+                    Err(e) => return Err(abort(&mut saver, &progress, &mut summary, e)),
+                };
+            }
             nonfinite_run = 0;
         } else {
             summary.skipped_steps += 1;
@@ -371,7 +383,16 @@ pub fn train_rank<B: AutodiffBackend>(
             any_stop
         };
         let periodic = t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every);
-        if leader && (step == last || periodic || diverged || signalled) {
+        let save = step == last || periodic || diverged || signalled;
+        // Every rank takes part in gathering ZeRO-1 moments for rank 0's checkpoint.
+        let full_opt = match (&zero_mine, save) {
+            (Some(_), true) => match dist.gather_moments(&opt) {
+                Ok(o) => Some(o),
+                Err(e) => return Err(abort(&mut saver, &progress, &mut summary, e)),
+            },
+            _ => None,
+        };
+        if leader && save {
             state = TrainState {
                 format_version: checkpoint::state::STATE_VERSION,
                 step,
@@ -380,7 +401,8 @@ pub fn train_rank<B: AutodiffBackend>(
                 skipped_steps: summary.skipped_steps,
             };
             let snap_start = Instant::now();
-            let snap = Snapshot::take(cfg, &model, &params, &opt, &state, tokenizer)?;
+            let opt_now = full_opt.as_ref().unwrap_or(&opt);
+            let snap = Snapshot::take(cfg, &model, &params, opt_now, &state, tokenizer)?;
             if let Some(saved) = saver.submit(snap, snap_start.elapsed().as_secs_f64())? {
                 log_saved(&progress, &saved, &mut summary);
             }
@@ -453,6 +475,17 @@ fn reduce_step<B: AutodiffBackend>(
         expert_load,
     };
     Ok((reduced, extras[2] > 0.0))
+}
+
+/// A collective failed mid-run: let the checkpoint being written complete, then report `e`.
+fn abort(saver: &mut Saver, progress: &Progress, summary: &mut TrainSummary, e: Error) -> Error {
+    match saver.wait() {
+        Ok(Some(saved)) => log_saved(progress, &saved, summary),
+        Ok(None) => {}
+        Err(save_err) => progress.println(&format!("the last checkpoint failed too: {save_err}")),
+    }
+    progress.finish();
+    e
 }
 
 fn log_saved(progress: &Progress, saved: &Saved, summary: &mut TrainSummary) {
