@@ -66,6 +66,33 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
     }
 }
 
+/// A fused CPU kernel (`model::fused`): run as host code on the concrete CPU backend when `B` is
+/// it, as plain burn tensor ops on every other backend (GPUs have their own fusion).
+pub trait HostKernel {
+    type Output;
+    /// `B` is `Autodiff<X>`: the kernel, with its own backward node.
+    fn autodiff<X: burn::tensor::backend::Backend>(self) -> Self::Output;
+    /// `B` is `X` itself: inference, or the optimizer's inner tensors.
+    fn inner<X: burn::tensor::backend::Backend>(self) -> Self::Output;
+    /// Any other backend.
+    fn plain(self) -> Self::Output;
+}
+
+/// Run `k` for backend `B`: host kernels on the CPU backend, tensor ops elsewhere.
+pub fn run_kernel<B: burn::tensor::backend::Backend, K: HostKernel>(k: K) -> K::Output {
+    #[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
+    {
+        use std::any::TypeId;
+        if TypeId::of::<B>() == TypeId::of::<CpuTrain>() {
+            return k.autodiff::<Cpu>();
+        }
+        if TypeId::of::<B>() == TypeId::of::<Cpu>() {
+            return k.inner::<Cpu>();
+        }
+    }
+    k.plain()
+}
+
 #[allow(dead_code)]
 fn missing(kind: BackendKind, feature: &str) -> Error {
     Error::BackendMissing {

@@ -120,24 +120,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let p = count(&cfg.model);
     let (kind, device) = (cfg.backend, cfg.device);
     let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);
-    let r = backend::dispatch(
-        kind,
-        device,
-        BenchJob {
-            cfg,
-            steps: args.steps,
-            warmup: args.warmup,
-        },
-    )?;
+    let job = BenchJob {
+        cfg,
+        steps: args.steps,
+        warmup: args.warmup,
+    };
+    let r = if args.plain_kernels {
+        crate::model::fused::plain_scope(|| backend::dispatch(kind, device, job))?
+    } else {
+        backend::dispatch(kind, device, job)?
+    };
     let mfu = if r.peak_tflops > 0.0 {
         format!("{:.1}%", 100.0 * r.model_tflops / r.peak_tflops)
     } else {
         "n/a".into()
     };
     println!(
-        "backend={} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+        "backend={}{} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2}",
         kind.name(),
+        if args.plain_kernels { " kernels=plain" } else { "" },
         p.total,
         p.active,
         args.steps,

@@ -194,6 +194,10 @@ pub struct BenchArgs {
     /// on one thread and on every core, and sampler batches/s.
     #[arg(long)]
     pub data: bool,
+    /// Run the plain burn tensor-op paths instead of the fused CPU kernels (`model::fused`), to
+    /// measure what the fused kernels buy, side by side.
+    #[arg(long)]
+    pub plain_kernels: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,11 +2,10 @@
 //! softmax in f32. No biases. Projections are stored `[in, out]` (burn's layout; export transposes).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::rope::RopeTables;
-use super::{init, precision};
+use super::{fused, init, precision};
 
 #[derive(Debug, Clone)]
 pub struct AttentionConfig {
@@ -86,11 +85,11 @@ impl<B: Backend> Attention<B> {
         let rep = nq / nkv;
         let x2 = x.reshape([b * t, d]);
         let heads = |w: &Param<Tensor<B, 2>>, n: usize| {
-            x2.clone().matmul(w.val()).reshape([b, t, n, hd]).swap_dims(1, 2) // [b, n, t, hd]
+            x2.clone().matmul(w.val()).reshape([b, t, n, hd]) // [b, t, n, hd]
         };
-        let q = rope.apply(heads(&self.q_proj, nq)); // [b, nq, t, hd]
-        let mut k = rope.apply(heads(&self.k_proj, nkv)); // [b, nkv, t, hd]
-        let mut v = heads(&self.v_proj, nkv); // [b, nkv, t, hd]
+        let q = fused::rope(heads(&self.q_proj, nq), rope).swap_dims(1, 2); // [b, nq, t, hd]
+        let mut k = fused::rope(heads(&self.k_proj, nkv), rope).swap_dims(1, 2); // [b, nkv, t, hd]
+        let mut v = heads(&self.v_proj, nkv).swap_dims(1, 2); // [b, nkv, t, hd]
         let mut past = 0;
         if let Some(cache) = cache {
             if let Some(c) = cache.take() {
@@ -109,13 +108,8 @@ impl<B: Backend> Attention<B> {
         // materialising repeated keys and values.
         let q = q.reshape([b, nkv, rep * t, hd]); // [b, nkv, rep·t, hd]
         let (logits, dtype) = precision::upcast(q.matmul(k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
-        let mut logits = logits.mul_scalar(self.output_multiplier);
-        if self.softcap > 0.0 {
-            logits = logits.div_scalar(self.softcap).tanh().mul_scalar(self.softcap);
-        }
-        let device = logits.device();
-        logits = logits + causal_bias::<B>(rep, t, past, &device); // broadcast over [b, nkv]
-        let probs = precision::restore(softmax(logits, 3), dtype);
+        let probs = fused::capped_softmax(logits, self.output_multiplier, self.softcap, t, past);
+        let probs = precision::restore(probs, dtype);
         let out = probs.matmul(v); // [b, nkv, rep·t, hd]
         let out = out
             .reshape([b, nq, t, hd])
@@ -123,18 +117,4 @@ impl<B: Backend> Attention<B> {
             .reshape([b * t, nq * hd]);
         out.matmul(self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
     }
-}
-
-/// `[1, 1, rep·t, past + t]`: 0 where query row (r, i) at position past+i may see key j ≤ past+i,
-/// −∞ elsewhere.
-fn causal_bias<B: Backend>(rep: usize, t: usize, past: usize, device: &B::Device) -> Tensor<B, 4> {
-    let s = past + t;
-    let mut bias = vec![0f32; rep * t * s];
-    for r in 0..rep {
-        for i in 0..t {
-            let row = &mut bias[(r * t + i) * s..(r * t + i + 1) * s];
-            row[past + i + 1..].fill(f32::NEG_INFINITY);
-        }
-    }
-    init::floats(bias, [1, 1, rep * t, s], device)
 }

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod fused;
 pub mod grok;
 pub mod init;
 pub mod moe;

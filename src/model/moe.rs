@@ -3,10 +3,10 @@
 //! tokens routed to it (gather → expert → scatter-add), so compute is k/E of a dense evaluation.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{gelu_approximate, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
-use super::{init, precision};
+use super::{fused, init, precision};
 
 #[derive(Debug, Clone)]
 pub struct MoeConfig {
@@ -51,7 +51,7 @@ pub struct Expert<B: Backend> {
 impl<B: Backend> Expert<B> {
     /// `[n, d_model]` → `[n, d_model]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let h = gelu_approximate(x.clone().matmul(self.w1.val())) * x.matmul(self.w3.val()); // [n, ffn]
+        let h = fused::gelu_gate(x.clone().matmul(self.w1.val()), x.matmul(self.w3.val())); // [n, ffn]
         h.matmul(self.w2.val())
     }
 }

@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::{init, precision};
+use super::{fused, init, precision};
 
 #[derive(Debug, Clone)]
 pub struct RmsNormConfig {
@@ -32,9 +32,7 @@ impl<B: Backend> RmsNorm<B> {
     /// `[..., d]` → `[..., d]`: y = weight · x / sqrt(mean(x²) + eps).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let (xf, dtype) = precision::upcast(x);
-        let rms = xf.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt(); // [..., 1]
-        let weight = self.weight.val().unsqueeze::<D>(); // [1, ..., d]
-        let y = xf.div(rms).mul(weight);
+        let y = fused::rms_norm(xf, self.weight.val(), self.eps);
         precision::restore(y, dtype)
     }
 }

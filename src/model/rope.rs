@@ -1,6 +1,8 @@
 //! Rotary position embedding over the full head dimension in the NeoX "rotate half" layout: the
 //! first and second halves of each head form the (real, imaginary) pairs. Phases in f32.
 
+use std::sync::Arc;
+
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::init;
@@ -12,6 +14,9 @@ pub struct RopeTables<B: Backend> {
     pub cos: Tensor<B, 4>,
     /// `[1, 1, seq, head_dim]`
     pub sin: Tensor<B, 4>,
+    /// The same angles on the host, one per pair (`[seq, head_dim/2]`), for the fused CPU kernel.
+    pub host_cos: Arc<Vec<f32>>,
+    pub host_sin: Arc<Vec<f32>>,
 }
 
 impl<B: Backend> RopeTables<B> {
@@ -33,14 +38,23 @@ impl<B: Backend> RopeTables<B> {
                 sin.extend(row.iter().map(|p| p.sin() as f32));
             }
         }
+        let pairs = |table: &[f32]| -> Vec<f32> {
+            table
+                .chunks(head_dim)
+                .flat_map(|row| row[..half].to_vec())
+                .collect()
+        };
+        let (host_cos, host_sin) = (Arc::new(pairs(&cos)), Arc::new(pairs(&sin)));
         let shape = [1, 1, len, head_dim];
         RopeTables {
             cos: init::floats(cos, shape, device),
             sin: init::floats(sin, shape, device),
+            host_cos,
+            host_sin,
         }
     }
 
-    /// `[batch, heads, seq, head_dim]` → same shape, rotated: x·cos + rotate_half(x)·sin where
+    /// The plain path. `[batch, heads, seq, head_dim]` → same shape, rotated: x·cos + rotate_half(x)·sin where
     /// rotate_half([x1, x2]) = [-x2, x1].
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, t, hd] = x.dims();

@@ -9,6 +9,7 @@ use burn::tensor::{Tensor, backend::AutodiffBackend, backend::Backend};
 use super::grads::Grads;
 use super::params::ParamInfo;
 use crate::config::TrainConfig;
+use crate::model::fused;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWSettings {
@@ -107,15 +108,19 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Updater<'_, AB> {
         }
         let p = tensor.inner().reshape([n]);
 
-        let m = self.opt.m[i].clone().mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1);
-        let v = self.opt.v[i].clone().mul_scalar(s.beta2) + g.square().mul_scalar(1.0 - s.beta2);
-        let denom = v.clone().sqrt().div_scalar(self.bc2_sqrt).add_scalar(s.eps);
-        let p = if self.opt.params[i].decay && s.weight_decay > 0.0 {
-            p.mul_scalar(1.0 - self.lr * s.weight_decay)
-        } else {
-            p
+        let scalars = fused::AdamWScalars {
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.eps,
+            bc2_sqrt: self.bc2_sqrt,
+            step_size: self.step_size,
+            decay: (self.opt.params[i].decay && s.weight_decay > 0.0).then(|| 1.0 - self.lr * s.weight_decay),
         };
-        let p = p - m.clone().div(denom).mul_scalar(self.step_size);
+        // Taken, not cloned: an unshared buffer is updated in place by the fused kernel.
+        let device = g.device();
+        let m = std::mem::replace(&mut self.opt.m[i], Tensor::empty([0], &device));
+        let v = std::mem::replace(&mut self.opt.v[i], Tensor::empty([0], &device));
+        let (p, m, v) = fused::adamw(scalars, p, g, m, v);
         self.opt.m[i] = m;
         self.opt.v[i] = v;
 

@@ -1,0 +1,718 @@
+//! Fused CPU paths for the element-wise chains that dominate a CPU training step after the
+//! matmuls: RoPE, the attention soft cap + causal softmax, the experts' GELU gate, RMSNorm, the
+//! cross-entropy and AdamW. On the CPU
+//! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
+//! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
+//! burn composition below runs (GPUs fuse element-wise ops themselves). `tests/fused.rs` checks
+//! that both paths agree, forward and backward.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::activation::{gelu_approximate, log_softmax, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use colossus_kernels::{AdamWStep, CappedSoftmax};
+
+use super::rope::RopeTables;
+use crate::backend::{HostKernel, run_kernel};
+
+thread_local! {
+    static PLAIN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with the fused paths switched off on this thread: the reference the tests compare with.
+pub fn plain_scope<R>(f: impl FnOnce() -> R) -> R {
+    let before = PLAIN.with(|p| p.replace(true));
+    let out = f();
+    PLAIN.with(|p| p.set(before));
+    out
+}
+
+fn fused_allowed(dtype: DType) -> bool {
+    dtype == DType::F32 && !PLAIN.with(|p| p.get())
+}
+
+/// `gelu_tanh(a) ⊙ b`, `[n, ffn]` each.
+pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    if !fused_allowed(a.dtype()) {
+        return gelu_gate_plain(a, b);
+    }
+    run_kernel::<B, _>(GeluGate { a, b })
+}
+
+fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    gelu_approximate(a) * b
+}
+
+/// Attention probabilities from raw logits `[batch, n_kv, rep·t, past + t]` (query rows in blocks
+/// of t positions): softmax(cap·tanh(multiplier·x/cap) + causal mask) over the last dimension; no
+/// cap when `cap` is 0.
+pub fn capped_softmax<B: Backend>(
+    logits: Tensor<B, 4>,
+    multiplier: f64,
+    cap: f64,
+    t: usize,
+    past: usize,
+) -> Tensor<B, 4> {
+    if !fused_allowed(logits.dtype()) {
+        return capped_softmax_plain(logits, multiplier, cap, t, past);
+    }
+    let cols = logits.dims()[3];
+    let op = CappedSoftmax {
+        cols,
+        multiplier: multiplier as f32,
+        cap: cap as f32,
+        causal: Some((t, past)),
+    };
+    run_kernel::<B, _>(Softmax {
+        x: logits,
+        op,
+        plain: (multiplier, cap, t, past),
+    })
+}
+
+fn capped_softmax_plain<B: Backend>(
+    logits: Tensor<B, 4>,
+    multiplier: f64,
+    cap: f64,
+    t: usize,
+    past: usize,
+) -> Tensor<B, 4> {
+    let rep = logits.dims()[2] / t;
+    let mut logits = logits.mul_scalar(multiplier);
+    if cap > 0.0 {
+        logits = logits.div_scalar(cap).tanh().mul_scalar(cap);
+    }
+    let device = logits.device();
+    logits = logits + causal_bias::<B>(rep, t, past, &device); // broadcast over [b, nkv]
+    softmax(logits, 3)
+}
+
+/// `[1, 1, rep·t, past + t]`: 0 where query row (r, i) at position past+i may see key j ≤ past+i,
+/// −∞ elsewhere.
+fn causal_bias<B: Backend>(rep: usize, t: usize, past: usize, device: &B::Device) -> Tensor<B, 4> {
+    let s = past + t;
+    let mut bias = vec![0f32; rep * t * s];
+    for r in 0..rep {
+        for i in 0..t {
+            let row = &mut bias[(r * t + i) * s..(r * t + i + 1) * s];
+            row[past + i + 1..].fill(f32::NEG_INFINITY);
+        }
+    }
+    super::init::floats(bias, [1, 1, rep * t, s], device)
+}
+
+/// The AdamW scalars of one step and one parameter, as `train::optim` computes them.
+pub struct AdamWScalars {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub bc2_sqrt: f64,
+    pub step_size: f64,
+    /// 1 − lr·weight_decay, for decayed parameters.
+    pub decay: Option<f64>,
+}
+
+/// One AdamW update: `(p, m, v)` after gradient `g`, all `[n]`.
+pub fn adamw<B: Backend>(
+    s: AdamWScalars,
+    p: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    m: Tensor<B, 1>,
+    v: Tensor<B, 1>,
+) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let all_f32 = [&p, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
+    if !all_f32 || !fused_allowed(DType::F32) {
+        return adamw_plain(s, p, g, m, v);
+    }
+    run_kernel::<B, _>(AdamW { s, p, g, m, v })
+}
+
+fn adamw_plain<B: Backend>(
+    s: AdamWScalars,
+    p: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    m: Tensor<B, 1>,
+    v: Tensor<B, 1>,
+) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let m = m.mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1);
+    let v = v.mul_scalar(s.beta2) + g.square().mul_scalar(1.0 - s.beta2);
+    let denom = v.clone().sqrt().div_scalar(s.bc2_sqrt).add_scalar(s.eps);
+    let p = match s.decay {
+        Some(d) => p.mul_scalar(d),
+        None => p,
+    };
+    let p = p - m.clone().div(denom).mul_scalar(s.step_size);
+    (p, m, v)
+}
+
+// ---- host plumbing ---------------------------------------------------------------------------
+
+/// `x` as type `U`, which `run_kernel` has checked it is.
+fn same<T: 'static, U: 'static>(x: T) -> U {
+    let mut slot = Some(x);
+    (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+        .expect("run_kernel dispatched on this exact backend type")
+}
+
+/// The f32 values of a primitive (no copy when the buffer is not shared).
+fn host<X: Backend, const D: usize>(p: FloatTensor<X>) -> (Vec<f32>, [usize; D], X::Device) {
+    let t = Tensor::<X, D>::from_primitive(TensorPrimitive::Float(p));
+    let (dims, device) = (t.dims(), t.device());
+    let values = t
+        .into_data()
+        .into_vec::<f32>()
+        .expect("fused kernels run on f32 tensors");
+    (values, dims, device)
+}
+
+fn primitive<X: Backend, const D: usize>(
+    v: Vec<f32>,
+    dims: [usize; D],
+    device: &X::Device,
+) -> FloatTensor<X> {
+    Tensor::<X, D>::from_data(TensorData::new(v, dims), device)
+        .into_primitive()
+        .tensor()
+}
+
+// ---- GELU gate -------------------------------------------------------------------------------
+
+struct GeluGate<B: Backend> {
+    a: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+}
+
+/// `gelu_gate` of two primitives, which are handed back (rebuilt from the same buffers, so no
+/// copy when they were not shared) for the backward's state.
+fn gelu_gate_host<X: Backend>(
+    a: FloatTensor<X>,
+    b: FloatTensor<X>,
+) -> (FloatTensor<X>, FloatTensor<X>, FloatTensor<X>) {
+    let (a, dims, device) = host::<X, 2>(a);
+    let (b, _, _) = host::<X, 2>(b);
+    let mut out = vec![0f32; a.len()];
+    colossus_kernels::gelu_gate(&a, &b, &mut out);
+    (
+        primitive::<X, 2>(out, dims, &device),
+        primitive::<X, 2>(a, dims, &device),
+        primitive::<X, 2>(b, dims, &device),
+    )
+}
+
+#[derive(Debug)]
+struct GeluGateBackward;
+
+impl<X: Backend> Backward<X, 2> for GeluGateBackward {
+    type State = (FloatTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (a, b) = ops.state;
+        let (g, dims, device) = host::<X, 2>(grads.consume::<X>(&ops.node));
+        // The saved inputs are not needed afterwards: their buffers become the gradients.
+        let (mut da, _, _) = host::<X, 2>(a);
+        let (mut db, _, _) = host::<X, 2>(b);
+        colossus_kernels::gelu_gate_backward(&mut da, &mut db, &g);
+        let [pa, pb] = ops.parents;
+        if let Some(node) = pa {
+            grads.register::<X>(node.id, primitive::<X, 2>(da, dims, &device));
+        }
+        if let Some(node) = pb {
+            grads.register::<X>(node.id, primitive::<X, 2>(db, dims, &device));
+        }
+    }
+}
+
+impl<B: Backend> HostKernel for GeluGate<B> {
+    type Output = Tensor<B, 2>;
+
+    fn autodiff<X: Backend>(self) -> Tensor<B, 2> {
+        let a = same::<_, Tensor<Autodiff<X>, 2>>(self.a)
+            .into_primitive()
+            .tensor();
+        let b = same::<_, Tensor<Autodiff<X>, 2>>(self.b)
+            .into_primitive()
+            .tensor();
+        let (out, pa, pb) = gelu_gate_host::<X>(a.primitive, b.primitive);
+        let out = match GeluGateBackward
+            .prepare::<NoCheckpointing>([a.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((pa, pb), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        same(Tensor::<Autodiff<X>, 2>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
+    }
+
+    fn inner<X: Backend>(self) -> Tensor<B, 2> {
+        let a = same::<_, Tensor<X, 2>>(self.a).into_primitive().tensor();
+        let b = same::<_, Tensor<X, 2>>(self.b).into_primitive().tensor();
+        let (out, _, _) = gelu_gate_host::<X>(a, b);
+        same(Tensor::<X, 2>::from_primitive(TensorPrimitive::Float(out)))
+    }
+
+    fn plain(self) -> Tensor<B, 2> {
+        gelu_gate_plain(self.a, self.b)
+    }
+}
+
+// ---- soft-capped causal softmax --------------------------------------------------------------
+
+struct Softmax<B: Backend> {
+    x: Tensor<B, 4>,
+    op: CappedSoftmax,
+    plain: (f64, f64, usize, usize),
+}
+
+/// Probabilities and tanh values.
+fn softmax_host<X: Backend>(op: CappedSoftmax, x: FloatTensor<X>) -> (FloatTensor<X>, FloatTensor<X>) {
+    let (mut p, dims, device) = host::<X, 4>(x);
+    let mut t = vec![0f32; p.len()];
+    colossus_kernels::capped_softmax(op, &mut p, &mut t);
+    (
+        primitive::<X, 4>(p, dims, &device),
+        primitive::<X, 4>(t, dims, &device),
+    )
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward {
+    op: CappedSoftmax,
+}
+
+impl<X: Backend> Backward<X, 1> for SoftmaxBackward {
+    type State = (FloatTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, t) = ops.state;
+        let (mut g, dims, device) = host::<X, 4>(grads.consume::<X>(&ops.node));
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let (p, _, _) = host::<X, 4>(p);
+            let (t, _, _) = host::<X, 4>(t);
+            colossus_kernels::capped_softmax_backward(self.op, &p, &t, &mut g);
+            grads.register::<X>(node.id, primitive::<X, 4>(g, dims, &device));
+        }
+    }
+}
+
+impl<B: Backend> HostKernel for Softmax<B> {
+    type Output = Tensor<B, 4>;
+
+    fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
+        let x = same::<_, Tensor<Autodiff<X>, 4>>(self.x)
+            .into_primitive()
+            .tensor();
+        let (p, t) = softmax_host::<X>(self.op, x.primitive);
+        let out = match (SoftmaxBackward { op: self.op })
+            .prepare::<NoCheckpointing>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((p.clone(), t), p),
+            OpsKind::UnTracked(prep) => prep.finish(p),
+        };
+        same(Tensor::<Autodiff<X>, 4>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
+    }
+
+    fn inner<X: Backend>(self) -> Tensor<B, 4> {
+        let x = same::<_, Tensor<X, 4>>(self.x).into_primitive().tensor();
+        let (p, _) = softmax_host::<X>(self.op, x);
+        same(Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(p)))
+    }
+
+    fn plain(self) -> Tensor<B, 4> {
+        let (m, c, t, past) = self.plain;
+        capped_softmax_plain(self.x, m, c, t, past)
+    }
+}
+
+// ---- AdamW -----------------------------------------------------------------------------------
+
+struct AdamW<B: Backend> {
+    s: AdamWScalars,
+    p: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    m: Tensor<B, 1>,
+    v: Tensor<B, 1>,
+}
+
+impl<B: Backend> AdamW<B> {
+    fn host(self) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+        let s = self.s;
+        // The tensor-op path rounds each scalar to f32 where it meets the tensor; so does this.
+        let step = AdamWStep {
+            beta1: s.beta1 as f32,
+            one_minus_beta1: (1.0 - s.beta1) as f32,
+            beta2: s.beta2 as f32,
+            one_minus_beta2: (1.0 - s.beta2) as f32,
+            bc2_sqrt: s.bc2_sqrt as f32,
+            eps: s.eps as f32,
+            decay: s.decay.map(|d| d as f32),
+            step_size: s.step_size as f32,
+        };
+        let device = self.p.device();
+        let n = self.p.dims()[0];
+        let vec = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>().expect("f32 optimizer state");
+        let (mut p, g, mut m, mut v) = (vec(self.p), vec(self.g), vec(self.m), vec(self.v));
+        colossus_kernels::adamw(step, &mut p, &g, &mut m, &mut v);
+        let back = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &device);
+        (back(p), back(m), back(v))
+    }
+}
+
+impl<B: Backend> HostKernel for AdamW<B> {
+    type Output = (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>);
+
+    /// The optimizer works on inner (non-autodiff) tensors; an autodiff caller gets the same
+    /// host update.
+    fn autodiff<X: Backend>(self) -> Self::Output {
+        self.host()
+    }
+
+    fn inner<X: Backend>(self) -> Self::Output {
+        self.host()
+    }
+
+    fn plain(self) -> Self::Output {
+        adamw_plain(self.s, self.p, self.g, self.m, self.v)
+    }
+}
+
+// ---- RMSNorm ---------------------------------------------------------------------------------
+
+/// `w ⊙ x / sqrt(mean(x²) + eps)` over the last dimension; `w: [d]`.
+pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    if !fused_allowed(x.dtype()) || w.dtype() != DType::F32 {
+        return rms_norm_plain(x, w, eps);
+    }
+    run_kernel::<B, _>(RmsNorm { x, w, eps })
+}
+
+fn rms_norm_plain<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    let rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt(); // [..., 1]
+    x.div(rms).mul(w.unsqueeze::<D>())
+}
+
+struct RmsNorm<B: Backend, const D: usize> {
+    x: Tensor<B, D>,
+    w: Tensor<B, 1>,
+    eps: f64,
+}
+
+/// Output, and x, w and 1/rms for the backward.
+#[allow(clippy::type_complexity)]
+fn rms_norm_host<X: Backend, const D: usize>(
+    x: FloatTensor<X>,
+    w: FloatTensor<X>,
+    eps: f64,
+) -> (FloatTensor<X>, FloatTensor<X>, FloatTensor<X>, Arc<Vec<f32>>) {
+    let (x, dims, device) = host::<X, D>(x);
+    let (w, wd, _) = host::<X, 1>(w);
+    let mut y = vec![0f32; x.len()];
+    let mut inv = vec![0f32; x.len() / w.len()];
+    colossus_kernels::rms_norm(&x, &w, eps as f32, &mut y, &mut inv);
+    (
+        primitive::<X, D>(y, dims, &device),
+        primitive::<X, D>(x, dims, &device),
+        primitive::<X, 1>(w, wd, &device),
+        Arc::new(inv),
+    )
+}
+
+#[derive(Debug)]
+struct RmsNormBackward<const D: usize>;
+
+impl<X: Backend, const D: usize> Backward<X, 2> for RmsNormBackward<D> {
+    type State = (FloatTensor<X>, FloatTensor<X>, Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, inv) = ops.state;
+        let (g, dims, device) = host::<X, D>(grads.consume::<X>(&ops.node));
+        let (x, _, _) = host::<X, D>(x);
+        let (w, wd, _) = host::<X, 1>(w);
+        let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; w.len()]);
+        colossus_kernels::rms_norm_backward(&x, &w, &inv, &g, &mut dx, &mut dw);
+        let [px, pw] = ops.parents;
+        if let Some(node) = px {
+            grads.register::<X>(node.id, primitive::<X, D>(dx, dims, &device));
+        }
+        if let Some(node) = pw {
+            grads.register::<X>(node.id, primitive::<X, 1>(dw, wd, &device));
+        }
+    }
+}
+
+impl<B: Backend, const D: usize> HostKernel for RmsNorm<B, D> {
+    type Output = Tensor<B, D>;
+
+    fn autodiff<X: Backend>(self) -> Tensor<B, D> {
+        let x = same::<_, Tensor<Autodiff<X>, D>>(self.x)
+            .into_primitive()
+            .tensor();
+        let w = same::<_, Tensor<Autodiff<X>, 1>>(self.w)
+            .into_primitive()
+            .tensor();
+        let (y, px, pw, inv) = rms_norm_host::<X, D>(x.primitive, w.primitive, self.eps);
+        let out = match RmsNormBackward::<D>
+            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((px, pw, inv), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        same(Tensor::<Autodiff<X>, D>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
+    }
+
+    fn inner<X: Backend>(self) -> Tensor<B, D> {
+        let x = same::<_, Tensor<X, D>>(self.x).into_primitive().tensor();
+        let w = same::<_, Tensor<X, 1>>(self.w).into_primitive().tensor();
+        let (y, _, _, _) = rms_norm_host::<X, D>(x, w, self.eps);
+        same(Tensor::<X, D>::from_primitive(TensorPrimitive::Float(y)))
+    }
+
+    fn plain(self) -> Tensor<B, D> {
+        rms_norm_plain(self.x, self.w, self.eps)
+    }
+}
+
+// ---- cross-entropy ---------------------------------------------------------------------------
+
+/// Mean cross-entropy of `logits: [n, vocab]` against `targets: [n]`, shape `[1]`.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    if !fused_allowed(logits.dtype()) {
+        return cross_entropy_plain(logits, targets);
+    }
+    run_kernel::<B, _>(CrossEntropy { logits, targets })
+}
+
+fn cross_entropy_plain<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let n = targets.dims()[0];
+    let logp = log_softmax(logits, 1); // [n, v]
+    let picked = logp.gather(1, targets.reshape([n, 1])); // [n, 1]
+    picked.mean().neg()
+}
+
+struct CrossEntropy<B: Backend> {
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+}
+
+fn targets_host<B: Backend>(t: Tensor<B, 1, Int>, vocab: usize) -> Arc<Vec<usize>> {
+    let ids = t
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .expect("integer targets");
+    Arc::new(
+        ids.into_iter()
+            .map(|id| {
+                assert!(
+                    (0..vocab as i64).contains(&id),
+                    "target id {id} outside the vocabulary of {vocab}"
+                );
+                id as usize
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<X: Backend> Backward<X, 1> for CrossEntropyBackward {
+    type State = (FloatTensor<X>, Arc<Vec<usize>>, Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, targets, lse) = ops.state;
+        let (g, _, _) = host::<X, 1>(grads.consume::<X>(&ops.node));
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let (mut d, dims, device) = host::<X, 2>(logits);
+            let scale = g[0] / targets.len() as f32;
+            colossus_kernels::cross_entropy_backward(&mut d, dims[1], &targets, &lse, scale);
+            grads.register::<X>(node.id, primitive::<X, 2>(d, dims, &device));
+        }
+    }
+}
+
+impl<B: Backend> HostKernel for CrossEntropy<B> {
+    type Output = Tensor<B, 1>;
+
+    fn autodiff<X: Backend>(self) -> Tensor<B, 1> {
+        let vocab = self.logits.dims()[1];
+        let targets = targets_host(self.targets, vocab);
+        let x = same::<_, Tensor<Autodiff<X>, 2>>(self.logits)
+            .into_primitive()
+            .tensor();
+        let (xv, dims, device) = host::<X, 2>(x.primitive);
+        let mut lse = vec![0f32; dims[0]];
+        let loss = colossus_kernels::cross_entropy(&xv, vocab, &targets, &mut lse);
+        let out = primitive::<X, 1>(vec![loss], [1], &device);
+        let out = match CrossEntropyBackward
+            .prepare::<NoCheckpointing>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (primitive::<X, 2>(xv, dims, &device), targets, Arc::new(lse)),
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        same(Tensor::<Autodiff<X>, 1>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
+    }
+
+    fn inner<X: Backend>(self) -> Tensor<B, 1> {
+        let vocab = self.logits.dims()[1];
+        let targets = targets_host(self.targets, vocab);
+        let (xv, dims, device) = host::<X, 2>(same::<_, Tensor<X, 2>>(self.logits).into_primitive().tensor());
+        let mut lse = vec![0f32; dims[0]];
+        let loss = colossus_kernels::cross_entropy(&xv, vocab, &targets, &mut lse);
+        same(Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(
+            primitive::<X, 1>(vec![loss], [1], &device),
+        )))
+    }
+
+    fn plain(self) -> Tensor<B, 1> {
+        cross_entropy_plain(self.logits, self.targets)
+    }
+}
+
+// ---- RoPE ------------------------------------------------------------------------------------
+
+/// RoPE on `[batch, seq, heads, head_dim]` (the projection's own layout) for the positions of
+/// `tables`.
+pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
+    if !fused_allowed(x.dtype()) {
+        return rope_plain(x, tables);
+    }
+    let t = x.dims()[1];
+    let (cos, sin) = (tables.host_cos.clone(), tables.host_sin.clone());
+    run_kernel::<B, _>(RopeKernel {
+        x,
+        tables,
+        t,
+        cos,
+        sin,
+    })
+}
+
+fn rope_plain<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
+    tables.apply(x.swap_dims(1, 2)).swap_dims(1, 2)
+}
+
+struct RopeKernel<'a, B: Backend> {
+    x: Tensor<B, 4>,
+    tables: &'a RopeTables<B>,
+    t: usize,
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+}
+
+/// What the backward needs to rotate the gradient back.
+#[derive(Debug, Clone)]
+struct RopeState {
+    t: usize,
+    heads: usize,
+    head_dim: usize,
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+}
+
+impl RopeState {
+    fn apply<X: Backend>(&self, x: FloatTensor<X>, inverse: bool) -> FloatTensor<X> {
+        let (mut v, dims, device) = host::<X, 4>(x);
+        let r = colossus_kernels::Rope {
+            t: self.t,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            cos: &self.cos,
+            sin: &self.sin,
+        };
+        colossus_kernels::rope(r, &mut v, inverse);
+        primitive::<X, 4>(v, dims, &device)
+    }
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl<X: Backend> Backward<X, 1> for RopeBackward {
+    type State = RopeState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<X>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<X>(node.id, ops.state.apply::<X>(g, true));
+        }
+    }
+}
+
+impl<B: Backend> RopeKernel<'_, B> {
+    fn state(&self) -> RopeState {
+        let [_, _, heads, head_dim] = self.x.dims();
+        RopeState {
+            t: self.t,
+            heads,
+            head_dim,
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+        }
+    }
+}
+
+impl<B: Backend> HostKernel for RopeKernel<'_, B> {
+    type Output = Tensor<B, 4>;
+
+    fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
+        let state = self.state();
+        let x = same::<_, Tensor<Autodiff<X>, 4>>(self.x)
+            .into_primitive()
+            .tensor();
+        let y = state.apply::<X>(x.primitive, false);
+        let out = match RopeBackward
+            .prepare::<NoCheckpointing>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        same(Tensor::<Autodiff<X>, 4>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
+    }
+
+    fn inner<X: Backend>(self) -> Tensor<B, 4> {
+        let state = self.state();
+        let x = same::<_, Tensor<X, 4>>(self.x).into_primitive().tensor();
+        same(Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(
+            state.apply::<X>(x, false),
+        )))
+    }
+
+    fn plain(self) -> Tensor<B, 4> {
+        rope_plain(self.x, self.tables)
+    }
+}
