@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use colossus::backend::{Cpu, CpuTrain};
 use colossus::model::Grok;
-use colossus::model::fused::{self, AdamWScalars};
+use colossus::model::fused::{self, AdamWScalars, AdamWTensors, AttnScores};
 use colossus::model::rope::RopeTables;
 use colossus::train::grads::Grads;
 use colossus::train::loss::cross_entropy;
@@ -96,14 +96,34 @@ fn capped_causal_softmax_matches_the_plain_composition() {
         compare(
             &format!("softmax, cap {cap}"),
             [(values(2 * 2 * 15 * 9, 3, 20.0), dims)],
-            move |[x]| fused::capped_softmax(x, 0.35, cap, 5, 4),
+            move |[x]| {
+                fused::capped_softmax(
+                    x,
+                    AttnScores {
+                        multiplier: 0.35,
+                        cap,
+                        t: 5,
+                        past: 4,
+                    },
+                )
+            },
         );
     }
     // Training shape: no past, square logits.
     compare(
         "softmax, no past",
         [(values(2 * 2 * 16 * 8, 4, 20.0), [2, 2, 16, 8])],
-        |[x]| fused::capped_softmax(x, 0.2, 30.0, 8, 0),
+        |[x]| {
+            fused::capped_softmax(
+                x,
+                AttnScores {
+                    multiplier: 0.2,
+                    cap: 30.0,
+                    t: 8,
+                    past: 0,
+                },
+            )
+        },
     );
 }
 
@@ -178,9 +198,9 @@ fn fused_adamw_gives_the_plain_update_bit_for_bit() {
             )
         };
         let (p, g, m, v) = inputs();
-        let fused_out = fused::adamw(s(), p, g, m, v);
+        let fused_out = fused::adamw(s(), AdamWTensors { p, g, m, v });
         let (p, g, m, v) = inputs();
-        let plain_out = fused::plain_scope(|| fused::adamw(s(), p, g, m, v));
+        let plain_out = fused::plain_scope(|| fused::adamw(s(), AdamWTensors { p, g, m, v }));
         let bits = |x: Tensor<Cpu, 1>| vec(x).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(
             bits(fused_out.0),

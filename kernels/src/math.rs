@@ -19,7 +19,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1;
     let er = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
     er * scale
@@ -33,8 +33,8 @@ pub fn tanh(x: f32) -> f32 {
     let xc = x.clamp(-CLAMP, CLAMP);
     let x2 = xc * xc;
     let mut p = -2.760_768_5e-16f32;
-    p = p * x2 + 2.000_187_9e-13;
-    p = p * x2 + -8.604_671_5e-11;
+    p = p * x2 + 2.000_188e-13;
+    p = p * x2 + -8.604_672e-11;
     p = p * x2 + 5.122_297e-8;
     p = p * x2 + 1.485_722_4e-5;
     p = p * x2 + 6.372_619_3e-4;

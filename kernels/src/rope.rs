@@ -23,7 +23,7 @@ pub struct Rope<'a> {
 pub fn rope(r: Rope<'_>, x: &mut [f32], inverse: bool) {
     let (half, row) = (r.head_dim / 2, r.heads * r.head_dim);
     assert!(
-        x.len() % row.max(1) == 0 && r.cos.len() == r.t * half && r.sin.len() == r.t * half,
+        x.len().is_multiple_of(row.max(1)) && r.cos.len() == r.t * half && r.sin.len() == r.t * half,
         "rope: length mismatch"
     );
     x.par_chunks_mut(row * 16).enumerate().for_each(|(c, rows)| {

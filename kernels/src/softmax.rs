@@ -40,7 +40,7 @@ impl CappedSoftmax {
 pub fn capped_softmax(op: CappedSoftmax, x: &mut [f32], tanh_out: &mut [f32]) {
     let n = op.cols;
     assert!(
-        x.len() == tanh_out.len() && x.len() % n.max(1) == 0,
+        x.len() == tanh_out.len() && x.len().is_multiple_of(n.max(1)),
         "capped_softmax: length mismatch"
     );
     let per = op.rows_per_task() * n;

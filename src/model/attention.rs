@@ -108,7 +108,13 @@ impl<B: Backend> Attention<B> {
         // materialising repeated keys and values.
         let q = q.reshape([b, nkv, rep * t, hd]); // [b, nkv, rep·t, hd]
         let (logits, dtype) = precision::upcast(q.matmul(k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
-        let probs = fused::capped_softmax(logits, self.output_multiplier, self.softcap, t, past);
+        let scores = fused::AttnScores {
+            multiplier: self.output_multiplier,
+            cap: self.softcap,
+            t,
+            past,
+        };
+        let probs = fused::capped_softmax(logits, scores);
         let probs = precision::restore(probs, dtype);
         let out = probs.matmul(v); // [b, nkv, rep·t, hd]
         let out = out

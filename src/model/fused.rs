@@ -51,47 +51,43 @@ fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2>
     gelu_approximate(a) * b
 }
 
+/// How attention logits become probabilities: ×`multiplier`, soft cap `cap` (0: none), causal
+/// over `t` new positions after `past` cached ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnScores {
+    pub multiplier: f64,
+    pub cap: f64,
+    pub t: usize,
+    pub past: usize,
+}
+
 /// Attention probabilities from raw logits `[batch, n_kv, rep·t, past + t]` (query rows in blocks
-/// of t positions): softmax(cap·tanh(multiplier·x/cap) + causal mask) over the last dimension; no
-/// cap when `cap` is 0.
-pub fn capped_softmax<B: Backend>(
-    logits: Tensor<B, 4>,
-    multiplier: f64,
-    cap: f64,
-    t: usize,
-    past: usize,
-) -> Tensor<B, 4> {
+/// of t positions): softmax(cap·tanh(multiplier·x/cap) + causal mask) over the last dimension.
+pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
     if !fused_allowed(logits.dtype()) {
-        return capped_softmax_plain(logits, multiplier, cap, t, past);
+        return capped_softmax_plain(logits, s);
     }
-    let cols = logits.dims()[3];
     let op = CappedSoftmax {
-        cols,
-        multiplier: multiplier as f32,
-        cap: cap as f32,
-        causal: Some((t, past)),
+        cols: logits.dims()[3],
+        multiplier: s.multiplier as f32,
+        cap: s.cap as f32,
+        causal: Some((s.t, s.past)),
     };
     run_kernel::<B, _>(Softmax {
         x: logits,
         op,
-        plain: (multiplier, cap, t, past),
+        plain: s,
     })
 }
 
-fn capped_softmax_plain<B: Backend>(
-    logits: Tensor<B, 4>,
-    multiplier: f64,
-    cap: f64,
-    t: usize,
-    past: usize,
-) -> Tensor<B, 4> {
-    let rep = logits.dims()[2] / t;
-    let mut logits = logits.mul_scalar(multiplier);
-    if cap > 0.0 {
-        logits = logits.div_scalar(cap).tanh().mul_scalar(cap);
+fn capped_softmax_plain<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
+    let rep = logits.dims()[2] / s.t;
+    let mut logits = logits.mul_scalar(s.multiplier);
+    if s.cap > 0.0 {
+        logits = logits.div_scalar(s.cap).tanh().mul_scalar(s.cap);
     }
     let device = logits.device();
-    logits = logits + causal_bias::<B>(rep, t, past, &device); // broadcast over [b, nkv]
+    logits = logits + causal_bias::<B>(rep, s.t, s.past, &device); // broadcast over [b, nkv]
     softmax(logits, 3)
 }
 
@@ -120,28 +116,29 @@ pub struct AdamWScalars {
     pub decay: Option<f64>,
 }
 
-/// One AdamW update: `(p, m, v)` after gradient `g`, all `[n]`.
-pub fn adamw<B: Backend>(
-    s: AdamWScalars,
-    p: Tensor<B, 1>,
-    g: Tensor<B, 1>,
-    m: Tensor<B, 1>,
-    v: Tensor<B, 1>,
-) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
-    let all_f32 = [&p, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32);
+/// One parameter's tensors for an AdamW update, all `[n]`: the parameter, its gradient and the
+/// two moments.
+pub struct AdamWTensors<B: Backend> {
+    pub p: Tensor<B, 1>,
+    pub g: Tensor<B, 1>,
+    pub m: Tensor<B, 1>,
+    pub v: Tensor<B, 1>,
+}
+
+/// One AdamW update: `(p, m, v)` after the gradient.
+pub fn adamw<B: Backend>(s: AdamWScalars, x: AdamWTensors<B>) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let all_f32 = [&x.p, &x.g, &x.m, &x.v].iter().all(|t| t.dtype() == DType::F32);
     if !all_f32 || !fused_allowed(DType::F32) {
-        return adamw_plain(s, p, g, m, v);
+        return adamw_plain(s, x);
     }
-    run_kernel::<B, _>(AdamW { s, p, g, m, v })
+    run_kernel::<B, _>(AdamW { s, x })
 }
 
 fn adamw_plain<B: Backend>(
     s: AdamWScalars,
-    p: Tensor<B, 1>,
-    g: Tensor<B, 1>,
-    m: Tensor<B, 1>,
-    v: Tensor<B, 1>,
+    x: AdamWTensors<B>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let AdamWTensors { p, g, m, v } = x;
     let m = m.mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1);
     let v = v.mul_scalar(s.beta2) + g.square().mul_scalar(1.0 - s.beta2);
     let denom = v.clone().sqrt().div_scalar(s.bc2_sqrt).add_scalar(s.eps);
@@ -162,6 +159,34 @@ fn same<T: 'static, U: 'static>(x: T) -> U {
         .downcast_mut::<Option<U>>()
         .and_then(Option::take)
         .expect("run_kernel dispatched on this exact backend type")
+}
+
+/// The primitive of `x`, whose backend `run_kernel` has checked is `C`.
+fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
+    same::<_, Tensor<C, D>>(x).into_primitive().tensor()
+}
+
+/// Back from a primitive of `C` (= `B`) to `Tensor<B, D>`.
+fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
+    same(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
+}
+
+/// `out` as an autodiff tensor whose backward is `op` over `parents`, keeping `state` for it
+/// when a gradient is needed.
+fn record<X: Backend, O: Backward<X, N>, const N: usize>(
+    op: O,
+    parents: [&FloatTensor<Autodiff<X>>; N],
+    state: O::State,
+    out: FloatTensor<X>,
+) -> FloatTensor<Autodiff<X>> {
+    match op
+        .prepare::<NoCheckpointing>(parents.map(|p| p.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
 }
 
 /// The f32 values of a primitive (no copy when the buffer is not shared).
@@ -236,31 +261,15 @@ impl<B: Backend> HostKernel for GeluGate<B> {
     type Output = Tensor<B, 2>;
 
     fn autodiff<X: Backend>(self) -> Tensor<B, 2> {
-        let a = same::<_, Tensor<Autodiff<X>, 2>>(self.a)
-            .into_primitive()
-            .tensor();
-        let b = same::<_, Tensor<Autodiff<X>, 2>>(self.b)
-            .into_primitive()
-            .tensor();
-        let (out, pa, pb) = gelu_gate_host::<X>(a.primitive, b.primitive);
-        let out = match GeluGateBackward
-            .prepare::<NoCheckpointing>([a.node.clone(), b.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((pa, pb), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        same(Tensor::<Autodiff<X>, 2>::from_primitive(TensorPrimitive::Float(
-            out,
-        )))
+        let a = unwrap::<Autodiff<X>, _, _>(self.a);
+        let b = unwrap::<Autodiff<X>, _, _>(self.b);
+        let (out, pa, pb) = gelu_gate_host::<X>(a.primitive.clone(), b.primitive.clone());
+        wrap::<B, Autodiff<X>, _>(record(GeluGateBackward, [&a, &b], (pa, pb), out))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 2> {
-        let a = same::<_, Tensor<X, 2>>(self.a).into_primitive().tensor();
-        let b = same::<_, Tensor<X, 2>>(self.b).into_primitive().tensor();
-        let (out, _, _) = gelu_gate_host::<X>(a, b);
-        same(Tensor::<X, 2>::from_primitive(TensorPrimitive::Float(out)))
+        let (out, _, _) = gelu_gate_host::<X>(unwrap::<X, _, _>(self.a), unwrap::<X, _, _>(self.b));
+        wrap::<B, X, _>(out)
     }
 
     fn plain(self) -> Tensor<B, 2> {
@@ -273,7 +282,7 @@ impl<B: Backend> HostKernel for GeluGate<B> {
 struct Softmax<B: Backend> {
     x: Tensor<B, 4>,
     op: CappedSoftmax,
-    plain: (f64, f64, usize, usize),
+    plain: AttnScores,
 }
 
 /// Probabilities and tanh values.
@@ -312,32 +321,18 @@ impl<B: Backend> HostKernel for Softmax<B> {
     type Output = Tensor<B, 4>;
 
     fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
-        let x = same::<_, Tensor<Autodiff<X>, 4>>(self.x)
-            .into_primitive()
-            .tensor();
-        let (p, t) = softmax_host::<X>(self.op, x.primitive);
-        let out = match (SoftmaxBackward { op: self.op })
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((p.clone(), t), p),
-            OpsKind::UnTracked(prep) => prep.finish(p),
-        };
-        same(Tensor::<Autodiff<X>, 4>::from_primitive(TensorPrimitive::Float(
-            out,
-        )))
+        let x = unwrap::<Autodiff<X>, _, _>(self.x);
+        let (p, t) = softmax_host::<X>(self.op, x.primitive.clone());
+        wrap::<B, Autodiff<X>, _>(record(SoftmaxBackward { op: self.op }, [&x], (p.clone(), t), p))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 4> {
-        let x = same::<_, Tensor<X, 4>>(self.x).into_primitive().tensor();
-        let (p, _) = softmax_host::<X>(self.op, x);
-        same(Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(p)))
+        let (p, _) = softmax_host::<X>(self.op, unwrap::<X, _, _>(self.x));
+        wrap::<B, X, _>(p)
     }
 
     fn plain(self) -> Tensor<B, 4> {
-        let (m, c, t, past) = self.plain;
-        capped_softmax_plain(self.x, m, c, t, past)
+        capped_softmax_plain(self.x, self.plain)
     }
 }
 
@@ -345,10 +340,7 @@ impl<B: Backend> HostKernel for Softmax<B> {
 
 struct AdamW<B: Backend> {
     s: AdamWScalars,
-    p: Tensor<B, 1>,
-    g: Tensor<B, 1>,
-    m: Tensor<B, 1>,
-    v: Tensor<B, 1>,
+    x: AdamWTensors<B>,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -365,10 +357,11 @@ impl<B: Backend> AdamW<B> {
             decay: s.decay.map(|d| d as f32),
             step_size: s.step_size as f32,
         };
-        let device = self.p.device();
-        let n = self.p.dims()[0];
+        let device = self.x.p.device();
+        let n = self.x.p.dims()[0];
         let vec = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>().expect("f32 optimizer state");
-        let (mut p, g, mut m, mut v) = (vec(self.p), vec(self.g), vec(self.m), vec(self.v));
+        let AdamWTensors { p, g, m, v } = self.x;
+        let (mut p, g, mut m, mut v) = (vec(p), vec(g), vec(m), vec(v));
         colossus_kernels::adamw(step, &mut p, &g, &mut m, &mut v);
         let back = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &device);
         (back(p), back(m), back(v))
@@ -389,7 +382,7 @@ impl<B: Backend> HostKernel for AdamW<B> {
     }
 
     fn plain(self) -> Self::Output {
-        adamw_plain(self.s, self.p, self.g, self.m, self.v)
+        adamw_plain(self.s, self.x)
     }
 }
 
@@ -461,31 +454,16 @@ impl<B: Backend, const D: usize> HostKernel for RmsNorm<B, D> {
     type Output = Tensor<B, D>;
 
     fn autodiff<X: Backend>(self) -> Tensor<B, D> {
-        let x = same::<_, Tensor<Autodiff<X>, D>>(self.x)
-            .into_primitive()
-            .tensor();
-        let w = same::<_, Tensor<Autodiff<X>, 1>>(self.w)
-            .into_primitive()
-            .tensor();
-        let (y, px, pw, inv) = rms_norm_host::<X, D>(x.primitive, w.primitive, self.eps);
-        let out = match RmsNormBackward::<D>
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((px, pw, inv), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        same(Tensor::<Autodiff<X>, D>::from_primitive(TensorPrimitive::Float(
-            out,
-        )))
+        let x = unwrap::<Autodiff<X>, _, _>(self.x);
+        let w = unwrap::<Autodiff<X>, _, _>(self.w);
+        let (y, px, pw, inv) = rms_norm_host::<X, D>(x.primitive.clone(), w.primitive.clone(), self.eps);
+        wrap::<B, Autodiff<X>, _>(record(RmsNormBackward::<D>, [&x, &w], (px, pw, inv), y))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, D> {
-        let x = same::<_, Tensor<X, D>>(self.x).into_primitive().tensor();
-        let w = same::<_, Tensor<X, 1>>(self.w).into_primitive().tensor();
-        let (y, _, _, _) = rms_norm_host::<X, D>(x, w, self.eps);
-        same(Tensor::<X, D>::from_primitive(TensorPrimitive::Float(y)))
+        let (y, _, _, _) =
+            rms_norm_host::<X, D>(unwrap::<X, _, _>(self.x), unwrap::<X, _, _>(self.w), self.eps);
+        wrap::<B, X, _>(y)
     }
 
     fn plain(self) -> Tensor<B, D> {
@@ -559,38 +537,22 @@ impl<B: Backend> HostKernel for CrossEntropy<B> {
     fn autodiff<X: Backend>(self) -> Tensor<B, 1> {
         let vocab = self.logits.dims()[1];
         let targets = targets_host(self.targets, vocab);
-        let x = same::<_, Tensor<Autodiff<X>, 2>>(self.logits)
-            .into_primitive()
-            .tensor();
-        let (xv, dims, device) = host::<X, 2>(x.primitive);
+        let x = unwrap::<Autodiff<X>, _, _>(self.logits);
+        let (xv, dims, device) = host::<X, 2>(x.primitive.clone());
         let mut lse = vec![0f32; dims[0]];
         let loss = colossus_kernels::cross_entropy(&xv, vocab, &targets, &mut lse);
         let out = primitive::<X, 1>(vec![loss], [1], &device);
-        let out = match CrossEntropyBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                (primitive::<X, 2>(xv, dims, &device), targets, Arc::new(lse)),
-                out,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        same(Tensor::<Autodiff<X>, 1>::from_primitive(TensorPrimitive::Float(
-            out,
-        )))
+        let state = (primitive::<X, 2>(xv, dims, &device), targets, Arc::new(lse));
+        wrap::<B, Autodiff<X>, _>(record(CrossEntropyBackward, [&x], state, out))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 1> {
         let vocab = self.logits.dims()[1];
         let targets = targets_host(self.targets, vocab);
-        let (xv, dims, device) = host::<X, 2>(same::<_, Tensor<X, 2>>(self.logits).into_primitive().tensor());
+        let (xv, dims, device) = host::<X, 2>(unwrap::<X, _, _>(self.logits));
         let mut lse = vec![0f32; dims[0]];
         let loss = colossus_kernels::cross_entropy(&xv, vocab, &targets, &mut lse);
-        same(Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(
-            primitive::<X, 1>(vec![loss], [1], &device),
-        )))
+        wrap::<B, X, _>(primitive::<X, 1>(vec![loss], [1], &device))
     }
 
     fn plain(self) -> Tensor<B, 1> {
@@ -687,29 +649,14 @@ impl<B: Backend> HostKernel for RopeKernel<'_, B> {
 
     fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
         let state = self.state();
-        let x = same::<_, Tensor<Autodiff<X>, 4>>(self.x)
-            .into_primitive()
-            .tensor();
-        let y = state.apply::<X>(x.primitive, false);
-        let out = match RopeBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        same(Tensor::<Autodiff<X>, 4>::from_primitive(TensorPrimitive::Float(
-            out,
-        )))
+        let x = unwrap::<Autodiff<X>, _, _>(self.x);
+        let y = state.apply::<X>(x.primitive.clone(), false);
+        wrap::<B, Autodiff<X>, _>(record(RopeBackward, [&x], state, y))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 4> {
         let state = self.state();
-        let x = same::<_, Tensor<X, 4>>(self.x).into_primitive().tensor();
-        same(Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(
-            state.apply::<X>(x, false),
-        )))
+        wrap::<B, X, _>(state.apply::<X>(unwrap::<X, _, _>(self.x), false))
     }
 
     fn plain(self) -> Tensor<B, 4> {

@@ -114,13 +114,14 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Updater<'_, AB> {
             eps: s.eps,
             bc2_sqrt: self.bc2_sqrt,
             step_size: self.step_size,
-            decay: (self.opt.params[i].decay && s.weight_decay > 0.0).then(|| 1.0 - self.lr * s.weight_decay),
+            decay: (self.opt.params[i].decay && s.weight_decay > 0.0)
+                .then_some(1.0 - self.lr * s.weight_decay),
         };
         // Taken, not cloned: an unshared buffer is updated in place by the fused kernel.
         let device = g.device();
         let m = std::mem::replace(&mut self.opt.m[i], Tensor::empty([0], &device));
         let v = std::mem::replace(&mut self.opt.v[i], Tensor::empty([0], &device));
-        let (p, m, v) = fused::adamw(scalars, p, g, m, v);
+        let (p, m, v) = fused::adamw(scalars, fused::AdamWTensors { p, g, m, v });
         self.opt.m[i] = m;
         self.opt.v[i] = v;
 
