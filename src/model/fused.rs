@@ -171,19 +171,17 @@ fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, 
     same(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
 }
 
-/// `out` as an autodiff tensor whose backward is `op` over `parents`, keeping `state` for it
-/// when a gradient is needed.
+/// Run `kernel` on the primitives of `parents` (moved, not cloned, so an unshared buffer is
+/// read and reused without a copy) and record its output as an autodiff tensor whose backward is
+/// `op`, keeping the state the kernel returns when a gradient is needed.
 fn record<X: Backend, O: Backward<X, N>, const N: usize>(
     op: O,
-    parents: [&FloatTensor<Autodiff<X>>; N],
-    state: O::State,
-    out: FloatTensor<X>,
+    parents: [FloatTensor<Autodiff<X>>; N],
+    kernel: impl FnOnce([FloatTensor<X>; N]) -> (O::State, FloatTensor<X>),
 ) -> FloatTensor<Autodiff<X>> {
-    match op
-        .prepare::<NoCheckpointing>(parents.map(|p| p.node.clone()))
-        .compute_bound()
-        .stateful()
-    {
+    let nodes = parents.each_ref().map(|p| p.node.clone());
+    let (state, out) = kernel(parents.map(|p| p.primitive));
+    match op.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(state, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
@@ -261,10 +259,14 @@ impl<B: Backend> HostKernel for GeluGate<B> {
     type Output = Tensor<B, 2>;
 
     fn autodiff<X: Backend>(self) -> Tensor<B, 2> {
-        let a = unwrap::<Autodiff<X>, _, _>(self.a);
-        let b = unwrap::<Autodiff<X>, _, _>(self.b);
-        let (out, pa, pb) = gelu_gate_host::<X>(a.primitive.clone(), b.primitive.clone());
-        wrap::<B, Autodiff<X>, _>(record(GeluGateBackward, [&a, &b], (pa, pb), out))
+        let ab = [
+            unwrap::<Autodiff<X>, _, _>(self.a),
+            unwrap::<Autodiff<X>, _, _>(self.b),
+        ];
+        wrap::<B, Autodiff<X>, _>(record(GeluGateBackward, ab, |[a, b]| {
+            let (out, a, b) = gelu_gate_host::<X>(a, b);
+            ((a, b), out)
+        }))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 2> {
@@ -322,8 +324,10 @@ impl<B: Backend> HostKernel for Softmax<B> {
 
     fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
         let x = unwrap::<Autodiff<X>, _, _>(self.x);
-        let (p, t) = softmax_host::<X>(self.op, x.primitive.clone());
-        wrap::<B, Autodiff<X>, _>(record(SoftmaxBackward { op: self.op }, [&x], (p.clone(), t), p))
+        wrap::<B, Autodiff<X>, _>(record(SoftmaxBackward { op: self.op }, [x], |[x]| {
+            let (p, t) = softmax_host::<X>(self.op, x);
+            ((p.clone(), t), p)
+        }))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 4> {
@@ -454,10 +458,14 @@ impl<B: Backend, const D: usize> HostKernel for RmsNorm<B, D> {
     type Output = Tensor<B, D>;
 
     fn autodiff<X: Backend>(self) -> Tensor<B, D> {
-        let x = unwrap::<Autodiff<X>, _, _>(self.x);
-        let w = unwrap::<Autodiff<X>, _, _>(self.w);
-        let (y, px, pw, inv) = rms_norm_host::<X, D>(x.primitive.clone(), w.primitive.clone(), self.eps);
-        wrap::<B, Autodiff<X>, _>(record(RmsNormBackward::<D>, [&x, &w], (px, pw, inv), y))
+        let xw = [
+            unwrap::<Autodiff<X>, _, _>(self.x),
+            unwrap::<Autodiff<X>, _, _>(self.w),
+        ];
+        wrap::<B, Autodiff<X>, _>(record(RmsNormBackward::<D>, xw, |[x, w]| {
+            let (y, x, w, inv) = rms_norm_host::<X, D>(x, w, self.eps);
+            ((x, w, inv), y)
+        }))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, D> {
@@ -512,6 +520,22 @@ fn targets_host<B: Backend>(t: Tensor<B, 1, Int>, vocab: usize) -> Arc<Vec<usize
     )
 }
 
+/// The mean loss as a `[1]` primitive, the logits handed back (same buffer) and the per-row
+/// log-sum-exp, for the backward.
+fn cross_entropy_host<X: Backend>(
+    logits: FloatTensor<X>,
+    targets: &[usize],
+) -> (FloatTensor<X>, FloatTensor<X>, Arc<Vec<f32>>) {
+    let (x, dims, device) = host::<X, 2>(logits);
+    let mut lse = vec![0f32; dims[0]];
+    let loss = colossus_kernels::cross_entropy(&x, dims[1], targets, &mut lse);
+    (
+        primitive::<X, 1>(vec![loss], [1], &device),
+        primitive::<X, 2>(x, dims, &device),
+        Arc::new(lse),
+    )
+}
+
 #[derive(Debug)]
 struct CrossEntropyBackward;
 
@@ -535,24 +559,18 @@ impl<B: Backend> HostKernel for CrossEntropy<B> {
     type Output = Tensor<B, 1>;
 
     fn autodiff<X: Backend>(self) -> Tensor<B, 1> {
-        let vocab = self.logits.dims()[1];
-        let targets = targets_host(self.targets, vocab);
+        let targets = targets_host(self.targets, self.logits.dims()[1]);
         let x = unwrap::<Autodiff<X>, _, _>(self.logits);
-        let (xv, dims, device) = host::<X, 2>(x.primitive.clone());
-        let mut lse = vec![0f32; dims[0]];
-        let loss = colossus_kernels::cross_entropy(&xv, vocab, &targets, &mut lse);
-        let out = primitive::<X, 1>(vec![loss], [1], &device);
-        let state = (primitive::<X, 2>(xv, dims, &device), targets, Arc::new(lse));
-        wrap::<B, Autodiff<X>, _>(record(CrossEntropyBackward, [&x], state, out))
+        wrap::<B, Autodiff<X>, _>(record(CrossEntropyBackward, [x], |[x]| {
+            let (loss, x, lse) = cross_entropy_host::<X>(x, &targets);
+            ((x, targets.clone(), lse), loss)
+        }))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 1> {
-        let vocab = self.logits.dims()[1];
-        let targets = targets_host(self.targets, vocab);
-        let (xv, dims, device) = host::<X, 2>(unwrap::<X, _, _>(self.logits));
-        let mut lse = vec![0f32; dims[0]];
-        let loss = colossus_kernels::cross_entropy(&xv, vocab, &targets, &mut lse);
-        wrap::<B, X, _>(primitive::<X, 1>(vec![loss], [1], &device))
+        let targets = targets_host(self.targets, self.logits.dims()[1]);
+        let (loss, _, _) = cross_entropy_host::<X>(unwrap::<X, _, _>(self.logits), &targets);
+        wrap::<B, X, _>(loss)
     }
 
     fn plain(self) -> Tensor<B, 1> {
@@ -568,15 +586,7 @@ pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4>
     if !fused_allowed(x.dtype()) {
         return rope_plain(x, tables);
     }
-    let t = x.dims()[1];
-    let (cos, sin) = (tables.host_cos.clone(), tables.host_sin.clone());
-    run_kernel::<B, _>(RopeKernel {
-        x,
-        tables,
-        t,
-        cos,
-        sin,
-    })
+    run_kernel::<B, _>(RopeKernel { x, tables })
 }
 
 fn rope_plain<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
@@ -586,9 +596,6 @@ fn rope_plain<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 
 struct RopeKernel<'a, B: Backend> {
     x: Tensor<B, 4>,
     tables: &'a RopeTables<B>,
-    t: usize,
-    cos: Arc<Vec<f32>>,
-    sin: Arc<Vec<f32>>,
 }
 
 /// What the backward needs to rotate the gradient back.
@@ -633,13 +640,13 @@ impl<X: Backend> Backward<X, 1> for RopeBackward {
 
 impl<B: Backend> RopeKernel<'_, B> {
     fn state(&self) -> RopeState {
-        let [_, _, heads, head_dim] = self.x.dims();
+        let [_, t, heads, head_dim] = self.x.dims();
         RopeState {
-            t: self.t,
+            t,
             heads,
             head_dim,
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
+            cos: self.tables.host_cos.clone(),
+            sin: self.tables.host_sin.clone(),
         }
     }
 }
@@ -650,8 +657,10 @@ impl<B: Backend> HostKernel for RopeKernel<'_, B> {
     fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
         let state = self.state();
         let x = unwrap::<Autodiff<X>, _, _>(self.x);
-        let y = state.apply::<X>(x.primitive.clone(), false);
-        wrap::<B, Autodiff<X>, _>(record(RopeBackward, [&x], state, y))
+        wrap::<B, Autodiff<X>, _>(record(RopeBackward, [x], |[x]| {
+            let y = state.apply::<X>(x, false);
+            (state, y)
+        }))
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 4> {
