@@ -23,6 +23,32 @@ pub type Cpu = burn::backend::NdArray;
 #[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 
+/// The wgpu training backend, for the backend-parity test and tools.
+#[cfg(feature = "wgpu")]
+pub type WgpuTrain = burn::backend::Autodiff<burn::backend::Wgpu>;
+
+/// The adapter wgpu ranks first, or why there is none. wgpu panics when it finds no adapter
+/// (no Vulkan/Metal/DX12 driver, e.g. a CI machine without Mesa's lavapipe); the panic is caught
+/// here so a caller can report the reason instead.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> std::result::Result<burn::backend::wgpu::WgpuDevice, String> {
+    use burn::tensor::Tensor;
+    let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let probe = std::panic::catch_unwind(|| {
+        let t = Tensor::<burn::backend::Wgpu, 1>::from_floats([1.0, 2.0], &device);
+        t.sum().into_scalar()
+    });
+    match probe {
+        Ok(3.0) => Ok(device),
+        Ok(v) => Err(format!("the wgpu device computed 1 + 2 = {v}")),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "wgpu panicked while opening the device".into())),
+    }
+}
+
 /// Work that runs on whichever backend the config names.
 pub trait Job {
     type Output;
@@ -49,19 +75,19 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
                 } else {
                     WgpuDevice::DiscreteGpu(index)
                 };
-                return job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(device);
+                job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(device)
             }
             #[cfg(not(feature = "wgpu"))]
-            return Err(missing(kind, "wgpu"));
+            Err(missing(kind, "wgpu"))
         }
         BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
             {
                 let device = burn::backend::cuda::CudaDevice { index };
-                return job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device);
+                job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device)
             }
             #[cfg(not(feature = "cuda"))]
-            return Err(missing(kind, "cuda"));
+            Err(missing(kind, "cuda"))
         }
     }
 }

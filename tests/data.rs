@@ -284,6 +284,34 @@ fn raw_text_is_prepared_once_and_reused_until_inputs_change() {
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }
 
+#[test]
+fn issue_6_a_process_that_loses_the_cache_race_keeps_the_winners_directory() {
+    // The ranks of a multi-process job on one machine may all find the cache empty and prepare
+    // it at once. Before the fix the last to finish replaced the directory the first was
+    // already reading, which failed at start-up with "cannot open shard". Here the loser's
+    // step runs after the winner committed: it must use the winner's files, not replace them.
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_dir("data-cache-race");
+    let o = opts(&[&sonnets()]);
+    let (winner, made) = cache::prepare_cached(&o, &dir.join("cache")).unwrap();
+    assert!(made.is_some());
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let before = (inode(&winner), inode(&winner.join("manifest.json")));
+    let (loser, made) = cache::prepare_unless_committed(&o, &winner).unwrap();
+    assert_eq!(loser, winner);
+    assert!(made.is_none(), "the loser reports that it prepared nothing");
+    assert_eq!(
+        (inode(&winner), inode(&winner.join("manifest.json"))),
+        before,
+        "the committed directory was replaced"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "the loser's staging directory is gone: {names:?}");
+}
+
 fn prepare_err(o: &PrepareOptions, out: &Path) -> String {
     let err = prepare::prepare(o, out).unwrap_err();
     assert!(!out.exists(), "{} was left behind", out.display());

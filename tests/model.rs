@@ -1,5 +1,5 @@
 //! Model numerics against independent math: a PyTorch reference (fixture) and two code paths
-//! that must agree (cached vs full decoding). Finite differences are in tests/gradients.rs.
+//! that must agree (cached vs full decoding, routed vs dense MoE). Finite differences are in tests/gradients.rs.
 
 mod common;
 
@@ -159,4 +159,60 @@ fn param_list_from_config_matches_module() {
     let cfg = reference_model();
     let model: Grok<Cpu> = cfg.init(1, &Default::default());
     assert_eq!(params::list(&model), params::list_from_config(&cfg));
+}
+
+/// Issue 7: the routed MoE (each expert on its own tokens: gather → expert → scatter-add) equals
+/// the dense definition (every expert on every token, weighted by the top-k mask of the router
+/// probabilities), forward and in the gradients of the input and of every weight.
+#[test]
+fn routed_moe_matches_dense_reference() {
+    use burn::tensor::activation::softmax;
+    use colossus::backend::CpuTrain;
+    use colossus::model::moe::MoeConfig;
+    let device = Default::default();
+    let moe = MoeConfig {
+        d_model: 16,
+        ffn_size: 24,
+        n_experts: 4,
+        top_k: 2,
+        init_std: 0.5,
+    }
+    .init::<CpuTrain>(7, "moe", &device);
+    let x = colossus::model::init::normal::<CpuTrain, 2>([2 * 9, 16], 1.0, 8, "x", &device).val();
+    let x = x.require_grad();
+
+    // Routed.
+    let (routed, _) = moe.forward(x.clone().reshape([2, 9, 16]));
+    let routed = routed.reshape([18, 16]);
+    // Dense: all experts everywhere; gate = p_e where e is among the token's top-k, else 0.
+    let probs = softmax(x.clone().matmul(moe.gate.val()), 1); // [n, E]
+    // [n, 1]: the 2nd largest probability (topk has no autodiff; the mask needs none).
+    let kth = Tensor::<CpuTrain, 2>::from_inner(probs.clone().inner().topk(2, 1).narrow(1, 1, 1));
+    let mask = probs.clone().detach().greater_equal(kth).float(); // [n, E]
+    let gates = probs * mask;
+    let mut dense = Tensor::<CpuTrain, 2>::zeros([18, 16], &device);
+    for (e, expert) in moe.experts.iter().enumerate() {
+        dense = dense + expert.forward(x.clone()) * gates.clone().narrow(1, e, 1);
+    }
+    let vals = |t: Tensor<colossus::backend::Cpu, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let max_diff = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    let d = max_diff(vals(routed.clone().inner()), vals(dense.clone().inner()));
+    assert!(d < 1e-5, "forward: max |routed − dense| = {d}");
+
+    // The same weighted sum of outputs as loss on both paths.
+    let w = colossus::model::init::normal::<CpuTrain, 2>([18, 16], 1.0, 9, "w", &device).val();
+    let g_routed = (routed * w.clone()).sum().backward();
+    let g_dense = (dense * w).sum().backward();
+    let grad = |g: &<CpuTrain as burn::tensor::backend::AutodiffBackend>::Gradients,
+                t: &Tensor<CpuTrain, 2>| vals(t.grad(g).unwrap());
+    let d = max_diff(grad(&g_routed, &x), grad(&g_dense, &x));
+    assert!(d < 1e-4, "input gradient: max diff {d}");
+    let d = max_diff(grad(&g_routed, &moe.gate.val()), grad(&g_dense, &moe.gate.val()));
+    assert!(d < 1e-4, "router gradient: max diff {d}");
+    for (e, ex) in moe.experts.iter().enumerate() {
+        for (name, p) in [("w1", &ex.w1), ("w3", &ex.w3), ("w2", &ex.w2)] {
+            let d = max_diff(grad(&g_routed, &p.val()), grad(&g_dense, &p.val()));
+            assert!(d < 1e-4, "expert {e} {name} gradient: max diff {d}");
+        }
+    }
 }

@@ -61,7 +61,8 @@ impl Job for BenchJob {
     type Output = BenchResult;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchResult> {
         let cfg = &self.cfg;
-        let mut model: Grok<B> = cfg.model.init(cfg.seed, &device);
+        crate::model::precision::check::<B>(cfg.precision, cfg.backend, &device)?;
+        let mut model: Grok<B> = cfg.model.init(cfg.seed, &device).with_precision(cfg.precision);
         let mut opt =
             AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
         let mut source = RandomTokens {
@@ -117,8 +118,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.data {
         return super::bench_data::run(&cfg);
     }
+    if let Some(path) = &args.peer_json {
+        // Token ids do not matter to a throughput peer; 0 stands for bos/eos/pad.
+        let json = crate::checkpoint::hf::config_json(&cfg.model, 0, 0, 0);
+        let text = serde_json::to_string_pretty(&json).expect("json");
+        std::fs::write(path, text + "\n").map_err(|e| crate::error::Error::io(path, e))?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     let p = count(&cfg.model);
-    let (kind, device) = (cfg.backend, cfg.device);
+    let (kind, device, precision) = (cfg.backend, cfg.device, cfg.precision);
     let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);
     let job = BenchJob {
         cfg,
@@ -136,10 +145,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "n/a".into()
     };
     println!(
-        "backend={}{} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+        "backend={}{} precision={} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
+        precision.name(),
         p.total,
         p.active,
         args.steps,

@@ -198,6 +198,10 @@ pub struct BenchArgs {
     /// measure what the fused kernels buy, side by side.
     #[arg(long)]
     pub plain_kernels: bool,
+    /// Write the config's model shape as a Hugging Face config.json (the input of
+    /// shared/reference/torch_train_peer.py) to this path instead of benchmarking.
+    #[arg(long, value_name = "PATH")]
+    pub peer_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

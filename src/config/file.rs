@@ -22,6 +22,27 @@ impl BackendKind {
     }
 }
 
+/// Arithmetic precision of the matrix products (`model::precision`). Weights, optimizer state,
+/// norms, softmax, router and loss are f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision: bf16 inputs to every matmul (f32 accumulation), f32 master weights.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// The named starting points in `config::preset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -59,6 +80,9 @@ pub struct FileConfig {
     /// Device index within the backend (GPU ordinal); ignored on CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<usize>,
+    /// Defaults to bf16 on `cuda` and f32 elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
     #[serde(default)]
     pub model: ModelFile,
     #[serde(default)]
@@ -339,6 +363,7 @@ impl Overlay for FileConfig {
             seed: top.seed.or(self.seed),
             backend: top.backend.or(self.backend),
             device: top.device.or(self.device),
+            precision: top.precision.or(self.precision),
             model: self.model.overlay(top.model),
             data: self.data.overlay(top.data),
             train: self.train.overlay(top.train),

@@ -13,6 +13,8 @@ fn base() -> FileConfig {
         seed: Some(1234),
         backend: Some(BackendKind::Cpu),
         device: Some(0),
+        // Unset: resolution picks bf16 on cuda and f32 elsewhere, following the backend.
+        precision: None,
         model: ModelFile {
             vocab_size: Some(131_072),
             d_model: Some(6144),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::file::{BackendKind, FileConfig, Overlay, PresetName};
+use super::file::{BackendKind, FileConfig, Overlay, Precision, PresetName};
 use super::preset::preset;
 use crate::error::{Error, Result};
 use crate::model::GrokConfig;
@@ -18,6 +18,9 @@ pub struct Config {
     pub seed: u64,
     pub backend: BackendKind,
     pub device: usize,
+    /// Absent in checkpoints written before mixed precision: those ran in f32.
+    #[serde(default)]
+    pub precision: Precision,
     pub model: GrokConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
@@ -493,12 +496,20 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {
         return e("run_name", format!("{run_name:?} must be a plain directory name"));
     }
+    let backend = req(&f.backend, file, "backend")?;
+    // bf16 is what a GPU run wants (tensor cores, half the activation traffic); on the CPU it is
+    // emulated (rounded inputs, f32 arithmetic) and slower, so it is there only when asked for.
+    let precision = f.precision.unwrap_or(match backend {
+        BackendKind::Cuda => Precision::Bf16,
+        BackendKind::Cpu | BackendKind::Wgpu => Precision::F32,
+    });
     Ok(Config {
         preset: f.preset.expect("checked above"),
         run_name,
         seed: req(&f.seed, file, "seed")?,
-        backend: req(&f.backend, file, "backend")?,
+        backend,
         device: req(&f.device, file, "device")?,
+        precision,
         model,
         data,
         train,

@@ -51,24 +51,44 @@ pub fn key(opts: &PrepareOptions) -> Result<String> {
 
 /// The prepared directory for `opts` under `root`: reused when complete, else prepared now.
 /// Returns the directory and, when it was prepared now, what was done.
+///
+/// Several processes of one job on one machine share the cache and may all find it missing:
+/// each prepares into its own staging directory, the first commit (an atomic rename) wins and
+/// the others find the directory taken and use it. A complete directory is never replaced: an
+/// earlier version did, and a process already reading the winner's shards lost them
+/// (issue 6: "cannot open shard" at start-up of a 2-process run).
 pub fn prepare_cached(opts: &PrepareOptions, root: &Path) -> Result<(PathBuf, Option<Prepared>)> {
     // Ranks that are threads of one process share a process id, hence the staging name: one
-    // prepares while the others wait, then reuse it. (Processes race safely: see below.)
+    // prepares while the others wait, then reuse it.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = root.join(key(opts)?);
     if dir.join(MANIFEST_FILE).is_file() {
         return Ok((dir, None));
     }
-    // A directory without a manifest is an incomplete leftover: replace it.
+    if dir.exists() {
+        // No manifest: not a committed directory (commits are atomic and the manifest is in
+        // them) but the leftover of a writer from before staging. Clear it so a commit can land.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&dir, e)),
+            _ => {}
+        }
+    }
+    prepare_unless_committed(opts, &dir)
+}
+
+/// Prepare `opts` into `dir`, what a process does after finding no manifest there; if another
+/// process commits `dir` meanwhile, keep theirs untouched and use it (public for the test that
+/// guards this).
+pub fn prepare_unless_committed(opts: &PrepareOptions, dir: &Path) -> Result<(PathBuf, Option<Prepared>)> {
     let opts = PrepareOptions {
-        overwrite: true,
+        overwrite: false,
         ..opts.clone()
     };
-    match prepare::prepare(&opts, &dir) {
-        Ok(p) => Ok((dir, Some(p))),
-        // Another process prepared the same key meanwhile: its copy is as good as ours.
-        Err(_) if dir.join(MANIFEST_FILE).is_file() => Ok((dir, None)),
+    match prepare::prepare(&opts, dir) {
+        Ok(p) => Ok((dir.to_path_buf(), Some(p))),
+        // Another process committed the same key first: its copy is as good as ours.
+        Err(_) if dir.join(MANIFEST_FILE).is_file() => Ok((dir.to_path_buf(), None)),
         Err(e) => Err(e),
     }
 }

@@ -36,6 +36,7 @@ pub fn run<B: AutodiffBackend>(cfg: &Config, opts: &TrainOptions, device: B::Dev
         let host = node_host(d)?;
         // Process p serves tensors to the others on master_port + 1 + p (distinct on one host).
         let data_port = d.master_port + 1 + process as u16;
+        port_free(data_port, &format!("process {process}'s tensor-data server"))?;
         if process == 0 {
             start_orchestrator(d.master_port)?;
         }
@@ -137,12 +138,7 @@ fn node_host(d: &DistributedConfig) -> Result<String> {
 /// Host burn-collective's global orchestrator on `port` (all interfaces), on its own thread and
 /// tokio runtime, for the life of this process.
 fn start_orchestrator(port: u16) -> Result<()> {
-    // burn only logs a failed bind; check first so a busy port is a clear error.
-    std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| Error::ConfigValue {
-        file: "config".into(),
-        key: "distributed.master_port".into(),
-        msg: format!("cannot listen on port {port} for the collective orchestrator: {e}"),
-    })?;
+    port_free(port, "the collective orchestrator")?;
     std::thread::Builder::new()
         .name("collective-orchestrator".into())
         .spawn(move || {
@@ -154,5 +150,19 @@ fn start_orchestrator(port: u16) -> Result<()> {
             rt.block_on(burn_collective::start_global_orchestrator(port));
         })
         .map_err(|e| Error::Train(format!("starting the collective orchestrator: {e}")))?;
+    Ok(())
+}
+
+/// burn only logs a failed bind (the orchestrator) or dies in its first all-reduce (a tensor-data
+/// server whose port another program holds), so check first: a busy port is a clear error.
+fn port_free(port: u16, what: &str) -> Result<()> {
+    std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| Error::ConfigValue {
+        file: "config".into(),
+        key: "distributed.master_port".into(),
+        msg: format!(
+            "cannot listen on port {port} for {what}: {e} (a job uses master_port for the orchestrator \
+             and master_port + 1 + p for process p's tensor data)"
+        ),
+    })?;
     Ok(())
 }

@@ -85,7 +85,7 @@ impl<B: Backend> Attention<B> {
         let rep = nq / nkv;
         let x2 = x.reshape([b * t, d]);
         let heads = |w: &Param<Tensor<B, 2>>, n: usize| {
-            x2.clone().matmul(w.val()).reshape([b, t, n, hd]) // [b, t, n, hd]
+            precision::matmul(x2.clone(), w.val()).reshape([b, t, n, hd]) // [b, t, n, hd]
         };
         let q = fused::rope(heads(&self.q_proj, nq), rope).swap_dims(1, 2); // [b, nq, t, hd]
         let mut k = fused::rope(heads(&self.k_proj, nkv), rope).swap_dims(1, 2); // [b, nkv, t, hd]
@@ -107,7 +107,7 @@ impl<B: Backend> Attention<B> {
         // group into the row dimension lets one batched matmul serve the group without
         // materialising repeated keys and values.
         let q = q.reshape([b, nkv, rep * t, hd]); // [b, nkv, rep·t, hd]
-        let (logits, dtype) = precision::upcast(q.matmul(k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
+        let (logits, dtype) = precision::upcast(precision::matmul(q, k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
         let scores = fused::AttnScores {
             multiplier: self.output_multiplier,
             cap: self.softcap,
@@ -116,11 +116,11 @@ impl<B: Backend> Attention<B> {
         };
         let probs = fused::capped_softmax(logits, scores);
         let probs = precision::restore(probs, dtype);
-        let out = probs.matmul(v); // [b, nkv, rep·t, hd]
+        let out = precision::matmul(probs, v); // [b, nkv, rep·t, hd]
         let out = out
             .reshape([b, nq, t, hd])
             .swap_dims(1, 2)
             .reshape([b * t, nq * hd]);
-        out.matmul(self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
+        precision::matmul(out, self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
     }
 }

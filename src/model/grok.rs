@@ -10,7 +10,9 @@ use super::block::{Block, BlockConfig};
 use super::init;
 use super::moe::MoeConfig;
 use super::norm::{RmsNorm, RmsNormConfig};
+use super::precision;
 use super::rope::RopeTables;
+use crate::config::Precision;
 
 /// The resolved model shape and constants (see `config::resolve` for how a YAML file becomes one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +103,7 @@ impl GrokConfig {
             rope_theta: self.rope_theta,
             embedding_multiplier: self.embedding_multiplier,
             output_multiplier: self.output_multiplier,
+            precision: Precision::F32,
         }
     }
 }
@@ -119,6 +122,9 @@ pub struct Grok<B: Backend> {
     pub embedding_multiplier: f64,
     #[module(skip)]
     pub output_multiplier: f64,
+    /// The matmul precision of `forward` (`model::precision`); f32 unless `with_precision`.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// What one forward pass produces.
@@ -136,6 +142,20 @@ impl<B: Backend> Grok<B> {
     /// `ids: [batch, seq]` → logits `[batch, seq, vocab]`. With `caches` (one per layer), the ids
     /// continue the cached sequence and the caches are extended.
     pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        caches: Option<&mut [Option<KvCache<B>>]>,
+    ) -> GrokOutput<B> {
+        precision::autocast(self.precision, || self.forward_inner(ids, caches))
+    }
+
+    /// The same model computing its matrix products in `precision`; the weights stay as they are.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    fn forward_inner(
         &self,
         ids: Tensor<B, 2, Int>,
         caches: Option<&mut [Option<KvCache<B>>]>,
@@ -165,6 +185,10 @@ impl<B: Backend> Grok<B> {
             expert_load.push(stats.load);
         }
         let h = self.norm.forward(h).reshape([b * t, d]); // [b·t, d]
+        // The output head stays f32 under bf16 (`precision::matmul` is not used): bf16-rounded
+        // logits (steps of 1/16 near 10) cost the small preset ~0.07 nats of validation loss
+        // after 200 steps, and an f32 head removed that (docs/benchmarks.md). Cost on a GPU: the
+        // head is a quarter of gpu-350m's FLOPs, at tf32 rather than bf16 speed.
         let logits = h
             .matmul(self.embed_tokens.val().transpose())
             .mul_scalar(self.output_multiplier)

@@ -51,8 +51,9 @@ pub struct Expert<B: Backend> {
 impl<B: Backend> Expert<B> {
     /// `[n, d_model]` → `[n, d_model]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let h = fused::gelu_gate(x.clone().matmul(self.w1.val()), x.matmul(self.w3.val())); // [n, ffn]
-        h.matmul(self.w2.val())
+        let a = precision::matmul(x.clone(), self.w1.val()); // [n, ffn]
+        let h = fused::gelu_gate(a, precision::matmul(x, self.w3.val())); // [n, ffn]
+        precision::matmul(h, self.w2.val())
     }
 }
 

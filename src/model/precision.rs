@@ -1,8 +1,16 @@
-//! The precision rule for numerically sensitive steps (norms, softmax, router, loss): compute in
-//! at least f32. Half types are upcast and cast back; f32 and f64 are left alone, so an f64 model
-//! (used by the finite-difference gradient test) stays f64 throughout.
+//! Precision rules. Numerically sensitive steps (norms, softmax, router, loss) compute in at least
+//! f32: half types are upcast and cast back, f32 and f64 are left alone (so the f64 model of the
+//! finite-difference gradient test stays f64). Under bf16 mixed precision (`precision: bf16`)
+//! the matrix products take bf16 inputs and return f32, torch.autocast's recipe: weights,
+//! gradients, optimizer state and everything between the matmuls stay f32. One exception to
+//! autocast: the output head (the logits feeding the f32 loss) stays f32 (see `Grok::forward`).
+
+use std::cell::Cell;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
+
+use crate::config::{BackendKind, Precision};
+use crate::error::{Error, Result};
 
 /// `x` in at least f32, and the dtype to return to afterwards.
 pub fn upcast<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, DType) {
@@ -16,4 +24,47 @@ pub fn upcast<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, DTy
 /// Back to `dtype` after `upcast`.
 pub fn restore<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
     if x.dtype() == dtype { x } else { x.cast(dtype) }
+}
+
+thread_local! {
+    /// The matmul precision of the forward pass running on this thread. A thread-local rather
+    /// than an argument threaded through every module: `Grok::forward` sets it from the model's
+    /// own setting for the span of the call, as torch.autocast does, and backward needs nothing
+    /// (the casts are recorded in the graph).
+    static MATMUL: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// Run `f` with the forward's matrix products in precision `p`.
+pub fn autocast<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    let before = MATMUL.with(|m| m.replace(p));
+    let out = f();
+    MATMUL.with(|m| m.set(before));
+    out
+}
+
+/// `a · b` in the current autocast precision. Under bf16 both inputs are rounded to bf16, the
+/// product accumulates in f32 (tensor cores, and the CPU backend's emulation), is written in bf16
+/// as a bf16 GEMM writes it, and is widened back to f32, so the caller's tensors never change
+/// dtype. Costs two casts of the inputs and one of the
+/// output per call, which burn's fusion folds into neighbouring kernels on GPU backends.
+pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    match MATMUL.with(|m| m.get()) {
+        Precision::Bf16 if a.dtype() == DType::F32 => a
+            .cast(DType::BF16)
+            .matmul(b.cast(DType::BF16))
+            .cast(DType::F32),
+        _ => a.matmul(b),
+    }
+}
+
+/// Refuse `p` on a device that cannot compute in it (e.g. a wgpu adapter without bf16), naming
+/// the key to change, before any work starts.
+pub fn check<B: Backend>(p: Precision, backend: BackendKind, device: &B::Device) -> Result<()> {
+    if p == Precision::Bf16 && !B::supports_dtype(device, DType::BF16) {
+        return Err(Error::Train(format!(
+            "key `precision`: bf16 is not supported by this {} device ({device:?}); set `precision: f32`",
+            backend.name()
+        )));
+    }
+    Ok(())
 }

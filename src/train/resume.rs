@@ -149,6 +149,17 @@ pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Res
             }
         }
     }
+    if old.precision != cfg.precision {
+        // Allowed (a run may move between a GPU and the CPU), but the arithmetic changes.
+        let note = format!(
+            "precision changed on resume: {} -> {}; the continuation will not match an uninterrupted run bit for bit",
+            old.precision.name(),
+            cfg.precision.name()
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
     if old.seed != cfg.seed || old.data != cfg.data {
         let note = "seed or data settings changed on resume: batches will differ from the original run";
         if !notes.iter().any(|n| n == note) {

@@ -172,6 +172,7 @@ pub fn train_rank<B: AutodiffBackend>(
     let leader = dist.is_leader();
     let run = checkpoint::run_dir(cfg);
     let candidates = resume::candidates(cfg)?;
+    crate::model::precision::check::<B>(cfg.precision, cfg.backend, device)?;
     let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
     let params: Vec<ParamInfo> = params::list(&model);
     let settings = AdamWSettings::from(&cfg.train);
@@ -249,7 +250,7 @@ pub fn train_rank<B: AutodiffBackend>(
         data::tokenizer::save(tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
     }
     // Every rank runs the same job from rank 0's weights (a no-op on one rank).
-    model = dist.start(cfg, &state, model, device)?;
+    model = dist.start(cfg, &state, model, device)?.with_precision(cfg.precision);
     // ZeRO-1: keep moments only for this rank's parameters (`dist::zero`).
     let zero_mine: Option<Vec<bool>> = (cfg.distributed.zero1 && dist.world > 1).then(|| {
         let owner = dist::zero::owners(&params, dist.world);

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use colossus::config::{self, Config};
+use colossus::data::{Batch, BatchSource};
 use colossus::model::GrokConfig;
 
 /// A small model whose every constant differs from its neighbour's default so a mix-up shows:
@@ -98,4 +99,34 @@ pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
         }
     });
     rx
+}
+
+/// Fixed pseudo-random batches of ids below 512 (the tiny vocabulary), so two runs being compared
+/// see exactly the same tokens.
+pub struct SkewedBatches(pub u64);
+impl BatchSource for SkewedBatches {
+    fn next_batch(&mut self, batch: usize, seq: usize) -> Batch {
+        let mut ids = Vec::with_capacity(batch * (seq + 1));
+        for _ in 0..batch * (seq + 1) {
+            // SplitMix64: deterministic, and independent of the crate's own RNG.
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            // A skewed distribution (small ids far more likely) gives the model something to learn.
+            let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+            ids.push((u * u * u * 512.0) as i64);
+        }
+        let rows = |off: usize| -> Vec<i64> {
+            (0..batch)
+                .flat_map(|r| ids[r * (seq + 1) + off..r * (seq + 1) + off + seq].to_vec())
+                .collect()
+        };
+        Batch {
+            batch,
+            seq,
+            inputs: rows(0),
+            targets: rows(1),
+        }
+    }
 }

@@ -55,9 +55,7 @@ impl<P: Protocol> SyncService<P> {
                 continue;
             }
 
-            let mut connection = P::Client::connect(addr.clone(), "sync")
-                .await
-                .expect("Couldn't connect to peer for sync");
+            let mut connection = connect_sync::<P>(addr).await;
             let msg = SyncRequest(node_state.node_id);
             let sync_bytes = rmp_serde::to_vec(&msg).unwrap();
             connection
@@ -99,5 +97,27 @@ impl<P: Protocol> SyncService<P> {
         // Colossus patch: `notify_one` keeps a permit when the syncing task is not waiting yet
         // (between its check and `notified()`); `notify_waiters` lost that wake-up.
         self.sync_notif.notify_one();
+    }
+}
+
+/// How long a sync keeps dialling a peer whose server is not up yet (Colossus patch).
+const SYNC_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Colossus patch: 0.21.0 dialled once and panicked. A node's server is spawned just before it
+/// registers, so with three or more nodes a peer that is not this node's ring neighbour may not
+/// have been reached yet and its socket may still be unbound. Retry every 20 ms until the
+/// deadline, then panic as before.
+async fn connect_sync<P: Protocol>(
+    addr: &burn_communication::Address,
+) -> <P::Client as ProtocolClient>::Channel {
+    let deadline = tokio::time::Instant::now() + SYNC_CONNECT_DEADLINE;
+    loop {
+        if let Some(connection) = P::Client::connect(addr.clone(), "sync").await {
+            return connection;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("Couldn't connect to peer {addr:?} for sync within {SYNC_CONNECT_DEADLINE:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
