@@ -298,7 +298,11 @@ fn lose_a_rank(victim: usize, signal: &str, expect: &str) {
                 let _ = r.kill();
             }
             let log1: Vec<String> = rx[1].try_iter().collect();
-            panic!("no progress:\nrank 0:\n{}\nrank 1:\n{}", log0.join("\n"), log1.join("\n"));
+            panic!(
+                "no progress:\nrank 0:\n{}\nrank 1:\n{}",
+                log0.join("\n"),
+                log1.join("\n")
+            );
         }
         if let Ok(l) = rx[0].recv_timeout(Duration::from_millis(100)) {
             log0.push(l);

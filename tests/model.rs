@@ -194,9 +194,9 @@ fn routed_moe_matches_dense_reference() {
     for (e, expert) in moe.experts.iter().enumerate() {
         dense = dense + expert.forward(x.clone()) * gates.clone().narrow(1, e, 1);
     }
-    let vals = |t: Tensor<colossus::backend::Cpu, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-    let max_diff = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-    let d = max_diff(vals(routed.clone().inner()), vals(dense.clone().inner()));
+    let max_diff =
+        |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    let d = max_diff(floats(routed.clone().inner()), floats(dense.clone().inner()));
     assert!(d < 1e-5, "forward: max |routed − dense| = {d}");
 
     // The same weighted sum of outputs as loss on both paths.
@@ -204,7 +204,7 @@ fn routed_moe_matches_dense_reference() {
     let g_routed = (routed * w.clone()).sum().backward();
     let g_dense = (dense * w).sum().backward();
     let grad = |g: &<CpuTrain as burn::tensor::backend::AutodiffBackend>::Gradients,
-                t: &Tensor<CpuTrain, 2>| vals(t.grad(g).unwrap());
+                t: &Tensor<CpuTrain, 2>| floats(t.grad(g).unwrap());
     let d = max_diff(grad(&g_routed, &x), grad(&g_dense, &x));
     assert!(d < 1e-4, "input gradient: max diff {d}");
     let d = max_diff(grad(&g_routed, &moe.gate.val()), grad(&g_dense, &moe.gate.val()));

@@ -8,16 +8,10 @@ use burn::tensor::{DType, Tensor, TensorData};
 use colossus::backend::{Cpu, CpuTrain};
 use colossus::config::{self, Precision};
 use colossus::model::{Grok, precision};
-use colossus::train::optim::{AdamW, AdamWSettings};
-use colossus::train::{params, trainer};
 use common::*;
 
 fn matrix(values: Vec<f32>, shape: [usize; 2]) -> Tensor<Cpu, 2> {
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
-
-fn values(t: Tensor<Cpu, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec().unwrap()
 }
 
 #[test]
@@ -26,15 +20,21 @@ fn bf16_matmul_rounds_its_inputs_and_accumulates_in_f32() {
     // the bf16 sum 2 + 2⁻⁶ (the product is written in bf16, as a bf16 GEMM does, then widened).
     let a = || matrix(vec![1.0 + 2f32.powi(-9), 1.0 + 2f32.powi(-6)], [1, 2]);
     let b = || matrix(vec![1.0, 1.0], [2, 1]);
-    let exact = values(precision::matmul(a(), b()));
-    assert_eq!(exact, vec![2.0 + 2f32.powi(-9) + 2f32.powi(-6)], "f32 outside autocast");
-    let mixed = values(precision::autocast(Precision::Bf16, || precision::matmul(a(), b())));
+    let exact = floats(precision::matmul(a(), b()));
+    assert_eq!(
+        exact,
+        vec![2.0 + 2f32.powi(-9) + 2f32.powi(-6)],
+        "f32 outside autocast"
+    );
+    let mixed = floats(precision::autocast(Precision::Bf16, || {
+        precision::matmul(a(), b())
+    }));
     assert_eq!(mixed, vec![2.0 + 2f32.powi(-6)], "inputs rounded to bf16");
     // The output is rounded to bf16 too: 2 + 2⁻⁷ lies halfway between bf16 neighbours 2 and
     // 2 + 2⁻⁶, and ties go to the even one.
     let a = matrix(vec![1.0, 1.0 + 2f32.powi(-7)], [1, 2]);
     let out = precision::autocast(Precision::Bf16, || precision::matmul(a, b()));
-    assert_eq!(values(out), vec![2.0], "product rounded to bf16");
+    assert_eq!(floats(out), vec![2.0], "product rounded to bf16");
 
     // 1 + 256 · 2⁻⁸ = 2: an f32 accumulator gets there, a bf16 one would stay at 1 (each
     // 1 + 2⁻⁸ ties back to 1). Every input and the result are exact in bf16.
@@ -44,7 +44,7 @@ fn bf16_matmul_rounds_its_inputs_and_accumulates_in_f32() {
     let b = matrix(col, [257, 1]);
     let out = precision::autocast(Precision::Bf16, || precision::matmul(a, b));
     assert_eq!(out.dtype(), DType::F32, "the product comes back as f32");
-    assert_eq!(values(out), vec![2.0], "accumulated in f32");
+    assert_eq!(floats(out), vec![2.0], "accumulated in f32");
 }
 
 #[test]
@@ -54,8 +54,14 @@ fn precision_key_defaults_to_bf16_on_cuda_only_and_rejects_other_values() {
     assert_eq!(cfg(&yaml("cpu")).unwrap().precision, Precision::F32);
     assert_eq!(cfg(&yaml("wgpu")).unwrap().precision, Precision::F32);
     assert_eq!(cfg(&yaml("cuda")).unwrap().precision, Precision::Bf16);
-    assert_eq!(cfg(&yaml("cuda\nprecision: f32")).unwrap().precision, Precision::F32);
-    assert_eq!(cfg(&yaml("cpu\nprecision: bf16")).unwrap().precision, Precision::Bf16);
+    assert_eq!(
+        cfg(&yaml("cuda\nprecision: f32")).unwrap().precision,
+        Precision::F32
+    );
+    assert_eq!(
+        cfg(&yaml("cpu\nprecision: bf16")).unwrap().precision,
+        Precision::Bf16
+    );
     let err = cfg(&yaml("cuda\nprecision: fp8")).unwrap_err().to_string();
     assert!(
         err.contains("p.yaml") && err.contains("fp8") && err.contains("bf16"),
@@ -72,24 +78,20 @@ fn run(p: Precision, steps: usize, tag: &str) -> (Vec<f64>, Vec<Vec<f32>>, bool)
     let dir = temp_dir(&format!("precision-{tag}-{}", p.name()));
     let cfg = tiny_config(&dir, &["train.micro_batch=4", "data.seq_len=32"]);
     let device = Default::default();
-    let mut model: Grok<CpuTrain> = cfg.model.init(cfg.seed, &device).with_precision(p);
-    let mut opt = AdamW::<Cpu>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
-    let mut source = SkewedBatches(7);
-    let mut losses = Vec::new();
-    let mut first_grads = Vec::new();
-    for step in 0..steps {
-        let sg = trainer::accumulate(&cfg, &model, &mut source, &device);
-        losses.push(sg.loss);
-        if step == 0 {
-            for g in &sg.grads.tensors {
-                assert_eq!(g.dtype(), DType::F32, "gradients are f32");
-                first_grads.push(g.clone().into_data().convert::<f32>().into_vec().unwrap());
-            }
-        }
-        let (g, _) = sg.grads.clip_global_norm(cfg.train.grad_clip);
-        model = opt.step(model, g, 3e-3);
-        assert_eq!(model.precision, p, "the optimizer step keeps the model's precision");
-    }
+    let model: Grok<CpuTrain> = cfg.model.init(cfg.seed, &device).with_precision(p);
+    let Steps {
+        losses,
+        first_grads,
+        model,
+    } = train_steps(&cfg, model, &device, 7, steps);
+    assert_eq!(
+        model.precision, p,
+        "the optimizer steps keep the model's precision"
+    );
+    assert!(
+        first_grads.iter().all(|g| g.dtype() == DType::F32),
+        "gradients are f32"
+    );
     let layer = &model.layers[0];
     let all_f32 = [
         model.embed_tokens.val().dtype(),
@@ -99,7 +101,7 @@ fn run(p: Precision, steps: usize, tag: &str) -> (Vec<f64>, Vec<Vec<f32>>, bool)
     ]
     .iter()
     .all(|d| *d == DType::F32);
-    (losses, first_grads, all_f32)
+    (losses, first_grads.into_iter().map(floats).collect(), all_f32)
 }
 
 #[test]
@@ -108,31 +110,40 @@ fn issue_7_bf16_training_tracks_f32_on_the_tiny_preset() {
     let (f32_losses, f32_grads, _) = run(Precision::F32, STEPS, "curve");
     let (bf16_losses, bf16_grads, master_f32) = run(Precision::Bf16, STEPS, "curve");
     assert!(master_f32, "master weights stay f32 under bf16");
-    assert_ne!(f32_losses, bf16_losses, "bf16 must actually change the arithmetic");
+    assert_ne!(
+        f32_losses, bf16_losses,
+        "bf16 must actually change the arithmetic"
+    );
 
     // First-step gradients: bf16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 0.2%); a few
     // percent relative L2 error over the whole gradient is what rounding every matmul input gives.
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (a, b) in f32_grads.iter().zip(&bf16_grads) {
-        for (x, y) in a.iter().zip(b) {
-            diff += ((x - y) as f64).powi(2);
-            norm += (*x as f64).powi(2);
-        }
-    }
-    let rel = (diff / norm).sqrt();
+    let rel = rel_l2(&f32_grads.concat(), &bf16_grads.concat());
     println!("first-step gradient relative L2 difference bf16 vs f32: {rel:.4}");
     assert!(rel < 0.05, "bf16 gradients too far from f32: relative L2 {rel}");
 
     // The loss curve (the loss falls by ~0.75 nats over the run): the mean step difference
     // within 0.005 nats and every step within 0.05. Measured: mean ≈ 0.001, worst ≈ 0.007 (the
     // runs drift apart slowly, and a 128-token batch's loss is noisy).
-    let diffs: Vec<f64> = f32_losses.iter().zip(&bf16_losses).map(|(a, b)| (a - b).abs()).collect();
+    let diffs: Vec<f64> = f32_losses
+        .iter()
+        .zip(&bf16_losses)
+        .map(|(a, b)| (a - b).abs())
+        .collect();
     let worst = diffs.iter().cloned().fold(0f64, f64::max);
     let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
     println!("f32 losses {f32_losses:?}\nbf16 losses {bf16_losses:?}\nmean {mean:.5} worst {worst:.5}");
-    assert!(mean < 0.005, "bf16 loss curve strays {mean} nats from f32 on average");
-    assert!(worst < 0.05, "bf16 loss curve strays {worst} nats from f32 at one step");
-    assert!(bf16_losses[STEPS - 1] < bf16_losses[0] - 0.5, "bf16 run did not learn: {bf16_losses:?}");
+    assert!(
+        mean < 0.005,
+        "bf16 loss curve strays {mean} nats from f32 on average"
+    );
+    assert!(
+        worst < 0.05,
+        "bf16 loss curve strays {worst} nats from f32 at one step"
+    );
+    assert!(
+        bf16_losses[STEPS - 1] < bf16_losses[0] - 0.5,
+        "bf16 run did not learn: {bf16_losses:?}"
+    );
 }
 
 #[test]

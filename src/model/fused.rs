@@ -29,10 +29,7 @@ thread_local! {
 
 /// Run `f` with the fused paths switched off on this thread: the reference the tests compare with.
 pub fn plain_scope<R>(f: impl FnOnce() -> R) -> R {
-    let before = PLAIN.with(|p| p.replace(true));
-    let out = f();
-    PLAIN.with(|p| p.set(before));
-    out
+    super::scoped(&PLAIN, true, f)
 }
 
 fn fused_allowed(dtype: DType) -> bool {

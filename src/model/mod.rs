@@ -13,3 +13,16 @@ pub mod precision;
 pub mod rope;
 
 pub use grok::{Grok, GrokConfig, GrokOutput};
+
+/// Run `f` with the thread-local switch `key` set to `value`, then put the old value back: how
+/// `fused::plain_scope` and `precision::autocast` scope their per-thread modes.
+fn scoped<T: Copy, R>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    let before = key.with(|c| c.replace(value));
+    let out = f();
+    key.with(|c| c.set(before));
+    out
+}

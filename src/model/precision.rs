@@ -36,23 +36,19 @@ thread_local! {
 
 /// Run `f` with the forward's matrix products in precision `p`.
 pub fn autocast<R>(p: Precision, f: impl FnOnce() -> R) -> R {
-    let before = MATMUL.with(|m| m.replace(p));
-    let out = f();
-    MATMUL.with(|m| m.set(before));
-    out
+    super::scoped(&MATMUL, p, f)
 }
 
 /// `a · b` in the current autocast precision. Under bf16 both inputs are rounded to bf16, the
 /// product accumulates in f32 (tensor cores, and the CPU backend's emulation), is written in bf16
 /// as a bf16 GEMM writes it, and is widened back to f32, so the caller's tensors never change
-/// dtype. Costs two casts of the inputs and one of the
-/// output per call, which burn's fusion folds into neighbouring kernels on GPU backends.
+/// dtype. Costs two casts of the inputs and one of the output per call, which burn's fusion
+/// folds into neighbouring kernels on GPU backends.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     match MATMUL.with(|m| m.get()) {
-        Precision::Bf16 if a.dtype() == DType::F32 => a
-            .cast(DType::BF16)
-            .matmul(b.cast(DType::BF16))
-            .cast(DType::F32),
+        Precision::Bf16 if a.dtype() == DType::F32 => {
+            a.cast(DType::BF16).matmul(b.cast(DType::BF16)).cast(DType::F32)
+        }
         _ => a.matmul(b),
     }
 }

@@ -250,7 +250,9 @@ pub fn train_rank<B: AutodiffBackend>(
         data::tokenizer::save(tokenizer, &run.join(checkpoint::TOKENIZER_FILE))?;
     }
     // Every rank runs the same job from rank 0's weights (a no-op on one rank).
-    model = dist.start(cfg, &state, model, device)?.with_precision(cfg.precision);
+    model = dist
+        .start(cfg, &state, model, device)?
+        .with_precision(cfg.precision);
     // ZeRO-1: keep moments only for this rank's parameters (`dist::zero`).
     let zero_mine: Option<Vec<bool>> = (cfg.distributed.zero1 && dist.world > 1).then(|| {
         let owner = dist::zero::owners(&params, dist.world);

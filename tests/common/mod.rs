@@ -3,9 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use colossus::config::{self, Config};
 use colossus::data::{Batch, BatchSource};
+use colossus::model::Grok;
 use colossus::model::GrokConfig;
+use colossus::train::optim::{AdamW, AdamWSettings};
+use colossus::train::{params, trainer};
 
 /// A small model whose every constant differs from its neighbour's default so a mix-up shows:
 /// strong init (std 0.5) and a low soft cap (1.5) so the tanh cap is actually active.
@@ -129,4 +134,56 @@ impl BatchSource for SkewedBatches {
             targets: rows(1),
         }
     }
+}
+
+/// What `train_steps` did: each step's loss, the first step's gradients, and the trained model.
+pub struct Steps<B: AutodiffBackend> {
+    pub losses: Vec<f64>,
+    pub first_grads: Vec<Tensor<B::InnerBackend, 1>>,
+    pub model: Grok<B>,
+}
+
+/// `steps` optimizer steps of `model` (clipped, AdamW at `cfg`'s lr) on `SkewedBatches(seed)`:
+/// two runs given the same arguments see the same tokens, whatever their backend or precision.
+pub fn train_steps<B: AutodiffBackend>(
+    cfg: &Config,
+    mut model: Grok<B>,
+    device: &B::Device,
+    seed: u64,
+    steps: usize,
+) -> Steps<B> {
+    let mut opt =
+        AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params::list(&model), device);
+    let mut source = SkewedBatches(seed);
+    let (mut losses, mut first_grads) = (Vec::new(), Vec::new());
+    for step in 0..steps {
+        let sg = trainer::accumulate(cfg, &model, &mut source, device);
+        losses.push(sg.loss);
+        if step == 0 {
+            first_grads = sg.grads.tensors.clone();
+        }
+        let (g, _) = sg.grads.clip_global_norm(cfg.train.grad_clip);
+        model = opt.step(model, g, cfg.train.lr);
+    }
+    Steps {
+        losses,
+        first_grads,
+        model,
+    }
+}
+
+/// A tensor's values as f32.
+pub fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().unwrap()
+}
+
+/// ‖a − b‖ / ‖a‖ over all values.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        diff += ((x - y) as f64).powi(2);
+        norm += (*x as f64).powi(2);
+    }
+    (diff / norm.max(1e-30)).sqrt()
 }
