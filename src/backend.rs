@@ -60,6 +60,7 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
     let _ = (&job, index);
     match kind {
         BackendKind::Cpu => {
+            keep_freed_memory();
             #[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
             return job.run::<CpuTrain>(Default::default());
             #[cfg(not(any(feature = "cpu", feature = "cpu-ndarray")))]
@@ -89,6 +90,28 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
             #[cfg(not(feature = "cuda"))]
             Err(missing(kind, "cuda"))
         }
+    }
+}
+
+/// Make glibc's allocator keep freed memory for the next allocation instead of unmapping it.
+///
+/// A training step allocates and frees the same tensors every step (the head's logits are
+/// 32 MiB at the tiny-peer shape, just over glibc's largest mmap threshold), and by default each
+/// large one comes back from the kernel as fresh pages that fault in on first touch: the
+/// `[2048, 256] × [256, 4096]` head matmul ran at 65 GFLOP/s instead of ~115 (docs/performance.md,
+/// section 5). Cost: the process keeps its peak heap resident instead of returning it between
+/// steps. Other allocators and platforms are left as they are.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator parameters (under the allocator's lock).
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            }
+        });
     }
 }
 
