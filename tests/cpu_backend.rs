@@ -72,7 +72,9 @@ fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
 }
 
 fn small_values(n: usize, salt: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i * 37 + salt * 11) % 23) as f32 / 11.0 - 1.0).collect()
+    (0..n)
+        .map(|i| ((i * 37 + salt * 11) % 23) as f32 / 11.0 - 1.0)
+        .collect()
 }
 
 fn check_matmul(batch: usize, m: usize, k: usize, n: usize) {
@@ -83,7 +85,13 @@ fn check_matmul(batch: usize, m: usize, k: usize, n: usize) {
     let got = values(ta.matmul(tb));
     assert_eq!(got.len(), batch * m * n);
     for s in 0..batch {
-        let want = naive(&a[s * m * k..(s + 1) * m * k], &b[s * k * n..(s + 1) * k * n], m, k, n);
+        let want = naive(
+            &a[s * m * k..(s + 1) * m * k],
+            &b[s * k * n..(s + 1) * k * n],
+            m,
+            k,
+            n,
+        );
         for (i, w) in want.iter().enumerate() {
             let g = got[s * m * n + i] as f64;
             assert!(
@@ -130,5 +138,8 @@ fn issue_8_zeros_and_shared_reads_keep_every_dtype_intact() {
         ints.into_data().convert::<i64>().into_vec::<i64>().expect("i64"),
         (0..20).collect::<Vec<i64>>()
     );
-    assert_eq!(values(kept.narrow(0, 1, 2)), (5..15).map(|i| i as f32).collect::<Vec<_>>());
+    assert_eq!(
+        values(kept.narrow(0, 1, 2)),
+        (5..15).map(|i| i as f32).collect::<Vec<_>>()
+    );
 }
