@@ -54,7 +54,17 @@ pub struct BenchResult {
     pub peak_tflops: f64,
     pub peak_source: String,
     pub final_loss: f64,
+    /// Mean milliseconds per measured step in each phase (gradient clipping counts as optimizer).
+    pub step_ms: Phases,
     pub peak_mem_gib: f64,
+}
+
+/// Time in the three phases of a training step.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    pub forward: f64,
+    pub backward: f64,
+    pub optimizer: f64,
 }
 
 impl Job for BenchJob {
@@ -71,19 +81,29 @@ impl Job for BenchJob {
         };
         let mut loss = f64::NAN;
         let mut start = Instant::now();
+        let mut phases = Phases::default();
         for i in 0..self.warmup + self.steps {
             if i == self.warmup {
                 start = Instant::now();
+                phases = Phases::default();
             }
-            // `accumulate` reads the loss back to the host every micro-batch, so each step is
-            // complete (no queued device work) when the clock is read.
+            // `accumulate` reads the loss back to the host every micro-batch, so each forward
+            // is complete (no queued device work) when its clock is read; the syncs below close
+            // the backward and the optimizer the same way.
+            let t0 = Instant::now();
             let sg = trainer::accumulate(cfg, &model, &mut source, &device);
+            let _ = B::sync(&device);
+            let t1 = Instant::now();
             let (g, _) = sg.grads.clip_global_norm(cfg.train.grad_clip);
             model = opt.step(model, g, cfg.train.lr);
+            let _ = B::sync(&device);
+            phases.forward += sg.forward_s;
+            phases.backward += (t1 - t0).as_secs_f64() - sg.forward_s;
+            phases.optimizer += t1.elapsed().as_secs_f64();
             loss = sg.loss;
         }
-        let _ = B::sync(&device);
         let wall = start.elapsed().as_secs_f64();
+        let per_step = |s: f64| 1e3 * s / self.steps.max(1) as f64;
         let tokens = (self.steps * cfg.train.tokens_per_step(cfg.data.seq_len)) as f64;
         let tokens_per_s = tokens / wall;
         let model_tflops = tokens_per_s * train_flops_per_token(&cfg.model, cfg.data.seq_len) / 1e12;
@@ -98,6 +118,11 @@ impl Job for BenchJob {
             peak_tflops,
             peak_source,
             final_loss: loss,
+            step_ms: Phases {
+                forward: per_step(phases.forward),
+                backward: per_step(phases.backward),
+                optimizer: per_step(phases.optimizer),
+            },
             peak_mem_gib: mfu::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64),
         })
     }
@@ -146,7 +171,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     println!(
         "backend={}{} precision={} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
-         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2}",
+         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2} \
+         step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
         precision.name(),
@@ -158,7 +184,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         r.model_tflops,
         r.peak_tflops,
         r.peak_source,
-        r.peak_mem_gib
+        r.peak_mem_gib,
+        r.step_ms.forward,
+        r.step_ms.backward,
+        r.step_ms.optimizer
     );
     Ok(())
 }

@@ -86,6 +86,9 @@ pub struct StepGrads<B: AutodiffBackend> {
     pub loss: f64,
     pub aux_loss: f64,
     pub expert_load: Vec<Vec<f32>>,
+    /// Wall seconds spent in the forward passes, up to each loss's read-back (which waits for
+    /// the device): `colossus bench` splits a step into forward, backward and optimizer with it.
+    pub forward_s: f64,
 }
 
 /// Forward and backward over `grad_accum` micro-batches from `source`.
@@ -111,14 +114,17 @@ pub fn accumulate_rank<B: AutodiffBackend>(
     let mut acc: Option<Grads<B::InnerBackend>> = None;
     let (mut loss_sum, mut aux_sum) = (0.0, 0.0);
     let mut load: Vec<Vec<f32>> = Vec::new();
+    let mut forward_s = 0.0;
     for _ in 0..accum {
         let batch = source.next_batch(cfg.train.micro_batch, cfg.data.seq_len);
         let batch = dist::split::slice(
             batch,
             dist::split::rows(cfg.train.micro_batch, dist.rank, dist.world),
         );
+        let start = std::time::Instant::now();
         let s = forward_batch(model, &batch, device);
         loss_sum += scalar(&s.loss);
+        forward_s += start.elapsed().as_secs_f64();
         aux_sum += scalar(&s.aux_loss);
         let objective = if coef > 0.0 {
             s.loss + s.aux_loss.mul_scalar(coef)
@@ -144,6 +150,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
         loss: loss_sum / accum as f64,
         aux_loss: aux_sum / accum as f64,
         expert_load: load,
+        forward_s,
     }
 }
 
@@ -459,6 +466,7 @@ fn reduce_step<B: AutodiffBackend>(
         return Ok((sg, stop));
     }
     let widths: Vec<usize> = sg.expert_load.iter().map(|l| l.len()).collect();
+    let forward_s = sg.forward_s;
     let mut extras = vec![sg.loss as f32, sg.aux_loss as f32, if stop { 1.0 } else { 0.0 }];
     extras.extend(sg.expert_load.iter().flatten());
     let (grads, extras) = dist.mean_grads(sg.grads, extras)?;
@@ -476,6 +484,7 @@ fn reduce_step<B: AutodiffBackend>(
         loss: extras[0] as f64,
         aux_loss: extras[1] as f64,
         expert_load,
+        forward_s,
     };
     Ok((reduced, extras[2] > 0.0))
 }
