@@ -240,3 +240,47 @@ fn issue_8_whole_model_loss_and_gradients_match_the_plain_path() {
         assert_close(g, g0, 1e-4, &format!("gradient of parameter {i}"));
     }
 }
+
+#[test]
+fn issue_8_gradient_clipping_matches_the_plain_path() {
+    let device = Default::default();
+    let grads = || Grads::<Cpu> {
+        tensors: [(10_000, 1, 0.5), (70_001, 2, 2.0), (3, 3, 1.0)]
+            .into_iter()
+            .map(|(n, salt, s)| Tensor::from_data(TensorData::new(values(n, salt, s), [n]), &device))
+            .collect(),
+    };
+    let want_sq: f64 = grads()
+        .tensors
+        .into_iter()
+        .flat_map(vec)
+        .map(|v| v as f64 * v as f64)
+        .sum();
+    for max_norm in [1.0, 1e9, 0.0] {
+        let (fused, fused_norm) = grads().clip_global_norm(max_norm);
+        let (plain, plain_norm) = fused::plain_scope(|| grads().clip_global_norm(max_norm));
+        let rel = |a: f64| (a - want_sq.sqrt()).abs() / want_sq.sqrt();
+        assert!(
+            rel(fused_norm) < 1e-6 && rel(plain_norm) < 1e-5,
+            "{fused_norm} {plain_norm}"
+        );
+        for (i, (f, p)) in fused.tensors.into_iter().zip(plain.tensors).enumerate() {
+            let (f, p) = (vec(f), vec(p));
+            if max_norm == 1.0 {
+                assert_close(&f, &p, 1e-6, &format!("clipped gradient {i}"));
+                let scale = 1.0 / (want_sq.sqrt() + 1e-6);
+                let orig = vec(grads().tensors[i].clone());
+                assert!(
+                    f.iter()
+                        .zip(&orig)
+                        .all(|(g, o)| (g - o * scale as f32).abs() <= 1e-6 * o.abs().max(1e-3)),
+                    "gradient {i} is not the original times max/(norm + 1e-6)"
+                );
+            } else {
+                // No clipping (a large max, or 0 = off): every value is returned untouched.
+                assert_eq!(f, p, "unclipped gradient {i} (max_norm {max_norm})");
+                assert_eq!(f, vec(grads().tensors[i].clone()));
+            }
+        }
+    }
+}

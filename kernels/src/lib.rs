@@ -9,6 +9,7 @@
 //! whatever the thread count. `colossus::model::fused` wraps them as burn ops with their backward.
 
 mod adamw;
+mod clip;
 mod gelu;
 mod math;
 mod norm;
@@ -18,6 +19,7 @@ mod softmax;
 mod xent;
 
 pub use adamw::{AdamWStep, adamw};
+pub use clip::{scale, sum_squares};
 pub use gelu::{gelu_gate, gelu_gate_backward};
 pub use math::{exp, tanh};
 pub use norm::{rms_norm, rms_norm_backward};

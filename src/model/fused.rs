@@ -1,6 +1,6 @@
 //! Fused CPU paths for the element-wise chains that dominate a CPU training step after the
 //! matmuls: RoPE, the attention soft cap + causal softmax, the experts' GELU gate, RMSNorm, the
-//! cross-entropy and AdamW. On the CPU
+//! cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same switch). On the CPU
 //! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
 //! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
 //! burn composition below runs (GPUs fuse element-wise ops themselves). `tests/fused.rs` checks
@@ -32,7 +32,7 @@ pub fn plain_scope<R>(f: impl FnOnce() -> R) -> R {
     super::scoped(&PLAIN, true, f)
 }
 
-fn fused_allowed(dtype: DType) -> bool {
+pub(crate) fn fused_allowed(dtype: DType) -> bool {
     dtype == DType::F32 && !PLAIN.with(|p| p.get())
 }
 

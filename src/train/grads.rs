@@ -1,10 +1,14 @@
 //! Gradients as a flat list in parameter order (see `train::params`), flattened to 1-D: collected
-//! from a backward pass, summed over micro-batches, measured and clipped by their global norm.
+//! from a backward pass, summed over micro-batches, measured and clipped by their global norm
+//! (one fused pass on the CPU backend).
 //! Keeping them outside burn's `GradientsParams` lets `dist/` all-reduce them and the optimizer
 //! address them by index.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend, backend::Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+
+use crate::backend::{HostKernel, run_kernel};
+use crate::model::fused::fused_allowed;
 
 /// One flattened gradient per parameter, on the inner (non-autodiff) backend.
 #[derive(Debug, Clone)]
@@ -76,14 +80,87 @@ impl<B: Backend> Grads<B> {
 
     /// Scale so the global norm is at most `max_norm` (PyTorch's `clip_grad_norm_` rule:
     /// factor max/(norm + 1e-6), never above 1). Returns the norm before clipping.
+    ///
+    /// On the CPU backend the norm and the rescale are one parallel pass each over the
+    /// gradients' own buffers (`colossus_kernels::clip`); elsewhere, burn tensor ops. The norm's
+    /// sums run in a different order on the two paths, so they agree to rounding.
     pub fn clip_global_norm(self, max_norm: f64) -> (Self, f64) {
-        let norm = self.global_norm();
-        if max_norm > 0.0 && norm.is_finite() {
-            let factor = max_norm / (norm + 1e-6);
-            if factor < 1.0 {
-                return (self.scale(factor), norm);
-            }
+        if self.tensors.iter().all(|g| fused_allowed(g.dtype())) {
+            return run_kernel::<B, _>(Clip {
+                grads: self,
+                max_norm,
+            });
         }
-        (self, norm)
+        self.clip_plain(max_norm)
+    }
+
+    fn clip_plain(self, max_norm: f64) -> (Self, f64) {
+        let norm = self.global_norm();
+        match clip_factor(norm, max_norm) {
+            Some(factor) => (self.scale(factor), norm),
+            None => (self, norm),
+        }
+    }
+}
+
+/// The factor that brings `norm` down to `max_norm`, or `None` when no clipping applies.
+fn clip_factor(norm: f64, max_norm: f64) -> Option<f64> {
+    let factor = max_norm / (norm + 1e-6);
+    (max_norm > 0.0 && norm.is_finite() && factor < 1.0).then_some(factor)
+}
+
+struct Clip<B: Backend> {
+    grads: Grads<B>,
+    max_norm: f64,
+}
+
+impl<B: Backend> Clip<B> {
+    /// Each gradient's buffer is taken over (no copy unless it is shared), measured, rescaled in
+    /// place and handed back.
+    fn host(self) -> (Grads<B>, f64) {
+        let Some(device) = self.grads.tensors.first().map(|t| t.device()) else {
+            return (self.grads, 0.0);
+        };
+        let mut host: Vec<Vec<f32>> = self
+            .grads
+            .tensors
+            .into_iter()
+            .map(|t| t.into_data().into_vec::<f32>().expect("f32 gradients"))
+            .collect();
+        let norm = host
+            .iter()
+            .map(|g| colossus_kernels::sum_squares(g))
+            .sum::<f64>()
+            .sqrt();
+        if let Some(factor) = clip_factor(norm, self.max_norm) {
+            // The tensor path multiplies by the factor rounded to f32; so does this.
+            host.iter_mut()
+                .for_each(|g| colossus_kernels::scale(g, factor as f32));
+        }
+        let tensors = host
+            .into_iter()
+            .map(|g| {
+                let n = g.len();
+                Tensor::from_data(TensorData::new(g, [n]), &device)
+            })
+            .collect();
+        (Grads { tensors }, norm)
+    }
+}
+
+impl<B: Backend> HostKernel for Clip<B> {
+    type Output = (Grads<B>, f64);
+
+    /// Gradients live on the inner backend; an autodiff caller would get the same host pass.
+    fn autodiff<X: Backend>(self) -> Self::Output {
+        self.host()
+    }
+
+    fn inner<X: Backend>(self) -> Self::Output {
+        self.host()
+    }
+
+    fn plain(self) -> Self::Output {
+        self.grads.clip_plain(self.max_norm)
     }
 }
