@@ -101,7 +101,7 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
 /// `[2048, 256] × [256, 4096]` head matmul ran at 65 GFLOP/s instead of ~115 (docs/performance.md,
 /// section 5). Cost: the process keeps its peak heap resident instead of returning it between
 /// steps. Other allocators and platforms are left as they are.
-pub fn keep_freed_memory() {
+fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
