@@ -2,8 +2,11 @@
 //! head-transposed tensors, matmul outputs that gemm writes without zeroing first, and typed
 //! buffer allocations, each against values computed here by index arithmetic.
 
+mod common;
+
 use burn::tensor::{Tensor, TensorData};
 use colossus::backend::Cpu;
+use common::floats;
 
 fn iota<const D: usize>(shape: [usize; D]) -> Tensor<Cpu, D> {
     let n: usize = shape.iter().product();
@@ -11,14 +14,10 @@ fn iota<const D: usize>(shape: [usize; D]) -> Tensor<Cpu, D> {
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
-fn values<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
-    t.into_data().into_vec::<f32>().expect("f32")
-}
-
 /// `[a, b, c, d]` with dims 1 and 2 swapped, made contiguous, against the index formula.
 fn check_swap(shape: [usize; 4]) {
     let [a, b, c, d] = shape;
-    let got = values(iota(shape).swap_dims(1, 2).reshape([a * c * b * d]));
+    let got = floats(iota(shape).swap_dims(1, 2).reshape([a * c * b * d]));
     let mut want = Vec::with_capacity(got.len());
     for i in 0..a {
         for k in 0..c {
@@ -47,7 +46,7 @@ fn issue_8_head_transposes_copy_every_row_to_its_place() {
 fn issue_8_a_permuted_view_with_an_offset_copies_from_the_offset() {
     // A narrowed view starts inside the buffer: rows must be read from the view's start.
     let t = iota([4, 6, 3, 16]).narrow(1, 2, 3); // [4, 3, 3, 16], offset 2·3·16
-    let got = values(t.swap_dims(1, 2).reshape([4 * 3 * 3 * 16]));
+    let got = floats(t.swap_dims(1, 2).reshape([4 * 3 * 3 * 16]));
     let mut want = Vec::new();
     for i in 0..4 {
         for k in 0..3 {
@@ -82,7 +81,7 @@ fn check_matmul(batch: usize, m: usize, k: usize, n: usize) {
     let (a, b) = (small_values(batch * m * k, 1), small_values(batch * k * n, 2));
     let ta = Tensor::<Cpu, 3>::from_data(TensorData::new(a.clone(), [batch, m, k]), &device);
     let tb = Tensor::<Cpu, 3>::from_data(TensorData::new(b.clone(), [batch, k, n]), &device);
-    let got = values(ta.matmul(tb));
+    let got = floats(ta.matmul(tb));
     assert_eq!(got.len(), batch * m * n);
     for s in 0..batch {
         let want = naive(
@@ -122,24 +121,24 @@ fn issue_8_matmul_with_an_empty_inner_dimension_is_zero() {
     let device = Default::default();
     let a = Tensor::<Cpu, 2>::from_data(TensorData::new(Vec::<f32>::new(), [3, 0]), &device);
     let b = Tensor::<Cpu, 2>::from_data(TensorData::new(Vec::<f32>::new(), [0, 4]), &device);
-    assert_eq!(values(a.matmul(b)), vec![0.0; 12]);
+    assert_eq!(floats(a.matmul(b)), vec![0.0; 12]);
 }
 
 #[test]
 fn issue_8_zeros_and_shared_reads_keep_every_dtype_intact() {
     let device = Default::default();
-    assert_eq!(values(Tensor::<Cpu, 2>::zeros([3, 5], &device)), vec![0.0; 15]);
+    assert_eq!(floats(Tensor::<Cpu, 2>::zeros([3, 5], &device)), vec![0.0; 15]);
     // Reading a tensor whose buffer is still shared copies it once into a typed buffer.
     let t = iota([4, 5]);
     let kept = t.clone();
-    assert_eq!(values(t), (0..20).map(|i| i as f32).collect::<Vec<_>>());
+    assert_eq!(floats(t), (0..20).map(|i| i as f32).collect::<Vec<_>>());
     let ints = kept.clone().int();
     assert_eq!(
         ints.into_data().convert::<i64>().into_vec::<i64>().expect("i64"),
         (0..20).collect::<Vec<i64>>()
     );
     assert_eq!(
-        values(kept.narrow(0, 1, 2)),
+        floats(kept.narrow(0, 1, 2)),
         (5..15).map(|i| i as f32).collect::<Vec<_>>()
     );
 }

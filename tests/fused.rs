@@ -25,10 +25,6 @@ fn tensor<const D: usize>(v: Vec<f32>, dims: [usize; D]) -> Tensor<CpuTrain, D> 
     Tensor::from_data(TensorData::new(v, dims), &Default::default())
 }
 
-fn vec<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec().unwrap()
-}
-
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -54,8 +50,8 @@ fn run<const D: usize, const N: usize>(
         let out = f(xs.clone());
         let w = tensor(values(out.shape().num_elements(), 99, 1.0), out.dims());
         let grads = (out.clone() * w).sum().backward();
-        let g = xs.iter().map(|x| vec(x.grad(&grads).unwrap())).collect();
-        (vec(out), g)
+        let g = xs.iter().map(|x| floats(x.grad(&grads).unwrap())).collect();
+        (floats(out), g)
     };
     if plain { fused::plain_scope(go) } else { go() }
 }
@@ -137,7 +133,11 @@ fn rms_norm_matches_the_plain_composition() {
         let grads = (y.clone() * tensor(values(rows * d, 11, 1.0), [rows, d]))
             .sum()
             .backward();
-        (vec(y), vec(x.grad(&grads).unwrap()), vec(w.grad(&grads).unwrap()))
+        (
+            floats(y),
+            floats(x.grad(&grads).unwrap()),
+            floats(w.grad(&grads).unwrap()),
+        )
     };
     let (y, dx, dw) = go();
     let (y0, dx0, dw0) = fused::plain_scope(go);
@@ -156,7 +156,7 @@ fn cross_entropy_matches_the_plain_composition() {
             Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(targets.clone(), [n]), &Default::default());
         let loss = fused::cross_entropy(x.clone(), t).mul_scalar(0.7);
         let grads = loss.backward();
-        (vec(loss), vec(x.grad(&grads).unwrap()))
+        (floats(loss), floats(x.grad(&grads).unwrap()))
     };
     let (l, g) = go();
     let (l0, g0) = fused::plain_scope(go);
@@ -201,7 +201,7 @@ fn fused_adamw_gives_the_plain_update_bit_for_bit() {
         let fused_out = fused::adamw(s(), AdamWTensors { p, g, m, v });
         let (p, g, m, v) = inputs();
         let plain_out = fused::plain_scope(|| fused::adamw(s(), AdamWTensors { p, g, m, v }));
-        let bits = |x: Tensor<Cpu, 1>| vec(x).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits = |x: Tensor<Cpu, 1>| floats(x).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(
             bits(fused_out.0),
             bits(plain_out.0),
@@ -226,9 +226,9 @@ fn issue_8_whole_model_loss_and_gradients_match_the_plain_path() {
     let go = || {
         let out = model.forward(ids(&REFERENCE_IDS[..n - 1]), None);
         let loss = cross_entropy(out.logits, ids(&REFERENCE_IDS[1..]));
-        let value = vec(loss.clone())[0];
+        let value = floats(loss.clone())[0];
         let grads = Grads::collect(&model, loss.backward());
-        (value, grads.tensors.into_iter().map(vec).collect::<Vec<_>>())
+        (value, grads.tensors.into_iter().map(floats).collect::<Vec<_>>())
     };
     let (loss, grads) = go();
     let (loss0, grads0) = fused::plain_scope(go);
@@ -253,7 +253,7 @@ fn issue_8_gradient_clipping_matches_the_plain_path() {
     let want_sq: f64 = grads()
         .tensors
         .into_iter()
-        .flat_map(vec)
+        .flat_map(floats)
         .map(|v| v as f64 * v as f64)
         .sum();
     for max_norm in [1.0, 1e9, 0.0] {
@@ -265,11 +265,11 @@ fn issue_8_gradient_clipping_matches_the_plain_path() {
             "{fused_norm} {plain_norm}"
         );
         for (i, (f, p)) in fused.tensors.into_iter().zip(plain.tensors).enumerate() {
-            let (f, p) = (vec(f), vec(p));
+            let (f, p) = (floats(f), floats(p));
             if max_norm == 1.0 {
                 assert_close(&f, &p, 1e-6, &format!("clipped gradient {i}"));
                 let scale = 1.0 / (want_sq.sqrt() + 1e-6);
-                let orig = vec(grads().tensors[i].clone());
+                let orig = floats(grads().tensors[i].clone());
                 assert!(
                     f.iter()
                         .zip(&orig)
@@ -279,7 +279,7 @@ fn issue_8_gradient_clipping_matches_the_plain_path() {
             } else {
                 // No clipping (a large max, or 0 = off): every value is returned untouched.
                 assert_eq!(f, p, "unclipped gradient {i} (max_norm {max_norm})");
-                assert_eq!(f, vec(grads().tensors[i].clone()));
+                assert_eq!(f, floats(grads().tensors[i].clone()));
             }
         }
     }
