@@ -189,9 +189,12 @@ impl<B: Backend> Grok<B> {
         // logits (steps of 1/16 near 10) cost the small preset ~0.07 nats of validation loss
         // after 200 steps, and an f32 head removed that (docs/benchmarks.md). Cost on a GPU: the
         // head is a quarter of gpu-350m's FLOPs, at tf32 rather than bf16 speed.
+        // The output multiplier scales the [b·t, d] hidden states rather than the [b·t, vocab]
+        // logits: the same product, with a pass (and its backward) over 1/16 as many values at
+        // the tiny-peer shape.
         let logits = h
-            .matmul(self.embed_tokens.val().transpose())
             .mul_scalar(self.output_multiplier)
+            .matmul(self.embed_tokens.val().transpose())
             .reshape([b, t, self.embed_tokens.val().dims()[0]]); // [b, t, vocab]
         let n = self.layers.len().max(1) as f64;
         let aux_loss = aux.map_or_else(|| Tensor::zeros([1], &device), |a| a.div_scalar(n));
