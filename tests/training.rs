@@ -223,3 +223,71 @@ fn gradient_accumulation_averages_micro_batches() {
         .fold(0.0f32, f32::max);
     assert!(err < 1e-5 * scale.max(1.0), "max grad diff {err} (scale {scale})");
 }
+
+/// Issue 8: `train.cpu_workers` splits each micro-batch into row shards computed at once; the
+/// combined loss, router load and gradients must be the one-pass values up to summation order,
+/// for even shards (4 rows / 2), uneven ones (4 rows / 3: 1, 1 and 2 rows, weighted by rows),
+/// more workers than rows (clamped to 4), with gradient accumulation, and on the plain paths.
+#[test]
+fn issue_8_cpu_workers_match_one_pass() {
+    let dir = temp_dir("workers");
+    let device = Default::default();
+    let seq: Vec<i64> = (0..4 * 17).map(|i| (i * 37 % 500) as i64).collect();
+    let rows: Vec<&[i64]> = seq.chunks(17).collect();
+    let batch = Batch {
+        batch: 4,
+        seq: 16,
+        inputs: rows.iter().flat_map(|r| r[..16].to_vec()).collect(),
+        targets: rows.iter().flat_map(|r| r[1..].to_vec()).collect(),
+    };
+    let step = |workers: usize, accum: usize| {
+        let cfg = tiny_config(
+            &dir,
+            &[
+                "train.micro_batch=4",
+                "data.seq_len=16",
+                &format!("train.grad_accum={accum}"),
+                &format!("train.cpu_workers={workers}"),
+            ],
+        );
+        let model: Grok<CpuTrain> = cfg.model.init(cfg.seed, &device);
+        trainer::accumulate(&cfg, &model, &mut Fixed(batch.clone()), &device)
+    };
+    for (plain, accum) in [(false, 1), (false, 2), (true, 1)] {
+        let run = |w| {
+            if plain {
+                colossus::model::fused::plain_scope(|| step(w, accum))
+            } else {
+                step(w, accum)
+            }
+        };
+        let one = run(1);
+        for workers in [2, 3, 8] {
+            let many = run(workers);
+            let what = format!("{workers} workers, grad_accum {accum}, plain {plain}");
+            assert!(
+                (one.loss - many.loss).abs() < 1e-6 * one.loss,
+                "{what}: loss {} vs {}",
+                one.loss,
+                many.loss
+            );
+            for (a, b) in one
+                .expert_load
+                .iter()
+                .flatten()
+                .zip(many.expert_load.iter().flatten())
+            {
+                assert!((a - b).abs() < 1e-6, "{what}: expert load {a} vs {b}");
+            }
+            assert_eq!(one.grads.tensors.len(), many.grads.tensors.len());
+            for (i, (a, b)) in one.grads.tensors.iter().zip(&many.grads.tensors).enumerate() {
+                let (a, b) = (floats(a.clone()), floats(b.clone()));
+                let err = rel_l2(&a, &b);
+                assert!(
+                    err < 1e-5,
+                    "{what}: gradient {i} differs by {err:e} (relative L2)"
+                );
+            }
+        }
+    }
+}

@@ -234,6 +234,10 @@ pub struct TrainFile {
     /// Micro-batches in the fixed validation set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_batches: Option<usize>,
+    /// `backend: cpu` only: each micro-batch's rows are split into this many shards whose
+    /// forward and backward passes run at once, one per share of the cores (`dist::workers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_workers: Option<usize>,
 }
 
 /// Data-parallel training (`src/dist/`). Environment variables (RANK, WORLD_SIZE, LOCAL_RANK,
@@ -341,6 +345,7 @@ overlay_fields!(TrainFile {
     peak_tflops,
     eval_every,
     eval_batches,
+    cpu_workers,
 });
 
 overlay_fields!(DistributedFile {

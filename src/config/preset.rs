@@ -69,6 +69,7 @@ fn base() -> FileConfig {
             peak_tflops: Some(0.0),
             eval_every: Some(0),
             eval_batches: Some(8),
+            cpu_workers: Some(2),
         },
         distributed: DistributedFile {
             world_size: Some(1),

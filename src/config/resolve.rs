@@ -110,6 +110,11 @@ fn default_shard_tokens() -> u64 {
     crate::data::DEFAULT_SHARD_TOKENS
 }
 
+/// Checkpoints written before `train.cpu_workers` existed trained with one pass per micro-batch.
+fn one_worker() -> usize {
+    1
+}
+
 fn default_eval_batches() -> usize {
     8
 }
@@ -140,6 +145,11 @@ pub struct TrainConfig {
     pub eval_every: usize,
     #[serde(default = "default_eval_batches")]
     pub eval_batches: usize,
+    /// Row shards of each micro-batch computed at once on the CPU backend (1: one pass); other
+    /// backends always take one pass. The shard count, not the core count, fixes the arithmetic,
+    /// so a run gives the same bits on any machine.
+    #[serde(default = "one_worker")]
+    pub cpu_workers: usize,
 }
 
 /// Where a run starts.
@@ -489,6 +499,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         eval_batches: at_least_one(
             "train.eval_batches",
             req(&t.eval_batches, file, "train.eval_batches")?,
+        )?,
+        cpu_workers: at_least_one(
+            "train.cpu_workers",
+            req(&t.cpu_workers, file, "train.cpu_workers")?,
         )?,
     };
     let distributed = validate_distributed(&f, file, train.micro_batch)?;

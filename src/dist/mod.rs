@@ -11,6 +11,7 @@ pub mod env;
 pub mod launch;
 pub mod split;
 pub mod watchdog;
+pub mod workers;
 pub mod zero;
 
 pub use comm::Dist;

@@ -32,6 +32,17 @@ pub fn plain_scope<R>(f: impl FnOnce() -> R) -> R {
     super::scoped(&PLAIN, true, f)
 }
 
+/// Whether this thread runs the plain paths, for work it hands to other threads.
+pub fn plain_active() -> bool {
+    PLAIN.with(|p| p.get())
+}
+
+/// Run `f` with the fused paths off when `plain` is set: a worker thread taking on its caller's
+/// choice (`plain_active`).
+pub fn with_plain<R>(plain: bool, f: impl FnOnce() -> R) -> R {
+    super::scoped(&PLAIN, plain, f)
+}
+
 pub(crate) fn fused_allowed(dtype: DType) -> bool {
     dtype == DType::F32 && !PLAIN.with(|p| p.get())
 }

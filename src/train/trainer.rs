@@ -19,9 +19,9 @@ use super::schedule::lr_at;
 use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
-use crate::config::{Config, Resume};
+use crate::config::{BackendKind, Config, Resume};
 use crate::data::{self, Batch, BatchSource};
-use crate::dist::{self, Dist};
+use crate::dist::{self, Dist, workers::Micro};
 use crate::error::{Error, Result};
 use crate::model::{Grok, params::ParamCount};
 
@@ -101,7 +101,8 @@ pub fn accumulate<B: AutodiffBackend>(
     accumulate_rank(cfg, model, source, device, &Dist::single())
 }
 
-/// `accumulate` on `dist`'s rows of each global micro-batch.
+/// `accumulate` on `dist`'s rows of each global micro-batch (split further into
+/// `train.cpu_workers` concurrent shards on the CPU backend, see `dist::workers`).
 pub fn accumulate_rank<B: AutodiffBackend>(
     cfg: &Config,
     model: &Grok<B>,
@@ -111,6 +112,11 @@ pub fn accumulate_rank<B: AutodiffBackend>(
 ) -> StepGrads<B> {
     let accum = cfg.train.grad_accum;
     let coef = cfg.model.aux_loss_coef;
+    let shards = if cfg.backend == BackendKind::Cpu {
+        cfg.train.cpu_workers
+    } else {
+        1
+    };
     let mut acc: Option<Grads<B::InnerBackend>> = None;
     let (mut loss_sum, mut aux_sum) = (0.0, 0.0);
     let mut load: Vec<Vec<f32>> = Vec::new();
@@ -121,25 +127,20 @@ pub fn accumulate_rank<B: AutodiffBackend>(
             batch,
             dist::split::rows(cfg.train.micro_batch, dist.rank, dist.world),
         );
-        let start = std::time::Instant::now();
-        let s = forward_batch(model, &batch, device);
-        loss_sum += scalar(&s.loss);
-        forward_s += start.elapsed().as_secs_f64();
-        aux_sum += scalar(&s.aux_loss);
-        let objective = if coef > 0.0 {
-            s.loss + s.aux_loss.mul_scalar(coef)
-        } else {
-            s.loss
-        };
-        let g = Grads::collect(model, objective.div_scalar(accum as f64).backward());
+        let m = dist::workers::micro_step(model, batch, shards, |model, batch, share| {
+            micro_pass(model, batch, device, coef, accum, share)
+        });
+        loss_sum += m.loss;
+        aux_sum += m.aux_loss;
+        forward_s += m.forward_s;
         acc = Some(match acc {
-            None => g,
-            Some(a) => a.sum(g),
+            None => m.grads,
+            Some(a) => a.sum(m.grads),
         });
         if load.is_empty() {
-            load = s.expert_load;
+            load = m.expert_load;
         } else {
-            for (l, new) in load.iter_mut().zip(s.expert_load) {
+            for (l, new) in load.iter_mut().zip(m.expert_load) {
                 l.iter_mut().zip(new).for_each(|(a, b)| *a += b);
             }
         }
@@ -150,6 +151,39 @@ pub fn accumulate_rank<B: AutodiffBackend>(
         loss: loss_sum / accum as f64,
         aux_loss: aux_sum / accum as f64,
         expert_load: load,
+        forward_s,
+    }
+}
+
+/// Forward and backward of one batch (or one shard of it, holding `share` of its rows): the
+/// gradients of (loss + coef·aux) / accum · share.
+fn micro_pass<B: AutodiffBackend>(
+    model: &Grok<B>,
+    batch: &Batch,
+    device: &B::Device,
+    coef: f64,
+    accum: usize,
+    share: f64,
+) -> Micro<B> {
+    let start = Instant::now();
+    let s = forward_batch(model, batch, device);
+    let loss = scalar(&s.loss);
+    let forward_s = start.elapsed().as_secs_f64();
+    let aux_loss = scalar(&s.aux_loss);
+    let objective = if coef > 0.0 {
+        s.loss + s.aux_loss.mul_scalar(coef)
+    } else {
+        s.loss
+    };
+    let mut objective = objective.div_scalar(accum as f64);
+    if share != 1.0 {
+        objective = objective.mul_scalar(share);
+    }
+    Micro {
+        grads: Grads::collect(model, objective.backward()),
+        loss,
+        aux_loss,
+        expert_load: s.expert_load,
         forward_s,
     }
 }
