@@ -146,8 +146,8 @@ pub struct TrainConfig {
     #[serde(default = "default_eval_batches")]
     pub eval_batches: usize,
     /// Row shards of each micro-batch computed at once on the CPU backend (1: one pass); other
-    /// backends always take one pass. The shard count, not the core count, fixes the arithmetic,
-    /// so a run gives the same bits on any machine.
+    /// backends always take one pass. The shard count, not the thread count, fixes the
+    /// arithmetic: the same bits on 1 core or 16.
     #[serde(default = "one_worker")]
     pub cpu_workers: usize,
 }

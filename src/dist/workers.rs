@@ -11,7 +11,8 @@
 //! 1-thread passes run gemm at ~75% and overlap each other's serial parts (docs/performance.md,
 //! section 8). A shard count of 2 changes the summation order of the weight gradients (two
 //! partial sums over half the rows, then one add), so results agree with one pass to rounding.
-//! The count, not the machine, fixes the arithmetic: a run gives the same bits on any core count,
+//! The shard count, not the thread count, fixes the arithmetic: gemm's and the kernels' results
+//! do not depend on how many threads they get, so a run gives the same bits with 1 or 16 cores,
 //! and a pool that cannot be started only makes the shards run one after another.
 
 use std::sync::{Arc, Mutex};
