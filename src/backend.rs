@@ -127,6 +127,21 @@ pub trait HostKernel {
     fn plain(self) -> Self::Output;
 }
 
+/// Whether `B` is this binary's CPU backend (with or without autodiff): what the training step
+/// checks before splitting a micro-batch into CPU row shards (`dist::workers`), since a config's
+/// `backend` key need not match the backend a caller (a test, a tool) instantiates.
+pub fn is_cpu<B: burn::tensor::backend::Backend>() -> bool {
+    #[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
+    {
+        use std::any::TypeId;
+        let b = TypeId::of::<B>();
+        if b == TypeId::of::<CpuTrain>() || b == TypeId::of::<Cpu>() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Run `k` for backend `B`: host kernels on the CPU backend, tensor ops elsewhere.
 pub fn run_kernel<B: burn::tensor::backend::Backend, K: HostKernel>(k: K) -> K::Output {
     #[cfg(any(feature = "cpu", feature = "cpu-ndarray"))]
@@ -147,5 +162,17 @@ fn missing(kind: BackendKind, feature: &str) -> Error {
     Error::BackendMissing {
         backend: kind.name().to_string(),
         feature: feature.to_string(),
+    }
+}
+
+#[cfg(all(test, any(feature = "cpu", feature = "cpu-ndarray")))]
+mod tests {
+    use super::*;
+
+    /// The training step's CPU row shards (`train.cpu_workers`) hang on this check.
+    #[test]
+    fn the_cpu_backend_is_recognised_with_and_without_autodiff() {
+        assert!(is_cpu::<Cpu>());
+        assert!(is_cpu::<CpuTrain>());
     }
 }

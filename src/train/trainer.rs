@@ -19,7 +19,7 @@ use super::schedule::lr_at;
 use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
-use crate::config::{BackendKind, Config, Resume};
+use crate::config::{Config, Resume};
 use crate::data::{self, Batch, BatchSource};
 use crate::dist::{self, Dist, workers::Micro};
 use crate::error::{Error, Result};
@@ -112,7 +112,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
 ) -> StepGrads<B> {
     let accum = cfg.train.grad_accum;
     let coef = cfg.model.aux_loss_coef;
-    let shards = if cfg.backend == BackendKind::Cpu {
+    let shards = if crate::backend::is_cpu::<B>() {
         cfg.train.cpu_workers
     } else {
         1
