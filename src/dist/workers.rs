@@ -23,27 +23,16 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::data::Batch;
 use crate::model::{Grok, fused};
-use crate::train::grads::Grads;
-
-/// One shard's (or one whole micro-batch's) forward and backward.
-pub struct Micro<B: AutodiffBackend> {
-    /// Gradients of the shard's objective times its share of the rows.
-    pub grads: Grads<B::InnerBackend>,
-    /// The shard's mean loss, before any share.
-    pub loss: f64,
-    pub aux_loss: f64,
-    pub expert_load: Vec<Vec<f32>>,
-    pub forward_s: f64,
-}
+use crate::train::trainer::StepGrads;
 
 /// Run `pass(model, shard, share)` on `shards` row shards of `batch` at once and combine them:
 /// gradients summed in shard order (each already weighted by its `share` of the rows), losses
 /// and expert loads averaged by share, the forward time of the slowest shard. One shard is
 /// `pass(model, batch, 1.0)` on this thread.
-pub fn micro_step<B, F>(model: &Grok<B>, batch: Batch, shards: usize, pass: F) -> Micro<B>
+pub fn micro_step<B, F>(model: &Grok<B>, batch: Batch, shards: usize, pass: F) -> StepGrads<B>
 where
     B: AutodiffBackend,
-    F: Fn(&Grok<B>, &Batch, f64) -> Micro<B> + Sync,
+    F: Fn(&Grok<B>, &Batch, f64) -> StepGrads<B> + Sync,
 {
     let shards = shards.clamp(1, batch.batch.max(1));
     if shards == 1 {
@@ -60,7 +49,7 @@ where
     let plain = fused::plain_active();
     let run =
         |replica: Grok<B>, part: &Batch, share: f64| fused::with_plain(plain, || pass(&replica, part, share));
-    let results: Vec<Micro<B>> = match pools(shards) {
+    let results: Vec<StepGrads<B>> = match pools(shards) {
         Some(pools) => std::thread::scope(|s| {
             let handles: Vec<_> = parts
                 .iter()
@@ -84,10 +73,10 @@ where
     combine(results, &parts.iter().map(|p| p.1).collect::<Vec<_>>())
 }
 
-fn combine<B: AutodiffBackend>(results: Vec<Micro<B>>, shares: &[f64]) -> Micro<B> {
+fn combine<B: AutodiffBackend>(results: Vec<StepGrads<B>>, shares: &[f64]) -> StepGrads<B> {
     let mut iter = results.into_iter().zip(shares);
     let (first, &s0) = iter.next().expect("at least two shards");
-    let mut out = Micro {
+    let mut out = StepGrads {
         grads: first.grads,
         loss: first.loss * s0,
         aux_loss: first.aux_loss * s0,
@@ -150,6 +139,7 @@ fn pools(shards: usize) -> Option<Arc<Vec<rayon::ThreadPool>>> {
 mod tests {
     use super::*;
     use crate::backend::CpuTrain;
+    use crate::train::grads::Grads;
 
     fn model() -> Grok<CpuTrain> {
         let cfg = crate::config::from_yaml("preset: tiny\n", "test.yaml", &[]).expect("tiny preset");
@@ -160,12 +150,12 @@ mod tests {
     type Seen = Mutex<Vec<(Vec<i64>, f64, String, bool)>>;
 
     /// What a shard's pass saw, and a result built from it.
-    fn record(seen: &Seen, b: &Batch, share: f64) -> Micro<CpuTrain> {
+    fn record(seen: &Seen, b: &Batch, share: f64) -> StepGrads<CpuTrain> {
         let name = std::thread::current().name().unwrap_or("").to_string();
         seen.lock()
             .unwrap()
             .push((b.inputs.clone(), share, name, fused::plain_active()));
-        Micro {
+        StepGrads {
             grads: Grads { tensors: vec![] },
             loss: b.inputs[0] as f64,
             aux_loss: 1.0,

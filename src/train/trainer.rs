@@ -21,7 +21,7 @@ use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
 use crate::config::{Config, Resume};
 use crate::data::{self, Batch, BatchSource};
-use crate::dist::{self, Dist, workers::Micro};
+use crate::dist::{self, Dist};
 use crate::error::{Error, Result};
 use crate::model::{Grok, params::ParamCount};
 
@@ -80,7 +80,9 @@ pub fn forward_batch<B: AutodiffBackend>(model: &Grok<B>, batch: &Batch, device:
     }
 }
 
-/// One optimizer step's gradients over `grad_accum` micro-batches, averaged.
+/// Gradients with the loss and router statistics they came with: of one micro-batch or one row
+/// shard of it (the gradients already weighted in its objective, the statistics not), or of a
+/// whole optimizer step (averaged over its `grad_accum` micro-batches).
 pub struct StepGrads<B: AutodiffBackend> {
     pub grads: Grads<B::InnerBackend>,
     pub loss: f64,
@@ -164,7 +166,7 @@ fn micro_pass<B: AutodiffBackend>(
     coef: f64,
     accum: usize,
     share: f64,
-) -> Micro<B> {
+) -> StepGrads<B> {
     let start = Instant::now();
     let s = forward_batch(model, batch, device);
     let loss = scalar(&s.loss);
@@ -179,7 +181,7 @@ fn micro_pass<B: AutodiffBackend>(
     if share != 1.0 {
         objective = objective.mul_scalar(share);
     }
-    Micro {
+    StepGrads {
         grads: Grads::collect(model, objective.backward()),
         loss,
         aux_loss,
