@@ -680,6 +680,7 @@ mod tests {
         assert!(err("preset: tiny\n", &["data.shard_tokens=0"]).contains("data.shard_tokens"));
         assert!(err("preset: tiny\n", &["data.jsonl_field=''"]).contains("data.jsonl_field"));
         assert!(err("preset: tiny\n", &["train.eval_batches=0"]).contains("train.eval_batches"));
+        assert!(err("preset: tiny\n", &["train.cpu_workers=0"]).contains("train.cpu_workers"));
         assert!(err("preset: tiny\n", &["data.shards=''"]).contains("data.shards"));
     }
 
@@ -698,5 +699,17 @@ mod tests {
         assert!(err("preset: tiny\n", &["distributed.world_size=3"]).contains("train.micro_batch"));
         assert!(err("preset: tiny\n", &["distributed.timeout_s=0"]).contains("distributed.timeout_s"));
         assert!(err("preset: tiny\ndistributed: {ranks: 2}\n", &[]).contains("ranks"));
+    }
+
+    /// Issue 8: a checkpoint written before `train.cpu_workers` existed holds a resolved config
+    /// without it; it reads back as one pass per micro-batch, how that run trained.
+    #[test]
+    fn issue_8_configs_saved_without_cpu_workers_read_as_one_pass() {
+        let c = ok("preset: tiny\n", &[]);
+        assert_eq!(c.train.cpu_workers, 2, "the preset default");
+        let mut json = serde_json::to_value(&c.train).unwrap();
+        json.as_object_mut().unwrap().remove("cpu_workers");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.cpu_workers, 1);
     }
 }
