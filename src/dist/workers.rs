@@ -23,7 +23,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::data::Batch;
 use crate::model::{Grok, fused};
-use crate::train::trainer::StepGrads;
+use crate::train::trainer::{StepGrads, add_expert_load};
 
 /// Run `pass(model, shard, share)` on `shards` row shards of `batch` at once and combine them:
 /// gradients summed in shard order (each already weighted by its `share` of the rows), losses
@@ -80,25 +80,18 @@ fn combine<B: AutodiffBackend>(results: Vec<StepGrads<B>>, shares: &[f64]) -> St
         grads: first.grads,
         loss: first.loss * s0,
         aux_loss: first.aux_loss * s0,
-        expert_load: scaled(first.expert_load, s0),
+        expert_load: Vec::new(),
         forward_s: first.forward_s,
     };
+    add_expert_load(&mut out.expert_load, first.expert_load, s0 as f32);
     for (m, &share) in iter {
         out.grads = out.grads.sum(m.grads);
         out.loss += m.loss * share;
         out.aux_loss += m.aux_loss * share;
-        for (acc, layer) in out.expert_load.iter_mut().zip(scaled(m.expert_load, share)) {
-            acc.iter_mut().zip(layer).for_each(|(a, b)| *a += b);
-        }
+        add_expert_load(&mut out.expert_load, m.expert_load, share as f32);
         out.forward_s = out.forward_s.max(m.forward_s);
     }
     out
-}
-
-fn scaled(load: Vec<Vec<f32>>, share: f64) -> Vec<Vec<f32>> {
-    load.into_iter()
-        .map(|l| l.into_iter().map(|x| x * share as f32).collect())
-        .collect()
 }
 
 /// `model` with every parameter a new autodiff leaf over the same buffer, so its graph is its own.

@@ -89,8 +89,24 @@ pub struct StepGrads<B: AutodiffBackend> {
     pub aux_loss: f64,
     pub expert_load: Vec<Vec<f32>>,
     /// Wall seconds spent in the forward passes, up to each loss's read-back (which waits for
-    /// the device): `colossus bench` splits a step into forward, backward and optimizer with it.
+    /// the device; of row shards run at once, the slowest): `colossus bench` splits a step into
+    /// forward, backward and optimizer with it.
     pub forward_s: f64,
+}
+
+/// `acc += weight · new`, layer by layer, for per-layer expert loads; an empty `acc` becomes
+/// `weight · new`.
+pub(crate) fn add_expert_load(acc: &mut Vec<Vec<f32>>, new: Vec<Vec<f32>>, weight: f32) {
+    if acc.is_empty() {
+        *acc = new
+            .into_iter()
+            .map(|l| l.into_iter().map(|x| x * weight).collect())
+            .collect();
+        return;
+    }
+    for (a, layer) in acc.iter_mut().zip(new) {
+        a.iter_mut().zip(layer).for_each(|(a, x)| *a += x * weight);
+    }
 }
 
 /// Forward and backward over `grad_accum` micro-batches from `source`.
@@ -139,13 +155,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
             None => m.grads,
             Some(a) => a.sum(m.grads),
         });
-        if load.is_empty() {
-            load = m.expert_load;
-        } else {
-            for (l, new) in load.iter_mut().zip(m.expert_load) {
-                l.iter_mut().zip(new).for_each(|(a, b)| *a += b);
-            }
-        }
+        add_expert_load(&mut load, m.expert_load, 1.0);
     }
     load.iter_mut().flatten().for_each(|x| *x /= accum as f32);
     StepGrads {
