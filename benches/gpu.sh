@@ -25,6 +25,10 @@ for shape in "gpu-350m 16 1024" "small 16 128"; do
         "$BIN" bench "$cfg" --set backend=cuda --set precision=$precision \
             --batch "$2" --seq "$3" --steps "$STEPS" --warmup 3
     done
+    # What the soft-capped softmax kernels (src/backend/gpu.rs) buy: the same bf16 run on the
+    # plain burn composition.
+    "$BIN" bench "$cfg" --set backend=cuda --set precision=bf16 --plain-kernels \
+        --batch "$2" --seq "$3" --steps "$STEPS" --warmup 3
     python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS" --bf16
     python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS" --bf16 --compile
     python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS"

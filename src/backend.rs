@@ -157,6 +157,46 @@ pub fn run_kernel<B: burn::tensor::backend::Backend, K: HostKernel>(k: K) -> K::
     k.plain()
 }
 
+/// The GPU backends' cubecl kernels (`backend/gpu.rs`), built with either GPU feature.
+#[cfg(feature = "gpu-kernels")]
+mod gpu;
+
+/// The soft-capped causal softmax as `backend/gpu.rs`'s kernel pair when `B` is a GPU backend
+/// (with or without autodiff); otherwise the logits come back for the CPU kernel or the plain path.
+pub fn gpu_capped_softmax<B: burn::tensor::backend::Backend>(
+    logits: burn::tensor::Tensor<B, 4>,
+    op: colossus_kernels::CappedSoftmax,
+) -> std::result::Result<burn::tensor::Tensor<B, 4>, burn::tensor::Tensor<B, 4>> {
+    #[cfg(feature = "gpu-kernels")]
+    {
+        use std::any::TypeId;
+        let b = TypeId::of::<B>();
+        #[cfg(feature = "wgpu")]
+        {
+            use burn::backend::{Autodiff, Wgpu};
+            if b == TypeId::of::<Autodiff<Wgpu>>() {
+                return Ok(gpu::capped_softmax_autodiff::<Wgpu, B>(logits, op));
+            }
+            if b == TypeId::of::<Wgpu>() {
+                return Ok(gpu::capped_softmax_inner::<Wgpu, B>(logits, op));
+            }
+        }
+        #[cfg(feature = "cuda")]
+        {
+            use burn::backend::{Autodiff, Cuda};
+            if b == TypeId::of::<Autodiff<Cuda>>() {
+                return Ok(gpu::capped_softmax_autodiff::<Cuda, B>(logits, op));
+            }
+            if b == TypeId::of::<Cuda>() {
+                return Ok(gpu::capped_softmax_inner::<Cuda, B>(logits, op));
+            }
+        }
+        let _ = b;
+    }
+    let _ = op;
+    Err(logits)
+}
+
 #[allow(dead_code)]
 fn missing(kind: BackendKind, feature: &str) -> Error {
     Error::BackendMissing {

@@ -7,9 +7,14 @@
 
 mod common;
 
+use std::sync::Once;
+
+use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
 use colossus::backend::{self, CpuTrain, WgpuTrain};
 use colossus::config::Config;
+use colossus::model::fused::{self, AttnScores};
 use common::*;
 
 /// The losses of `steps` optimizer steps from the same weights and batches, and the first
@@ -19,23 +24,30 @@ fn train_on<B: AutodiffBackend>(cfg: &Config, device: &B::Device, steps: usize) 
     (s.losses, s.first_grads.into_iter().map(floats).collect())
 }
 
-#[test]
-fn issue_7_wgpu_trains_the_tiny_preset_like_the_cpu_backend() {
+/// The wgpu device, or `None` (with the reason printed) where there is none and CI did not ask
+/// for one.
+fn wgpu() -> Option<WgpuDevice> {
+    static ONCE: Once = Once::new();
     // Autotuning benchmarks many matmul kernels per shape: minutes on a software device, and it
-    // would change nothing this test checks. Set before the first wgpu call, in the only test of
-    // this binary, so no other thread reads the environment meanwhile.
-    unsafe { std::env::set_var("CUBECL_AUTOTUNE_LEVEL", "minimal") };
-    let device = match backend::wgpu_device() {
-        Ok(d) => d,
+    // would change nothing these tests check. Set once, before any test of this binary touches
+    // wgpu (each goes through here first), so no other thread reads the environment meanwhile.
+    ONCE.call_once(|| unsafe { std::env::set_var("CUBECL_AUTOTUNE_LEVEL", "minimal") });
+    match backend::wgpu_device() {
+        Ok(d) => Some(d),
         Err(why) => {
             assert!(
                 std::env::var("COLOSSUS_REQUIRE_WGPU").is_err(),
                 "COLOSSUS_REQUIRE_WGPU is set but no wgpu device opened: {why}"
             );
             eprintln!("SKIPPED wgpu parity: no wgpu device ({why}); install mesa-vulkan-drivers");
-            return;
+            None
         }
-    };
+    }
+}
+
+#[test]
+fn issue_7_wgpu_trains_the_tiny_preset_like_the_cpu_backend() {
+    let Some(device) = wgpu() else { return };
     let dir = temp_dir("wgpu-parity");
     let cfg = tiny_config(&dir, &["train.micro_batch=4", "data.seq_len=32"]);
     const STEPS: usize = 3;
@@ -60,4 +72,105 @@ fn issue_7_wgpu_trains_the_tiny_preset_like_the_cpu_backend() {
         let rel = rel_l2(a, b);
         assert!(rel < 1e-3, "{name}: gradient relative L2 difference {rel:e}");
     }
+}
+
+/// Deterministic values in [-scale, scale].
+fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729) % 10_007) as f32 / 5003.5 - 1.0)
+        .map(|v| v * scale)
+        .collect()
+}
+
+/// Probabilities and the logits' gradient of `Σ capped_softmax(x)·w` on wgpu, on the kernel
+/// path or the plain one. `transposed`: the logits arrive as a strided view.
+fn softmax_on_wgpu(
+    device: &WgpuDevice,
+    dims: [usize; 4],
+    s: AttnScores,
+    transposed: bool,
+    plain: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = dims.iter().product();
+    let go = || {
+        let x = if transposed {
+            let [b, h, r, c] = dims;
+            let data = TensorData::new(values(n, 5, 20.0), [b, h, c, r]);
+            Tensor::<WgpuTrain, 4>::from_data(data, device).require_grad()
+        } else {
+            Tensor::<WgpuTrain, 4>::from_data(TensorData::new(values(n, 3, 20.0), dims), device)
+                .require_grad()
+        };
+        let logits = if transposed {
+            x.clone().swap_dims(2, 3)
+        } else {
+            x.clone()
+        };
+        let p = fused::capped_softmax(logits, s);
+        let w = Tensor::<WgpuTrain, 4>::from_data(TensorData::new(values(n, 99, 1.0), dims), device);
+        let grads = (p.clone() * w).sum().backward();
+        let mut g = x.grad(&grads).expect("the logits are a leaf");
+        if transposed {
+            g = g.swap_dims(2, 3);
+        }
+        (floats(p), floats(g))
+    };
+    if plain { fused::plain_scope(go) } else { go() }
+}
+
+/// Issue 7: the fused soft-capped causal softmax (`backend/gpu.rs`, the cubecl kernel pair)
+/// against the plain burn composition on the same device, forward and backward.
+#[test]
+fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
+    let Some(device) = wgpu() else { return };
+    let scores = |multiplier, cap, t, past| AttnScores {
+        multiplier,
+        cap,
+        t,
+        past,
+    };
+    let cases = [
+        // [batch 2, kv heads 2, rep 3 · t 5, past 4 + t 5], as with a decoding cache; caps that
+        // saturate (1.5), bite (30 on logits up to ±20·0.35·…) and are off (0).
+        ("cached, cap 30", [2, 2, 15, 9], scores(0.35, 30.0, 5, 4), false),
+        ("cached, cap 1.5", [2, 2, 15, 9], scores(0.35, 1.5, 5, 4), false),
+        ("cached, no cap", [2, 2, 15, 9], scores(0.35, 0.0, 5, 4), false),
+        // Rows longer than the kernel's 128 threads, so each thread strides.
+        (
+            "training, 300 keys",
+            [1, 2, 600, 300],
+            scores(0.2, 30.0, 300, 0),
+            false,
+        ),
+        // A strided view: the kernel makes it contiguous first.
+        ("strided logits", [2, 1, 24, 24], scores(0.5, 30.0, 24, 0), true),
+        // More rows than one grid axis holds (65 535), so the grid folds into two axes.
+        ("70 000 rows", [1, 1, 70_000, 4], scores(1.0, 30.0, 1, 3), false),
+    ];
+    let mut bits_differ = false;
+    for (what, dims, s, transposed) in cases {
+        let (p, g) = softmax_on_wgpu(&device, dims, s, transposed, false);
+        let (p0, g0) = softmax_on_wgpu(&device, dims, s, transposed, true);
+        bits_differ |= p != p0 || g != g0;
+        let (rp, rg) = (rel_l2(&p, &p0), rel_l2(&g, &g0));
+        println!("{what}: probabilities {rp:e}, gradient {rg:e} relative L2");
+        assert!(rp < 1e-5, "{what}: probabilities differ by {rp:e} relative L2");
+        assert!(
+            rg < 1e-4,
+            "{what}: logits' gradients differ by {rg:e} relative L2"
+        );
+        // Not vacuous: every row sums to one and the gradient is not all zeros.
+        let cols = dims[3];
+        for (r, row) in p.chunks(cols).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "{what}: row {r} sums to {sum}");
+        }
+        assert!(g.iter().any(|v| *v != 0.0), "{what}: all-zero gradient");
+    }
+    // The two paths round differently; bit-identical results everywhere would mean the kernel
+    // never ran (say, the dispatch fell through to the plain path).
+    assert!(
+        bits_differ,
+        "the kernel path gave the plain path's bits in every case"
+    );
 }

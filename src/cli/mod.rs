@@ -194,8 +194,8 @@ pub struct BenchArgs {
     /// on one thread and on every core, and sampler batches/s.
     #[arg(long)]
     pub data: bool,
-    /// Run the plain burn tensor-op paths instead of the fused CPU kernels (`model::fused`), to
-    /// measure what the fused kernels buy, side by side.
+    /// Run the plain burn tensor-op paths instead of the fused kernels (`model::fused` on the
+    /// CPU, the soft-capped softmax of `backend/gpu.rs` on GPUs), to measure what they buy.
     #[arg(long)]
     pub plain_kernels: bool,
     /// Write the config's model shape as a Hugging Face config.json (the input of

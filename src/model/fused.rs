@@ -3,8 +3,9 @@
 //! cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same switch). On the CPU
 //! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
 //! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
-//! burn composition below runs (GPUs fuse element-wise ops themselves). `tests/fused.rs` checks
-//! that both paths agree, forward and backward.
+//! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax, which
+//! has a cubecl kernel pair there (`backend/gpu.rs`). `tests/fused.rs` and, on wgpu,
+//! `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor
         multiplier: s.multiplier as f32,
         cap: s.cap as f32,
         causal: Some((s.t, s.past)),
+    };
+    let logits = match crate::backend::gpu_capped_softmax::<B>(logits, op) {
+        Ok(p) => return p,
+        Err(logits) => logits,
     };
     run_kernel::<B, _>(Softmax {
         x: logits,
@@ -170,19 +175,19 @@ fn same<T: 'static, U: 'static>(x: T) -> U {
 }
 
 /// The primitive of `x`, whose backend `run_kernel` has checked is `C`.
-fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
+pub(crate) fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
     same::<_, Tensor<C, D>>(x).into_primitive().tensor()
 }
 
 /// Back from a primitive of `C` (= `B`) to `Tensor<B, D>`.
-fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
+pub(crate) fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
     same(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
 }
 
 /// Run `kernel` on the primitives of `parents` (moved, not cloned, so an unshared buffer is
 /// read and reused without a copy) and record its output as an autodiff tensor whose backward is
 /// `op`, keeping the state the kernel returns when a gradient is needed.
-fn record<X: Backend, O: Backward<X, N>, const N: usize>(
+pub(crate) fn record<X: Backend, O: Backward<X, N>, const N: usize>(
     op: O,
     parents: [FloatTensor<Autodiff<X>>; N],
     kernel: impl FnOnce([FloatTensor<X>; N]) -> (O::State, FloatTensor<X>),
