@@ -167,6 +167,14 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
         }
         assert!(g.iter().any(|v| *v != 0.0), "{what}: all-zero gradient");
     }
+    // Inference (no autodiff, as `colossus generate` runs) takes the kernel's forward alone.
+    let (dims, s) = ([2, 2, 15, 9], scores(0.35, 30.0, 5, 4));
+    let x = Tensor::<burn::backend::Wgpu, 4>::from_data(TensorData::new(values(540, 3, 20.0), dims), &device);
+    let p = floats(fused::capped_softmax(x.clone(), s));
+    let p0 = floats(fused::plain_scope(|| fused::capped_softmax(x, s)));
+    let rp = rel_l2(&p, &p0);
+    assert!(rp < 1e-5, "inference: probabilities differ by {rp:e} relative L2");
+    bits_differ |= p != p0;
     // The two paths round differently; bit-identical results everywhere would mean the kernel
     // never ran (say, the dispatch fell through to the plain path).
     assert!(
