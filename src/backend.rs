@@ -9,6 +9,7 @@
 //! | `backend: cuda`   | `cuda`                  | `Cuda` (NVRTC at run time), `device` = GPU    |
 
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
 
 use crate::config::BackendKind;
 use crate::error::{Error, Result};
@@ -161,12 +162,51 @@ pub fn run_kernel<B: burn::tensor::backend::Backend, K: HostKernel>(k: K) -> K::
 #[cfg(feature = "gpu-kernels")]
 mod gpu;
 
-/// The soft-capped causal softmax as `backend/gpu.rs`'s kernel pair when `B` is a GPU backend
-/// (with or without autodiff); otherwise the logits come back for the CPU kernel or the plain path.
-pub fn gpu_capped_softmax<B: burn::tensor::backend::Backend>(
-    logits: burn::tensor::Tensor<B, 4>,
-    op: colossus_kernels::CappedSoftmax,
-) -> std::result::Result<burn::tensor::Tensor<B, 4>, burn::tensor::Tensor<B, 4>> {
+/// The fused ops that have GPU kernels (`backend/gpu.rs`), on primitives of a GPU backend
+/// without autodiff; `model::fused` wraps them in autodiff nodes. Shapes are the logical ones;
+/// the kernels make strided inputs contiguous first.
+pub trait GpuOps: burn::tensor::backend::Backend {
+    /// Probabilities and tanh values of the soft-capped causal softmax, both `x`'s shape.
+    fn capped_softmax_fwd(
+        x: FloatTensor<Self>,
+        op: colossus_kernels::CappedSoftmax,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The logits' gradient from the forward's `(p, tanh)` and the probabilities' gradient `g`.
+    fn capped_softmax_bwd(
+        p: FloatTensor<Self>,
+        t: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        op: colossus_kernels::CappedSoftmax,
+    ) -> FloatTensor<Self>;
+    /// RMSNorm of `x: [.., d]` with weight `w: [d]`: the output and each row's 1/rms, `[rows]`.
+    fn rms_norm_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// RMSNorm's `dx` from the forward's `x`, `w`, 1/rms and the output's gradient `g`.
+    fn rms_norm_bwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        inv_rms: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// A fused op with a GPU kernel: run on `X: GpuOps` when the training backend is a GPU one.
+pub trait GpuKernel: Sized {
+    type Output;
+    /// `B` is `Autodiff<X>`: the kernels, with their own backward node.
+    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output;
+    /// `B` is `X` itself (inference).
+    fn gpu_inner<X: GpuOps>(self) -> Self::Output;
+}
+
+/// Run `k` on the GPU kernels when `B` is a GPU backend (with or without autodiff); otherwise
+/// hand it back for the CPU kernel or the plain path.
+pub fn run_gpu_kernel<B: burn::tensor::backend::Backend, K: GpuKernel>(
+    k: K,
+) -> std::result::Result<K::Output, K> {
     #[cfg(feature = "gpu-kernels")]
     {
         use std::any::TypeId;
@@ -175,26 +215,25 @@ pub fn gpu_capped_softmax<B: burn::tensor::backend::Backend>(
         {
             use burn::backend::{Autodiff, Wgpu};
             if b == TypeId::of::<Autodiff<Wgpu>>() {
-                return Ok(gpu::capped_softmax_autodiff::<Wgpu, B>(logits, op));
+                return Ok(k.gpu_autodiff::<Wgpu>());
             }
             if b == TypeId::of::<Wgpu>() {
-                return Ok(gpu::capped_softmax_inner::<Wgpu, B>(logits, op));
+                return Ok(k.gpu_inner::<Wgpu>());
             }
         }
         #[cfg(feature = "cuda")]
         {
             use burn::backend::{Autodiff, Cuda};
             if b == TypeId::of::<Autodiff<Cuda>>() {
-                return Ok(gpu::capped_softmax_autodiff::<Cuda, B>(logits, op));
+                return Ok(k.gpu_autodiff::<Cuda>());
             }
             if b == TypeId::of::<Cuda>() {
-                return Ok(gpu::capped_softmax_inner::<Cuda, B>(logits, op));
+                return Ok(k.gpu_inner::<Cuda>());
             }
         }
         let _ = b;
     }
-    let _ = op;
-    Err(logits)
+    Err(k)
 }
 
 #[allow(dead_code)]

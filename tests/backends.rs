@@ -182,3 +182,66 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
         "the kernel path gave the plain path's bits in every case"
     );
 }
+
+/// Output and the gradients of x and w of `Σ rms_norm(x, w)·u` on wgpu, kernel or plain path.
+fn rms_norm_on_wgpu<const D: usize>(device: &WgpuDevice, dims: [usize; D], plain: bool) -> [Vec<f32>; 3] {
+    let n = dims.iter().product();
+    let d = dims[D - 1];
+    let go = || {
+        let x = Tensor::<WgpuTrain, D>::from_data(TensorData::new(values(n, 7, 3.0), dims), device)
+            .require_grad();
+        let w =
+            Tensor::<WgpuTrain, 1>::from_data(TensorData::new(values(d, 8, 1.5), [d]), device).require_grad();
+        let y = fused::rms_norm(x.clone(), w.clone(), 1e-5);
+        let u = Tensor::<WgpuTrain, D>::from_data(TensorData::new(values(n, 9, 1.0), dims), device);
+        let grads = (y.clone() * u).sum().backward();
+        [
+            floats(y),
+            floats(x.grad(&grads).unwrap()),
+            floats(w.grad(&grads).unwrap()),
+        ]
+    };
+    if plain { fused::plain_scope(go) } else { go() }
+}
+
+/// Issue 7: the RMSNorm kernels (`backend/gpu.rs`) against the plain burn composition on wgpu:
+/// the output and both gradients, at widths under and over the kernel's 128 threads, and in
+/// inference.
+#[test]
+fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
+    let Some(device) = wgpu() else { return };
+    let mut bits_differ = false;
+    let mut check = |what: &str, got: [Vec<f32>; 3], want: [Vec<f32>; 3]| {
+        for (name, (g, w)) in ["output", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
+            let rel = rel_l2(g, w);
+            println!("{what} {name}: {rel:e} relative L2");
+            assert!(rel < 1e-5, "{what}: {name} differs by {rel:e} relative L2");
+            assert!(g.iter().any(|v| *v != 0.0), "{what}: {name} is all zeros");
+            bits_differ |= g != w;
+        }
+    };
+    check(
+        "[3, 7, 64]",
+        rms_norm_on_wgpu(&device, [3, 7, 64], false),
+        rms_norm_on_wgpu(&device, [3, 7, 64], true),
+    );
+    check(
+        "[50, 300]",
+        rms_norm_on_wgpu(&device, [50, 300], false),
+        rms_norm_on_wgpu(&device, [50, 300], true),
+    );
+    let x = Tensor::<burn::backend::Wgpu, 2>::from_data(
+        TensorData::new(values(50 * 96, 7, 3.0), [50, 96]),
+        &device,
+    );
+    let w = Tensor::<burn::backend::Wgpu, 1>::from_data(TensorData::new(values(96, 8, 1.5), [96]), &device);
+    let y = floats(fused::rms_norm(x.clone(), w.clone(), 1e-5));
+    let y0 = floats(fused::plain_scope(|| fused::rms_norm(x, w, 1e-5)));
+    let rel = rel_l2(&y, &y0);
+    assert!(rel < 1e-5, "inference: output differs by {rel:e} relative L2");
+    bits_differ |= y != y0;
+    assert!(
+        bits_differ,
+        "the kernel path gave the plain path's bits everywhere"
+    );
+}

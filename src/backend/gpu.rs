@@ -1,34 +1,37 @@
-//! The attention soft cap + causal softmax as one cubecl kernel each way, on wgpu and CUDA: the
-//! GPU twin of `colossus_kernels::capped_softmax`, which the CPU backend runs.
+//! The GPU kernels of two fused ops, as cubecl kernels on wgpu and CUDA: the attention soft cap
+//! + causal softmax and RMSNorm, twins of `colossus_kernels`' CPU passes (`backend::GpuOps`).
 //!
-//! Why a kernel and not burn's fusion: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal
-//! bias, then softmax's max, subtract, exp, sum, divide) is two reductions with element-wise
-//! chains between them, and its autodiff keeps an `[b, h, s, s]` intermediate per op for the
-//! backward. Here the forward reads the logits three times (per row, from cache) and writes the
+//! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe
+//! (`cargo run --features wgpu --example kernel_launches`, forward + backward and the same small
+//! harness on both paths), the softmax takes 8 launches with these kernels against 15 on the plain
+//! burn composition, RMSNorm 9 against 17 (its dw stays burn's fused multiply and row reduction),
+//! and the experts' GELU gate 7 either way: burn already fuses it into one kernel each way, so it
+//! gets none.
+//!
+//! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
+//! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
+//! autodiff keeps `[b, h, s, s]` intermediates for the backward. Here the forward reads the logits three times (per row, from cache) and writes the
 //! probabilities and the tanh values once; the backward reads those two and the incoming gradient
 //! and writes the logits' gradient. The matmuls on either side stay burn's (tensor cores).
 //!
-//! One cube per row. A row's reductions (max, then the sum of exponentials; in the backward
-//! Σ p·g) are a fixed tree in shared memory, so results do not depend on scheduling. Masked
-//! columns are skipped, not set to −∞: WGSL has no −∞ literal.
+//! One cube per row. A row's reductions (softmax: max, then the sum of exponentials, and Σ p·g in
+//! the backward; RMSNorm: Σ x², and Σ g·w·x̂ in the backward) are a fixed tree in shared memory,
+//! so results do not depend on scheduling. Masked columns are skipped, not set to −∞: WGSL has
+//! no −∞ literal.
 
-use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
-use burn::tensor::backend::Backend;
+use burn::tensor::Shape;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::stream::{Operation, OperationStreams};
-use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use colossus_kernels::CappedSoftmax;
 use cubecl::prelude::*;
 
-use crate::model::fused::{record, unwrap, wrap};
+use super::GpuOps;
 
 /// Threads per row. 128 covers a 4096-key row in 32 strides; most rows of a training step are
 /// at least that long on a GPU preset, and shorter ones only leave threads idle.
@@ -39,59 +42,6 @@ fn scalars(op: &CappedSoftmax) -> (u32, u32, f32, f32) {
     // Non-causal: every row sees all columns, as if each row were the last of its block.
     let (t, past) = op.causal.unwrap_or((1, op.cols - 1));
     (t as u32, past as u32, op.multiplier, op.cap)
-}
-
-/// A backend that runs the soft-capped softmax kernels: `CubeBackend` directly, and `Fusion`
-/// over it by registering them as custom operations in its stream.
-pub trait CappedSoftmaxGpu: Backend {
-    /// `(p, tanh)` of logits `[.., rows, cols]`, both the logits' shape.
-    fn capped_softmax_fwd(x: FloatTensor<Self>, op: CappedSoftmax) -> (FloatTensor<Self>, FloatTensor<Self>);
-    /// The logits' gradient from the forward's `(p, tanh)` and the probabilities' gradient `g`.
-    fn capped_softmax_bwd(
-        p: FloatTensor<Self>,
-        t: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        op: CappedSoftmax,
-    ) -> FloatTensor<Self>;
-}
-
-/// The soft-capped softmax on autodiff over GPU backend `X`, with its own backward node.
-pub fn capped_softmax_autodiff<X: CappedSoftmaxGpu, B: Backend>(
-    logits: burn::tensor::Tensor<B, 4>,
-    op: CappedSoftmax,
-) -> burn::tensor::Tensor<B, 4> {
-    let x = unwrap::<Autodiff<X>, _, 4>(logits);
-    wrap::<B, Autodiff<X>, 4>(record(SoftmaxBackward { op }, [x], |[x]| {
-        let (p, t) = X::capped_softmax_fwd(x, op);
-        ((p.clone(), t), p)
-    }))
-}
-
-/// The soft-capped softmax on GPU backend `X` without autodiff (inference).
-pub fn capped_softmax_inner<X: CappedSoftmaxGpu, B: Backend>(
-    logits: burn::tensor::Tensor<B, 4>,
-    op: CappedSoftmax,
-) -> burn::tensor::Tensor<B, 4> {
-    let (p, _) = X::capped_softmax_fwd(unwrap::<X, _, 4>(logits), op);
-    wrap::<B, X, 4>(p)
-}
-
-#[derive(Debug)]
-struct SoftmaxBackward {
-    op: CappedSoftmax,
-}
-
-impl<X: CappedSoftmaxGpu> Backward<X, 1> for SoftmaxBackward {
-    type State = (FloatTensor<X>, FloatTensor<X>);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, t) = ops.state;
-        let g = grads.consume::<X>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<X>(node.id, X::capped_softmax_bwd(p, t, g, self.op));
-        }
-    }
 }
 
 // ---- kernels ---------------------------------------------------------------------------------
@@ -252,6 +202,81 @@ fn capped_softmax_bwd_kernel<F: Float>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn rms_norm_fwd_kernel<F: Float>(
+    x: &Tensor<F>,       // [rows, d], contiguous
+    w: &Tensor<F>,       // [d]
+    y: &mut Tensor<F>,   // [rows, d]
+    inv: &mut Tensor<F>, // [rows]
+    rows: u32,
+    d: u32,
+    eps: f32,
+    #[comptime] block: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let base = row * d as usize;
+    let step = CUBE_DIM_X as usize;
+    let mut smem = SharedMemory::<F>::new(block as usize);
+    let mut local = F::new(0.0);
+    let mut j = UNIT_POS_X as usize;
+    while j < d as usize {
+        let v = x[base + j];
+        local += v * v;
+        j += step;
+    }
+    let ms = cube_reduce::<F>(&mut smem, local, false) / F::cast_from(d);
+    let r = F::new(1.0) / (ms + F::cast_from(eps)).sqrt();
+    if UNIT_POS_X == 0 {
+        inv[row] = r;
+    }
+    let mut j = UNIT_POS_X as usize;
+    while j < d as usize {
+        y[base + j] = x[base + j] * r * w[j];
+        j += step;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn rms_norm_bwd_kernel<F: Float>(
+    x: &Tensor<F>,      // [rows, d], contiguous
+    w: &Tensor<F>,      // [d]
+    inv: &Tensor<F>,    // [rows]
+    g: &Tensor<F>,      // [rows, d]
+    dx: &mut Tensor<F>, // [rows, d]
+    rows: u32,
+    d: u32,
+    #[comptime] block: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let base = row * d as usize;
+    let step = CUBE_DIM_X as usize;
+    let r = inv[row];
+    let mut smem = SharedMemory::<F>::new(block as usize);
+    let mut local = F::new(0.0);
+    let mut j = UNIT_POS_X as usize;
+    while j < d as usize {
+        local += g[base + j] * w[j] * x[base + j] * r;
+        j += step;
+    }
+    let mean = cube_reduce::<F>(&mut smem, local, false) / F::cast_from(d);
+    // dx = r·(g⊙w − x̂·mean(g⊙w⊙x̂)), x̂ = x·r.
+    let mut j = UNIT_POS_X as usize;
+    while j < d as usize {
+        dx[base + j] = r * (g[base + j] * w[j] - x[base + j] * r * mean);
+        j += step;
+    }
+}
+
 /// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
@@ -264,19 +289,17 @@ fn rows_cols<R: CubeRuntime>(x: &CubeTensor<R>) -> (usize, usize) {
     (dims.iter().product::<usize>() / cols.max(1), cols)
 }
 
-fn empty_like<R: CubeRuntime>(x: &CubeTensor<R>) -> CubeTensor<R> {
-    empty_device_dtype::<R>(x.client.clone(), x.device.clone(), x.meta.shape.clone(), x.dtype)
+fn empty<R: CubeRuntime>(x: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, x.dtype)
 }
 
-impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CappedSoftmaxGpu
-    for CubeBackend<R, F, I, BT>
-{
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for CubeBackend<R, F, I, BT> {
     fn capped_softmax_fwd(x: CubeTensor<R>, op: CappedSoftmax) -> (CubeTensor<R>, CubeTensor<R>) {
         let x = into_contiguous(x);
         let (rows, cols) = rows_cols(&x);
         let (t, past, multiplier, cap) = scalars(&op);
-        let p = empty_like(&x);
-        let th = empty_like(&x);
+        let p = empty(&x, x.meta.shape.clone());
+        let th = empty(&x, x.meta.shape.clone());
         let dtype = x.dtype;
         capped_softmax_fwd_kernel::launch::<R>(
             &x.client.clone(),
@@ -306,7 +329,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CappedSoft
     ) -> CubeTensor<R> {
         let (p, t, g) = (into_contiguous(p), into_contiguous(t), into_contiguous(g));
         let (rows, cols) = rows_cols(&p);
-        let dx = empty_like(&p);
+        let dx = empty(&p, p.meta.shape.clone());
         let dtype = p.dtype;
         capped_softmax_bwd_kernel::launch::<R>(
             &p.client.clone(),
@@ -325,65 +348,153 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CappedSoft
         );
         dx
     }
+
+    fn rms_norm_fwd(x: CubeTensor<R>, w: CubeTensor<R>, eps: f32) -> (CubeTensor<R>, CubeTensor<R>) {
+        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let (rows, d) = rows_cols(&x);
+        let y = empty(&x, x.meta.shape.clone());
+        let inv = empty(&x, Shape::new([rows]));
+        let dtype = x.dtype;
+        rms_norm_fwd_kernel::launch::<R>(
+            &x.client.clone(),
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            x.into_tensor_arg(),
+            w.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            inv.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            eps,
+            BLOCK,
+            dtype.into(),
+        );
+        (y, inv)
+    }
+
+    fn rms_norm_bwd(
+        x: CubeTensor<R>,
+        w: CubeTensor<R>,
+        inv: CubeTensor<R>,
+        g: CubeTensor<R>,
+    ) -> CubeTensor<R> {
+        let (x, w, inv, g) = (
+            into_contiguous(x),
+            into_contiguous(w),
+            into_contiguous(inv),
+            into_contiguous(g),
+        );
+        let (rows, d) = rows_cols(&x);
+        let dx = empty(&x, x.meta.shape.clone());
+        let dtype = x.dtype;
+        rms_norm_bwd_kernel::launch::<R>(
+            &x.client.clone(),
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            x.into_tensor_arg(),
+            w.into_tensor_arg(),
+            inv.into_tensor_arg(),
+            g.into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            BLOCK,
+            dtype.into(),
+        );
+        dx
+    }
 }
 
 // ---- fusion ----------------------------------------------------------------------------------
 
-/// The forward as a custom operation of a fusion stream: burn's fusion cannot see inside it, so
+/// Which `GpuOps` method a custom operation of a fusion stream runs.
+#[derive(Debug, Clone, Copy)]
+enum Kernel {
+    SoftmaxFwd(CappedSoftmax),
+    SoftmaxBwd(CappedSoftmax),
+    RmsNormFwd(f32),
+    RmsNormBwd,
+}
+
+impl Kernel {
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::SoftmaxFwd(_) => "colossus_capped_softmax",
+            Kernel::SoftmaxBwd(_) => "colossus_capped_softmax_backward",
+            Kernel::RmsNormFwd(_) => "colossus_rms_norm",
+            Kernel::RmsNormBwd => "colossus_rms_norm_backward",
+        }
+    }
+
+    fn run<B: GpuOps>(self, ins: Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> {
+        let mut ins = ins.into_iter();
+        let mut next = || ins.next().expect("the inputs the op was registered with");
+        match self {
+            Kernel::SoftmaxFwd(op) => {
+                let (p, t) = B::capped_softmax_fwd(next(), op);
+                vec![p, t]
+            }
+            Kernel::SoftmaxBwd(op) => vec![B::capped_softmax_bwd(next(), next(), next(), op)],
+            Kernel::RmsNormFwd(eps) => {
+                let (y, inv) = B::rms_norm_fwd(next(), next(), eps);
+                vec![y, inv]
+            }
+            Kernel::RmsNormBwd => vec![B::rms_norm_bwd(next(), next(), next(), next())],
+        }
+    }
+}
+
+/// A kernel as a custom operation of a fusion stream: burn's fusion cannot see inside it, so
 /// the element-wise ops on either side are fused up to its boundary.
-#[derive(Debug, Clone)]
-struct FwdOp<B> {
+#[derive(Debug)]
+struct FusedOp<B> {
     desc: CustomOpIr,
-    op: CappedSoftmax,
+    kernel: Kernel,
     _b: std::marker::PhantomData<B>,
 }
 
-impl<B: FusionBackend + CappedSoftmaxGpu> Operation<B::FusionRuntime> for FwdOp<B> {
+impl<B: FusionBackend + GpuOps> Operation<B::FusionRuntime> for FusedOp<B> {
     fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-        let ([x], [p, t]) = self.desc.as_fixed();
-        let (pv, tv) = B::capped_softmax_fwd(handles.get_float_tensor::<B>(x), self.op);
-        handles.register_float_tensor::<B>(&p.id, pv);
-        handles.register_float_tensor::<B>(&t.id, tv);
+        let ins = self
+            .desc
+            .inputs
+            .iter()
+            .map(|t| handles.get_float_tensor::<B>(t))
+            .collect();
+        for (ir, out) in self.desc.outputs.iter().zip(self.kernel.run::<B>(ins)) {
+            handles.register_float_tensor::<B>(&ir.id, out);
+        }
     }
 }
 
-#[derive(Debug, Clone)]
-struct BwdOp<B> {
-    desc: CustomOpIr,
-    op: CappedSoftmax,
-    _b: std::marker::PhantomData<B>,
+/// Register `kernel` on `ins` in their fusion stream; its outputs have `shapes` and the first
+/// input's dtype.
+fn register<B: FusionBackend + GpuOps, const N: usize>(
+    kernel: Kernel,
+    ins: Vec<FusionTensor<B::FusionRuntime>>,
+    shapes: [Shape; N],
+) -> [FusionTensor<B::FusionRuntime>; N] {
+    let client = ins[0].client.clone();
+    let dtype = ins[0].dtype;
+    let streams = OperationStreams::with_inputs(ins.iter());
+    let outs = shapes.map(|s| TensorIr::uninit(client.create_empty_handle(), s, dtype));
+    let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new(kernel.name(), &ins, &outs);
+    let op = FusedOp::<B> {
+        desc: desc.clone(),
+        kernel,
+        _b: std::marker::PhantomData,
+    };
+    client
+        .register(streams, OperationIr::Custom(desc), op)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one tensor per registered output"))
 }
 
-impl<B: FusionBackend + CappedSoftmaxGpu> Operation<B::FusionRuntime> for BwdOp<B> {
-    fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-        let ([p, t, g], [dx]) = self.desc.as_fixed();
-        let out = B::capped_softmax_bwd(
-            handles.get_float_tensor::<B>(p),
-            handles.get_float_tensor::<B>(t),
-            handles.get_float_tensor::<B>(g),
-            self.op,
-        );
-        handles.register_float_tensor::<B>(&dx.id, out);
-    }
-}
-
-impl<B: FusionBackend + CappedSoftmaxGpu> CappedSoftmaxGpu for Fusion<B> {
+impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     fn capped_softmax_fwd(x: FloatTensor<Self>, op: CappedSoftmax) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let client = x.client.clone();
-        let (shape, dtype) = (x.shape.clone(), x.dtype);
-        let streams = OperationStreams::with_inputs([&x]);
-        let p = TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype);
-        let t = TensorIr::uninit(client.create_empty_handle(), shape, dtype);
-        let desc = CustomOpIr::new("colossus_capped_softmax", &[x.into_ir()], &[p, t]);
-        let op = FwdOp::<B> {
-            desc: desc.clone(),
-            op,
-            _b: std::marker::PhantomData,
-        };
-        let [p, t]: [_; 2] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .try_into()
-            .expect("two outputs registered");
+        let shape = x.shape.clone();
+        let [p, t] = register::<B, 2>(Kernel::SoftmaxFwd(op), vec![x], [shape.clone(), shape]);
         (p, t)
     }
 
@@ -393,24 +504,30 @@ impl<B: FusionBackend + CappedSoftmaxGpu> CappedSoftmaxGpu for Fusion<B> {
         g: FloatTensor<Self>,
         op: CappedSoftmax,
     ) -> FloatTensor<Self> {
-        let client = p.client.clone();
-        let (shape, dtype) = (p.shape.clone(), p.dtype);
-        let streams = OperationStreams::with_inputs([&p, &t, &g]);
-        let dx = TensorIr::uninit(client.create_empty_handle(), shape, dtype);
-        let desc = CustomOpIr::new(
-            "colossus_capped_softmax_backward",
-            &[p.into_ir(), t.into_ir(), g.into_ir()],
-            &[dx],
-        );
-        let op = BwdOp::<B> {
-            desc: desc.clone(),
-            op,
-            _b: std::marker::PhantomData,
-        };
-        let [dx]: [_; 1] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .try_into()
-            .expect("one output registered");
+        let shape = p.shape.clone();
+        let [dx] = register::<B, 1>(Kernel::SoftmaxBwd(op), vec![p, t, g], [shape]);
+        dx
+    }
+
+    fn rms_norm_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = x.shape.clone();
+        let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
+        let [y, inv] = register::<B, 2>(Kernel::RmsNormFwd(eps), vec![x, w], [shape, Shape::new([rows])]);
+        (y, inv)
+    }
+
+    fn rms_norm_bwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        inv: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let shape = x.shape.clone();
+        let [dx] = register::<B, 1>(Kernel::RmsNormBwd, vec![x, w, inv, g], [shape]);
         dx
     }
 }

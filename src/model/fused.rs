@@ -3,8 +3,8 @@
 //! cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same switch). On the CPU
 //! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
 //! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
-//! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax, which
-//! has a cubecl kernel pair there (`backend/gpu.rs`). `tests/fused.rs` and, on wgpu,
+//! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax and
+//! RMSNorm, which have cubecl kernels there (`backend/gpu.rs`, dispatched by `run_gpu_kernel`). `tests/fused.rs` and, on wgpu,
 //! `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
@@ -18,11 +18,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::{gelu_approximate, log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use colossus_kernels::{AdamWStep, CappedSoftmax};
 
 use super::rope::RopeTables;
-use crate::backend::{HostKernel, run_kernel};
+use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
 
 thread_local! {
     static PLAIN: Cell<bool> = const { Cell::new(false) };
@@ -82,15 +82,12 @@ pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor
         cap: s.cap as f32,
         causal: Some((s.t, s.past)),
     };
-    let logits = match crate::backend::gpu_capped_softmax::<B>(logits, op) {
-        Ok(p) => return p,
-        Err(logits) => logits,
-    };
-    run_kernel::<B, _>(Softmax {
+    let k = Softmax {
         x: logits,
         op,
         plain: s,
-    })
+    };
+    run_gpu_kernel::<B, _>(k).unwrap_or_else(run_kernel::<B, _>)
 }
 
 fn capped_softmax_plain<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
@@ -353,6 +350,41 @@ impl<B: Backend> HostKernel for Softmax<B> {
     }
 }
 
+#[derive(Debug)]
+struct GpuSoftmaxBackward {
+    op: CappedSoftmax,
+}
+
+impl<X: GpuOps> Backward<X, 1> for GpuSoftmaxBackward {
+    type State = (FloatTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, t) = ops.state;
+        let g = grads.consume::<X>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<X>(node.id, X::capped_softmax_bwd(p, t, g, self.op));
+        }
+    }
+}
+
+impl<B: Backend> GpuKernel for Softmax<B> {
+    type Output = Tensor<B, 4>;
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 4> {
+        let x = unwrap::<Autodiff<X>, _, _>(self.x);
+        wrap::<B, Autodiff<X>, _>(record(GpuSoftmaxBackward { op: self.op }, [x], |[x]| {
+            let (p, t) = X::capped_softmax_fwd(x, self.op);
+            ((p.clone(), t), p)
+        }))
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
+        let (p, _) = X::capped_softmax_fwd(unwrap::<X, _, _>(self.x), self.op);
+        wrap::<B, X, _>(p)
+    }
+}
+
 // ---- AdamW -----------------------------------------------------------------------------------
 
 struct AdamW<B: Backend> {
@@ -410,7 +442,7 @@ pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, ep
     if !fused_allowed(x.dtype()) || w.dtype() != DType::F32 {
         return rms_norm_plain(x, w, eps);
     }
-    run_kernel::<B, _>(RmsNorm { x, w, eps })
+    run_gpu_kernel::<B, _>(RmsNorm { x, w, eps }).unwrap_or_else(run_kernel::<B, _>)
 }
 
 fn rms_norm_plain<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
@@ -489,6 +521,58 @@ impl<B: Backend, const D: usize> HostKernel for RmsNorm<B, D> {
 
     fn plain(self) -> Tensor<B, D> {
         rms_norm_plain(self.x, self.w, self.eps)
+    }
+}
+
+#[derive(Debug)]
+struct GpuRmsNormBackward<const D: usize>;
+
+impl<X: GpuOps, const D: usize> Backward<X, 2> for GpuRmsNormBackward<D> {
+    type State = (FloatTensor<X>, FloatTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, inv) = ops.state;
+        let g = grads.consume::<X>(&ops.node);
+        let [px, pw] = ops.parents;
+        if let Some(node) = pw {
+            // dw = Σ_rows g ⊙ x·(1/rms): burn fuses the products into its row reduction.
+            let t = |p: FloatTensor<X>| Tensor::<X, D>::from_primitive(TensorPrimitive::Float(p));
+            let d = w.shape()[0];
+            let rows = inv.shape()[0];
+            let x = t(x.clone()).reshape([rows, d]);
+            let g = t(g.clone()).reshape([rows, d]);
+            let inv = Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(inv.clone())).reshape([rows, 1]);
+            let dw = (g * x * inv).sum_dim(0).reshape([d]);
+            grads.register::<X>(node.id, dw.into_primitive().tensor());
+        }
+        if let Some(node) = px {
+            grads.register::<X>(node.id, X::rms_norm_bwd(x, w, inv, g));
+        }
+    }
+}
+
+impl<B: Backend, const D: usize> GpuKernel for RmsNorm<B, D> {
+    type Output = Tensor<B, D>;
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, D> {
+        let xw = [
+            unwrap::<Autodiff<X>, _, _>(self.x),
+            unwrap::<Autodiff<X>, _, _>(self.w),
+        ];
+        let eps = self.eps as f32;
+        wrap::<B, Autodiff<X>, _>(record(GpuRmsNormBackward::<D>, xw, |[x, w]| {
+            let (y, inv) = X::rms_norm_fwd(x.clone(), w.clone(), eps);
+            ((x, w, inv), y)
+        }))
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, D> {
+        let (y, _) = X::rms_norm_fwd(
+            unwrap::<X, _, _>(self.x),
+            unwrap::<X, _, _>(self.w),
+            self.eps as f32,
+        );
+        wrap::<B, X, _>(y)
     }
 }
 
