@@ -9,8 +9,9 @@ mod common;
 
 use std::sync::Once;
 
+use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use colossus::backend::{self, CpuTrain, WgpuTrain};
 use colossus::config::Config;
@@ -82,6 +83,17 @@ fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A `dims` tensor of `values(.., salt, scale)` on `device`.
+fn filled<B: Backend, const D: usize>(
+    dims: [usize; D],
+    salt: usize,
+    scale: f32,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let n = dims.iter().product();
+    Tensor::from_data(TensorData::new(values(n, salt, scale), dims), device)
+}
+
 /// Probabilities and the logits' gradient of `Σ capped_softmax(x)·w` on wgpu, on the kernel
 /// path or the plain one. `transposed`: the logits arrive as a strided view.
 fn softmax_on_wgpu(
@@ -91,15 +103,12 @@ fn softmax_on_wgpu(
     transposed: bool,
     plain: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    let n = dims.iter().product();
     let go = || {
         let x = if transposed {
             let [b, h, r, c] = dims;
-            let data = TensorData::new(values(n, 5, 20.0), [b, h, c, r]);
-            Tensor::<WgpuTrain, 4>::from_data(data, device).require_grad()
+            filled::<WgpuTrain, 4>([b, h, c, r], 5, 20.0, device).require_grad()
         } else {
-            Tensor::<WgpuTrain, 4>::from_data(TensorData::new(values(n, 3, 20.0), dims), device)
-                .require_grad()
+            filled::<WgpuTrain, 4>(dims, 3, 20.0, device).require_grad()
         };
         let logits = if transposed {
             x.clone().swap_dims(2, 3)
@@ -107,7 +116,7 @@ fn softmax_on_wgpu(
             x.clone()
         };
         let p = fused::capped_softmax(logits, s);
-        let w = Tensor::<WgpuTrain, 4>::from_data(TensorData::new(values(n, 99, 1.0), dims), device);
+        let w = filled::<WgpuTrain, 4>(dims, 99, 1.0, device);
         let grads = (p.clone() * w).sum().backward();
         let mut g = x.grad(&grads).expect("the logits are a leaf");
         if transposed {
@@ -169,7 +178,7 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
     }
     // Inference (no autodiff, as `colossus generate` runs) takes the kernel's forward alone.
     let (dims, s) = ([2, 2, 15, 9], scores(0.35, 30.0, 5, 4));
-    let x = Tensor::<burn::backend::Wgpu, 4>::from_data(TensorData::new(values(540, 3, 20.0), dims), &device);
+    let x = filled::<Wgpu, 4>(dims, 3, 20.0, &device);
     let p = floats(fused::capped_softmax(x.clone(), s));
     let p0 = floats(fused::plain_scope(|| fused::capped_softmax(x, s)));
     let rp = rel_l2(&p, &p0);
@@ -185,15 +194,12 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
 
 /// Output and the gradients of x and w of `Σ rms_norm(x, w)·u` on wgpu, kernel or plain path.
 fn rms_norm_on_wgpu<const D: usize>(device: &WgpuDevice, dims: [usize; D], plain: bool) -> [Vec<f32>; 3] {
-    let n = dims.iter().product();
     let d = dims[D - 1];
     let go = || {
-        let x = Tensor::<WgpuTrain, D>::from_data(TensorData::new(values(n, 7, 3.0), dims), device)
-            .require_grad();
-        let w =
-            Tensor::<WgpuTrain, 1>::from_data(TensorData::new(values(d, 8, 1.5), [d]), device).require_grad();
+        let x = filled::<WgpuTrain, D>(dims, 7, 3.0, device).require_grad();
+        let w = filled::<WgpuTrain, 1>([d], 8, 1.5, device).require_grad();
         let y = fused::rms_norm(x.clone(), w.clone(), 1e-5);
-        let u = Tensor::<WgpuTrain, D>::from_data(TensorData::new(values(n, 9, 1.0), dims), device);
+        let u = filled::<WgpuTrain, D>(dims, 9, 1.0, device);
         let grads = (y.clone() * u).sum().backward();
         [
             floats(y),
@@ -230,11 +236,8 @@ fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
         rms_norm_on_wgpu(&device, [50, 300], false),
         rms_norm_on_wgpu(&device, [50, 300], true),
     );
-    let x = Tensor::<burn::backend::Wgpu, 2>::from_data(
-        TensorData::new(values(50 * 96, 7, 3.0), [50, 96]),
-        &device,
-    );
-    let w = Tensor::<burn::backend::Wgpu, 1>::from_data(TensorData::new(values(96, 8, 1.5), [96]), &device);
+    let x = filled::<Wgpu, 2>([50, 96], 7, 3.0, &device);
+    let w = filled::<Wgpu, 1>([96], 8, 1.5, &device);
     let y = floats(fused::rms_norm(x.clone(), w.clone(), 1e-5));
     let y0 = floats(fused::plain_scope(|| fused::rms_norm(x, w, 1e-5)));
     let rel = rel_l2(&y, &y0);
