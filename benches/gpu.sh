@@ -25,7 +25,7 @@ for shape in "gpu-350m 16 1024" "small 16 128"; do
         "$BIN" bench "$cfg" --set backend=cuda --set precision=$precision \
             --batch "$2" --seq "$3" --steps "$STEPS" --warmup 3
     done
-    # What the softmax and RMSNorm kernels (src/backend/gpu.rs) buy: the same bf16 run on the
+    # What the GPU kernels (src/backend/gpu.rs: softmax, RMSNorm, cross-entropy) buy: the same bf16 run on the
     # plain burn composition.
     "$BIN" bench "$cfg" --set backend=cuda --set precision=bf16 --plain-kernels \
         --batch "$2" --seq "$3" --steps "$STEPS" --warmup 3

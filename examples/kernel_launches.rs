@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use colossus::backend::WgpuTrain;
 use colossus::model::fused::{self, AttnScores};
 use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, profiling::ProfilingLogLevel};
@@ -59,6 +59,13 @@ fn run(op: &str, device: &WgpuDevice) {
             let _ = a.grad(&grads).map(|g| g.into_data());
             let _ = b.grad(&grads).map(|g| g.into_data());
         }
+        "cross entropy" => {
+            let x = input([256, 512], 9, device).require_grad();
+            let targets: Vec<i64> = (0..256).map(|i| (i * 37 % 512) as i64).collect();
+            let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [256]), device);
+            let grads = fused::cross_entropy(x.clone(), targets).backward();
+            let _ = x.grad(&grads).map(|g| g.into_data());
+        }
         _ => unreachable!(),
     }
     B::sync(device).expect("device sync");
@@ -83,7 +90,7 @@ fn main() {
         "{:<16} {:>8} {:>8}   kernel path launches",
         "op", "kernels", "plain"
     );
-    for op in ["capped softmax", "rms norm", "gelu gate"] {
+    for op in ["capped softmax", "rms norm", "gelu gate", "cross entropy"] {
         let mut counts = [0; 2];
         let mut names = BTreeMap::new();
         for (i, plain) in [false, true].into_iter().enumerate() {

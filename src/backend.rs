@@ -9,7 +9,7 @@
 //! | `backend: cuda`   | `cuda`                  | `Cuda` (NVRTC at run time), `device` = GPU    |
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use crate::config::BackendKind;
 use crate::error::{Error, Result};
@@ -189,6 +189,20 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         inv_rms: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// Cross-entropy of `logits: [n, vocab]` against `targets: [n]`: each row's negative
+    /// log-likelihood and log-sum-exp, both `[n]`.
+    fn cross_entropy_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The logits' gradient of the mean cross-entropy, from the forward's log-sum-exp and the
+    /// loss's gradient `g: [1]`.
+    fn cross_entropy_bwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 }

@@ -12,7 +12,7 @@ use std::sync::Once;
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use colossus::backend::{self, CpuTrain, WgpuTrain};
 use colossus::config::Config;
 use colossus::model::fused::{self, AttnScores};
@@ -243,6 +243,62 @@ fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
     let rel = rel_l2(&y, &y0);
     assert!(rel < 1e-5, "inference: output differs by {rel:e} relative L2");
     bits_differ |= y != y0;
+    assert!(
+        bits_differ,
+        "the kernel path gave the plain path's bits everywhere"
+    );
+}
+
+/// Loss and the logits' gradient of the mean cross-entropy on wgpu, kernel or plain path.
+fn cross_entropy_on_wgpu(device: &WgpuDevice, rows: usize, vocab: usize, plain: bool) -> [Vec<f32>; 2] {
+    let go = || {
+        let x = filled::<WgpuTrain, 2>([rows, vocab], 11, 8.0, device).require_grad();
+        let ids: Vec<i64> = (0..rows).map(|i| ((i * 7919) % vocab) as i64).collect();
+        let targets = Tensor::<WgpuTrain, 1, Int>::from_data(TensorData::new(ids, [rows]), device);
+        let loss = fused::cross_entropy(x.clone(), targets);
+        let grads = loss.clone().mul_scalar(3.0).backward();
+        [floats(loss), floats(x.grad(&grads).unwrap())]
+    };
+    if plain { fused::plain_scope(go) } else { go() }
+}
+
+/// Issue 7: the cross-entropy kernels (`backend/gpu.rs`) against the plain burn composition on
+/// wgpu: the loss and the logits' gradient (under an upstream gradient of 3), for vocabularies
+/// under and over the kernel's 128 threads, and in inference.
+#[test]
+fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
+    let Some(device) = wgpu() else { return };
+    let mut bits_differ = false;
+    for (rows, vocab) in [(37, 100), (64, 4096)] {
+        let got = cross_entropy_on_wgpu(&device, rows, vocab, false);
+        let want = cross_entropy_on_wgpu(&device, rows, vocab, true);
+        for (name, (g, w)) in ["loss", "gradient"].iter().zip(got.iter().zip(&want)) {
+            let rel = rel_l2(g, w);
+            println!("[{rows}, {vocab}] {name}: {rel:e} relative L2");
+            assert!(
+                rel < 1e-5,
+                "[{rows}, {vocab}]: {name} differs by {rel:e} relative L2"
+            );
+            bits_differ |= g != w;
+        }
+        // Each row's gradient sums to zero (softmax minus one-hot), times 3 / rows.
+        for (r, row) in got[1].chunks(vocab).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!(
+                sum.abs() < 1e-5,
+                "[{rows}, {vocab}]: row {r} of the gradient sums to {sum}"
+            );
+        }
+        assert!(got[0][0] > 0.0, "a positive loss");
+    }
+    let x = filled::<Wgpu, 2>([20, 300], 12, 8.0, &device);
+    let ids: Vec<i64> = (0..20).map(|i| (i * 31 % 300) as i64).collect();
+    let targets = Tensor::<Wgpu, 1, Int>::from_data(TensorData::new(ids, [20]), &device);
+    let loss = floats(fused::cross_entropy(x.clone(), targets.clone()));
+    let loss0 = floats(fused::plain_scope(|| fused::cross_entropy(x, targets)));
+    let rel = rel_l2(&loss, &loss0);
+    assert!(rel < 1e-5, "inference: loss differs by {rel:e} relative L2");
+    bits_differ |= loss != loss0;
     assert!(
         bits_differ,
         "the kernel path gave the plain path's bits everywhere"

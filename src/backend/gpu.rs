@@ -1,12 +1,15 @@
-//! The GPU kernels of two fused ops, as cubecl kernels on wgpu and CUDA: the attention soft cap
-//! + causal softmax and RMSNorm, twins of `colossus_kernels`' CPU passes (`backend::GpuOps`).
+//! The GPU kernels of three fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
+//! cap + causal softmax, RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
+//! (`backend::GpuOps`).
 //!
 //! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe
 //! (`cargo run --features wgpu --example kernel_launches`, forward + backward and the same small
-//! harness on both paths), the softmax takes 8 launches with these kernels against 15 on the plain
-//! burn composition, RMSNorm 9 against 17 (its dw stays burn's fused multiply and row reduction),
-//! and the experts' GELU gate 7 either way: burn already fuses it into one kernel each way, so it
-//! gets none.
+//! harness on both paths): the softmax takes 8 launches with these kernels against 15 on the
+//! plain burn composition, RMSNorm 9 against 17 (its dw stays burn's fused multiply and row
+//! reduction), the cross-entropy 4 against 19, and the experts' GELU gate 7 either way: burn
+//! already fuses it into one kernel each way, so it gets none. The cross-entropy matters most on
+//! a GPU preset: its `[tokens, vocab]` logits are the step's largest activation, and each extra
+//! pass over them is one more read or write of it.
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
@@ -14,13 +17,14 @@
 //! probabilities and the tanh values once; the backward reads those two and the incoming gradient
 //! and writes the logits' gradient. The matmuls on either side stay burn's (tensor cores).
 //!
-//! One cube per row. A row's reductions (softmax: max, then the sum of exponentials, and Σ p·g in
-//! the backward; RMSNorm: Σ x², and Σ g·w·x̂ in the backward) are a fixed tree in shared memory,
+//! One cube per row. A row's reductions (softmax and cross-entropy: max, then the sum of
+//! exponentials, and Σ p·g in the softmax's backward; RMSNorm: Σ x², and Σ g·w·x̂ in the
+//! backward) are a fixed tree in shared memory,
 //! so results do not depend on scheduling. Masked columns are skipped, not set to −∞: WGSL has
 //! no −∞ literal.
 
 use burn::tensor::Shape;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -277,6 +281,85 @@ fn rms_norm_bwd_kernel<F: Float>(
     }
 }
 
+#[cube(launch)]
+fn cross_entropy_fwd_kernel<F: Float, I: Numeric>(
+    x: &Tensor<F>,       // [rows, vocab], contiguous
+    targets: &Tensor<I>, // [rows]
+    nll: &mut Tensor<F>, // [rows]
+    lse: &mut Tensor<F>, // [rows]
+    rows: u32,
+    vocab: u32,
+    #[comptime] block: u32,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let base = row * vocab as usize;
+    let step = CUBE_DIM_X as usize;
+    let mut smem = SharedMemory::<F>::new(block as usize);
+    let mut local = F::new(-3.0e38);
+    let mut j = UNIT_POS_X as usize;
+    while j < vocab as usize {
+        let v = x[base + j];
+        if v > local {
+            local = v;
+        }
+        j += step;
+    }
+    let row_max = cube_reduce::<F>(&mut smem, local, true);
+    let mut local = F::new(0.0);
+    let mut j = UNIT_POS_X as usize;
+    while j < vocab as usize {
+        local += (x[base + j] - row_max).exp();
+        j += step;
+    }
+    let l = row_max + cube_reduce::<F>(&mut smem, local, false).ln();
+    if UNIT_POS_X == 0 {
+        // An id outside the vocabulary (the data pipeline checks ids) reads no logit.
+        let t = u32::cast_from(targets[row]) as usize;
+        let mut picked = l;
+        if t < vocab as usize {
+            picked = x[base + t];
+        }
+        nll[row] = l - picked;
+        lse[row] = l;
+    }
+}
+
+#[cube(launch)]
+fn cross_entropy_bwd_kernel<F: Float, I: Numeric>(
+    x: &Tensor<F>,       // [rows, vocab], contiguous
+    targets: &Tensor<I>, // [rows]
+    lse: &Tensor<F>,     // [rows]
+    g: &Tensor<F>,       // [1]: the mean loss's gradient
+    dx: &mut Tensor<F>,  // [rows, vocab]
+    rows: u32,
+    vocab: u32,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let base = row * vocab as usize;
+    let step = CUBE_DIM_X as usize;
+    let scale = g[0] / F::cast_from(rows);
+    let l = lse[row];
+    let t = u32::cast_from(targets[row]) as usize;
+    // d mean(lse − x_t)/dx_j = (softmax_j − [j = t]) / rows.
+    let mut j = UNIT_POS_X as usize;
+    while j < vocab as usize {
+        let mut d = scale * (x[base + j] - l).exp();
+        if j == t {
+            d -= scale;
+        }
+        dx[base + j] = d;
+        j += step;
+    }
+}
+
 /// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
@@ -403,6 +486,54 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         );
         dx
     }
+
+    fn cross_entropy_fwd(x: CubeTensor<R>, targets: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
+        let (x, targets) = (into_contiguous(x), into_contiguous(targets));
+        let (rows, vocab) = rows_cols(&x);
+        let nll = empty(&x, Shape::new([rows]));
+        let lse = empty(&x, Shape::new([rows]));
+        let dtypes = [x.dtype.into(), targets.dtype.into()];
+        cross_entropy_fwd_kernel::launch::<R>(
+            &x.client.clone(),
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            x.into_tensor_arg(),
+            targets.into_tensor_arg(),
+            nll.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            rows as u32,
+            vocab as u32,
+            BLOCK,
+            dtypes,
+        );
+        (nll, lse)
+    }
+
+    fn cross_entropy_bwd(
+        x: CubeTensor<R>,
+        targets: CubeTensor<R>,
+        lse: CubeTensor<R>,
+        g: CubeTensor<R>,
+    ) -> CubeTensor<R> {
+        let (x, targets, lse) = (into_contiguous(x), into_contiguous(targets), into_contiguous(lse));
+        let (rows, vocab) = rows_cols(&x);
+        let dx = empty(&x, x.meta.shape.clone());
+        let dtypes = [x.dtype.into(), targets.dtype.into()];
+        cross_entropy_bwd_kernel::launch::<R>(
+            &x.client.clone(),
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            x.into_tensor_arg(),
+            targets.into_tensor_arg(),
+            lse.into_tensor_arg(),
+            g.into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            rows as u32,
+            vocab as u32,
+            dtypes,
+        );
+        dx
+    }
 }
 
 // ---- fusion ----------------------------------------------------------------------------------
@@ -414,6 +545,8 @@ enum Kernel {
     SoftmaxBwd(CappedSoftmax),
     RmsNormFwd(f32),
     RmsNormBwd,
+    CrossEntropyFwd,
+    CrossEntropyBwd,
 }
 
 impl Kernel {
@@ -423,23 +556,44 @@ impl Kernel {
             Kernel::SoftmaxBwd(_) => "colossus_capped_softmax_backward",
             Kernel::RmsNormFwd(_) => "colossus_rms_norm",
             Kernel::RmsNormBwd => "colossus_rms_norm_backward",
+            Kernel::CrossEntropyFwd => "colossus_cross_entropy",
+            Kernel::CrossEntropyBwd => "colossus_cross_entropy_backward",
         }
     }
 
-    fn run<B: GpuOps>(self, ins: Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> {
-        let mut ins = ins.into_iter();
-        let mut next = || ins.next().expect("the inputs the op was registered with");
+    /// Run on the inputs registered in `ins` (the targets, input 1 of the cross-entropy, are
+    /// integers; every other input is a float tensor).
+    fn run<B: FusionBackend + GpuOps>(
+        self,
+        ins: &[TensorIr],
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) -> Vec<FloatTensor<B>> {
+        let mut f = |i: usize| handles.get_float_tensor::<B>(&ins[i]);
         match self {
             Kernel::SoftmaxFwd(op) => {
-                let (p, t) = B::capped_softmax_fwd(next(), op);
+                let (p, t) = B::capped_softmax_fwd(f(0), op);
                 vec![p, t]
             }
-            Kernel::SoftmaxBwd(op) => vec![B::capped_softmax_bwd(next(), next(), next(), op)],
+            Kernel::SoftmaxBwd(op) => vec![B::capped_softmax_bwd(f(0), f(1), f(2), op)],
             Kernel::RmsNormFwd(eps) => {
-                let (y, inv) = B::rms_norm_fwd(next(), next(), eps);
+                let (y, inv) = B::rms_norm_fwd(f(0), f(1), eps);
                 vec![y, inv]
             }
-            Kernel::RmsNormBwd => vec![B::rms_norm_bwd(next(), next(), next(), next())],
+            Kernel::RmsNormBwd => vec![B::rms_norm_bwd(f(0), f(1), f(2), f(3))],
+            Kernel::CrossEntropyFwd => {
+                let x = f(0);
+                let (nll, lse) = B::cross_entropy_fwd(x, handles.get_int_tensor::<B>(&ins[1]));
+                vec![nll, lse]
+            }
+            Kernel::CrossEntropyBwd => {
+                let (x, lse, g) = (f(0), f(2), f(3));
+                vec![B::cross_entropy_bwd(
+                    x,
+                    handles.get_int_tensor::<B>(&ins[1]),
+                    lse,
+                    g,
+                )]
+            }
         }
     }
 }
@@ -455,20 +609,15 @@ struct FusedOp<B> {
 
 impl<B: FusionBackend + GpuOps> Operation<B::FusionRuntime> for FusedOp<B> {
     fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-        let ins = self
-            .desc
-            .inputs
-            .iter()
-            .map(|t| handles.get_float_tensor::<B>(t))
-            .collect();
-        for (ir, out) in self.desc.outputs.iter().zip(self.kernel.run::<B>(ins)) {
+        let outs = self.kernel.run::<B>(&self.desc.inputs, handles);
+        for (ir, out) in self.desc.outputs.iter().zip(outs) {
             handles.register_float_tensor::<B>(&ir.id, out);
         }
     }
 }
 
 /// Register `kernel` on `ins` in their fusion stream; its outputs have `shapes` and the first
-/// input's dtype.
+/// input's (float) dtype.
 fn register<B: FusionBackend + GpuOps, const N: usize>(
     kernel: Kernel,
     ins: Vec<FusionTensor<B::FusionRuntime>>,
@@ -528,6 +677,30 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     ) -> FloatTensor<Self> {
         let shape = x.shape.clone();
         let [dx] = register::<B, 1>(Kernel::RmsNormBwd, vec![x, w, inv, g], [shape]);
+        dx
+    }
+
+    fn cross_entropy_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let rows = Shape::new([logits.shape[0]]);
+        let [nll, lse] = register::<B, 2>(
+            Kernel::CrossEntropyFwd,
+            vec![logits, targets],
+            [rows.clone(), rows],
+        );
+        (nll, lse)
+    }
+
+    fn cross_entropy_bwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let shape = logits.shape.clone();
+        let [dx] = register::<B, 1>(Kernel::CrossEntropyBwd, vec![logits, targets, lse, g], [shape]);
         dx
     }
 }

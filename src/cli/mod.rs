@@ -195,7 +195,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub data: bool,
     /// Run the plain burn tensor-op paths instead of the fused kernels (`model::fused` on the
-    /// CPU, the softmax and RMSNorm of `backend/gpu.rs` on GPUs), to measure what they buy.
+    /// CPU, `backend/gpu.rs`'s kernels on GPUs), to measure what they buy.
     #[arg(long)]
     pub plain_kernels: bool,
     /// Write the config's model shape as a Hugging Face config.json (the input of

@@ -3,8 +3,8 @@
 //! cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same switch). On the CPU
 //! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
 //! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
-//! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax and
-//! RMSNorm, which have cubecl kernels there (`backend/gpu.rs`, dispatched by `run_gpu_kernel`). `tests/fused.rs` and, on wgpu,
+//! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax,
+//! RMSNorm and the cross-entropy, which have cubecl kernels there (`backend/gpu.rs`, dispatched by `run_gpu_kernel`). `tests/fused.rs` and, on wgpu,
 //! `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
@@ -17,7 +17,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::{gelu_approximate, log_softmax, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use colossus_kernels::{AdamWStep, CappedSoftmax};
 
@@ -583,7 +583,7 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int
     if !fused_allowed(logits.dtype()) {
         return cross_entropy_plain(logits, targets);
     }
-    run_kernel::<B, _>(CrossEntropy { logits, targets })
+    run_gpu_kernel::<B, _>(CrossEntropy { logits, targets }).unwrap_or_else(run_kernel::<B, _>)
 }
 
 fn cross_entropy_plain<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
@@ -672,6 +672,50 @@ impl<B: Backend> HostKernel for CrossEntropy<B> {
 
     fn plain(self) -> Tensor<B, 1> {
         cross_entropy_plain(self.logits, self.targets)
+    }
+}
+
+#[derive(Debug)]
+struct GpuCrossEntropyBackward;
+
+impl<X: GpuOps> Backward<X, 1> for GpuCrossEntropyBackward {
+    type State = (FloatTensor<X>, IntTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, targets, lse) = ops.state;
+        let g = grads.consume::<X>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<X>(node.id, X::cross_entropy_bwd(logits, targets, lse, g));
+        }
+    }
+}
+
+/// The mean loss `[1]` of the rows' negative log-likelihoods, by burn's reduction.
+fn mean_loss<X: Backend>(nll: FloatTensor<X>) -> FloatTensor<X> {
+    Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(nll))
+        .mean()
+        .into_primitive()
+        .tensor()
+}
+
+impl<B: Backend> GpuKernel for CrossEntropy<B> {
+    type Output = Tensor<B, 1>;
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 1> {
+        // Autodiff's integer tensors are the inner backend's.
+        let targets: IntTensor<X> = same::<_, Tensor<Autodiff<X>, 1, Int>>(self.targets).into_primitive();
+        let x = unwrap::<Autodiff<X>, _, _>(self.logits);
+        wrap::<B, Autodiff<X>, _>(record(GpuCrossEntropyBackward, [x], |[x]| {
+            let (nll, lse) = X::cross_entropy_fwd(x.clone(), targets.clone());
+            ((x, targets, lse), mean_loss::<X>(nll))
+        }))
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 1> {
+        let targets: IntTensor<X> = same::<_, Tensor<X, 1, Int>>(self.targets).into_primitive();
+        let (nll, _) = X::cross_entropy_fwd(unwrap::<X, _, _>(self.logits), targets);
+        wrap::<B, X, _>(mean_loss::<X>(nll))
     }
 }
 
