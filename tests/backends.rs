@@ -94,6 +94,25 @@ fn filled<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values(n, salt, scale), dims), device)
 }
 
+/// Asserts that each of the kernel path's results `got` is within its tolerance (relative L2)
+/// of the plain path's `want`, and not all zeros; returns whether any bits differ.
+fn agree(what: &str, checks: &[(&str, f64)], got: &[Vec<f32>], want: &[Vec<f32>]) -> bool {
+    assert_eq!(
+        (checks.len(), got.len()),
+        (want.len(), want.len()),
+        "{what}: result counts"
+    );
+    let mut bits_differ = false;
+    for (((name, tol), g), w) in checks.iter().zip(got).zip(want) {
+        let rel = rel_l2(g, w);
+        println!("{what} {name}: {rel:e} relative L2");
+        assert!(rel < *tol, "{what}: {name} differs by {rel:e} relative L2");
+        assert!(g.iter().any(|v| *v != 0.0), "{what}: {name} is all zeros");
+        bits_differ |= g != w;
+    }
+    bits_differ
+}
+
 /// Probabilities and the logits' gradient of `Σ capped_softmax(x)·w` on wgpu, on the kernel
 /// path or the plain one. `transposed`: the logits arrive as a strided view.
 fn softmax_on_wgpu(
@@ -160,30 +179,21 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
     for (what, dims, s, transposed) in cases {
         let (p, g) = softmax_on_wgpu(&device, dims, s, transposed, false);
         let (p0, g0) = softmax_on_wgpu(&device, dims, s, transposed, true);
-        bits_differ |= p != p0 || g != g0;
-        let (rp, rg) = (rel_l2(&p, &p0), rel_l2(&g, &g0));
-        println!("{what}: probabilities {rp:e}, gradient {rg:e} relative L2");
-        assert!(rp < 1e-5, "{what}: probabilities differ by {rp:e} relative L2");
-        assert!(
-            rg < 1e-4,
-            "{what}: logits' gradients differ by {rg:e} relative L2"
-        );
-        // Not vacuous: every row sums to one and the gradient is not all zeros.
+        let checks = [("probabilities", 1e-5), ("logits' gradient", 1e-4)];
+        bits_differ |= agree(what, &checks, &[p.clone(), g], &[p0, g0]);
+        // Not vacuous: every row sums to one.
         let cols = dims[3];
         for (r, row) in p.chunks(cols).enumerate() {
             let sum: f32 = row.iter().sum();
             assert!((sum - 1.0).abs() < 1e-4, "{what}: row {r} sums to {sum}");
         }
-        assert!(g.iter().any(|v| *v != 0.0), "{what}: all-zero gradient");
     }
     // Inference (no autodiff, as `colossus generate` runs) takes the kernel's forward alone.
     let (dims, s) = ([2, 2, 15, 9], scores(0.35, 30.0, 5, 4));
     let x = filled::<Wgpu, 4>(dims, 3, 20.0, &device);
     let p = floats(fused::capped_softmax(x.clone(), s));
     let p0 = floats(fused::plain_scope(|| fused::capped_softmax(x, s)));
-    let rp = rel_l2(&p, &p0);
-    assert!(rp < 1e-5, "inference: probabilities differ by {rp:e} relative L2");
-    bits_differ |= p != p0;
+    bits_differ |= agree("inference", &[("probabilities", 1e-5)], &[p], &[p0]);
     // The two paths round differently; bit-identical results everywhere would mean the kernel
     // never ran (say, the dispatch fell through to the plain path).
     assert!(
@@ -217,14 +227,9 @@ fn rms_norm_on_wgpu<const D: usize>(device: &WgpuDevice, dims: [usize; D], plain
 fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
     let Some(device) = wgpu() else { return };
     let mut bits_differ = false;
+    let checks = [("output", 1e-5), ("dx", 1e-5), ("dw", 1e-5)];
     let mut check = |what: &str, got: [Vec<f32>; 3], want: [Vec<f32>; 3]| {
-        for (name, (g, w)) in ["output", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
-            let rel = rel_l2(g, w);
-            println!("{what} {name}: {rel:e} relative L2");
-            assert!(rel < 1e-5, "{what}: {name} differs by {rel:e} relative L2");
-            assert!(g.iter().any(|v| *v != 0.0), "{what}: {name} is all zeros");
-            bits_differ |= g != w;
-        }
+        bits_differ |= agree(what, &checks, &got, &want);
     };
     check(
         "[3, 7, 64]",
@@ -240,9 +245,7 @@ fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
     let w = filled::<Wgpu, 1>([96], 8, 1.5, &device);
     let y = floats(fused::rms_norm(x.clone(), w.clone(), 1e-5));
     let y0 = floats(fused::plain_scope(|| fused::rms_norm(x, w, 1e-5)));
-    let rel = rel_l2(&y, &y0);
-    assert!(rel < 1e-5, "inference: output differs by {rel:e} relative L2");
-    bits_differ |= y != y0;
+    bits_differ |= agree("inference", &[("output", 1e-5)], &[y], &[y0]);
     assert!(
         bits_differ,
         "the kernel path gave the plain path's bits everywhere"
@@ -272,15 +275,8 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
     for (rows, vocab) in [(37, 100), (64, 4096)] {
         let got = cross_entropy_on_wgpu(&device, rows, vocab, false);
         let want = cross_entropy_on_wgpu(&device, rows, vocab, true);
-        for (name, (g, w)) in ["loss", "gradient"].iter().zip(got.iter().zip(&want)) {
-            let rel = rel_l2(g, w);
-            println!("[{rows}, {vocab}] {name}: {rel:e} relative L2");
-            assert!(
-                rel < 1e-5,
-                "[{rows}, {vocab}]: {name} differs by {rel:e} relative L2"
-            );
-            bits_differ |= g != w;
-        }
+        let what = format!("[{rows}, {vocab}]");
+        bits_differ |= agree(&what, &[("loss", 1e-5), ("gradient", 1e-5)], &got, &want);
         // Each row's gradient sums to zero (softmax minus one-hot), times 3 / rows.
         for (r, row) in got[1].chunks(vocab).enumerate() {
             let sum: f32 = row.iter().sum();
@@ -296,9 +292,7 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
     let targets = Tensor::<Wgpu, 1, Int>::from_data(TensorData::new(ids, [20]), &device);
     let loss = floats(fused::cross_entropy(x.clone(), targets.clone()));
     let loss0 = floats(fused::plain_scope(|| fused::cross_entropy(x, targets)));
-    let rel = rel_l2(&loss, &loss0);
-    assert!(rel < 1e-5, "inference: loss differs by {rel:e} relative L2");
-    bits_differ |= loss != loss0;
+    bits_differ |= agree("inference", &[("loss", 1e-5)], &[loss], &[loss0]);
     assert!(
         bits_differ,
         "the kernel path gave the plain path's bits everywhere"
