@@ -13,15 +13,15 @@
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
-//! autodiff keeps `[b, h, s, s]` intermediates for the backward. Here the forward reads the logits three times (per row, from cache) and writes the
-//! probabilities and the tanh values once; the backward reads those two and the incoming gradient
-//! and writes the logits' gradient. The matmuls on either side stay burn's (tensor cores).
+//! autodiff keeps `[b, h, s, s]` intermediates for the backward. Here the forward reads the
+//! logits three times (per row, from cache) and writes the probabilities and the tanh values
+//! once; the backward reads those two and the incoming gradient and writes the logits' gradient.
+//! The matmuls on either side stay burn's (tensor cores).
 //!
 //! One cube per row. A row's reductions (softmax and cross-entropy: max, then the sum of
 //! exponentials, and Σ p·g in the softmax's backward; RMSNorm: Σ x², and Σ g·w·x̂ in the
-//! backward) are a fixed tree in shared memory,
-//! so results do not depend on scheduling. Masked columns are skipped, not set to −∞: WGSL has
-//! no −∞ literal.
+//! backward) are a fixed tree in shared memory, so results do not depend on scheduling. Masked
+//! columns are skipped, not set to −∞: WGSL has no −∞ literal.
 
 use burn::tensor::Shape;
 use burn::tensor::ops::{FloatTensor, IntTensor};
@@ -57,7 +57,7 @@ fn cube_reduce<F: Float>(smem: &mut SharedMemory<F>, value: F, #[comptime] max: 
     let u = UNIT_POS_X as usize;
     smem[u] = value;
     sync_cube();
-    // A runtime value (the cube is `block` wide): a comptime one could not be halved in the loop.
+    // A runtime value (the cube is `BLOCK` wide): a comptime one could not be halved in the loop.
     let mut stride = CUBE_DIM_X as usize / 2;
     while stride > 0 {
         if u < stride {

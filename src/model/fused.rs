@@ -4,8 +4,9 @@
 //! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
 //! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
 //! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax,
-//! RMSNorm and the cross-entropy, which have cubecl kernels there (`backend/gpu.rs`, dispatched by `run_gpu_kernel`). `tests/fused.rs` and, on wgpu,
-//! `tests/backends.rs` check that both paths agree, forward and backward.
+//! RMSNorm and the cross-entropy, which have cubecl kernels there (`backend/gpu.rs`, dispatched
+//! by `backend::run_gpu_kernel`). `tests/fused.rs` and, on wgpu, `tests/backends.rs` check that
+//! both paths agree, forward and backward.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -172,19 +173,19 @@ fn same<T: 'static, U: 'static>(x: T) -> U {
 }
 
 /// The primitive of `x`, whose backend `run_kernel` has checked is `C`.
-pub(crate) fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
+fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
     same::<_, Tensor<C, D>>(x).into_primitive().tensor()
 }
 
 /// Back from a primitive of `C` (= `B`) to `Tensor<B, D>`.
-pub(crate) fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
+fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
     same(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
 }
 
 /// Run `kernel` on the primitives of `parents` (moved, not cloned, so an unshared buffer is
 /// read and reused without a copy) and record its output as an autodiff tensor whose backward is
 /// `op`, keeping the state the kernel returns when a gradient is needed.
-pub(crate) fn record<X: Backend, O: Backward<X, N>, const N: usize>(
+fn record<X: Backend, O: Backward<X, N>, const N: usize>(
     op: O,
     parents: [FloatTensor<Autodiff<X>>; N],
     kernel: impl FnOnce([FloatTensor<X>; N]) -> (O::State, FloatTensor<X>),
