@@ -22,11 +22,7 @@ pub fn gelu_gate(a: &[f32], b: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         let r = c * CHUNK..c * CHUNK + o.len();
         let (a, b) = (&a[r.clone()], &b[r]);
-        multiversion!(for i in 0..o.len() {
-            let x = a[i];
-            let t = tanh(C * (x + K * x * x * x));
-            o[i] = 0.5 * x * (1.0 + t) * b[i];
-        })
+        multiversion!(forward_chunk(a, b, o))
     });
 }
 
@@ -44,15 +40,36 @@ pub fn gelu_gate_backward(a: &mut [f32], b: &mut [f32], g: &[f32]) {
         .enumerate()
         .for_each(|(c, (da, db))| {
             let g = &g[c * CHUNK..c * CHUNK + da.len()];
-            multiversion!(for i in 0..da.len() {
-                let x = da[i];
-                let t = tanh(C * (x + K * x * x * x));
-                let gelu = 0.5 * x * (1.0 + t);
-                let dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * K * x * x);
-                da[i] = g[i] * db[i] * dgelu;
-                db[i] = g[i] * gelu;
-            })
+            multiversion!(backward_chunk(da, db, g))
         });
+}
+
+// The chunk loops take their slices as arguments: the compiler then knows they do not overlap
+// (as captures of the `multiversion!` closure it did not, which can keep a loop scalar).
+
+#[inline(always)]
+fn forward_chunk(a: &[f32], b: &[f32], o: &mut [f32]) {
+    let n = o.len();
+    let (a, b) = (&a[..n], &b[..n]);
+    for i in 0..n {
+        let x = a[i];
+        let t = tanh(C * (x + K * x * x * x));
+        o[i] = 0.5 * x * (1.0 + t) * b[i];
+    }
+}
+
+#[inline(always)]
+fn backward_chunk(da: &mut [f32], db: &mut [f32], g: &[f32]) {
+    let n = da.len();
+    let (db, g) = (&mut db[..n], &g[..n]);
+    for i in 0..n {
+        let x = da[i];
+        let t = tanh(C * (x + K * x * x * x));
+        let gelu = 0.5 * x * (1.0 + t);
+        let dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * K * x * x);
+        da[i] = g[i] * db[i] * dgelu;
+        db[i] = g[i] * gelu;
+    }
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ fn backward_row(op: CappedSoftmax, p: &[f32], th: &[f32], g: &mut [f32]) {
 
 /// Σ a⊙b in the fixed lane order of `lanes_sum`.
 #[inline(always)]
-fn lanes_dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn lanes_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     for (x, y) in (&mut ca).zip(&mut cb) {
@@ -195,7 +195,7 @@ pub(crate) fn lanes_sum_sq(v: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn lanes_max(v: &[f32]) -> f32 {
+pub(crate) fn lanes_max(v: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = v.chunks_exact(LANES);
     for c in &mut chunks {

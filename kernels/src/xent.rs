@@ -33,7 +33,8 @@ pub fn cross_entropy(logits: &[f32], vocab: usize, targets: &[usize], lse: &mut 
 
 #[inline(always)]
 fn log_sum_exp(x: &[f32]) -> f32 {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // max is exact, so the lane order changes no bit; the serial fold was latency-bound.
+    let max = crate::softmax::lanes_max(x);
     let mut acc = [0f32; 8];
     let mut chunks = x.chunks_exact(8);
     for c in &mut chunks {
