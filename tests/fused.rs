@@ -123,6 +123,33 @@ fn capped_causal_softmax_matches_the_plain_composition() {
     );
 }
 
+/// Guards issue 8's blockwise CPU attention (`fused::attention`): the forward and the gradients
+/// of q, k and v match the plain products around the softmax.
+#[test]
+fn issue_8_blockwise_attention_matches_the_plain_composition() {
+    // (rep, t, past, cap): 150 positions make blocks of 64, 64 and 22 rows per query head; the
+    // last case is incremental decoding (5 new positions after 9 cached keys).
+    for (rep, t, past, cap) in [(3, 150, 0, 30.0), (2, 70, 0, 0.0), (4, 5, 9, 30.0)] {
+        let (b, kv, hd, keys) = (2, 2, 8, past + t);
+        let (qn, kn) = (b * kv * rep * t * hd, b * kv * keys * hd);
+        let scores = AttnScores {
+            multiplier: 0.35,
+            cap,
+            t,
+            past,
+        };
+        compare(
+            &format!("attention, rep {rep}, t {t}, past {past}, cap {cap}"),
+            [
+                (values(qn, 5, 2.0), [b, kv, rep * t, hd]),
+                (values(kn, 6, 2.0), [b, kv, keys, hd]),
+                (values(kn, 7, 1.0), [b, kv, keys, hd]),
+            ],
+            move |[q, k, v]| fused::attention(q, k, v, scores),
+        );
+    }
+}
+
 #[test]
 fn rms_norm_matches_the_plain_composition() {
     let (rows, d) = (70, 48);

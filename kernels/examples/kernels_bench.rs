@@ -80,6 +80,29 @@ fn main() {
             }),
         );
 
+        let a = AttentionShape {
+            groups: 8,
+            rows: 4 * 256,
+            keys: 256,
+            head_dim: 32,
+            op: CappedSoftmax { cols: 256, ..op },
+        };
+        let (q, k, v) = (
+            data(8 * 1024 * 32, 10),
+            data(8 * 256 * 32, 11),
+            data(8 * 256 * 32, 12),
+        );
+        let mut o = vec![0f32; q.len()];
+        row(
+            "attention [8, 1024 | 256, 32]",
+            best(|| attention(a, &q, &k, &v, &mut o)),
+        );
+        let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; k.len()]);
+        row(
+            "attention_backward",
+            best(|| attention_backward(a, &q, &k, &v, &o, &mut dq, &mut dk, &mut dv)),
+        );
+
         let logits0: Vec<f32> = data(1024 * 4096, 7).iter().map(|v| v * 4.0).collect();
         let targets: Vec<usize> = (0..1024).map(|i| (i * 37) % 4096).collect();
         let mut lse = vec![0f32; 1024];

@@ -9,6 +9,7 @@
 //! whatever the thread count. `colossus::model::fused` wraps them as burn ops with their backward.
 
 mod adamw;
+mod attention;
 mod clip;
 mod gelu;
 mod math;
@@ -19,6 +20,7 @@ mod softmax;
 mod xent;
 
 pub use adamw::{AdamWStep, adamw};
+pub use attention::{AttentionShape, attention, attention_backward};
 pub use clip::{scale, sum_squares};
 pub use gelu::{gelu_gate, gelu_gate_backward};
 pub use math::{exp, tanh};

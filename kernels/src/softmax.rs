@@ -23,7 +23,7 @@ pub struct CappedSoftmax {
 }
 
 impl CappedSoftmax {
-    fn visible(&self, row: usize) -> usize {
+    pub(crate) fn visible(&self, row: usize) -> usize {
         match self.causal {
             Some((t, past)) => (past + row % t + 1).min(self.cols),
             None => self.cols,
@@ -59,7 +59,7 @@ pub fn capped_softmax(op: CappedSoftmax, x: &mut [f32], tanh_out: &mut [f32]) {
 
 /// `p` holds the row's visible logits on entry, its probabilities on return.
 #[inline(always)]
-fn forward_row(op: CappedSoftmax, p: &mut [f32], th: &mut [f32]) {
+pub(crate) fn forward_row(op: CappedSoftmax, p: &mut [f32], th: &mut [f32]) {
     if op.cap > 0.0 && op.cap <= NO_SHIFT_CAP {
         // Capped logits lie in [−cap, cap], so e^z neither overflows nor underflows and the
         // max-subtraction pass is unnecessary: tanh and exp share one pass.
@@ -119,7 +119,7 @@ pub fn capped_softmax_backward(op: CappedSoftmax, probs: &[f32], tanh_out: &[f32
 }
 
 #[inline(always)]
-fn backward_row(op: CappedSoftmax, p: &[f32], th: &[f32], g: &mut [f32]) {
+pub(crate) fn backward_row(op: CappedSoftmax, p: &[f32], th: &[f32], g: &mut [f32]) {
     let s = lanes_dot(g, p);
     if op.cap > 0.0 {
         for j in 0..p.len() {

@@ -107,16 +107,13 @@ impl<B: Backend> Attention<B> {
         // group into the row dimension lets one batched matmul serve the group without
         // materialising repeated keys and values.
         let q = q.reshape([b, nkv, rep * t, hd]); // [b, nkv, rep·t, hd]
-        let (logits, dtype) = precision::upcast(precision::matmul(q, k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
         let scores = fused::AttnScores {
             multiplier: self.output_multiplier,
             cap: self.softcap,
             t,
             past,
         };
-        let probs = fused::capped_softmax(logits, scores);
-        let probs = precision::restore(probs, dtype);
-        let out = precision::matmul(probs, v); // [b, nkv, rep·t, hd]
+        let out = fused::attention(q, k, v, scores); // [b, nkv, rep·t, hd]
         let out = out
             .reshape([b, nq, t, hd])
             .swap_dims(1, 2)

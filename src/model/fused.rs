@@ -1,12 +1,12 @@
-//! Fused CPU paths for the element-wise chains that dominate a CPU training step after the
-//! matmuls: RoPE, the attention soft cap + causal softmax, the experts' GELU gate, RMSNorm, the
-//! cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same switch). On the CPU
-//! backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with one autodiff node
-//! whose backward is another single pass; on other backends, and for non-f32 tensors, the plain
-//! burn composition below runs (GPUs fuse element-wise ops themselves), except the softmax,
-//! RMSNorm and the cross-entropy, which have cubecl kernels there (`backend/gpu.rs`, dispatched
-//! by `backend::run_gpu_kernel`). `tests/fused.rs` and, on wgpu, `tests/backends.rs` check that
-//! both paths agree, forward and backward.
+//! Fused CPU paths for what dominates a CPU training step after the big matmuls: RoPE, the
+//! attention core (its products, soft cap and causal softmax, blockwise), the experts' GELU gate,
+//! RMSNorm, the cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same
+//! switch). On the CPU backend (see `backend::run_kernel`) each is one `colossus_kernels` pass
+//! with one autodiff node whose backward is another single pass; on other backends, and for
+//! non-f32 tensors, the plain burn composition below runs (GPUs fuse element-wise ops
+//! themselves), except the softmax, RMSNorm and the cross-entropy, which have cubecl kernels
+//! there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`). `tests/fused.rs` and, on
+//! wgpu, `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -20,10 +20,12 @@ use burn::tensor::activation::{gelu_approximate, log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
-use colossus_kernels::{AdamWStep, CappedSoftmax};
+use colossus_kernels::{AdamWStep, AttentionShape, CappedSoftmax};
 
+use super::precision;
 use super::rope::RopeTables;
 use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
+use crate::config::Precision;
 
 thread_local! {
     static PLAIN: Cell<bool> = const { Cell::new(false) };
@@ -89,6 +91,49 @@ pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor
         plain: s,
     };
     run_gpu_kernel::<B, _>(k).unwrap_or_else(run_kernel::<B, _>)
+}
+
+/// Grouped-query attention `softmax(cap·tanh(multiplier·q·kᵀ/cap) + causal mask) · v`, with
+/// `q: [batch, n_kv, rep·t, head_dim]` (each kv head's `rep` query heads folded into the rows,
+/// in blocks of t positions) and `k`, `v: [batch, n_kv, past + t, head_dim]`; returns q's shape.
+/// On the CPU backend in f32, one blockwise kernel that never writes the `[rep·t, past + t]`
+/// probabilities to memory and skips the key blocks a causal block cannot see
+/// (`colossus_kernels::attention`); elsewhere two matrix products around `capped_softmax`.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: AttnScores,
+) -> Tensor<B, 4> {
+    let all_f32 = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
+    if !all_f32 || !fused_allowed(DType::F32) || precision::current() != Precision::F32 {
+        return attention_plain(q, k, v, s);
+    }
+    let ([groups_b, groups_kv, rows, head_dim], keys) = (q.dims(), k.dims()[2]);
+    let shape = AttentionShape {
+        groups: groups_b * groups_kv,
+        rows,
+        keys,
+        head_dim,
+        op: CappedSoftmax {
+            cols: keys,
+            multiplier: s.multiplier as f32,
+            cap: s.cap as f32,
+            causal: Some((s.t, s.past)),
+        },
+    };
+    run_kernel::<B, _>(AttentionCore { q, k, v, s, shape })
+}
+
+fn attention_plain<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: AttnScores,
+) -> Tensor<B, 4> {
+    let (logits, dtype) = precision::upcast(precision::matmul(q, k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
+    let probs = precision::restore(capped_softmax(logits, s), dtype);
+    precision::matmul(probs, v) // [b, nkv, rep·t, hd]
 }
 
 fn capped_softmax_plain<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
@@ -383,6 +428,94 @@ impl<B: Backend> GpuKernel for Softmax<B> {
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
         let (p, _) = X::capped_softmax_fwd(unwrap::<X, _, _>(self.x), self.op);
         wrap::<B, X, _>(p)
+    }
+}
+
+// ---- attention core --------------------------------------------------------------------------
+
+struct AttentionCore<B: Backend> {
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: AttnScores,
+    shape: AttentionShape,
+}
+
+/// The output, and q, k and v as contiguous primitives for the backward.
+#[allow(clippy::type_complexity)]
+fn attention_host<X: Backend>(
+    a: AttentionShape,
+    q: FloatTensor<X>,
+    k: FloatTensor<X>,
+    v: FloatTensor<X>,
+) -> (FloatTensor<X>, [FloatTensor<X>; 3]) {
+    let (q, qd, device) = host::<X, 4>(q);
+    let (k, kd, _) = host::<X, 4>(k);
+    let (v, _, _) = host::<X, 4>(v);
+    let mut out = vec![0f32; q.len()];
+    colossus_kernels::attention(a, &q, &k, &v, &mut out);
+    (
+        primitive::<X, 4>(out, qd, &device),
+        [
+            primitive::<X, 4>(q, qd, &device),
+            primitive::<X, 4>(k, kd, &device),
+            primitive::<X, 4>(v, kd, &device),
+        ],
+    )
+}
+
+#[derive(Debug)]
+struct AttentionBackward {
+    shape: AttentionShape,
+}
+
+impl<X: Backend> Backward<X, 3> for AttentionBackward {
+    type State = [FloatTensor<X>; 3];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [q, k, v] = ops.state;
+        let (g, qd, device) = host::<X, 4>(grads.consume::<X>(&ops.node));
+        let (q, _, _) = host::<X, 4>(q);
+        let (k, kd, _) = host::<X, 4>(k);
+        let (v, _, _) = host::<X, 4>(v);
+        let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; k.len()], vec![0f32; k.len()]);
+        colossus_kernels::attention_backward(self.shape, &q, &k, &v, &g, &mut dq, &mut dk, &mut dv);
+        let [pq, pk, pv] = ops.parents;
+        for (parent, d, dims) in [(pq, dq, qd), (pk, dk, kd), (pv, dv, kd)] {
+            if let Some(node) = parent {
+                grads.register::<X>(node.id, primitive::<X, 4>(d, dims, &device));
+            }
+        }
+    }
+}
+
+impl<B: Backend> HostKernel for AttentionCore<B> {
+    type Output = Tensor<B, 4>;
+
+    fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
+        let qkv = [
+            unwrap::<Autodiff<X>, _, _>(self.q),
+            unwrap::<Autodiff<X>, _, _>(self.k),
+            unwrap::<Autodiff<X>, _, _>(self.v),
+        ];
+        let op = AttentionBackward { shape: self.shape };
+        wrap::<B, Autodiff<X>, _>(record(op, qkv, |[q, k, v]| {
+            let (out, saved) = attention_host::<X>(self.shape, q, k, v);
+            (saved, out)
+        }))
+    }
+
+    fn inner<X: Backend>(self) -> Tensor<B, 4> {
+        let (q, k, v) = (
+            unwrap::<X, _, _>(self.q),
+            unwrap::<X, _, _>(self.k),
+            unwrap::<X, _, _>(self.v),
+        );
+        wrap::<B, X, _>(attention_host::<X>(self.shape, q, k, v).0)
+    }
+
+    fn plain(self) -> Tensor<B, 4> {
+        attention_plain(self.q, self.k, self.v, self.s)
     }
 }
 

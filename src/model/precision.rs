@@ -39,6 +39,11 @@ pub fn autocast<R>(p: Precision, f: impl FnOnce() -> R) -> R {
     super::scoped(&MATMUL, p, f)
 }
 
+/// The forward's matrix-product precision on this thread (`autocast`).
+pub fn current() -> Precision {
+    MATMUL.with(|m| m.get())
+}
+
 /// `a · b` in the current autocast precision. Under bf16 both inputs are rounded to bf16, the
 /// product accumulates in f32 (tensor cores, and the CPU backend's emulation), is written in bf16
 /// as a bf16 GEMM writes it, and is widened back to f32, so the caller's tensors never change
