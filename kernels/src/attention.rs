@@ -243,12 +243,7 @@ fn matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7919 + salt * 131) % 1009) as f32 / 504.5 - 1.0)
-            .collect()
-    }
+    use crate::test_data::data;
 
     /// The attention of one group in f64, straight from the definition, and its loss Σ out⊙w.
     fn reference(a: AttentionShape, q: &[f64], k: &[f64], v: &[f64], w: &[f64]) -> (Vec<f64>, f64) {

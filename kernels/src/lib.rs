@@ -28,3 +28,13 @@ pub use norm::{rms_norm, rms_norm_backward};
 pub use rope::{Rope, rope};
 pub use softmax::{CappedSoftmax, capped_softmax, capped_softmax_backward};
 pub use xent::{cross_entropy, cross_entropy_backward};
+
+/// Deterministic test inputs in [-1, 1), shared by the kernels' unit tests.
+#[cfg(test)]
+mod test_data {
+    pub fn data(n: usize, salt: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + salt * 31) % 1009) as f32 / 504.5 - 1.0)
+            .collect()
+    }
+}

@@ -96,12 +96,7 @@ fn row_backward(x: &[f32], w: &[f32], g: &[f32], r: f32, dx: &mut [f32], dw: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7919 + salt * 31) % 1009) as f32 / 504.5 - 1.0)
-            .collect()
-    }
+    use crate::test_data::data;
 
     fn loss64(x: &[f64], w: &[f64], g: &[f64], d: usize, eps: f64) -> f64 {
         let mut s = 0.0;
