@@ -1,7 +1,8 @@
 //! Fused CPU kernels for Colossus on plain `f32` slices, with no burn types: the few element-wise
 //! chains of a training step that burn's CPU backend runs as many separate, scalar, single-threaded
 //! passes (each with its own autodiff node), done here in one pass each, vectorised and
-//! row-parallel.
+//! row-parallel; and the attention core, whose products run blockwise on gemm so that the
+//! `[rows, keys]` scores stay in cache.
 //!
 //! A separate crate so that it is compiled at `opt-level = 3` in the dev profile (the loop
 //! vectoriser does not run at the `-O1` the main crate uses, see the workspace `Cargo.toml`).
