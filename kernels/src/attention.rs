@@ -12,8 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::multiversion;
-use crate::softmax::{CappedSoftmax, backward_row, forward_row};
+use crate::softmax::{CappedSoftmax, backward_rows, forward_rows};
 
 /// Query rows per block: big enough for the matrix kernel's tiles, small enough that a block's
 /// `[BLOCK, keys]` scores stay in L2 (64 KiB at 256 keys); the causal saving is
@@ -130,13 +129,7 @@ pub fn attention_backward(
                 probabilities(a, r0, nr, nk, qb, k, s, th);
                 // dP = dO · Vᵀ, then dS in place, row by row.
                 matmul(dp, nk, (nr, nk, hd), false, (dob, hd, 1), (v, 1, hd));
-                for i in 0..nr {
-                    let len = a.op.visible(r0 + i).min(nk);
-                    let row = i * nk..i * nk + len;
-                    let (p, t, d) = (&s[row.clone()], &th[row.clone()], &mut dp[row]);
-                    multiversion!(backward_row(a.op, p, t, d));
-                    dp[i * nk + len..(i + 1) * nk].fill(0.0);
-                }
+                backward_rows(a.op, r0, nk, s, th, dp);
                 // dQ = dS · K;  dK += dSᵀ · Q;  dV += Pᵀ · dO.
                 matmul(&mut dq[rows], hd, (nr, hd, nk), false, (dp, nk, 1), (k, hd, 1));
                 matmul(
@@ -175,13 +168,7 @@ fn probabilities(
     let hd = a.head_dim;
     // S = Q · Kᵀ.
     matmul(s, nk, (nr, nk, hd), false, (qb, hd, 1), (k, 1, hd));
-    for i in 0..nr {
-        let len = a.op.visible(r0 + i).min(nk);
-        let row = i * nk..i * nk + len;
-        let (p, t) = (&mut s[row.clone()], &mut th[row]);
-        multiversion!(forward_row(a.op, p, t));
-        s[i * nk + len..(i + 1) * nk].fill(0.0);
-    }
+    forward_rows(a.op, r0, nk, s, th);
 }
 
 /// `dst (+)= lhs · rhs` for `(m, n, k)`, single-threaded (the callers are parallel over head

@@ -47,19 +47,23 @@ pub fn capped_softmax(op: CappedSoftmax, x: &mut [f32], tanh_out: &mut [f32]) {
     x.par_chunks_mut(per)
         .zip(tanh_out.par_chunks_mut(per))
         .enumerate()
-        .for_each(|(c, (p, th))| {
-            let first = c * op.rows_per_task();
-            for (r, (p, th)) in p.chunks_mut(n).zip(th.chunks_mut(n)).enumerate() {
-                let len = op.visible(first + r);
-                multiversion!(forward_row(op, &mut p[..len], &mut th[..len]));
-                p[len..].fill(0.0);
-            }
-        });
+        .for_each(|(c, (p, th))| forward_rows(op, c * op.rows_per_task(), n, p, th));
+}
+
+/// Consecutive rows `first ..` of `width` logits each (the first `width` of the op's columns;
+/// the attention kernel's blocks see a prefix of the keys): each row's visible part becomes
+/// probabilities, the rest 0.
+pub(crate) fn forward_rows(op: CappedSoftmax, first: usize, width: usize, p: &mut [f32], th: &mut [f32]) {
+    for (r, (p, th)) in p.chunks_mut(width).zip(th.chunks_mut(width)).enumerate() {
+        let len = op.visible(first + r).min(width);
+        multiversion!(forward_row(op, &mut p[..len], &mut th[..len]));
+        p[len..].fill(0.0);
+    }
 }
 
 /// `p` holds the row's visible logits on entry, its probabilities on return.
 #[inline(always)]
-pub(crate) fn forward_row(op: CappedSoftmax, p: &mut [f32], th: &mut [f32]) {
+fn forward_row(op: CappedSoftmax, p: &mut [f32], th: &mut [f32]) {
     if op.cap > 0.0 && op.cap <= NO_SHIFT_CAP {
         // Capped logits lie in [−cap, cap], so e^z neither overflows nor underflows and the
         // max-subtraction pass is unnecessary: tanh and exp share one pass.
@@ -106,20 +110,35 @@ pub fn capped_softmax_backward(op: CappedSoftmax, probs: &[f32], tanh_out: &[f32
     );
     let per = op.rows_per_task() * n;
     g.par_chunks_mut(per).enumerate().for_each(|(c, g)| {
-        let first = c * op.rows_per_task();
-        for (r, g) in g.chunks_mut(n).enumerate() {
-            let row = first + r;
-            let span = row * n..(row + 1) * n;
-            let (p, th) = (&probs[span.clone()], &tanh_out[span]);
-            let len = op.visible(row);
-            multiversion!(backward_row(op, &p[..len], &th[..len], &mut g[..len]));
-            g[len..].fill(0.0);
-        }
+        let span = c * per..c * per + g.len();
+        let (p, th) = (&probs[span.clone()], &tanh_out[span]);
+        backward_rows(op, c * op.rows_per_task(), n, p, th, g);
     });
 }
 
+/// The backward of `forward_rows` over the same rows: `g` becomes dx, 0 at masked columns.
+pub(crate) fn backward_rows(
+    op: CappedSoftmax,
+    first: usize,
+    width: usize,
+    p: &[f32],
+    th: &[f32],
+    g: &mut [f32],
+) {
+    for (r, ((p, th), g)) in p
+        .chunks(width)
+        .zip(th.chunks(width))
+        .zip(g.chunks_mut(width))
+        .enumerate()
+    {
+        let len = op.visible(first + r).min(width);
+        multiversion!(backward_row(op, &p[..len], &th[..len], &mut g[..len]));
+        g[len..].fill(0.0);
+    }
+}
+
 #[inline(always)]
-pub(crate) fn backward_row(op: CappedSoftmax, p: &[f32], th: &[f32], g: &mut [f32]) {
+fn backward_row(op: CappedSoftmax, p: &[f32], th: &[f32], g: &mut [f32]) {
     let s = lanes_dot(g, p);
     if op.cap > 0.0 {
         for j in 0..p.len() {
