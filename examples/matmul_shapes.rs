@@ -2,6 +2,8 @@
 //! (`configs/bench-tiny-peer.yaml`, batch 8 × 256 split in two: 1024 tokens, ~512 per expert), each
 //! timed alone on burn-flex, on one thread (as a shard runs them) and on every core, in GFLOP/s.
 //! docs/performance.md reads its numbers from here. Run: `cargo run --example matmul_shapes`.
+//! With `COLD=1`, every product starts from cold caches (a 64 MiB buffer is written between
+//! repetitions, outside the timing), as a product inside a training step mostly does.
 
 use std::time::Instant;
 
@@ -50,7 +52,8 @@ fn random(shape: [usize; 2]) -> Tensor<Cpu, 2> {
     Tensor::random(shape, Distribution::Default, &Default::default())
 }
 
-/// Best-of-3 GFLOP/s of `s` on the current rayon pool.
+/// Best-of-3 GFLOP/s of `s` on the current rayon pool (the mean over `reps` products, each timed
+/// alone).
 fn gflops(s: &Shape) -> f64 {
     let lhs = if s.lhs_t {
         random([s.k, s.m]).transpose()
@@ -66,13 +69,23 @@ fn gflops(s: &Shape) -> f64 {
     let reps = ((5e9 / flops) as usize).max(3);
     let _ = lhs.clone().matmul(rhs.clone()).into_data();
     let mut best = f64::MAX;
+    let cold = std::env::var_os("COLD").is_some();
+    // Twice the 32 MiB L3 of the machines measured: writing it evicts the operands and the output.
+    let mut evict = vec![0u8; if cold { 64 << 20 } else { 0 }];
     for _ in 0..3 {
-        let t = Instant::now();
-        for _ in 0..reps {
+        let mut total = 0.0;
+        for r in 0..reps {
+            evict
+                .iter_mut()
+                .step_by(64)
+                .for_each(|x| *x = x.wrapping_add(r as u8));
+            let t = Instant::now();
             drop(lhs.clone().matmul(rhs.clone()));
+            total += t.elapsed().as_secs_f64();
         }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        best = best.min(total / reps as f64);
     }
+    std::hint::black_box(&evict);
     flops / best / 1e9
 }
 
