@@ -28,26 +28,67 @@ pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 #[cfg(feature = "wgpu")]
 pub type WgpuTrain = burn::backend::Autodiff<burn::backend::Wgpu>;
 
-/// The adapter wgpu ranks first, or why there is none. wgpu panics when it finds no adapter
-/// (no Vulkan/Metal/DX12 driver, e.g. a CI machine without Mesa's lavapipe); the panic is caught
-/// here so a caller can report the reason instead.
+/// The adapter wgpu ranks first, or why there is none (no Vulkan/Metal/DX12 driver, e.g. a CI
+/// machine without Mesa's lavapipe).
 #[cfg(feature = "wgpu")]
 pub fn wgpu_device() -> std::result::Result<burn::backend::wgpu::WgpuDevice, String> {
-    use burn::tensor::Tensor;
     let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
-    let probe = std::panic::catch_unwind(|| {
-        let t = Tensor::<burn::backend::Wgpu, 1>::from_floats([1.0, 2.0], &device);
-        t.sum().into_scalar()
-    });
-    match probe {
-        Ok(3.0) => Ok(device),
-        Ok(v) => Err(format!("the wgpu device computed 1 + 2 = {v}")),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "wgpu panicked while opening the device".into())),
+    probe::<burn::backend::Wgpu>(&device).map(|()| device)
+}
+
+/// Compute 1 + 2 on `device`, or say why that failed. A GPU backend that cannot open its device
+/// (no driver, no adapter, an index past the last GPU) panics, for CUDA on burn's own device
+/// thread and then again on ours. Meanwhile the panic hook only records the first message, so
+/// the user gets that one line as an error instead of two panics with backtraces.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn probe<B: burn::tensor::backend::Backend>(device: &B::Device) -> std::result::Result<(), String> {
+    use burn::tensor::{ElementConversion, Tensor};
+    use std::sync::Mutex;
+    // One probe at a time, so concurrent callers (parallel tests) restore the hooks in order.
+    static PROBING: Mutex<()> = Mutex::new(());
+    static FIRST: Mutex<Option<String>> = Mutex::new(None);
+    fn message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+        (payload.downcast_ref::<String>().cloned())
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
     }
+    let _one = PROBING.lock().unwrap_or_else(|e| e.into_inner());
+    *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let mut first = FIRST.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(message(info.payload()).unwrap_or_else(|| info.to_string()));
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let t = Tensor::<B, 1>::from_floats([1.0, 2.0], device);
+        t.sum().into_scalar().elem::<f32>()
+    }));
+    std::panic::set_hook(previous);
+    let first = FIRST.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match result {
+        Ok(3.0) => Ok(()),
+        Ok(v) => Err(format!("the device computed 1 + 2 = {v}")),
+        Err(payload) => Err(first
+            .or_else(|| message(payload.as_ref()))
+            .unwrap_or_else(|| "the backend panicked while opening the device".into())),
+    }
+}
+
+/// `device` after a successful [`probe`], or the error that names the config keys to change.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn opened<B: burn::tensor::backend::Backend>(
+    kind: BackendKind,
+    index: usize,
+    device: B::Device,
+) -> Result<B::Device> {
+    probe::<B>(&device)
+        .map(|()| device)
+        .map_err(|reason| Error::BackendUnavailable {
+            backend: kind.name().to_string(),
+            device: index,
+            reason,
+        })
 }
 
 /// Work that runs on whichever backend the config names.
@@ -77,6 +118,7 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
                 } else {
                     WgpuDevice::DiscreteGpu(index)
                 };
+                let device = opened::<burn::backend::Wgpu>(kind, index, device)?;
                 job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(device)
             }
             #[cfg(not(feature = "wgpu"))]
@@ -86,6 +128,7 @@ pub fn dispatch<J: Job>(kind: BackendKind, index: usize, job: J) -> Result<J::Ou
             #[cfg(feature = "cuda")]
             {
                 let device = burn::backend::cuda::CudaDevice { index };
+                let device = opened::<burn::backend::Cuda>(kind, index, device)?;
                 job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device)
             }
             #[cfg(not(feature = "cuda"))]

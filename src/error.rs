@@ -22,6 +22,17 @@ pub enum Error {
     #[error("backend `{backend}` is not compiled into this binary: rebuild with `--features {feature}`")]
     BackendMissing { backend: String, feature: String },
 
+    /// A backend that is compiled in but cannot open the configured device on this machine.
+    #[error(
+        "backend `{backend}`, device {device}: cannot start on this machine: {reason}\n\
+         (choose another with `backend:` in the config or `--set backend=cpu`, or another GPU with `device:`)"
+    )]
+    BackendUnavailable {
+        backend: String,
+        device: usize,
+        reason: String,
+    },
+
     /// An input file (corpus, tokenizer, checkpoint) that is missing or malformed.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
@@ -43,6 +54,7 @@ impl Error {
             | Error::ConfigValue { .. }
             | Error::Flag { .. }
             | Error::BackendMissing { .. }
+            | Error::BackendUnavailable { .. }
             | Error::Input { .. } => 2,
             Error::Io { .. } | Error::Train(_) => 1,
         }

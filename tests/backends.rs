@@ -2,7 +2,7 @@
 //! a software Vulkan device) against the CPU backend: every step's loss and the first step's
 //! gradients. Built only with `--features wgpu`. Without any wgpu adapter the test says why and
 //! passes, unless `COLOSSUS_REQUIRE_WGPU=1` (set by `.ci/run`, which installs lavapipe) makes
-//! that a failure.
+//! that a failure. Also: a wgpu device that cannot be opened is an error, not a panic.
 #![cfg(feature = "wgpu")]
 
 mod common;
@@ -296,5 +296,42 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
     assert!(
         bits_differ,
         "the kernel path gave the plain path's bits everywhere"
+    );
+}
+
+/// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear
+/// error naming the backend and the device (exit 2), not a panic from inside the backend. Device
+/// 9 asks wgpu for a tenth discrete GPU, which no CI machine has.
+#[test]
+fn issue_7_an_unavailable_gpu_device_is_an_error_not_a_panic() {
+    let dir = temp_dir("wgpu-missing-device");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_colossus"))
+        .args([
+            "train",
+            "configs/tiny.yaml",
+            "--set",
+            "backend=wgpu",
+            "--set",
+            "device=9",
+        ])
+        .args(["--set", &format!("train.out_dir={}", dir.display())])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run colossus");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("backend `wgpu`, device 9: cannot start on this machine"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("--set backend=cpu"), "stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        std::fs::read_dir(&*dir).map_or(true, |mut d| d.next().is_none()),
+        "nothing is written for a run that cannot start"
     );
 }
