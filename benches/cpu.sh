@@ -7,7 +7,9 @@
 #   cargo build --release && benches/cpu.sh | tee cpu.log
 # AVX2=1 runs both sides without AVX-512: PyTorch through ATEN_CPU_CAPABILITY and
 # MKL_ENABLE_INSTRUCTIONS, Colossus through a binary built without burn-flex's `x86-v4` feature
-# (pass it as BIN), as an AVX2-only machine would run them.
+# (pass it as BIN), roughly as an AVX2-only machine would run them. To build that binary, drop
+# `features = ["x86-v4"]` from burn-flex in a copy's Cargo.toml, then run `cargo build --release`
+# there.
 set -uo pipefail
 BIN=${BIN:-./target/release/colossus}
 PEER=${PEER:-../shared/reference/torch_train_peer.py}
