@@ -4,16 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn colossus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_colossus"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap()
-}
+use common::{colossus, refused};
 
 /// `colossus train configs/tiny.yaml` into `dir` with `--set` overrides (and extra flags).
 fn train_tiny(dir: &Path, flags: &[&str], sets: &[&str]) -> Output {
@@ -31,21 +24,6 @@ fn write_config(dir: &Path, name: &str, body: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, body).unwrap();
     path.display().to_string()
-}
-
-/// Runs `train` on a config that must be refused, returning stderr.
-fn refused(args: &[&str], must_contain: &[&str]) -> String {
-    let out = colossus(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "panic on {args:?}: {stderr}"
-    );
-    for s in must_contain {
-        assert!(stderr.contains(s), "args {args:?}: expected {s:?} in {stderr}");
-    }
-    stderr
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn main() {
         });
         let min = all.iter().copied().fold(f64::MAX, f64::min);
         let max = all.iter().copied().fold(0.0, f64::max);
-        println!("{name:<10} {one:>9.1} GF/s {:>15.1}–{max:.1} GF/s", min);
+        println!("{name:<10} {one:>9.1} GF/s {min:>15.1}–{max:.1} GF/s");
     }
 }
 

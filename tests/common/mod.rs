@@ -187,3 +187,29 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     }
     (diff / norm.max(1e-30)).sqrt()
 }
+
+/// Run the `colossus` binary from the repository root, with backtraces on so a panic shows.
+pub fn colossus(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_colossus"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+/// Run `colossus args` that must be refused: exit 2, no panic or backtrace, and every string of
+/// `must_contain` in stderr, which is returned.
+pub fn refused(args: &[&str], must_contain: &[&str]) -> String {
+    let out = colossus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic on {args:?}: {stderr}"
+    );
+    for s in must_contain {
+        assert!(stderr.contains(s), "args {args:?}: expected {s:?} in {stderr}");
+    }
+    stderr
+}
