@@ -47,14 +47,20 @@ set -- ${shapes[0]}
 ours "$@" --set precision=bf16
 peer "$@" --bf16
 peer "$@" --bf16 --compile
+# The flash-attention kernel (src/model/flash.rs) on the same run: its line says which kernel ran
+# (attention=flash/blackbox_accelerated is the tensor-core one) and its loss should match the
+# composed run's within bf16 noise (the same steps, summed in another order).
+ours "$@" --set precision=bf16 --set attention=flash
 # Then what the GPU kernels (src/backend/gpu.rs: softmax, RMSNorm, cross-entropy) buy: the same
 # bf16 run on the plain burn composition; then f32 on both sides.
 ours "$@" --set precision=bf16 --plain-kernels
 ours "$@" --set precision=f32
 peer "$@"
+ours "$@" --set precision=f32 --set attention=flash
 # The small preset last.
 set -- ${shapes[1]}
 ours "$@" --set precision=bf16
+ours "$@" --set precision=bf16 --set attention=flash
 peer "$@" --bf16
 peer "$@" --bf16 --compile
 ours "$@" --set precision=f32

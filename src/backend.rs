@@ -248,6 +248,41 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// Causal attention `softmax(cap·tanh(multiplier·q·kᵀ/cap) + mask) · v` that never stores
+    /// the probabilities (flash attention, `model::flash`): `q: [b, n_kv, rep·t, hd]` (each kv
+    /// head's query heads folded into the rows, as `model::fused::attention` takes them), `k`,
+    /// `v: [b, n_kv, t, hd]`, no cached positions; returns q's shape.
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        op: FlashOp,
+    ) -> FloatTensor<Self>;
+}
+
+/// The scalars of `GpuOps::flash_attention`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlashOp {
+    /// Query heads per kv head (folded into q's rows).
+    pub rep: usize,
+    pub multiplier: f32,
+    /// 0: no cap.
+    pub cap: f32,
+}
+
+/// Which flash-attention kernel the GPU ran last (`"blackbox_accelerated"`: tensor cores,
+/// `"unit"`: one unit per row, `"composed"`: neither could be set up on this device, so matmuls
+/// around the softmax kernel ran instead), for `colossus bench` to print. `None` before the
+/// first call.
+pub fn flash_routine() -> Option<&'static str> {
+    #[cfg(feature = "gpu-kernels")]
+    {
+        gpu::flash_routine()
+    }
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        None
+    }
 }
 
 /// A fused op with a GPU kernel: run on `X: GpuOps` when the training backend is a GPU one.

@@ -14,7 +14,8 @@ use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use colossus::backend::{self, CpuTrain, WgpuTrain};
-use colossus::config::Config;
+use colossus::config::{AttentionKernel, Config};
+use colossus::model::flash;
 use colossus::model::fused::{self, AttnScores};
 use common::*;
 
@@ -64,6 +65,27 @@ fn issue_7_wgpu_trains_the_tiny_preset_like_the_cpu_backend() {
         assert!(
             rel < 1e-4,
             "step {i}: loss {a} on cpu, {b} on wgpu (relative {rel:e})"
+        );
+    }
+    // The same training with the attention core on the flash kernel (`attention: flash`)
+    // follows the composed wgpu run to float rounding.
+    let model = cfg
+        .model
+        .init::<WgpuTrain>(cfg.seed, &device)
+        .with_attention(AttentionKernel::Flash);
+    let flash = train_steps(&cfg, model, &device, 11, STEPS);
+    assert_eq!(
+        flash.model.attention,
+        AttentionKernel::Flash,
+        "the optimizer keeps the setting"
+    );
+    assert_eq!(backend::flash_routine(), Some("unit"), "the flash kernel ran");
+    println!("flash losses {:?}", flash.losses);
+    for (i, (a, b)) in gpu_losses.iter().zip(&flash.losses).enumerate() {
+        let rel = (a - b).abs() / a.abs();
+        assert!(
+            rel < 1e-5,
+            "step {i}: loss {a} composed, {b} flash (relative {rel:e})"
         );
     }
     assert_eq!(cpu_grads.len(), gpu_grads.len());
@@ -297,6 +319,93 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
         bits_differ,
         "the kernel path gave the plain path's bits everywhere"
     );
+}
+
+/// The output and the gradients of q, k and v of `Σ attention(q, k, v)·w` on wgpu, with the
+/// attention core on the flash kernel or on the composed path (matmuls around the softmax
+/// kernel). `q: [b, n_kv, rep·t, hd]`, `k`, `v: [b, n_kv, t, hd]`, causal, no cache.
+fn attention_on_wgpu(device: &WgpuDevice, dims: [usize; 5], s: AttnScores, flash: bool) -> [Vec<f32>; 4] {
+    let [b, n_kv, rep, t, hd] = dims;
+    let kind = if flash {
+        AttentionKernel::Flash
+    } else {
+        AttentionKernel::Composed
+    };
+    flash::scope(kind, || {
+        let q = filled::<WgpuTrain, 4>([b, n_kv, rep * t, hd], 1, 1.0, device).require_grad();
+        let k = filled::<WgpuTrain, 4>([b, n_kv, t, hd], 2, 1.0, device).require_grad();
+        let v = filled::<WgpuTrain, 4>([b, n_kv, t, hd], 3, 1.0, device).require_grad();
+        let out = fused::attention(q.clone(), k.clone(), v.clone(), s);
+        let w = filled::<WgpuTrain, 4>([b, n_kv, rep * t, hd], 4, 1.0, device);
+        let grads = (out.clone() * w).sum().backward();
+        let grad = |x: &Tensor<WgpuTrain, 4>| floats(x.grad(&grads).expect("a leaf"));
+        [floats(out), grad(&q), grad(&k), grad(&v)]
+    })
+}
+
+/// Issue 7: the flash-attention kernel (`attention: flash`, `model::flash`: cubek's flash
+/// kernel with Grok's soft cap, and a backward that recomputes the probabilities) against the
+/// composed path on the same device, forward and backward, with grouped query heads, caps that
+/// bite, saturate or are off, and sequence lengths that are not a multiple of the kernel's tiles.
+/// On lavapipe the kernel that runs is the one-unit-per-row routine (no cooperative matrices);
+/// the tensor-core routine shares its score, soft-cap and mask code.
+#[test]
+fn issue_7_flash_attention_matches_the_composed_path() {
+    let Some(device) = wgpu() else { return };
+    let scores = |multiplier, cap, t| AttnScores {
+        multiplier,
+        cap,
+        t,
+        past: 0,
+    };
+    // One head_dim throughout: each new one compiles another set of kernels, ~20-70 s apiece on
+    // lavapipe.
+    let cases = [
+        // [batch, kv heads, query heads per kv head, t, head_dim]
+        ("rep 2, cap 30", [2, 2, 2, 24, 16], scores(4.0, 30.0, 24)),
+        (
+            "rep 4, cap 1.5 (saturated)",
+            [1, 2, 4, 20, 16],
+            scores(2.0, 1.5, 20),
+        ),
+        ("rep 1, no cap, t 37", [1, 1, 1, 37, 16], scores(0.25, 0.0, 37)),
+    ];
+    for (what, dims, s) in cases {
+        let got = attention_on_wgpu(&device, dims, s, true);
+        assert_eq!(
+            backend::flash_routine(),
+            Some("unit"),
+            "{what}: the flash kernel ran (not the composed fallback)"
+        );
+        let want = attention_on_wgpu(&device, dims, s, false);
+        let checks = [
+            ("output", 1e-5),
+            ("q gradient", 1e-4),
+            ("k gradient", 1e-4),
+            ("v gradient", 1e-5),
+        ];
+        let bits_differ = agree(what, &checks, &got, &want);
+        // The forward is another kernel, summing in another order: identical bits would mean
+        // the composed path ran on both sides.
+        assert!(
+            bits_differ && got[0] != want[0],
+            "{what}: the flash output has the composed bits"
+        );
+    }
+    // Inference (no autodiff, as a prompt's first pass in `colossus generate`): the kernel alone.
+    let (dims, s) = ([1, 2, 2, 24, 16], scores(4.0, 30.0, 24));
+    let [b, n_kv, rep, t, hd] = dims;
+    let run = |kind| {
+        flash::scope(kind, || {
+            let q = filled::<Wgpu, 4>([b, n_kv, rep * t, hd], 1, 1.0, &device);
+            let k = filled::<Wgpu, 4>([b, n_kv, t, hd], 2, 1.0, &device);
+            let v = filled::<Wgpu, 4>([b, n_kv, t, hd], 3, 1.0, &device);
+            floats(fused::attention(q, k, v, s))
+        })
+    };
+    let out = run(AttentionKernel::Flash);
+    let out0 = run(AttentionKernel::Composed);
+    assert!(agree("inference", &[("output", 1e-5)], &[out], &[out0]));
 }
 
 /// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear

@@ -1,12 +1,13 @@
 //! bf16 mixed precision (issue 7): the matmul rule against hand-computed cases, the YAML key and
 //! its per-backend default, and bf16 training against f32 on the CPU backend, which emulates
-//! bf16 exactly as tensor cores compute it (bf16 inputs, f32 accumulation).
+//! bf16 exactly as tensor cores compute it (bf16 inputs, f32 accumulation). Also the other GPU
+//! numerics key, `attention`.
 
 mod common;
 
 use burn::tensor::{DType, Tensor, TensorData};
 use colossus::backend::{Cpu, CpuTrain};
-use colossus::config::{self, Precision};
+use colossus::config::{self, AttentionKernel, Precision};
 use colossus::model::{Grok, precision};
 use common::*;
 
@@ -70,6 +71,39 @@ fn precision_key_defaults_to_bf16_on_cuda_only_and_rejects_other_values() {
     // And as a `--set` override.
     let c = config::from_yaml(&yaml("cpu"), "p.yaml", &["precision=bf16".into()]).unwrap();
     assert_eq!(c.precision, Precision::Bf16);
+}
+
+/// Issue 7: `attention: composed | flash` parses from YAML and `--set`, defaults to composed,
+/// names the file and the choices on a bad value, and changes nothing on the CPU backend, whose
+/// blockwise attention kernel runs either way (the same losses to the bit).
+#[test]
+fn attention_key_defaults_to_composed_and_is_a_no_op_on_the_cpu() {
+    let cfg = |text: &str, sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        config::from_yaml(text, "a.yaml", &sets)
+    };
+    let base = "preset: tiny\nbackend: cuda\n";
+    assert_eq!(cfg(base, &[]).unwrap().attention, AttentionKernel::Composed);
+    let text = format!("{base}attention: flash\n");
+    assert_eq!(cfg(&text, &[]).unwrap().attention, AttentionKernel::Flash);
+    let c = cfg(base, &["attention=flash"]).unwrap();
+    assert_eq!(c.attention, AttentionKernel::Flash);
+    let err = cfg(&format!("{base}attention: fused\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a.yaml") && err.contains("fused") && err.contains("flash"),
+        "error should name the file, the value and the choices: {err}"
+    );
+
+    let dir = temp_dir("attention-cpu");
+    let c = tiny_config(&dir, &["train.micro_batch=2", "data.seq_len=32"]);
+    let device = Default::default();
+    let losses = |kind| {
+        let model = c.model.init::<CpuTrain>(c.seed, &device).with_attention(kind);
+        train_steps(&c, model, &device, 5, 2).losses
+    };
+    assert_eq!(losses(AttentionKernel::Flash), losses(AttentionKernel::Composed));
 }
 
 /// Losses of `steps` optimizer steps on the tiny preset in precision `p`, the first step's

@@ -1,6 +1,7 @@
 //! The GPU kernels of three fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
 //! cap + causal softmax, RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
-//! (`backend::GpuOps`).
+//! (`backend::GpuOps`); and the launch of the vendored cubek flash-attention kernel behind
+//! `attention: flash` (`model::flash`).
 //!
 //! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe
 //! (`cargo run --features wgpu --example kernel_launches`, forward + backward and the same small
@@ -23,8 +24,10 @@
 //! backward) are a fixed tree in shared memory, so results do not depend on scheduling. Masked
 //! columns are skipped, not set to −∞: WGSL has no −∞ literal.
 
-use burn::tensor::Shape;
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use std::sync::Mutex;
+
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
+use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -34,8 +37,13 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use colossus_kernels::CappedSoftmax;
 use cubecl::prelude::*;
+use cubek_attention::definition::{
+    AccumulatorPrecision, AttentionGlobalTypes, AttentionOptions, ScoreOptions,
+};
+use cubek_attention::launch::{BlueprintStrategy, Strategy, launch_ref_scored};
+use cubek_attention::routines::blackbox_accelerated::BlackboxAcceleratedStrategy;
 
-use super::GpuOps;
+use super::{FlashOp, GpuOps};
 
 /// Threads per row. 128 covers a 4096-key row in 32 strides; most rows of a training step are
 /// at least that long on a GPU preset, and shorter ones only leave threads idle.
@@ -534,6 +542,127 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         );
         dx
     }
+
+    fn flash_attention(q: CubeTensor<R>, k: CubeTensor<R>, v: CubeTensor<R>, op: FlashOp) -> CubeTensor<R> {
+        let folded = q.meta.shape.clone(); // [b, n_kv, rep·t, hd]
+        let (b, n_kv, rows, hd) = (folded[0], folded[1], folded[2], folded[3]);
+        let (heads, t) = (n_kv * op.rep, rows / op.rep);
+        // cubek's kernel reads `[batch, heads]` as one contiguous index and masks row i against
+        // keys > i, so the query heads are unfolded (a free reshape: each kv head's rows are
+        // `rep` blocks of t) and the kv heads repeated for them: a copy of b·heads·t·hd
+        // elements per tensor, against the b·heads·t² probabilities it saves.
+        let q = Self::float_reshape(into_contiguous(q), Shape::new([b, heads, t, hd]));
+        let (k_rep, v_rep) = (
+            repeat_heads::<R, F, I, BT>(k.clone(), op.rep),
+            repeat_heads::<R, F, I, BT>(v.clone(), op.rep),
+        );
+        let out = empty(&q, q.meta.shape.clone());
+        let dtypes = AttentionGlobalTypes {
+            query: q.dtype.into(),
+            key: k_rep.dtype.into(),
+            value: v_rep.dtype.into(),
+            mask: DType::U8.into(),
+            out: out.dtype.into(),
+        };
+        let options = AttentionOptions {
+            causal: true,
+            accumulator_precision: AccumulatorPrecision::Strict(cubecl::ir::StorageType::Scalar(
+                cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32),
+            )),
+        };
+        let score = ScoreOptions {
+            scale: Some(op.multiplier),
+            softcap: (op.cap > 0.0).then_some(op.cap),
+        };
+        let mut errors = Vec::new();
+        for (name, strategy) in flash_strategies() {
+            let launched = launch_ref_scored::<R>(
+                strategy,
+                &q.client,
+                q.clone().binding(),
+                k_rep.clone().binding(),
+                v_rep.clone().binding(),
+                None,
+                out.clone().binding(),
+                &dtypes,
+                options.clone(),
+                score,
+            );
+            match launched {
+                Ok(()) => {
+                    note_routine(name, &errors);
+                    return Self::float_reshape(out, folded);
+                }
+                Err(e) => errors.push(format!("{name}: {}", format!("{e:?}").trim())),
+            }
+        }
+        // Neither kernel can be set up here: the composed path, on the folded layout.
+        note_routine("composed", &errors);
+        // The softmax in f32 whatever the inputs' dtype, as `model::fused::attention` has it.
+        let dtype = FloatDType::from(q.dtype);
+        let q = Self::float_reshape(q, folded);
+        let logits = Self::float_matmul(q, Self::float_swap_dims(k, 2, 3));
+        let softmax = CappedSoftmax {
+            cols: t,
+            multiplier: op.multiplier,
+            cap: op.cap,
+            causal: Some((t, 0)),
+        };
+        let (p, _) = Self::capped_softmax_fwd(Self::float_cast(logits, FloatDType::F32), softmax);
+        Self::float_matmul(Self::float_cast(p, dtype), v)
+    }
+}
+
+/// The flash kernels in the order tried: tensor cores (cmma) first, then one unit per row.
+/// Four planes per cube is the middle of burn's own autotune set for this routine.
+fn flash_strategies() -> [(&'static str, Strategy); 2] {
+    [
+        (
+            "blackbox_accelerated",
+            Strategy::BlackboxAccelerated(BlueprintStrategy::Inferred(BlackboxAcceleratedStrategy {
+                num_planes: 4,
+                seq_q: 1,
+                seq_kv: 1,
+            })),
+        ),
+        ("unit", Strategy::Unit(BlueprintStrategy::Inferred(()))),
+    ]
+}
+
+static FLASH_ROUTINE: Mutex<Option<&'static str>> = Mutex::new(None);
+
+pub(super) fn flash_routine() -> Option<&'static str> {
+    *FLASH_ROUTINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Record which kernel ran; say once per change why the faster ones could not.
+fn note_routine(name: &'static str, errors: &[String]) {
+    let mut last = FLASH_ROUTINE.lock().unwrap_or_else(|e| e.into_inner());
+    if *last != Some(name) && !errors.is_empty() {
+        eprintln!(
+            "warning: flash attention runs the {name} kernel ({})",
+            errors.join("; ")
+        );
+    }
+    *last = Some(name);
+}
+
+/// `[b, n_kv, t, hd]` → `[b, n_kv·rep, t, hd]`, each kv head repeated for its `rep` query heads
+/// (contiguous).
+fn repeat_heads<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    rep: usize,
+) -> CubeTensor<R> {
+    type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let x = into_contiguous(x);
+    if rep == 1 {
+        return x;
+    }
+    let s = x.meta.shape.clone();
+    let (b, n_kv, t, hd) = (s[0], s[1], s[2], s[3]);
+    let x = B::<R, F, I, BT>::float_reshape(x, Shape::new([b, n_kv, 1, t, hd]));
+    let x = B::<R, F, I, BT>::float_expand(x, Shape::new([b, n_kv, rep, t, hd]));
+    B::<R, F, I, BT>::float_reshape(into_contiguous(x), Shape::new([b, n_kv * rep, t, hd]))
 }
 
 // ---- fusion ----------------------------------------------------------------------------------
@@ -547,6 +676,7 @@ enum Kernel {
     RmsNormBwd,
     CrossEntropyFwd,
     CrossEntropyBwd,
+    Flash(FlashOp),
 }
 
 impl Kernel {
@@ -558,6 +688,7 @@ impl Kernel {
             Kernel::RmsNormBwd => "colossus_rms_norm_backward",
             Kernel::CrossEntropyFwd => "colossus_cross_entropy",
             Kernel::CrossEntropyBwd => "colossus_cross_entropy_backward",
+            Kernel::Flash(_) => "colossus_flash_attention",
         }
     }
 
@@ -585,6 +716,7 @@ impl Kernel {
                 let (nll, lse) = B::cross_entropy_fwd(x, handles.get_int_tensor::<B>(&ins[1]));
                 vec![nll, lse]
             }
+            Kernel::Flash(op) => vec![B::flash_attention(f(0), f(1), f(2), op)],
             Kernel::CrossEntropyBwd => {
                 let (x, lse, g) = (f(0), f(2), f(3));
                 vec![B::cross_entropy_bwd(
@@ -702,5 +834,16 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         let shape = logits.shape.clone();
         let [dx] = register::<B, 1>(Kernel::CrossEntropyBwd, vec![logits, targets, lse, g], [shape]);
         dx
+    }
+
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        op: FlashOp,
+    ) -> FloatTensor<Self> {
+        let shape = q.shape.clone();
+        let [out] = register::<B, 1>(Kernel::Flash(op), vec![q, k, v], [shape]);
+        out
     }
 }

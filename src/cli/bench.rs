@@ -72,7 +72,11 @@ impl Job for BenchJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchResult> {
         let cfg = &self.cfg;
         crate::model::precision::check::<B>(cfg.precision, cfg.backend, &device)?;
-        let mut model: Grok<B> = cfg.model.init(cfg.seed, &device).with_precision(cfg.precision);
+        let mut model: Grok<B> = cfg
+            .model
+            .init(cfg.seed, &device)
+            .with_precision(cfg.precision)
+            .with_attention(cfg.attention);
         let mut opt =
             AdamW::<B::InnerBackend>::new(AdamWSettings::from(&cfg.train), params::list(&model), &device);
         let mut source = RandomTokens {
@@ -152,7 +156,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let p = count(&cfg.model);
-    let (kind, device, precision) = (cfg.backend, cfg.device, cfg.precision);
+    let (kind, device, precision, attention) = (cfg.backend, cfg.device, cfg.precision, cfg.attention);
     let (batch, seq) = (cfg.train.micro_batch * cfg.train.grad_accum, cfg.data.seq_len);
     let job = BenchJob {
         cfg,
@@ -164,13 +168,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         backend::dispatch(kind, device, job)?
     };
+    // Which flash kernel ran (tensor cores or not), or that none could and the composed path did.
+    let attention = match backend::flash_routine() {
+        Some(routine) if attention == crate::config::AttentionKernel::Flash => format!("flash/{routine}"),
+        _ => attention.name().to_string(),
+    };
     let mfu = if r.peak_tflops > 0.0 {
         format!("{:.1}%", 100.0 * r.model_tflops / r.peak_tflops)
     } else {
         "n/a".into()
     };
     println!(
-        "backend={}{} precision={} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+        "backend={}{} precision={} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2} \
          step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0}",
         kind.name(),

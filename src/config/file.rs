@@ -43,6 +43,29 @@ impl Precision {
     }
 }
 
+/// How the GPU backends compute the attention core `softmax(capped q·kᵀ) · v` (`model::flash`).
+/// The same function either way; the CPU backend always runs its blockwise kernel, which is
+/// flash-style already (`colossus_kernels::attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKernel {
+    /// Matrix products around the soft-capped softmax kernel; the probabilities are kept for
+    /// the backward.
+    #[default]
+    Composed,
+    /// One flash kernel forward (no stored probabilities), a backward that recomputes them.
+    Flash,
+}
+
+impl AttentionKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKernel::Composed => "composed",
+            AttentionKernel::Flash => "flash",
+        }
+    }
+}
+
 /// The named starting points in `config::preset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -83,6 +106,9 @@ pub struct FileConfig {
     /// Defaults to bf16 on `cuda` and f32 elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
+    /// `composed` (the default) or `flash`; GPU backends only (`AttentionKernel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionKernel>,
     #[serde(default)]
     pub model: ModelFile,
     #[serde(default)]
@@ -369,6 +395,7 @@ impl Overlay for FileConfig {
             backend: top.backend.or(self.backend),
             device: top.device.or(self.device),
             precision: top.precision.or(self.precision),
+            attention: top.attention.or(self.attention),
             model: self.model.overlay(top.model),
             data: self.data.overlay(top.data),
             train: self.train.overlay(top.train),

@@ -4,5 +4,5 @@ pub mod file;
 pub mod preset;
 pub mod resolve;
 
-pub use file::{BackendKind, Precision, PresetName};
+pub use file::{AttentionKernel, BackendKind, Precision, PresetName};
 pub use resolve::{Config, DataConfig, DistributedConfig, Resume, TrainConfig, ffn_size, from_yaml, load};

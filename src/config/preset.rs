@@ -15,6 +15,8 @@ fn base() -> FileConfig {
         device: Some(0),
         // Unset: resolution picks bf16 on cuda and f32 elsewhere, following the backend.
         precision: None,
+        // Unset: the composed attention core until the flash kernel is measured on a GPU.
+        attention: None,
         model: ModelFile {
             vocab_size: Some(131_072),
             d_model: Some(6144),

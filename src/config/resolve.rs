@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::file::{BackendKind, FileConfig, Overlay, Precision, PresetName};
+use super::file::{AttentionKernel, BackendKind, FileConfig, Overlay, Precision, PresetName};
 use super::preset::preset;
 use crate::error::{Error, Result};
 use crate::model::GrokConfig;
@@ -21,6 +21,9 @@ pub struct Config {
     /// Absent in checkpoints written before mixed precision: those ran in f32.
     #[serde(default)]
     pub precision: Precision,
+    /// Absent in checkpoints written before the flash kernel: those ran the composed path.
+    #[serde(default)]
+    pub attention: AttentionKernel,
     pub model: GrokConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
@@ -524,6 +527,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         backend,
         device: req(&f.device, file, "device")?,
         precision,
+        attention: f.attention.unwrap_or_default(),
         model,
         data,
         train,

@@ -105,6 +105,10 @@ pub fn attention<B: Backend>(
     v: Tensor<B, 4>,
     s: AttnScores,
 ) -> Tensor<B, 4> {
+    let (q, k, v) = match super::flash::attention(q, k, v, s) {
+        Ok(out) => return out,
+        Err(qkv) => qkv,
+    };
     let all_f32 = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
     // A one-token decoding step keeps the plain products: its blocks are single rows, so the
     // kernel saves nothing, and it would copy the (shared) KV cache out every token. Measured
@@ -222,19 +226,19 @@ fn same<T: 'static, U: 'static>(x: T) -> U {
 }
 
 /// The primitive of `x`, whose backend `run_kernel` has checked is `C`.
-fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
+pub(super) fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<C> {
     same::<_, Tensor<C, D>>(x).into_primitive().tensor()
 }
 
 /// Back from a primitive of `C` (= `B`) to `Tensor<B, D>`.
-fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
+pub(super) fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
     same(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))
 }
 
 /// Run `kernel` on the primitives of `parents` (moved, not cloned, so an unshared buffer is
 /// read and reused without a copy) and record its output as an autodiff tensor whose backward is
 /// `op`, keeping the state the kernel returns when a gradient is needed.
-fn record<X: Backend, O: Backward<X, N>, const N: usize>(
+pub(super) fn record<X: Backend, O: Backward<X, N>, const N: usize>(
     op: O,
     parents: [FloatTensor<Autodiff<X>>; N],
     kernel: impl FnOnce([FloatTensor<X>; N]) -> (O::State, FloatTensor<X>),

@@ -10,9 +10,9 @@ use super::block::{Block, BlockConfig};
 use super::init;
 use super::moe::MoeConfig;
 use super::norm::{RmsNorm, RmsNormConfig};
-use super::precision;
 use super::rope::RopeTables;
-use crate::config::Precision;
+use super::{flash, precision};
+use crate::config::{AttentionKernel, Precision};
 
 /// The resolved model shape and constants (see `config::resolve` for how a YAML file becomes one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +104,7 @@ impl GrokConfig {
             embedding_multiplier: self.embedding_multiplier,
             output_multiplier: self.output_multiplier,
             precision: Precision::F32,
+            attention: AttentionKernel::Composed,
         }
     }
 }
@@ -125,6 +126,9 @@ pub struct Grok<B: Backend> {
     /// The matmul precision of `forward` (`model::precision`); f32 unless `with_precision`.
     #[module(skip)]
     pub precision: Precision,
+    /// How `forward` computes the attention core on GPU backends (`model::flash`).
+    #[module(skip)]
+    pub attention: AttentionKernel,
 }
 
 /// What one forward pass produces.
@@ -146,7 +150,15 @@ impl<B: Backend> Grok<B> {
         ids: Tensor<B, 2, Int>,
         caches: Option<&mut [Option<KvCache<B>>]>,
     ) -> GrokOutput<B> {
-        precision::autocast(self.precision, || self.forward_inner(ids, caches))
+        precision::autocast(self.precision, || {
+            flash::scope(self.attention, || self.forward_inner(ids, caches))
+        })
+    }
+
+    /// The same model computing its attention core as `kind` says (`model::flash`).
+    pub fn with_attention(mut self, kind: AttentionKernel) -> Self {
+        self.attention = kind;
+        self
     }
 
     /// The same model computing its matrix products in `precision`; the weights stay as they are.

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod flash;
 pub mod fused;
 pub mod grok;
 pub mod init;

@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::optim::{AdamW, AdamWSettings};
 use super::params::ParamInfo;
 use crate::checkpoint::{self, state::TrainState};
-use crate::config::{Config, Resume};
+use crate::config::{BackendKind, Config, Resume};
 use crate::error::{Error, Result};
 use crate::model::Grok;
 
@@ -149,14 +149,18 @@ pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Res
             }
         }
     }
-    if old.precision != cfg.precision {
-        // Allowed (a run may move between a GPU and the CPU), but the arithmetic changes.
+    // Allowed, but the arithmetic changes: the precision (a run may move between a GPU and the
+    // CPU) and, on a GPU backend, the attention kernel (the same function, summed in another
+    // order; the CPU backend ignores the setting).
+    let mut arithmetic = vec![("precision", old.precision.name(), cfg.precision.name())];
+    if cfg.backend != BackendKind::Cpu {
+        arithmetic.push(("attention", old.attention.name(), cfg.attention.name()));
+    }
+    for (key, was, now) in arithmetic {
         let note = format!(
-            "precision changed on resume: {} -> {}; the continuation will not match an uninterrupted run bit for bit",
-            old.precision.name(),
-            cfg.precision.name()
+            "{key} changed on resume: {was} -> {now}; the continuation will not match an uninterrupted run bit for bit"
         );
-        if !notes.contains(&note) {
+        if was != now && !notes.contains(&note) {
             notes.push(note);
         }
     }

@@ -305,7 +305,8 @@ pub fn train_rank<B: AutodiffBackend>(
     // Every rank runs the same job from rank 0's weights (a no-op on one rank).
     model = dist
         .start(cfg, &state, model, device)?
-        .with_precision(cfg.precision);
+        .with_precision(cfg.precision)
+        .with_attention(cfg.attention);
     // ZeRO-1: keep moments only for this rank's parameters (`dist::zero`).
     let zero_mine: Option<Vec<bool>> = (cfg.distributed.zero1 && dist.world > 1).then(|| {
         let owner = dist::zero::owners(&params, dist.world);

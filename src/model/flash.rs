@@ -1,0 +1,168 @@
+//! Flash attention on the GPU backends (`attention: flash`): the forward is one kernel that never
+//! stores the `[rows, keys]` probabilities (`GpuOps::flash_attention`, cubek's flash kernel with
+//! Grok's soft cap, `vendor/cubek-attention`), and the backward recomputes them from q and k.
+//!
+//! What it costs and buys, per layer of a training step: the composed path
+//! (`model::fused::attention`) keeps the probabilities and the tanh values from the forward to
+//! the backward, 8 bytes per element of `[batch, heads, t, t]` in f32 (≈2.1 GB per layer at
+//! `gpu-350m`'s 16 × 1024 tokens and 16 heads), and writes and reads them again around the
+//! matmuls. Here the forward writes only the output, and the backward spends one more `q·kᵀ`
+//! product and one more softmax pass to rebuild them, layer by layer, so at most one layer's
+//! worth is alive at a time. The backward is the composed one (matmuls around the softmax
+//! kernel pair), not a fused flash backward.
+
+use std::cell::Cell;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use colossus_kernels::CappedSoftmax;
+
+use super::fused::{AttnScores, record, unwrap, wrap};
+use super::precision;
+use crate::backend::{FlashOp, GpuKernel, GpuOps, run_gpu_kernel};
+use crate::config::{AttentionKernel, Precision};
+
+thread_local! {
+    static KERNEL: Cell<AttentionKernel> = const { Cell::new(AttentionKernel::Composed) };
+}
+
+/// Run `f` with the attention core computed as `kind` says (`Grok::forward` sets it from the
+/// model's own setting, as it does the matmul precision).
+pub fn scope<R>(kind: AttentionKernel, f: impl FnOnce() -> R) -> R {
+    super::scoped(&KERNEL, kind, f)
+}
+
+/// `model::fused::attention` on the flash kernel when it applies: `attention: flash`, a GPU
+/// backend, the fused paths on, and a causal block without cached positions (training, or a
+/// prompt's first pass); otherwise q, k and v come back untouched.
+#[allow(clippy::type_complexity)]
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: AttnScores,
+) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    let wanted = KERNEL.with(|c| c.get()) == AttentionKernel::Flash;
+    if !wanted || s.past > 0 || s.t < 2 || !super::fused::fused_allowed(q.dtype()) {
+        return Err((q, k, v));
+    }
+    let rep = q.dims()[2] / s.t;
+    let op = FlashOp {
+        rep,
+        multiplier: s.multiplier as f32,
+        cap: s.cap as f32,
+    };
+    let softmax = CappedSoftmax {
+        cols: s.t,
+        multiplier: op.multiplier,
+        cap: op.cap,
+        causal: Some((s.t, 0)),
+    };
+    let core = FlashCore {
+        q,
+        k,
+        v,
+        op,
+        softmax,
+        bf16: precision::current() == Precision::Bf16,
+    };
+    run_gpu_kernel::<B, _>(core).map_err(|core| (core.q, core.k, core.v))
+}
+
+struct FlashCore<B: Backend> {
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    op: FlashOp,
+    softmax: CappedSoftmax,
+    /// Under bf16 the kernel reads bf16 q, k and v, as the composed path's matmuls do, and its
+    /// output is widened back. The casts are autodiff ops of their own, made only once the
+    /// backend is known to be a GPU one (elsewhere q, k and v go back untouched).
+    bf16: bool,
+}
+
+impl<B: Backend> FlashCore<B> {
+    fn inputs(&self) -> [Tensor<B, 4>; 3] {
+        let cast = |x: &Tensor<B, 4>| {
+            if self.bf16 {
+                x.clone().cast(DType::BF16)
+            } else {
+                x.clone()
+            }
+        };
+        [cast(&self.q), cast(&self.k), cast(&self.v)]
+    }
+
+    fn output(&self, out: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.bf16 { out.cast(DType::F32) } else { out }
+    }
+}
+
+impl<B: Backend> GpuKernel for FlashCore<B> {
+    type Output = Tensor<B, 4>;
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 4> {
+        let qkv = self.inputs().map(unwrap::<Autodiff<X>, _, 4>);
+        let op = self.op;
+        let backward = FlashBackward {
+            softmax: self.softmax,
+        };
+        let out = wrap::<B, Autodiff<X>, 4>(record(backward, qkv, |[q, k, v]| {
+            let out = X::flash_attention(q.clone(), k.clone(), v.clone(), op);
+            ([q, k, v], out)
+        }));
+        self.output(out)
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
+        let [q, k, v] = self.inputs().map(unwrap::<X, _, 4>);
+        self.output(wrap::<B, X, 4>(X::flash_attention(q, k, v, self.op)))
+    }
+}
+
+/// The composed backward from q, k and v alone: the probabilities are rebuilt here.
+#[derive(Debug)]
+struct FlashBackward {
+    softmax: CappedSoftmax,
+}
+
+impl<X: GpuOps> Backward<X, 3> for FlashBackward {
+    type State = [FloatTensor<X>; 3];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let tensor = |p: FloatTensor<X>| Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(p));
+        let [q, k, v] = ops.state.map(tensor);
+        let g = tensor(grads.consume::<X>(&ops.node)); // [b, n_kv, rep·t, hd]
+        let dtype = q.dtype();
+        // The softmax pair runs in f32, as on the composed path; the products in q's dtype.
+        let f32 = |x: Tensor<X, 4>| precision::restore(x, DType::F32);
+        let logits = f32(q.clone().matmul(k.clone().swap_dims(2, 3))); // [b, n_kv, rep·t, t]
+        let (p, th) = X::capped_softmax_fwd(logits.into_primitive().tensor(), self.softmax);
+        let p = tensor(p);
+        let dp = f32(g.clone().matmul(v.swap_dims(2, 3)));
+        let dl = X::capped_softmax_bwd(
+            p.clone().into_primitive().tensor(),
+            th,
+            dp.into_primitive().tensor(),
+            self.softmax,
+        );
+        let dl = precision::restore(tensor(dl), dtype);
+        let p = precision::restore(p, dtype);
+        let [pq, pk, pv] = ops.parents;
+        let grads_of = [
+            (pq, dl.clone().matmul(k)),
+            (pk, dl.swap_dims(2, 3).matmul(q)),
+            (pv, p.swap_dims(2, 3).matmul(g)),
+        ];
+        for (parent, d) in grads_of {
+            if let Some(node) = parent {
+                grads.register::<X>(node.id, d.into_primitive().tensor());
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+pub mod simple;
+
+mod base;
+mod entry_point;
+
+pub use base::*;

@@ -1,0 +1,6 @@
+mod attention;
+mod config;
+mod setup;
+
+pub use attention::*;
+pub use setup::SimpleBatchAttentionFamily;

@@ -1,0 +1,7 @@
+pub mod simple;
+
+mod base;
+mod layout;
+
+pub use base::*;
+pub use layout::*;

@@ -1,0 +1,5 @@
+mod mask;
+mod query;
+
+pub use mask::*;
+pub use query::*;

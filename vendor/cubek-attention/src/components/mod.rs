@@ -1,0 +1,4 @@
+pub mod batch;
+pub mod global;
+pub mod stage;
+pub mod tile;

@@ -1,0 +1,11 @@
+pub mod plane;
+pub mod unit;
+
+mod base;
+mod partition;
+mod partition_attention;
+mod partitioner;
+
+pub use base::*;
+pub use partition::*;
+pub use partitioner::*;

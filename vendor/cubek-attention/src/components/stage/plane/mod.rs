@@ -1,0 +1,5 @@
+mod attention;
+mod setup;
+
+pub use attention::*;
+pub use setup::*;

@@ -1,0 +1,7 @@
+mod args;
+mod base;
+mod tune_key;
+
+pub use args::*;
+pub use base::*;
+pub use tune_key::*;

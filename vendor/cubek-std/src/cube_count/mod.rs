@@ -1,0 +1,5 @@
+mod hypercube;
+mod spread;
+
+pub use hypercube::*;
+pub use spread::*;

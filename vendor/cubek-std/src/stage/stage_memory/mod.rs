@@ -1,0 +1,5 @@
+mod config;
+mod swizzle;
+
+pub use config::StageMemoryConfig;
+pub use swizzle::*;
