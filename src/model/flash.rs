@@ -86,42 +86,42 @@ struct FlashCore<B: Backend> {
     bf16: bool,
 }
 
-impl<B: Backend> FlashCore<B> {
-    fn inputs(&self) -> [Tensor<B, 4>; 3] {
-        let cast = |x: &Tensor<B, 4>| {
-            if self.bf16 {
-                x.clone().cast(DType::BF16)
-            } else {
-                x.clone()
-            }
-        };
-        [cast(&self.q), cast(&self.k), cast(&self.v)]
-    }
+/// q, k and v as the kernel reads them: bf16 under bf16.
+fn kernel_inputs<B: Backend>(bf16: bool, qkv: [Tensor<B, 4>; 3]) -> [Tensor<B, 4>; 3] {
+    qkv.map(|x| if bf16 { x.cast(DType::BF16) } else { x })
+}
 
-    fn output(&self, out: Tensor<B, 4>) -> Tensor<B, 4> {
-        if self.bf16 { out.cast(DType::F32) } else { out }
-    }
+/// The kernel's output back in f32 under bf16.
+fn widened<B: Backend>(bf16: bool, out: Tensor<B, 4>) -> Tensor<B, 4> {
+    if bf16 { out.cast(DType::F32) } else { out }
 }
 
 impl<B: Backend> GpuKernel for FlashCore<B> {
     type Output = Tensor<B, 4>;
 
     fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 4> {
-        let qkv = self.inputs().map(unwrap::<Autodiff<X>, _, 4>);
-        let op = self.op;
-        let backward = FlashBackward {
-            softmax: self.softmax,
-        };
-        let out = wrap::<B, Autodiff<X>, 4>(record(backward, qkv, |[q, k, v]| {
+        let FlashCore {
+            q,
+            k,
+            v,
+            op,
+            softmax,
+            bf16,
+        } = self;
+        let qkv = kernel_inputs(bf16, [q, k, v]).map(unwrap::<Autodiff<X>, _, 4>);
+        let out = wrap::<B, Autodiff<X>, 4>(record(FlashBackward { softmax }, qkv, |[q, k, v]| {
             let out = X::flash_attention(q.clone(), k.clone(), v.clone(), op);
             ([q, k, v], out)
         }));
-        self.output(out)
+        widened(bf16, out)
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
-        let [q, k, v] = self.inputs().map(unwrap::<X, _, 4>);
-        self.output(wrap::<B, X, 4>(X::flash_attention(q, k, v, self.op)))
+        let FlashCore {
+            q, k, v, op, bf16, ..
+        } = self;
+        let [q, k, v] = kernel_inputs(bf16, [q, k, v]).map(unwrap::<X, _, 4>);
+        widened(bf16, wrap::<B, X, 4>(X::flash_attention(q, k, v, op)))
     }
 }
 
