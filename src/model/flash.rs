@@ -57,12 +57,7 @@ pub fn attention<B: Backend>(
         multiplier: s.multiplier as f32,
         cap: s.cap as f32,
     };
-    let softmax = CappedSoftmax {
-        cols: s.t,
-        multiplier: op.multiplier,
-        cap: op.cap,
-        causal: Some((s.t, 0)),
-    };
+    let softmax = s.softmax_op(s.t);
     let core = FlashCore {
         q,
         k,

@@ -73,18 +73,25 @@ pub struct AttnScores {
     pub past: usize,
 }
 
+impl AttnScores {
+    /// The kernels' description of this softmax over rows of `cols` keys.
+    pub fn softmax_op(&self, cols: usize) -> CappedSoftmax {
+        CappedSoftmax {
+            cols,
+            multiplier: self.multiplier as f32,
+            cap: self.cap as f32,
+            causal: Some((self.t, self.past)),
+        }
+    }
+}
+
 /// Attention probabilities from raw logits `[batch, n_kv, rep·t, past + t]` (query rows in blocks
 /// of t positions): softmax(cap·tanh(multiplier·x/cap) + causal mask) over the last dimension.
 pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
     if !fused_allowed(logits.dtype()) {
         return capped_softmax_plain(logits, s);
     }
-    let op = CappedSoftmax {
-        cols: logits.dims()[3],
-        multiplier: s.multiplier as f32,
-        cap: s.cap as f32,
-        causal: Some((s.t, s.past)),
-    };
+    let op = s.softmax_op(logits.dims()[3]);
     let k = Softmax {
         x: logits,
         op,
@@ -123,12 +130,7 @@ pub fn attention<B: Backend>(
         rows,
         keys,
         head_dim,
-        op: CappedSoftmax {
-            cols: keys,
-            multiplier: s.multiplier as f32,
-            cap: s.cap as f32,
-            causal: Some((s.t, s.past)),
-        },
+        op: s.softmax_op(keys),
     };
     run_kernel::<B, _>(AttentionCore { q, k, v, s, shape })
 }
