@@ -285,6 +285,70 @@ pub fn flash_routine() -> Option<&'static str> {
     }
 }
 
+/// What a GPU backend's memory pools hold on one device (cubecl's own count, in bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Bytes of live tensors.
+    pub in_use: u64,
+    /// Bytes the pools have taken from the driver (≥ `in_use`): what `nvidia-smi` sees of us,
+    /// less the CUDA context.
+    pub reserved: u64,
+}
+
+impl DeviceMemory {
+    /// The larger of each count, for a high-water mark over samples.
+    pub fn max(self, other: DeviceMemory) -> DeviceMemory {
+        DeviceMemory {
+            in_use: self.in_use.max(other.in_use),
+            reserved: self.reserved.max(other.reserved),
+        }
+    }
+
+    /// The high-water mark of two optional samples.
+    pub fn merge(a: Option<DeviceMemory>, b: Option<DeviceMemory>) -> Option<DeviceMemory> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The device memory that `device` of GPU backend `B` holds now; `None` on the CPU, whose
+/// memory is the process's (`train::mfu::peak_rss_bytes`). It counts what has run: call it after
+/// a read-back or a sync, or queued work is not in it yet. The count is per stream, that is per
+/// calling thread, so call it on the thread that runs the step.
+pub fn device_memory<B: burn::tensor::backend::Backend>(device: &B::Device) -> Option<DeviceMemory> {
+    let _ = device;
+    #[cfg(feature = "gpu-kernels")]
+    {
+        use std::any::{Any, TypeId};
+        let b = TypeId::of::<B>();
+        let device = device as &dyn Any;
+        #[cfg(feature = "wgpu")]
+        {
+            use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+            use burn::backend::{Autodiff, Wgpu};
+            if (b == TypeId::of::<Autodiff<Wgpu>>() || b == TypeId::of::<Wgpu>())
+                && let Some(d) = device.downcast_ref::<WgpuDevice>()
+            {
+                return gpu::memory::<WgpuRuntime>(d);
+            }
+        }
+        #[cfg(feature = "cuda")]
+        {
+            use burn::backend::cuda::CudaDevice;
+            use burn::backend::{Autodiff, Cuda};
+            if (b == TypeId::of::<Autodiff<Cuda>>() || b == TypeId::of::<Cuda>())
+                && let Some(d) = device.downcast_ref::<CudaDevice>()
+            {
+                return gpu::memory::<cubecl::cuda::CudaRuntime>(d);
+            }
+        }
+        let _ = (b, device);
+    }
+    None
+}
+
 /// A fused op with a GPU kernel: run on `X: GpuOps` when the training backend is a GPU one.
 pub trait GpuKernel: Sized {
     type Output;

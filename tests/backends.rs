@@ -411,6 +411,50 @@ fn issue_7_flash_attention_matches_the_composed_path() {
 /// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear
 /// error naming the backend and the device (exit 2), not a panic from inside the backend. Device
 /// 9 asks wgpu for a tenth discrete GPU, which no CI machine has.
+/// `colossus bench` and the training metrics report a GPU's memory from
+/// `backend::device_memory`: it must count a tensor while it lives and stop counting it when it
+/// is dropped, and a training step's forward must see at least its weights.
+#[test]
+fn issue_7_device_memory_counts_the_live_tensors() {
+    assert_eq!(
+        backend::device_memory::<CpuTrain>(&Default::default()),
+        None,
+        "CPU: none"
+    );
+    let Some(device) = wgpu() else { return };
+    let sync = || <Wgpu as Backend>::sync(&device).unwrap();
+    sync();
+    let before = backend::device_memory::<Wgpu>(&device).expect("wgpu counts its memory");
+    const N: usize = 1 << 20;
+    let t = Tensor::<Wgpu, 1>::from_data(TensorData::new(vec![1.5f32; N], [N]), &device);
+    sync();
+    let alive = backend::device_memory::<Wgpu>(&device).unwrap();
+    assert!(
+        alive.in_use >= before.in_use + 4 * N as u64,
+        "a 4 MiB tensor: {before:?} → {alive:?}"
+    );
+    assert!(alive.reserved >= alive.in_use, "{alive:?}");
+    drop(t);
+    sync();
+    let after = backend::device_memory::<Wgpu>(&device).unwrap();
+    assert!(
+        after.in_use + 4 * N as u64 <= alive.in_use,
+        "dropped: {alive:?} → {after:?}"
+    );
+
+    let dir = temp_dir("wgpu-memory");
+    let cfg = tiny_config(&dir, &["train.micro_batch=4", "data.seq_len=32"]);
+    let model = cfg.model.init::<WgpuTrain>(cfg.seed, &device);
+    let sg = colossus::train::trainer::accumulate(&cfg, &model, &mut SkewedBatches(3), &device);
+    let weights = 4 * colossus::model::params::count(&cfg.model).total as u64;
+    let seen = sg.device_mem.expect("the forward samples the device");
+    println!("device memory: {before:?} → {alive:?} → {after:?}; tiny forward {seen:?}");
+    assert!(
+        seen.in_use > weights,
+        "forward: {seen:?}, f32 weights alone {weights} bytes"
+    );
+}
+
 #[test]
 fn issue_7_an_unavailable_gpu_device_is_an_error_not_a_panic() {
     let dir = temp_dir("wgpu-missing-device");

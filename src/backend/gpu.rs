@@ -636,6 +636,15 @@ pub(super) fn flash_routine() -> Option<&'static str> {
 }
 
 /// Record which kernel ran; say once per change why the faster ones could not.
+/// `backend::device_memory` on runtime `R`: its memory manager's count for this thread's stream.
+pub(super) fn memory<R: cubecl::Runtime>(device: &R::Device) -> Option<super::DeviceMemory> {
+    let u = R::client(device).memory_usage().ok()?;
+    Some(super::DeviceMemory {
+        in_use: u.bytes_in_use,
+        reserved: u.bytes_reserved,
+    })
+}
+
 fn note_routine(name: &'static str, errors: &[String]) {
     let mut last = FLASH_ROUTINE.lock().unwrap_or_else(|e| e.into_inner());
     if *last != Some(name) && !errors.is_empty() {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::BenchArgs;
-use crate::backend::{self, Job};
+use crate::backend::{self, DeviceMemory, Job};
 use crate::config::{self, Config};
 use crate::data::{Batch, BatchSource};
 use crate::error::Result;
@@ -56,7 +56,11 @@ pub struct BenchResult {
     pub final_loss: f64,
     /// Mean milliseconds per measured step in each phase (gradient clipping counts as optimizer).
     pub step_ms: Phases,
-    pub peak_mem_gib: f64,
+    /// The process's peak resident memory.
+    pub host_rss_gib: f64,
+    /// On a GPU, the high-water mark of the device memory over the measured steps, sampled at
+    /// the end of each forward and after each backward (`backend::device_memory`).
+    pub device_mem: Option<DeviceMemory>,
 }
 
 /// Time in the three phases of a training step.
@@ -86,10 +90,12 @@ impl Job for BenchJob {
         let mut loss = f64::NAN;
         let mut start = Instant::now();
         let mut phases = Phases::default();
+        let mut device_mem = None;
         for i in 0..self.warmup + self.steps {
             if i == self.warmup {
                 start = Instant::now();
                 phases = Phases::default();
+                device_mem = None;
             }
             // `accumulate` reads the loss back to the host every micro-batch, so each forward
             // is complete (no queued device work) when its clock is read; the syncs below close
@@ -98,6 +104,9 @@ impl Job for BenchJob {
             let sg = trainer::accumulate(cfg, &model, &mut source, &device);
             let _ = B::sync(&device);
             let t1 = Instant::now();
+            // The gradients, the weights and AdamW's moments are all alive here.
+            let after_backward = backend::device_memory::<B>(&device);
+            device_mem = DeviceMemory::merge(device_mem, DeviceMemory::merge(sg.device_mem, after_backward));
             let (g, _) = sg.grads.clip_global_norm(cfg.train.grad_clip);
             model = opt.step(model, g, cfg.train.lr);
             let _ = B::sync(&device);
@@ -127,7 +136,8 @@ impl Job for BenchJob {
                 backward: per_step(phases.backward),
                 optimizer: per_step(phases.optimizer),
             },
-            peak_mem_gib: mfu::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64),
+            host_rss_gib: mfu::peak_rss_bytes().map_or(f64::NAN, gib),
+            device_mem,
         })
     }
 }
@@ -178,9 +188,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         "n/a".into()
     };
+    // `peak_mem_gib` means what the PyTorch peer's does: device memory in tensors on a GPU
+    // (torch.cuda.max_memory_allocated there), the process's memory on the CPU.
+    let memory = match r.device_mem {
+        Some(m) => format!(
+            "peak_mem_gib={:.2} device_reserved_gib={:.2} host_rss_gib={:.2}",
+            gib(m.in_use),
+            gib(m.reserved),
+            r.host_rss_gib
+        ),
+        None => format!("peak_mem_gib={:.2}", r.host_rss_gib),
+    };
     println!(
         "backend={}{} precision={} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
-         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} peak_mem_gib={:.2} \
+         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} \
          step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
@@ -193,10 +214,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         r.model_tflops,
         r.peak_tflops,
         r.peak_source,
-        r.peak_mem_gib,
         r.step_ms.forward,
         r.step_ms.backward,
         r.step_ms.optimizer
     );
     Ok(())
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }

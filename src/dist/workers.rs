@@ -21,6 +21,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::backend::DeviceMemory;
 use crate::data::Batch;
 use crate::model::{Grok, fused};
 use crate::train::trainer::{StepGrads, add_expert_load};
@@ -82,6 +83,7 @@ fn combine<B: AutodiffBackend>(results: Vec<StepGrads<B>>, shares: &[f64]) -> St
         aux_loss: first.aux_loss * s0,
         expert_load: Vec::new(),
         forward_s: first.forward_s,
+        device_mem: first.device_mem,
     };
     add_expert_load(&mut out.expert_load, first.expert_load, s0 as f32);
     for (m, &share) in iter {
@@ -90,6 +92,7 @@ fn combine<B: AutodiffBackend>(results: Vec<StepGrads<B>>, shares: &[f64]) -> St
         out.aux_loss += m.aux_loss * share;
         add_expert_load(&mut out.expert_load, m.expert_load, share as f32);
         out.forward_s = out.forward_s.max(m.forward_s);
+        out.device_mem = DeviceMemory::merge(out.device_mem, m.device_mem);
     }
     out
 }
@@ -154,6 +157,7 @@ mod tests {
             aux_loss: 1.0,
             expert_load: vec![vec![share as f32]],
             forward_s: share,
+            device_mem: None,
         }
     }
 

@@ -28,6 +28,10 @@ pub struct StepMetrics {
     /// The process's peak resident memory so far, bytes (Linux; absent elsewhere).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_mem_bytes: Option<u64>,
+    /// On a GPU: the device memory in live tensors at the end of this step's forward (the
+    /// activations the backward needs; `backend::device_memory`), bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_mem_bytes: Option<u64>,
     /// Per layer, the share of routed slots each expert received.
     pub expert_load: Vec<Vec<f32>>,
 }

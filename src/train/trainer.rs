@@ -16,6 +16,7 @@ use super::params::{self, ParamInfo};
 use super::progress::{Progress, StepMetrics};
 use super::resume;
 use super::schedule::lr_at;
+use crate::backend::DeviceMemory;
 use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
@@ -92,6 +93,10 @@ pub struct StepGrads<B: AutodiffBackend> {
     /// the device; of row shards run at once, the slowest): `colossus bench` splits a step into
     /// forward, backward and optimizer with it.
     pub forward_s: f64,
+    /// A GPU's memory at the end of the forward (every activation the backward needs is alive
+    /// then; the backward frees them as it makes the gradients), the high-water mark over the
+    /// micro-batches. `None` on the CPU.
+    pub device_mem: Option<DeviceMemory>,
 }
 
 /// `acc += weight · new`, layer by layer, for per-layer expert loads; an empty `acc` becomes
@@ -139,6 +144,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
     let (mut loss_sum, mut aux_sum) = (0.0, 0.0);
     let mut load: Vec<Vec<f32>> = Vec::new();
     let mut forward_s = 0.0;
+    let mut device_mem = None;
     for _ in 0..accum {
         let batch = source.next_batch(cfg.train.micro_batch, cfg.data.seq_len);
         let batch = dist::split::slice(
@@ -151,6 +157,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
         loss_sum += m.loss;
         aux_sum += m.aux_loss;
         forward_s += m.forward_s;
+        device_mem = DeviceMemory::merge(device_mem, m.device_mem);
         acc = Some(match acc {
             None => m.grads,
             Some(a) => a.sum(m.grads),
@@ -164,6 +171,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
         aux_loss: aux_sum / accum as f64,
         expert_load: load,
         forward_s,
+        device_mem,
     }
 }
 
@@ -181,6 +189,7 @@ fn micro_pass<B: AutodiffBackend>(
     let s = forward_batch(model, batch, device);
     let loss = scalar(&s.loss);
     let forward_s = start.elapsed().as_secs_f64();
+    let device_mem = crate::backend::device_memory::<B>(device);
     let aux_loss = scalar(&s.aux_loss);
     let objective = if coef > 0.0 {
         s.loss + s.aux_loss.mul_scalar(coef)
@@ -197,6 +206,7 @@ fn micro_pass<B: AutodiffBackend>(
         aux_loss,
         expert_load: s.expert_load,
         forward_s,
+        device_mem,
     }
 }
 
@@ -421,6 +431,7 @@ pub fn train_rank<B: AutodiffBackend>(
                 .as_ref()
                 .map(|(p, _)| super::mfu::mfu(tokens_per_step as f64 / dt, flops_per_token, *p)),
             peak_mem_bytes: super::mfu::peak_rss_bytes(),
+            device_mem_bytes: sg.device_mem.map(|m| m.in_use),
             expert_load: sg.expert_load,
         })?;
         if let Some(saved) = saver.poll()? {
@@ -513,7 +524,7 @@ fn reduce_step<B: AutodiffBackend>(
         return Ok((sg, stop));
     }
     let widths: Vec<usize> = sg.expert_load.iter().map(|l| l.len()).collect();
-    let forward_s = sg.forward_s;
+    let (forward_s, device_mem) = (sg.forward_s, sg.device_mem);
     let mut extras = vec![sg.loss as f32, sg.aux_loss as f32, if stop { 1.0 } else { 0.0 }];
     extras.extend(sg.expert_load.iter().flatten());
     let (grads, extras) = dist.mean_grads(sg.grads, extras)?;
@@ -532,6 +543,7 @@ fn reduce_step<B: AutodiffBackend>(
         aux_loss: extras[1] as f64,
         expert_load,
         forward_s,
+        device_mem,
     };
     Ok((reduced, extras[2] > 0.0))
 }
