@@ -258,6 +258,8 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         v: FloatTensor<Self>,
         op: FlashOp,
     ) -> FloatTensor<Self>;
+    /// `backend::device_memory` on this backend.
+    fn device_memory(device: &Self::Device) -> Option<DeviceMemory>;
 }
 
 /// The scalars of `GpuOps::flash_attention`.
@@ -318,35 +320,19 @@ impl DeviceMemory {
 /// a read-back or a sync, or queued work is not in it yet. The count is per stream, that is per
 /// calling thread, so call it on the thread that runs the step.
 pub fn device_memory<B: burn::tensor::backend::Backend>(device: &B::Device) -> Option<DeviceMemory> {
-    let _ = device;
-    #[cfg(feature = "gpu-kernels")]
-    {
-        use std::any::{Any, TypeId};
-        let b = TypeId::of::<B>();
-        let device = device as &dyn Any;
-        #[cfg(feature = "wgpu")]
-        {
-            use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
-            use burn::backend::{Autodiff, Wgpu};
-            if (b == TypeId::of::<Autodiff<Wgpu>>() || b == TypeId::of::<Wgpu>())
-                && let Some(d) = device.downcast_ref::<WgpuDevice>()
-            {
-                return gpu::memory::<WgpuRuntime>(d);
-            }
+    /// `B::Device` is `X::Device` whenever `run_gpu_kernel` picks `X`, but the types do not say
+    /// so: the device travels as `Any`.
+    struct Probe<'a>(&'a dyn std::any::Any);
+    impl GpuKernel for Probe<'_> {
+        type Output = Option<DeviceMemory>;
+        fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
+            self.gpu_inner::<X>()
         }
-        #[cfg(feature = "cuda")]
-        {
-            use burn::backend::cuda::CudaDevice;
-            use burn::backend::{Autodiff, Cuda};
-            if (b == TypeId::of::<Autodiff<Cuda>>() || b == TypeId::of::<Cuda>())
-                && let Some(d) = device.downcast_ref::<CudaDevice>()
-            {
-                return gpu::memory::<cubecl::cuda::CudaRuntime>(d);
-            }
+        fn gpu_inner<X: GpuOps>(self) -> Self::Output {
+            X::device_memory(self.0.downcast_ref::<X::Device>()?)
         }
-        let _ = (b, device);
     }
-    None
+    run_gpu_kernel::<B, _>(Probe(device)).ok().flatten()
 }
 
 /// A fused op with a GPU kernel: run on `X: GpuOps` when the training backend is a GPU one.

@@ -43,7 +43,7 @@ use cubek_attention::definition::{
 use cubek_attention::launch::{BlueprintStrategy, Strategy, launch_ref_scored};
 use cubek_attention::routines::blackbox_accelerated::BlackboxAcceleratedStrategy;
 
-use super::{FlashOp, GpuOps};
+use super::{DeviceMemory, FlashOp, GpuOps};
 
 /// Threads per row. 128 covers a 4096-key row in 32 strides; most rows of a training step are
 /// at least that long on a GPU preset, and shorter ones only leave threads idle.
@@ -611,6 +611,15 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let (p, _) = Self::capped_softmax_fwd(Self::float_cast(logits, FloatDType::F32), softmax);
         Self::float_matmul(Self::float_cast(p, dtype), v)
     }
+
+    fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
+        // The memory manager's count for this thread's stream.
+        let u = R::client(device).memory_usage().ok()?;
+        Some(DeviceMemory {
+            in_use: u.bytes_in_use,
+            reserved: u.bytes_reserved,
+        })
+    }
 }
 
 /// The flash kernels in the order tried: tensor cores (cmma) first, then one unit per row.
@@ -636,15 +645,6 @@ pub(super) fn flash_routine() -> Option<&'static str> {
 }
 
 /// Record which kernel ran; say once per change why the faster ones could not.
-/// `backend::device_memory` on runtime `R`: its memory manager's count for this thread's stream.
-pub(super) fn memory<R: cubecl::Runtime>(device: &R::Device) -> Option<super::DeviceMemory> {
-    let u = R::client(device).memory_usage().ok()?;
-    Some(super::DeviceMemory {
-        in_use: u.bytes_in_use,
-        reserved: u.bytes_reserved,
-    })
-}
-
 fn note_routine(name: &'static str, errors: &[String]) {
     let mut last = FLASH_ROUTINE.lock().unwrap_or_else(|e| e.into_inner());
     if *last != Some(name) && !errors.is_empty() {
@@ -854,5 +854,9 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         let shape = q.shape.clone();
         let [out] = register::<B, 1>(Kernel::Flash(op), vec![q, k, v], [shape]);
         out
+    }
+
+    fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
+        B::device_memory(device)
     }
 }
