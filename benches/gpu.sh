@@ -5,7 +5,7 @@
 #   echo /.gpu/ >> .git/info/exclude && mkdir -p .gpu
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --locked --features cuda
 #   cp target/release/colossus .gpu/colossus-cuda && strip .gpu/colossus-cuda
-#   cp ../shared/reference/torch_train_peer.py .gpu/
+#   cp ../shared/reference/torch_train_peer.py ../shared/reference/grok_ref.py .gpu/
 # (stripped, the binary is ~47 MB: what travels, this checkout included, must stay under 64 MiB).
 # CUDARC_CUDA_VERSION pins cudarc's bindings to the device's CUDA (13.0 with driver 580); without
 # nvcc here they would default to the newest CUDA cudarc knows. On the GPU machine, from the
@@ -15,12 +15,21 @@
 # cut short still has the headline numbers. Every line from `colossus bench` and from the peer
 # carries tokens/s, model TFLOP/s and peak memory; docs/benchmarks.md says how to record them.
 set -uo pipefail
+ROOT=$(pwd)
 BIN=${BIN:-.gpu/colossus-cuda}
+case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 PEER=${PEER:-.gpu/torch_train_peer.py}
 WORK=${WORK:-$(mktemp -d)}
 STEPS=${STEPS:-10}
 EACH=${EACH:-150}
-for f in "$BIN" "$PEER"; do
+# A dry run of this script without a GPU (it checks the script, not the speed), with a
+# `--features wgpu` build on lavapipe, which has no bf16 (the peer's lines fail without torch):
+#   BIN=target/debug/colossus BACKEND=wgpu HALF=f32 SHAPE1="tiny 2 32" SHAPE2="tiny 2 32" \
+#   STEPS=2 benches/gpu.sh
+BACKEND=${BACKEND:-cuda}
+HALF=${HALF:-bf16}
+# The peer imports the model from grok_ref.py beside it.
+for f in "$BIN" "$PEER" "$(dirname "$PEER")/grok_ref.py"; do
     [ -e "$f" ] || { echo "missing $f (see the top of benches/gpu.sh)" >&2; exit 2; }
 done
 # cudarc opens libcuda, libnvrtc and libnccl by name at run time: add the toolkit's and the pip
@@ -31,36 +40,69 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
 done
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' || true
 run() { echo "--- $*"; timeout "$EACH" "$@" || echo "--- exit $? (timeout is 124)"; }
-ours() { run "$BIN" bench "configs/$1.yaml" --set backend=cuda --batch "$2" --seq "$3" \
+ours() { run "$BIN" bench "configs/$1.yaml" --set backend="$BACKEND" --batch "$2" --seq "$3" \
     --steps "$STEPS" --warmup 3 "${@:4}"; }
 peer() { run python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS" "${@:4}"; }
 # preset, sequences per step, tokens per sequence
-shapes=("gpu-350m 16 1024" "small 16 128")
+shapes=("${SHAPE1:-gpu-350m 16 1024}" "${SHAPE2:-small 16 128}")
 for shape in "${shapes[@]}"; do
     set -- $shape
     "$BIN" bench "configs/$1.yaml" --peer-json "$WORK/$1.json" >/dev/null
 done
 # First the headline: the ~350M preset in bf16 against PyTorch eager and torch.compile.
 set -- ${shapes[0]}
-ours "$@" --set precision=bf16
+ours "$@" --set precision="$HALF"
 peer "$@" --bf16
 peer "$@" --bf16 --compile
 # The flash-attention kernel (src/model/flash.rs) on the same run: its line says which kernel ran
 # (attention=flash/blackbox_accelerated is the tensor-core one) and its loss should match the
 # composed run's within bf16 noise (the same steps, summed in another order).
-ours "$@" --set precision=bf16 --set attention=flash
+ours "$@" --set precision="$HALF" --set attention=flash
+# Where the time goes (.library/device/METHOD.md: profile, then count against the ceilings):
+# cubecl times every kernel on the device as it runs and prints a table of kernels by total time
+# at each sync, so one per phase of each step (`cubecl.toml`, read from the working directory).
+# Launches are serialised, so this run's tokens/s is no benchmark. The last three tables are
+# printed (the last step's phases; on lavapipe the forward and backward shared one table), each
+# kernel's name cut to its first part and, for matmuls, its algorithm; the whole log goes to
+# $OUT, compressed.
+prof=$(mktemp -d)
+printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = false\n' "$prof/profile.log" \
+    >"$prof/cubecl.toml"
+(cd "$prof" && run "$BIN" bench "$ROOT/configs/$1.yaml" --set backend="$BACKEND" --batch "$2" \
+    --seq "$3" --steps 2 --warmup 1 --set precision="$HALF")
+if [ -s "$prof/profile.log" ]; then
+    gzip -c "$prof/profile.log" >"${OUT:-$WORK}/profile.log.gz"
+    awk -F'|' '
+        function trim(s) { gsub(/^ +| +$/, "", s); return s }
+        /^\| Name .*Ratio/ { n++; on = 1; rows = 0; next }
+        on && /^\|[-⎼⎯]/ { next }
+        on {
+            # name | duration | count | ratio; long generic names (the matmul families) keep
+            # their first part and their algorithm.
+            name = trim($2); algo = ""
+            for (i = 3; i <= NF - 4; i++) if ($i ~ /MatmulFamily/) algo = algo " " trim($i)
+            for (i = 3; i <= NF - 4; i++) if ($i !~ /Runtime/ && length(name) < 40 && algo == "") name = name " " trim($i)
+            row = sprintf("%-60s %14s %6s %6s", substr(name algo, 1, 60), trim($(NF-3)), trim($(NF-2)), trim($(NF-1)))
+            if (name == "Total") { t[n] = t[n] row "\n"; on = 0 } else if (rows++ < 16) t[n] = t[n] row "\n"
+        }
+        END { for (i = n - 2; i <= n; i++) if (i > 0) printf "--- profile table %d of %d (kernel, time, launches, share)\n%s", i, n, t[i] }' \
+        "$prof/profile.log"
+fi
+# What the bf16 head product (src/model/wide.rs) buys: the same run with the head in f32 (tf32),
+# as before it. Predicted (docs/benchmarks.md): ~10% more step time with the f32 head.
+ours "$@" --set precision="$HALF" --f32-head
 # Then what the GPU kernels (src/backend/gpu.rs: softmax, RMSNorm, cross-entropy) buy: the same
 # bf16 run on the plain burn composition; then f32 on both sides.
-ours "$@" --set precision=bf16 --plain-kernels
+ours "$@" --set precision="$HALF" --plain-kernels
 ours "$@" --set precision=f32
 peer "$@"
 ours "$@" --set precision=f32 --set attention=flash
 # The small preset last.
 set -- ${shapes[1]}
-ours "$@" --set precision=bf16
-ours "$@" --set precision=bf16 --set attention=flash
+ours "$@" --set precision="$HALF"
+ours "$@" --set precision="$HALF" --set attention=flash
 peer "$@" --bf16
 peer "$@" --bf16 --compile
 ours "$@" --set precision=f32

@@ -258,6 +258,10 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         v: FloatTensor<Self>,
         op: FlashOp,
     ) -> FloatTensor<Self>;
+    /// `a · b` of half-precision (bf16/f16) operands, accumulated and written in f32: one
+    /// tensor-core GEMM in the inputs' dtype with an f32 output (`model::wide`). `a: [.., m, k]`,
+    /// `b: [.., k, n]` with equal batch dims; either may be a transposed view.
+    fn matmul_f32_out(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `backend::device_memory` on this backend.
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory>;
 }

@@ -12,11 +12,11 @@ use std::sync::Once;
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use colossus::backend::{self, CpuTrain, WgpuTrain};
 use colossus::config::{AttentionKernel, Config};
-use colossus::model::flash;
 use colossus::model::fused::{self, AttnScores};
+use colossus::model::{flash, wide};
 use common::*;
 
 /// The losses of `steps` optimizer steps from the same weights and batches, and the first
@@ -406,6 +406,60 @@ fn issue_7_flash_attention_matches_the_composed_path() {
     let out = run(AttentionKernel::Flash);
     let out0 = run(AttentionKernel::Composed);
     assert!(agree("inference", &[("output", 1e-5)], &[out], &[out0]));
+}
+
+/// The output and both operands' gradients of `Σ wide::matmul_t_as(a, w, half)·g` on backend
+/// `B` (`a · wᵀ`, the tied head's product).
+fn wide_on<B: AutodiffBackend>(device: &B::Device, [m, k, n]: [usize; 3], half: FloatDType) -> [Vec<f32>; 3] {
+    let a = filled::<B, 2>([m, k], 1, 2.0, device).require_grad();
+    let w = filled::<B, 2>([n, k], 2, 2.0, device).require_grad();
+    let out = wide::matmul_t_as(a.clone(), w.clone(), half);
+    assert_eq!(out.dtype(), DType::F32, "the product comes back in f32");
+    let g = filled::<B, 2>([m, n], 3, 1.0, device);
+    let grads = (out.clone() * g).sum().backward();
+    let grad = |x: &Tensor<B, 2>| floats(x.grad(&grads).expect("a leaf"));
+    [floats(out), grad(&a), grad(&w)]
+}
+
+/// Issue 7: the output head's bf16 product on the GPU (`model::wide`: one cubek GEMM with half
+/// operands and an f32 output, `GpuOps::matmul_f32_out`, registered in the fusion stream, and its
+/// autodiff node) against the CPU backend's emulation (operands rounded, widened, multiplied in
+/// f32), forward and backward. lavapipe has no bf16, so this runs the same kernels and node with
+/// f16 operands; the production dtype, bf16, differs only in the rounding.
+#[test]
+fn issue_7_gpu_wide_matmul_matches_the_cpu_emulation() {
+    let Some(device) = wgpu() else { return };
+    assert!(
+        <Wgpu as Backend>::supports_dtype(&device, DType::F16),
+        "this wgpu device has no f16: the check needs another half type"
+    );
+    // Not multiples of the matmul tiles; k long enough that the sums' order matters.
+    let dims = [37, 300, 45];
+    let got = wide_on::<WgpuTrain>(&device, dims, FloatDType::F16);
+    let want = wide_on::<CpuTrain>(&Default::default(), dims, FloatDType::F16);
+    // Exact products of f16 values, summed in f32 in another order: rounding-level differences.
+    let checks = [("output", 1e-6), ("a gradient", 1e-6), ("w gradient", 1e-6)];
+    agree("wide matmul, f16 operands", &checks, &got, &want);
+    // The plain path (tensor ops, `--plain-kernels`) leaves the upstream gradient unrounded: the
+    // gradients above, which match the CPU node's rounded ones, came from the GPU node.
+    let plain = fused::plain_scope(|| wide_on::<WgpuTrain>(&device, dims, FloatDType::F16));
+    assert_eq!(plain[0], got[0], "the same forward");
+    let rel = rel_l2(&plain[1], &got[1]);
+    assert!(
+        rel > 1e-5,
+        "the GPU node did not run ({rel:e} from the plain path)"
+    );
+    // The operands were rounded: the plain f32 product is ~1e-4 away (f16 keeps 11 bits).
+    let exact = {
+        let a = filled::<Wgpu, 2>([dims[0], dims[1]], 1, 2.0, &device);
+        let bt = filled::<Wgpu, 2>([dims[2], dims[1]], 2, 2.0, &device);
+        floats(a.matmul(bt.transpose()))
+    };
+    let rel = rel_l2(&got[0], &exact);
+    assert!(
+        rel > 1e-5,
+        "the GPU product did not round its operands ({rel:e} from f32)"
+    );
 }
 
 /// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear

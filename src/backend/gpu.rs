@@ -1,7 +1,8 @@
 //! The GPU kernels of three fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
 //! cap + causal softmax, RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
-//! (`backend::GpuOps`); and the launch of the vendored cubek flash-attention kernel behind
-//! `attention: flash` (`model::flash`).
+//! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
+//! `attention: flash` (`model::flash`); and the output head's bf16 × bf16 → f32 product
+//! (`model::wide`), burn's own matmul asked for an f32 output.
 //!
 //! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe
 //! (`cargo run --features wgpu --example kernel_launches`, forward + backward and the same small
@@ -29,6 +30,7 @@ use std::sync::Mutex;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
@@ -612,6 +614,24 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         Self::float_matmul(Self::float_cast(p, dtype), v)
     }
 
+    fn matmul_f32_out(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
+        // burn's own matmul entry with an f32 output: cubek then stages and multiplies in the
+        // inputs' dtype and accumulates in f32 (`MatmulElems::from_globals`), the tensor cores'
+        // native bf16 → f32 mode; burn's `float_matmul` always asks for the inputs' dtype.
+        match matmul(a.clone(), b.clone(), None, MatmulStrategy::default(), DType::F32) {
+            Ok(out) => out,
+            Err(e) => {
+                // Only the non-autotuned strategy reports setup errors; widen and multiply in f32
+                // (the same values: a half times a half is exact in f32).
+                note_once(&MATMUL_FALLBACK, || {
+                    format!("warning: the bf16 → f32 matmul could not be set up ({e:?}); running it in f32")
+                });
+                let wide = |x| Self::float_cast(x, FloatDType::F32);
+                Self::float_matmul(wide(a), wide(b))
+            }
+        }
+    }
+
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
         // The memory manager's count for this thread's stream.
         let u = R::client(device).memory_usage().ok()?;
@@ -656,6 +676,14 @@ fn note_routine(name: &'static str, errors: &[String]) {
     *last = Some(name);
 }
 
+/// Whether the bf16 → f32 matmul has fallen back to f32 (`matmul_f32_out`), said once.
+static MATMUL_FALLBACK: std::sync::Once = std::sync::Once::new();
+
+/// Print `message()` the first time `once` is reached in this process.
+fn note_once(once: &'static std::sync::Once, message: impl FnOnce() -> String) {
+    once.call_once(|| eprintln!("{}", message()));
+}
+
 /// `[b, n_kv, t, hd]` → `[b, n_kv·rep, t, hd]`, each kv head repeated for its `rep` query heads
 /// (contiguous).
 fn repeat_heads<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
@@ -686,6 +714,7 @@ enum Kernel {
     CrossEntropyFwd,
     CrossEntropyBwd,
     Flash(FlashOp),
+    MatmulF32Out,
 }
 
 impl Kernel {
@@ -698,6 +727,7 @@ impl Kernel {
             Kernel::CrossEntropyFwd => "colossus_cross_entropy",
             Kernel::CrossEntropyBwd => "colossus_cross_entropy_backward",
             Kernel::Flash(_) => "colossus_flash_attention",
+            Kernel::MatmulF32Out => "colossus_matmul_f32_out",
         }
     }
 
@@ -726,6 +756,7 @@ impl Kernel {
                 vec![nll, lse]
             }
             Kernel::Flash(op) => vec![B::flash_attention(f(0), f(1), f(2), op)],
+            Kernel::MatmulF32Out => vec![B::matmul_f32_out(f(0), f(1))],
             Kernel::CrossEntropyBwd => {
                 let (x, lse, g) = (f(0), f(2), f(3));
                 vec![B::cross_entropy_bwd(
@@ -764,8 +795,18 @@ fn register<B: FusionBackend + GpuOps, const N: usize>(
     ins: Vec<FusionTensor<B::FusionRuntime>>,
     shapes: [Shape; N],
 ) -> [FusionTensor<B::FusionRuntime>; N] {
-    let client = ins[0].client.clone();
     let dtype = ins[0].dtype;
+    register_as::<B, N>(kernel, ins, shapes, dtype)
+}
+
+/// `register` with outputs of `dtype`.
+fn register_as<B: FusionBackend + GpuOps, const N: usize>(
+    kernel: Kernel,
+    ins: Vec<FusionTensor<B::FusionRuntime>>,
+    shapes: [Shape; N],
+    dtype: DType,
+) -> [FusionTensor<B::FusionRuntime>; N] {
+    let client = ins[0].client.clone();
     let streams = OperationStreams::with_inputs(ins.iter());
     let outs = shapes.map(|s| TensorIr::uninit(client.create_empty_handle(), s, dtype));
     let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
@@ -853,6 +894,16 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     ) -> FloatTensor<Self> {
         let shape = q.shape.clone();
         let [out] = register::<B, 1>(Kernel::Flash(op), vec![q, k, v], [shape]);
+        out
+    }
+
+    fn matmul_f32_out(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        // [.., m, k] · [.., k, n] → [.., m, n] (equal batch dims: `GpuOps::matmul_f32_out`).
+        let mut dims = a.shape.to_vec();
+        let n = b.shape[b.shape.num_dims() - 1];
+        *dims.last_mut().expect("a matrix has two dims") = n;
+        let shape = Shape::from(dims);
+        let [out] = register_as::<B, 1>(Kernel::MatmulF32Out, vec![a, b], [shape], DType::F32);
         out
     }
 

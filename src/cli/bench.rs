@@ -121,10 +121,8 @@ impl Job for BenchJob {
         let tokens_per_s = tokens / wall;
         let model_tflops = tokens_per_s * train_flops_per_token(&cfg.model, cfg.data.seq_len) / 1e12;
         let (peak_tflops, peak_source) =
-            mfu::peak_tflops::<B::InnerBackend>(cfg.backend, cfg.train.peak_tflops, &device).unwrap_or((
-                0.0,
-                "unknown: set train.peak_tflops (datasheet figures: docs/plan.md)".into(),
-            ));
+            mfu::peak_tflops::<B::InnerBackend>(cfg.backend, cfg.precision, cfg.train.peak_tflops, &device)
+                .unwrap_or_else(|why| (0.0, why));
         Ok(BenchResult {
             tokens_per_s,
             model_tflops,
@@ -173,11 +171,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
     };
-    let r = if args.plain_kernels {
-        crate::model::fused::plain_scope(|| backend::dispatch(kind, device, job))?
-    } else {
-        backend::dispatch(kind, device, job)?
-    };
+    let r = crate::model::precision::f32_head_scope(args.f32_head, || {
+        crate::model::fused::with_plain(args.plain_kernels, || backend::dispatch(kind, device, job))
+    })?;
     // Which flash kernel ran (tensor cores or not), or that none could and the composed path did.
     let attention = match backend::flash_routine() {
         Some(routine) if attention == crate::config::AttentionKernel::Flash => format!("flash/{routine}"),
@@ -200,12 +196,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => format!("peak_mem_gib={:.2}", r.host_rss_gib),
     };
     println!(
-        "backend={}{} precision={} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+        "backend={}{} precision={}{} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} \
          step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
         precision.name(),
+        if args.f32_head { " head=f32" } else { "" },
         p.total,
         p.active,
         args.steps,

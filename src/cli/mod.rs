@@ -198,6 +198,10 @@ pub struct BenchArgs {
     /// CPU, `backend/gpu.rs`'s kernels on GPUs), to measure what they buy.
     #[arg(long)]
     pub plain_kernels: bool,
+    /// Under bf16, compute the output head in f32 (tf32 on tensor cores), as before the bf16
+    /// head product (`model::wide`), to measure what that product buys.
+    #[arg(long)]
+    pub f32_head: bool,
     /// Write the config's model shape as a Hugging Face config.json (the input of
     /// shared/reference/torch_train_peer.py) to this path instead of benchmarking.
     #[arg(long, value_name = "PATH")]

@@ -23,7 +23,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::backend::DeviceMemory;
 use crate::data::Batch;
-use crate::model::{Grok, fused};
+use crate::model::{Grok, fused, precision};
 use crate::train::trainer::{StepGrads, add_expert_load};
 
 /// Run `pass(model, shard, share)` on `shards` row shards of `batch` at once and combine them:
@@ -47,9 +47,13 @@ where
             (crate::dist::split::slice(batch.clone(), span), share)
         })
         .collect();
-    let plain = fused::plain_active();
-    let run =
-        |replica: Grok<B>, part: &Batch, share: f64| fused::with_plain(plain, || pass(&replica, part, share));
+    // The caller's per-thread modes, which the shard threads take on.
+    let (plain, f32_head) = (fused::plain_active(), precision::f32_head_active());
+    let run = |replica: Grok<B>, part: &Batch, share: f64| {
+        precision::f32_head_scope(f32_head, || {
+            fused::with_plain(plain, || pass(&replica, part, share))
+        })
+    };
     let results: Vec<StepGrads<B>> = match pools(shards) {
         Some(pools) => std::thread::scope(|s| {
             let handles: Vec<_> = parts
@@ -148,9 +152,12 @@ mod tests {
     /// What a shard's pass saw, and a result built from it.
     fn record(seen: &Seen, b: &Batch, share: f64) -> StepGrads<CpuTrain> {
         let name = std::thread::current().name().unwrap_or("").to_string();
-        seen.lock()
-            .unwrap()
-            .push((b.inputs.clone(), share, name, fused::plain_active()));
+        seen.lock().unwrap().push((
+            b.inputs.clone(),
+            share,
+            name,
+            fused::plain_active() && precision::f32_head_active(),
+        ));
         StepGrads {
             grads: Grads { tensors: vec![] },
             loss: b.inputs[0] as f64,
@@ -172,16 +179,21 @@ mod tests {
             targets: (10..20).collect(),
         };
         let seen = Mutex::new(Vec::new());
-        let m = fused::plain_scope(|| micro_step(&model, batch, 2, |_, b, share| record(&seen, b, share)));
+        let m = precision::f32_head_scope(true, || {
+            fused::plain_scope(|| micro_step(&model, batch, 2, |_, b, share| record(&seen, b, share)))
+        });
         let mut seen = seen.into_inner().unwrap();
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(seen[0].0, vec![0, 1, 2, 3]);
         assert_eq!(seen[1].0, vec![4, 5, 6, 7, 8, 9]);
         assert_eq!((seen[0].1, seen[1].1), (0.4, 0.6));
-        // Each shard ran on its own pool, and kept the caller's plain-path choice.
+        // Each shard ran on its own pool, and kept the caller's plain-path and f32-head choices.
         assert_eq!(seen[0].2, "colossus-shard0-0");
         assert_eq!(seen[1].2, "colossus-shard1-0");
-        assert!(seen.iter().all(|s| s.3), "a shard lost the caller's plain_scope");
+        assert!(
+            seen.iter().all(|s| s.3),
+            "a shard lost the caller's plain_scope or f32_head_scope"
+        );
         assert!(
             (m.loss - (0.4 * 0.0 + 0.6 * 4.0)).abs() < 1e-12,
             "loss {}",

@@ -197,16 +197,15 @@ impl<B: Backend> Grok<B> {
             expert_load.push(stats.load);
         }
         let h = self.norm.forward(h).reshape([b * t, d]); // [b·t, d]
-        // The output head stays f32 under bf16 (`precision::matmul` is not used): bf16-rounded
-        // logits (steps of 1/16 near 10) cost the small preset ~0.07 nats of validation loss
-        // after 200 steps, and an f32 head removed that (docs/benchmarks.md). Cost on a GPU: the
-        // head is a quarter of gpu-350m's FLOPs, at tf32 rather than bf16 speed.
+        // Under bf16 the head's product rounds its operands to bf16 but keeps its result in f32
+        // (`model::wide`): bf16-rounded logits (steps of 1/16 near 10) cost the small preset
+        // ~0.07 nats of validation loss after 200 steps, while bf16 operands track f32 as closely
+        // as an f32 head did (docs/benchmarks.md), and the head, a fifth of gpu-350m's FLOPs,
+        // runs at bf16 rather than tf32 tensor-core speed.
         // The output multiplier scales the [b·t, d] hidden states rather than the [b·t, vocab]
         // logits: the same product, with a pass (and its backward) over 1/16 as many values at
         // the tiny-peer shape.
-        let logits = h
-            .mul_scalar(self.output_multiplier)
-            .matmul(self.embed_tokens.val().transpose())
+        let logits = precision::matmul_head(h.mul_scalar(self.output_multiplier), self.embed_tokens.val())
             .reshape([b, t, self.embed_tokens.val().dims()[0]]); // [b, t, vocab]
         let n = self.layers.len().max(1) as f64;
         let aux_loss = aux.map_or_else(|| Tensor::zeros([1], &device), |a| a.div_scalar(n));

@@ -3,7 +3,8 @@
 //! finite-difference gradient test stays f64). Under bf16 mixed precision (`precision: bf16`)
 //! the matrix products take bf16 inputs and return f32, torch.autocast's recipe: weights,
 //! gradients, optimizer state and everything between the matmuls stay f32. One exception to
-//! autocast: the output head (the logits feeding the f32 loss) stays f32 (see `Grok::forward`).
+//! autocast: the output head's product (the logits feeding the f32 loss) rounds its operands to
+//! bf16 but not its result (`matmul_head`, `model::wide`).
 
 use std::cell::Cell;
 
@@ -32,6 +33,21 @@ thread_local! {
     /// own setting for the span of the call, as torch.autocast does, and backward needs nothing
     /// (the casts are recorded in the graph).
     static MATMUL: Cell<Precision> = const { Cell::new(Precision::F32) };
+    /// The output head in f32 under bf16 too (`f32_head_scope`).
+    static F32_HEAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with the output head computed in f32 under bf16 as well (the rule before
+/// `model::wide`, tf32 on a GPU's tensor cores), or not, on this thread: `colossus bench
+/// --f32-head` measures what the bf16 head product buys.
+pub fn f32_head_scope<R>(f32_head: bool, f: impl FnOnce() -> R) -> R {
+    super::scoped(&F32_HEAD, f32_head, f)
+}
+
+/// Whether this thread runs the output head in f32 (`f32_head_scope`), for work it hands to
+/// other threads.
+pub fn f32_head_active() -> bool {
+    F32_HEAD.with(|h| h.get())
 }
 
 /// Run `f` with the forward's matrix products in precision `p`.
@@ -55,6 +71,17 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
             a.cast(DType::BF16).matmul(b.cast(DType::BF16)).cast(DType::F32)
         }
         _ => a.matmul(b),
+    }
+}
+
+/// `a · wᵀ` for the tied output head (`a: [m, k]` hidden states, `w: [n, k]` the embedding
+/// matrix), whose f32 logits feed the loss: under bf16 the operands are rounded to bf16 and the
+/// product accumulates and stays in f32 (`model::wide`), so the logits keep f32 precision while
+/// the tensor cores take bf16; otherwise a plain product.
+pub fn matmul_head<B: Backend>(a: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    match MATMUL.with(|m| m.get()) {
+        Precision::Bf16 if a.dtype() == DType::F32 && !f32_head_active() => super::wide::matmul_t(a, w),
+        _ => a.matmul(w.transpose()),
     }
 }
 

@@ -36,6 +36,11 @@ pub struct GpuSpec {
     pub name: &'static str,
     /// Dense (no 2:4 sparsity) bf16 tensor-core peak, TFLOP/s. MFU is measured against this.
     pub peak_bf16_tflops: f64,
+    /// Dense tf32 tensor-core peak, TFLOP/s: the rate of f32 matrix products on the tensor cores
+    /// (cubek runs f32 matmuls as tf32 there), `colossus bench`'s MFU denominator at f32.
+    pub peak_tf32_tflops: f64,
+    /// Plain fp32 (CUDA cores, no tensor cores) peak, TFLOP/s, for reference.
+    pub peak_f32_tflops: f64,
     /// HBM capacity, GB (10⁹ bytes).
     pub memory_gb: f64,
     /// NVLink bandwidth per GPU, GB/s per direction.
@@ -55,6 +60,25 @@ impl Gpu {
         }
     }
 
+    /// The table's row for a GPU as its driver names it (`nvidia-smi`'s name: "NVIDIA H100 80GB
+    /// HBM3", "NVIDIA H200", "NVIDIA B200"), or `None` for any other part. The PCIe and NVL cards
+    /// of the same chips run at lower clocks and power, so their peaks are not these.
+    pub fn from_device_name(name: &str) -> Option<Gpu> {
+        let n = name.to_ascii_uppercase();
+        if n.contains("PCIE") || n.contains("NVL") {
+            return None;
+        }
+        if n.contains("H100") && n.contains("HBM3") {
+            Some(Gpu::H100)
+        } else if n.contains("H200") {
+            Some(Gpu::H200)
+        } else if n.contains("B200") {
+            Some(Gpu::B200)
+        } else {
+            None
+        }
+    }
+
     /// The `--gpu` value that names it.
     pub fn flag_value(self) -> &'static str {
         match self {
@@ -66,10 +90,13 @@ impl Gpu {
 
     pub fn spec(self) -> GpuSpec {
         match self {
-            // H100 SXM5: 989.4 TFLOP/s dense bf16, 80 GB HBM3, NVLink 4 at 900 GB/s bidirectional.
+            // H100 SXM5: 989.4 TFLOP/s dense bf16 (494.7 tf32, 66.9 fp32), 80 GB HBM3, NVLink 4
+            // at 900 GB/s bidirectional.
             Gpu::H100 => GpuSpec {
                 name: "H100 SXM",
                 peak_bf16_tflops: 989.0,
+                peak_tf32_tflops: 494.7,
+                peak_f32_tflops: 66.9,
                 memory_gb: 80.0,
                 nvlink_gb_s: 450.0,
                 watts: 700.0,
@@ -78,15 +105,19 @@ impl Gpu {
             Gpu::H200 => GpuSpec {
                 name: "H200 SXM",
                 peak_bf16_tflops: 989.0,
+                peak_tf32_tflops: 494.7,
+                peak_f32_tflops: 66.9,
                 memory_gb: 141.0,
                 nvlink_gb_s: 450.0,
                 watts: 700.0,
             },
-            // B200 (HGX B200 board): 2.25 PFLOP/s dense bf16, 192 GB HBM3e, NVLink 5 at 1.8 TB/s
-            // bidirectional, 1000 W.
+            // B200 (HGX B200 board): 2.25 PFLOP/s dense bf16 (1.1 tf32, 75 TFLOP/s fp32), 192 GB
+            // HBM3e, NVLink 5 at 1.8 TB/s bidirectional, 1000 W.
             Gpu::B200 => GpuSpec {
                 name: "B200",
                 peak_bf16_tflops: 2250.0,
+                peak_tf32_tflops: 1100.0,
+                peak_f32_tflops: 75.0,
                 memory_gb: 192.0,
                 nvlink_gb_s: 900.0,
                 watts: 1000.0,
@@ -150,6 +181,31 @@ mod tests {
             assert_eq!(got, expected, "{name}");
         }
         assert_eq!(Gpu::parse("a100"), None);
+        // tf32 is half the bf16 rate on both generations.
+        for g in [Gpu::H100, Gpu::H200, Gpu::B200] {
+            let s = g.spec();
+            assert!(
+                (s.peak_bf16_tflops / s.peak_tf32_tflops - 2.0).abs() < 0.05,
+                "{}",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn driver_names_map_to_the_sxm_rows_only() {
+        for (name, gpu) in [
+            ("NVIDIA H100 80GB HBM3", Some(Gpu::H100)),
+            ("NVIDIA H200", Some(Gpu::H200)),
+            ("NVIDIA B200", Some(Gpu::B200)),
+            ("NVIDIA H100 PCIe", None),
+            ("NVIDIA H100 NVL", None),
+            ("NVIDIA H200 NVL", None),
+            ("NVIDIA A100-SXM4-80GB", None),
+            ("NVIDIA GeForce RTX 4090", None),
+        ] {
+            assert_eq!(Gpu::from_device_name(name), gpu, "{name}");
+        }
         // 400 Gb/s ÷ 8 bits per byte.
         assert_eq!(INTER_NODE_GB_S, 400.0 / 8.0);
     }

@@ -341,11 +341,13 @@ pub fn train_rank<B: AutodiffBackend>(
         opts.log_lines,
         metrics.as_deref(),
     )?;
-    let peak = super::mfu::peak_tflops::<B::InnerBackend>(cfg.backend, t.peak_tflops, device);
+    let peak = super::mfu::peak_tflops::<B::InnerBackend>(cfg.backend, cfg.precision, t.peak_tflops, device);
     let flops_per_token = crate::model::params::train_flops_per_token(&cfg.model, cfg.data.seq_len);
-    if let Some((p, source)) = &peak {
-        notes.push(format!("MFU against a peak of {p:.3} TFLOP/s ({source})"));
+    match &peak {
+        Ok((p, source)) => notes.push(format!("MFU against a peak of {p:.3} TFLOP/s ({source})")),
+        Err(why) => notes.push(format!("no MFU logged: the peak is {why}")),
     }
+    let peak = peak.ok();
     progress.println(&format!(
         "training {} ({} params, {} active) on {} tokens ({} shards, {} windows per epoch; {} validation \
          tokens); {} steps of {} tokens",
