@@ -209,15 +209,16 @@ mod gpu;
 /// without autodiff; `model::fused` wraps them in autodiff nodes. Shapes are the logical ones;
 /// the kernels make strided inputs contiguous first.
 pub trait GpuOps: burn::tensor::backend::Backend {
-    /// Probabilities and tanh values of the soft-capped causal softmax, both `x`'s shape.
+    /// Probabilities of the soft-capped causal softmax (`x`'s shape) and each row's log-sum-exp of
+    /// the capped logits (`[rows]`), all the backward needs.
     fn capped_softmax_fwd(
         x: FloatTensor<Self>,
         op: colossus_kernels::CappedSoftmax,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    /// The logits' gradient from the forward's `(p, tanh)` and the probabilities' gradient `g`.
+    /// The logits' gradient from the forward's `(p, lse)` and the probabilities' gradient `g`.
     fn capped_softmax_bwd(
         p: FloatTensor<Self>,
-        t: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
         op: colossus_kernels::CappedSoftmax,
     ) -> FloatTensor<Self>;

@@ -196,6 +196,14 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
         ("strided logits", [2, 1, 24, 24], scores(0.5, 30.0, 24, 0), true),
         // More rows than one grid axis holds (65 535), so the grid folds into two axes.
         ("70 000 rows", [1, 1, 70_000, 4], scores(1.0, 30.0, 1, 3), false),
+        // Capped logits ±50 (saturated): exp(−100) underflows to zero or a subnormal, where
+        // the backward, which recomputes each tanh from ln p, must not take a logarithm of 0.
+        (
+            "cap 50, underflowing probabilities",
+            [1, 2, 40, 40],
+            scores(10.0, 50.0, 40, 0),
+            false,
+        ),
     ];
     let mut bits_differ = false;
     for (what, dims, s, transposed) in cases {

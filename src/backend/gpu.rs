@@ -16,9 +16,12 @@
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
 //! autodiff keeps `[b, h, s, s]` intermediates for the backward. Here the forward reads the
-//! logits three times (per row, from cache) and writes the probabilities and the tanh values
-//! once; the backward reads those two and the incoming gradient and writes the logits' gradient.
-//! The matmuls on either side stay burn's (tensor cores).
+//! logits three times (per row, from cache) and writes the probabilities once, and each row's
+//! log-sum-exp; the backward reads the probabilities and the incoming gradient and writes the
+//! logits' gradient, recomputing each tanh from its probability (the capped logit is
+//! `ln p + lse`). The CPU twin keeps the tanh values instead; here that would be one more
+//! `[b, h, s, s]` write and read per layer (2.1 GB of traffic and 1.1 GB held per layer at
+//! `gpu-350m`, docs/benchmarks.md). The matmuls on either side stay burn's (tensor cores).
 //!
 //! One cube per row. A row's reductions (softmax and cross-entropy: max, then the sum of
 //! exponentials, and Σ p·g in the softmax's backward; RMSNorm: Σ x², and Σ g·w·x̂ in the
@@ -104,9 +107,9 @@ fn capped<F: Float>(x: F, multiplier: F, cap: F, #[comptime] has_cap: bool) -> (
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn capped_softmax_fwd_kernel<F: Float>(
-    x: &Tensor<F>,      // [rows, cols], contiguous
-    p: &mut Tensor<F>,  // [rows, cols]
-    th: &mut Tensor<F>, // [rows, cols]
+    x: &Tensor<F>,       // [rows, cols], contiguous
+    p: &mut Tensor<F>,   // [rows, cols]
+    lse: &mut Tensor<F>, // [rows]: ln Σ exp(capped logit)
     rows: u32,
     cols: u32,
     t: u32,
@@ -152,17 +155,19 @@ fn capped_softmax_fwd_kernel<F: Float>(
         local += (z - row_max).exp();
         j += step;
     }
-    let inv = F::new(1.0) / cube_reduce::<F>(&mut smem, local, false);
+    let sum = cube_reduce::<F>(&mut smem, local, false);
+    let inv = F::new(1.0) / sum;
+    if UNIT_POS_X == 0 {
+        lse[row] = row_max + sum.ln();
+    }
 
     let mut j = UNIT_POS_X as usize;
     while j < cols {
         if j < visible {
-            let (z, tv) = capped::<F>(x[base + j], multiplier, cap, has_cap);
+            let (z, _) = capped::<F>(x[base + j], multiplier, cap, has_cap);
             p[base + j] = (z - row_max).exp() * inv;
-            th[base + j] = tv;
         } else {
             p[base + j] = F::new(0.0);
-            th[base + j] = F::new(0.0);
         }
         j += step;
     }
@@ -172,12 +177,13 @@ fn capped_softmax_fwd_kernel<F: Float>(
 #[cube(launch)]
 fn capped_softmax_bwd_kernel<F: Float>(
     p: &Tensor<F>,      // [rows, cols], contiguous
-    th: &Tensor<F>,     // [rows, cols]
+    lse: &Tensor<F>,    // [rows]
     g: &Tensor<F>,      // [rows, cols]
     dx: &mut Tensor<F>, // [rows, cols]
     rows: u32,
     cols: u32,
     multiplier: f32,
+    cap: f32,
     #[comptime] has_cap: bool,
     #[comptime] block: u32,
     #[define(F)] _dtype: StorageType,
@@ -190,6 +196,8 @@ fn capped_softmax_bwd_kernel<F: Float>(
     let cols = cols as usize;
     let base = row * cols;
     let multiplier = F::cast_from(multiplier);
+    let cap = F::cast_from(cap);
+    let row_lse = lse[row];
     let step = CUBE_DIM_X as usize;
     let mut smem = SharedMemory::<F>::new(block as usize);
 
@@ -205,10 +213,18 @@ fn capped_softmax_bwd_kernel<F: Float>(
     let mut j = UNIT_POS_X as usize;
     while j < cols {
         // d softmax, then d(cap·tanh(m·x/cap))/dx = m·(1 − tanh²).
-        let dz = p[base + j] * (g[base + j] - pg);
+        let pj = p[base + j];
+        let dz = pj * (g[base + j] - pg);
         if has_cap {
-            let tv = th[base + j];
-            dx[base + j] = dz * multiplier * (F::new(1.0) - tv * tv);
+            // tanh = z / cap with the capped logit z = ln p + lse, from the forward's p =
+            // exp(z − lse). A zero p (masked, or underflowed) has dz = 0 and no logarithm. The
+            // clamp keeps a saturated tanh that rounds past ±1 from flipping the sign.
+            let mut d = F::new(0.0);
+            if pj > F::new(0.0) {
+                let tv = (pj.ln() + row_lse) / cap;
+                d = dz * multiplier * F::max(F::new(1.0) - tv * tv, F::new(0.0));
+            }
+            dx[base + j] = d;
         } else {
             dx[base + j] = dz * multiplier;
         }
@@ -392,7 +408,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let (rows, cols) = rows_cols(&x);
         let (t, past, multiplier, cap) = scalars(&op);
         let p = empty(&x, x.meta.shape.clone());
-        let th = empty(&x, x.meta.shape.clone());
+        let lse = empty(&x, Shape::new([rows]));
         let dtype = x.dtype;
         capped_softmax_fwd_kernel::launch::<R>(
             &x.client.clone(),
@@ -400,7 +416,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             CubeDim::new_1d(BLOCK),
             x.into_tensor_arg(),
             p.clone().into_tensor_arg(),
-            th.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
             rows as u32,
             cols as u32,
             t,
@@ -411,16 +427,16 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             BLOCK,
             dtype.into(),
         );
-        (p, th)
+        (p, lse)
     }
 
     fn capped_softmax_bwd(
         p: CubeTensor<R>,
-        t: CubeTensor<R>,
+        lse: CubeTensor<R>,
         g: CubeTensor<R>,
         op: CappedSoftmax,
     ) -> CubeTensor<R> {
-        let (p, t, g) = (into_contiguous(p), into_contiguous(t), into_contiguous(g));
+        let (p, lse, g) = (into_contiguous(p), into_contiguous(lse), into_contiguous(g));
         let (rows, cols) = rows_cols(&p);
         let dx = empty(&p, p.meta.shape.clone());
         let dtype = p.dtype;
@@ -429,12 +445,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             row_grid(rows),
             CubeDim::new_1d(BLOCK),
             p.into_tensor_arg(),
-            t.into_tensor_arg(),
+            lse.into_tensor_arg(),
             g.into_tensor_arg(),
             dx.clone().into_tensor_arg(),
             rows as u32,
             cols as u32,
             op.multiplier,
+            op.cap,
             op.cap > 0.0,
             BLOCK,
             dtype.into(),
@@ -741,8 +758,8 @@ impl Kernel {
         let mut f = |i: usize| handles.get_float_tensor::<B>(&ins[i]);
         match self {
             Kernel::SoftmaxFwd(op) => {
-                let (p, t) = B::capped_softmax_fwd(f(0), op);
-                vec![p, t]
+                let (p, lse) = B::capped_softmax_fwd(f(0), op);
+                vec![p, lse]
             }
             Kernel::SoftmaxBwd(op) => vec![B::capped_softmax_bwd(f(0), f(1), f(2), op)],
             Kernel::RmsNormFwd(eps) => {
@@ -825,18 +842,19 @@ fn register_as<B: FusionBackend + GpuOps, const N: usize>(
 impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     fn capped_softmax_fwd(x: FloatTensor<Self>, op: CappedSoftmax) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = x.shape.clone();
-        let [p, t] = register::<B, 2>(Kernel::SoftmaxFwd(op), vec![x], [shape.clone(), shape]);
-        (p, t)
+        let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
+        let [p, lse] = register::<B, 2>(Kernel::SoftmaxFwd(op), vec![x], [shape, Shape::new([rows])]);
+        (p, lse)
     }
 
     fn capped_softmax_bwd(
         p: FloatTensor<Self>,
-        t: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
         op: CappedSoftmax,
     ) -> FloatTensor<Self> {
         let shape = p.shape.clone();
-        let [dx] = register::<B, 1>(Kernel::SoftmaxBwd(op), vec![p, t, g], [shape]);
+        let [dx] = register::<B, 1>(Kernel::SoftmaxBwd(op), vec![p, lse, g], [shape]);
         dx
     }
 

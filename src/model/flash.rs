@@ -3,10 +3,10 @@
 //! Grok's soft cap, `vendor/cubek-attention`), and the backward recomputes them from q and k.
 //!
 //! What it costs and buys, per layer of a training step: the composed path
-//! (`model::fused::attention`) keeps the probabilities and the tanh values from the forward to
-//! the backward, 8 bytes per element of `[batch, heads, t, t]` in f32 (≈2.1 GB per layer at
-//! `gpu-350m`'s 16 × 1024 tokens and 16 heads), and writes and reads them again around the
-//! matmuls. Here the forward writes only the output, and the backward spends one more `q·kᵀ`
+//! (`model::fused::attention`) keeps the probabilities from the forward to the backward (and on
+//! GPUs each row's log-sum-exp, from which the backward recomputes the tanh values), 4 bytes
+//! per element of `[batch, heads, t, t]` in f32 (≈1.1 GB per layer at `gpu-350m`'s 16 × 1024
+//! tokens and 16 heads), and writes and reads them again around the matmuls. Here the forward writes only the output, and the backward spends one more `q·kᵀ`
 //! product and one more softmax pass to rebuild them, layer by layer, so at most one layer's
 //! worth is alive at a time. The backward is the composed one (matmuls around the softmax
 //! kernel pair), not a fused flash backward.
@@ -137,12 +137,12 @@ impl<X: GpuOps> Backward<X, 3> for FlashBackward {
         // The softmax pair runs in f32, as on the composed path; the products in q's dtype.
         let f32 = |x: Tensor<X, 4>| precision::restore(x, DType::F32);
         let logits = f32(q.clone().matmul(k.clone().swap_dims(2, 3))); // [b, n_kv, rep·t, t]
-        let (p, th) = X::capped_softmax_fwd(logits.into_primitive().tensor(), self.softmax);
+        let (p, lse) = X::capped_softmax_fwd(logits.into_primitive().tensor(), self.softmax);
         let p = tensor(p);
         let dp = f32(g.clone().matmul(v.swap_dims(2, 3)));
         let dl = X::capped_softmax_bwd(
             p.clone().into_primitive().tensor(),
-            th,
+            lse,
             dp.into_primitive().tensor(),
             self.softmax,
         );

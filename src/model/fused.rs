@@ -415,11 +415,11 @@ impl<X: GpuOps> Backward<X, 1> for GpuSoftmaxBackward {
     type State = (FloatTensor<X>, FloatTensor<X>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, t) = ops.state;
+        let (p, lse) = ops.state;
         let g = grads.consume::<X>(&ops.node);
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            grads.register::<X>(node.id, X::capped_softmax_bwd(p, t, g, self.op));
+            grads.register::<X>(node.id, X::capped_softmax_bwd(p, lse, g, self.op));
         }
     }
 }
@@ -430,8 +430,8 @@ impl<B: Backend> GpuKernel for Softmax<B> {
     fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 4> {
         let x = unwrap::<Autodiff<X>, _, _>(self.x);
         wrap::<B, Autodiff<X>, _>(record(GpuSoftmaxBackward { op: self.op }, [x], |[x]| {
-            let (p, t) = X::capped_softmax_fwd(x, self.op);
-            ((p.clone(), t), p)
+            let (p, lse) = X::capped_softmax_fwd(x, self.op);
+            ((p.clone(), lse), p)
         }))
     }
 
