@@ -640,8 +640,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             Err(e) => {
                 // Only the non-autotuned strategy reports setup errors; widen and multiply in f32
                 // (the same values: a half times a half is exact in f32).
-                note_once(&MATMUL_FALLBACK, || {
-                    format!("warning: the bf16 → f32 matmul could not be set up ({e:?}); running it in f32")
+                MATMUL_FALLBACK.call_once(|| {
+                    eprintln!("warning: the bf16 → f32 matmul could not be set up ({e:?}); running it in f32")
                 });
                 let wide = |x| Self::float_cast(x, FloatDType::F32);
                 Self::float_matmul(wide(a), wide(b))
@@ -693,13 +693,8 @@ fn note_routine(name: &'static str, errors: &[String]) {
     *last = Some(name);
 }
 
-/// Whether the bf16 → f32 matmul has fallen back to f32 (`matmul_f32_out`), said once.
+/// The warning that the bf16 → f32 matmul fell back to f32 (`matmul_f32_out`), said once.
 static MATMUL_FALLBACK: std::sync::Once = std::sync::Once::new();
-
-/// Print `message()` the first time `once` is reached in this process.
-fn note_once(once: &'static std::sync::Once, message: impl FnOnce() -> String) {
-    once.call_once(|| eprintln!("{}", message()));
-}
 
 /// `[b, n_kv, t, hd]` → `[b, n_kv·rep, t, hd]`, each kv head repeated for its `rep` query heads
 /// (contiguous).

@@ -6,9 +6,10 @@
 //! (`model::fused::attention`) keeps the probabilities from the forward to the backward (and on
 //! GPUs each row's log-sum-exp, from which the backward recomputes the tanh values), 4 bytes
 //! per element of `[batch, heads, t, t]` in f32 (≈1.1 GB per layer at `gpu-350m`'s 16 × 1024
-//! tokens and 16 heads), and writes and reads them again around the matmuls. Here the forward writes only the output, and the backward spends one more `q·kᵀ`
-//! product and one more softmax pass to rebuild them, layer by layer, so at most one layer's
-//! worth is alive at a time. The backward is the composed one (matmuls around the softmax
+//! tokens and 16 heads), and writes and reads them again around the matmuls. Here the forward
+//! writes only the output, and the backward spends one more `q·kᵀ` product and one more
+//! softmax pass to rebuild them, layer by layer, so at most one layer's worth is alive at a
+//! time. The backward is the composed one (matmuls around the softmax
 //! kernel pair), not a fused flash backward.
 
 use std::cell::Cell;

@@ -54,7 +54,8 @@ fn plain<B: Backend>(a: Tensor<B, 2>, w: Tensor<B, 2>, half: FloatDType) -> Tens
 /// A half × half → f32 product on backend `X`.
 type Product<X> = fn(FloatTensor<X>, FloatTensor<X>) -> FloatTensor<X>;
 
-/// The product of half-precision operands computed in f32 (`X` has no mixed GEMM): exact products, f32 sums.
+/// The product of half-precision operands computed in f32 (`X` has no mixed GEMM): exact
+/// products, f32 sums.
 fn widened<X: Backend>(a: FloatTensor<X>, b: FloatTensor<X>) -> FloatTensor<X> {
     let wide = |x| X::float_cast(x, FloatDType::F32);
     X::float_matmul(wide(a), wide(b))
