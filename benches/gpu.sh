@@ -91,7 +91,8 @@ if [ -s "$prof/profile.log" ]; then
         "$prof/profile.log"
 fi
 # What the bf16 head product (src/model/wide.rs) buys: the same run with the head in f32 (tf32),
-# as before it. Predicted (docs/benchmarks.md): ~10% more step time with the f32 head.
+# as before it. Predicted (docs/benchmarks.md): up to 18% more matmul time with the f32 head,
+# less of the whole step.
 ours "$@" --set precision="$HALF" --f32-head
 # Then what the GPU kernels (src/backend/gpu.rs: softmax, RMSNorm, cross-entropy) buy: the same
 # bf16 run on the plain burn composition; then f32 on both sides.

@@ -104,38 +104,41 @@ fn issue_7_head_product_rounds_its_operands_not_its_result() {
             .map(|i| ((i as f32 + salt) * 0.7548777).sin() * 1.37)
             .collect()
     };
-    let (av, btv, gv) = (vals(m * k, 0.3), vals(n * k, 11.1), vals(m * n, 5.7));
+    let (av, wv, gv) = (vals(m * k, 0.3), vals(n * k, 11.1), vals(m * n, 5.7));
     let device = Default::default();
     let leaf = |v: &[f32], shape: [usize; 2]| {
         Tensor::<CpuTrain, 2>::from_data(TensorData::new(v.to_vec(), shape), &device).require_grad()
     };
-    let (a, bt) = (leaf(&av, [m, k]), leaf(&btv, [n, k]));
+    let (a, w) = (leaf(&av, [m, k]), leaf(&wv, [n, k]));
     let g = Tensor::<CpuTrain, 2>::from_data(TensorData::new(gv.clone(), [m, n]), &device);
-    let out = precision::autocast(Precision::Bf16, || precision::matmul_head(a.clone(), bt.clone()));
+    let out = precision::autocast(Precision::Bf16, || precision::matmul_head(a.clone(), w.clone()));
     let grads = (out.clone() * g).sum().backward();
-    let (da, dbt) = (
+    let (da, dw) = (
         floats(a.grad(&grads).expect("a leaf")),
-        floats(bt.grad(&grads).expect("a leaf")),
+        floats(w.grad(&grads).expect("a leaf")),
     );
 
     let round = |v: &[f32]| v.iter().map(|&x| bf16(x)).collect::<Vec<f64>>();
     let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    let (ra, rb, rg) = (round(&av), transposed(&round(&btv), n, k), round(&gv));
+    let (ra, rw, rg) = (round(&av), round(&wv), round(&gv));
     let close = |what: &str, got: &[f32], want: &[f32]| {
         let rel = rel_l2(got, want);
         assert!(rel < 1e-6, "{what}: {rel:e} relative L2 from the f64 reference");
     };
-    close("output", &floats(out), &product(&ra, &rb, m, k, n));
-    // dA = round(g) · round(B)ᵀ; dBᵀ = (round(A)ᵀ · round(g))ᵀ = round(g)ᵀ · round(A).
-    let want_da = product(&rg, &transposed(&rb, k, n), m, n, k);
-    close("a's gradient", &da, &want_da);
+    // out = round(A) · round(W)ᵀ; dA = round(g) · round(W); dW = round(g)ᵀ · round(A).
     close(
-        "b's gradient",
-        &dbt,
+        "output",
+        &floats(out),
+        &product(&ra, &transposed(&rw, n, k), m, k, n),
+    );
+    close("a's gradient", &da, &product(&rg, &rw, m, n, k));
+    close(
+        "w's gradient",
+        &dw,
         &product(&transposed(&rg, m, n), &ra, n, m, k),
     );
     // And the gradient was rounded: with g as it came, dA would be ~1e-3 away.
-    let unrounded = product(&wide(&gv), &transposed(&rb, k, n), m, n, k);
+    let unrounded = product(&wide(&gv), &rw, m, n, k);
     assert!(
         rel_l2(&da, &unrounded) > 1e-4,
         "the upstream gradient was not rounded to bf16"
