@@ -205,6 +205,10 @@ pub fn run_kernel<B: burn::tensor::backend::Backend, K: HostKernel>(k: K) -> K::
 #[cfg(feature = "gpu-kernels")]
 mod gpu;
 
+/// The stand-in CUDA device of `colossus bench --compile-only` (`backend/cuda_check.rs`).
+#[cfg(feature = "cuda")]
+pub mod cuda_check;
+
 /// The fused ops that have GPU kernels (`backend/gpu.rs`), on primitives of a GPU backend
 /// without autodiff; `model::fused` wraps them in autodiff nodes. Shapes are the logical ones;
 /// the kernels make strided inputs contiguous first.
@@ -376,6 +380,13 @@ pub fn run_gpu_kernel<B: burn::tensor::backend::Backend, K: GpuKernel>(
             }
             if b == TypeId::of::<Cuda>() {
                 return Ok(k.gpu_inner::<Cuda>());
+            }
+            use cuda_check::CheckBackend;
+            if b == TypeId::of::<Autodiff<CheckBackend>>() {
+                return Ok(k.gpu_autodiff::<CheckBackend>());
+            }
+            if b == TypeId::of::<CheckBackend>() {
+                return Ok(k.gpu_inner::<CheckBackend>());
             }
         }
         let _ = b;

@@ -134,6 +134,19 @@ fn backend_not_compiled_in_names_the_feature() {
     );
 }
 
+/// `bench --compile-only` (issue 7) needs the CUDA backend's code generator; a build without it
+/// says which feature, instead of running the steps anywhere else.
+#[test]
+fn compile_only_without_cuda_names_the_feature() {
+    if cfg!(feature = "cuda") {
+        return; // built with cuda: tests/cuda_compile.rs covers it
+    }
+    refused(
+        &["bench", "configs/tiny.yaml", "--compile-only", "--steps", "1"],
+        &["--compile-only", "--features cuda"],
+    );
+}
+
 #[test]
 fn params_sizes_grok1_without_allocating() {
     let out = colossus(&["params", "configs/grok-1.yaml"]);

@@ -171,6 +171,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
     };
+    if args.compile_only {
+        return compile_only(job, &args);
+    }
     let r = crate::model::precision::f32_head_scope(args.f32_head, || {
         crate::model::fused::with_plain(args.plain_kernels, || backend::dispatch(kind, device, job))
     })?;
@@ -216,6 +219,78 @@ pub fn run(args: BenchArgs) -> Result<()> {
         r.step_ms.optimizer
     );
     Ok(())
+}
+
+/// `--compile-only`: the steps on `backend::cuda_check`'s stand-in device.
+#[cfg(feature = "cuda")]
+fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
+    use crate::backend::cuda_check;
+    use crate::error::Error;
+    let unavailable = |reason: String| Error::BackendUnavailable {
+        backend: "cuda (--compile-only)".into(),
+        device: 0,
+        reason,
+    };
+    let (include, (major, minor)) = cuda_check::toolchain().map_err(unavailable)?;
+    // The steps see a CUDA device (`precision` checks, the flash routines, the f32 head).
+    job.cfg.backend = crate::config::BackendKind::Cuda;
+    let (precision, attention) = (job.cfg.precision, job.cfg.attention);
+    let _ = cuda_check::take_report();
+    cuda_check::forget_autotune();
+    crate::model::precision::f32_head_scope(args.f32_head, || {
+        crate::model::fused::with_plain(args.plain_kernels, || {
+            job.run::<burn::backend::Autodiff<cuda_check::CheckBackend>>(cuda_check::CheckDevice)
+        })
+    })?;
+    let report = cuda_check::take_report();
+    let attention = match backend::flash_routine() {
+        Some(routine) if attention == crate::config::AttentionKernel::Flash => format!("flash/{routine}"),
+        _ => attention.name().to_string(),
+    };
+    for f in &report.failures {
+        eprintln!(
+            "--- {} failed:\n{}\n--- source of {}:\n{}",
+            f.kernel, f.reason, f.kernel, f.source
+        );
+    }
+    println!(
+        "compile-only: precision={}{}{} attention={attention} target=sm_90a nvrtc={major}.{minor} headers={} \
+         kernels_compiled={} kernels_failed={}",
+        precision.name(),
+        if args.plain_kernels { " kernels=plain" } else { "" },
+        if args.f32_head { " head=f32" } else { "" },
+        include.display(),
+        report.compiled,
+        report.failures.len()
+    );
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        // One entry point often fails in many variants (vectorizations, autotune candidates).
+        let mut names: Vec<_> = report.failures.iter().map(|f| f.kernel.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let more = names.len().saturating_sub(8);
+        names.truncate(8);
+        Err(Error::Train(format!(
+            "{} CUDA kernel(s) failed to compile for sm_90a (their NVRTC logs and sources are above): {}{}",
+            report.failures.len(),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )))
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn compile_only(_: BenchJob, _: &BenchArgs) -> Result<()> {
+    Err(crate::error::Error::BackendMissing {
+        backend: "cuda (--compile-only)".into(),
+        feature: "cuda".into(),
+    })
 }
 
 fn gib(bytes: u64) -> f64 {

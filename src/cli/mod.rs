@@ -202,6 +202,12 @@ pub struct BenchArgs {
     /// head product (`model::wide`), to measure what that product buys.
     #[arg(long)]
     pub f32_head: bool,
+    /// Without a GPU: run the steps on a stand-in CUDA device that compiles every kernel they
+    /// launch for an H100/H200 (sm_90a) with cubecl's CUDA code generator and NVRTC, and runs
+    /// none; print how many compiled and each failure. Needs a `--features cuda` build, NVRTC on
+    /// the library path and the CUDA headers under CUDA_PATH. Any `backend` in the config.
+    #[arg(long)]
+    pub compile_only: bool,
     /// Write the config's model shape as a Hugging Face config.json (the input of
     /// shared/reference/torch_train_peer.py) to this path instead of benchmarking.
     #[arg(long, value_name = "PATH")]
