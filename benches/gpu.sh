@@ -8,7 +8,9 @@
 #   cp ../shared/reference/torch_train_peer.py ../shared/reference/grok_ref.py .gpu/
 # (stripped, the binary is ~47 MB: what travels, this checkout included, must stay under 64 MiB).
 # CUDARC_CUDA_VERSION pins cudarc's bindings to the device's CUDA (13.0 with driver 580); without
-# nvcc here they would default to the newest CUDA cudarc knows. On the GPU machine, from the
+# nvcc here they would default to the newest CUDA cudarc knows. Before the sitting, compile every
+# CUDA kernel here with `colossus bench CONFIG --compile-only` (NVRTC from pip, no GPU needed;
+# docs/benchmarks.md, "CUDA kernels without a GPU"). On the GPU machine, from the
 # repository root (carry `.gpu`):
 #   set -o pipefail; benches/gpu.sh 2>&1 | tee $OUT/gpu.log
 # The runs go in order of importance, each under its own time limit (EACH seconds), so a sitting
