@@ -53,6 +53,15 @@ for shape in "${shapes[@]}"; do
     set -- $shape
     "$BIN" bench "configs/$1.yaml" --peer-json "$WORK/$1.json" >/dev/null
 done
+# Before any number: the fused flash backward (src/backend/flash_bwd.rs) against the composed
+# backward, at each preset's attention shape. lavapipe checks all of it but its tensor-core
+# products, which only run here; a FAILED line means `attention: flash` must not be used (its
+# timings below would be of wrong gradients).
+for shape in "${shapes[@]}"; do
+    set -- $shape
+    run "$BIN" bench "configs/$1.yaml" --set backend="$BACKEND" --seq "$3" --set precision="$HALF" \
+        --check-flash-backward
+done
 # First the headline: the ~350M preset in bf16 against PyTorch eager and torch.compile.
 set -- ${shapes[0]}
 ours "$@" --set precision="$HALF"
@@ -62,6 +71,10 @@ peer "$@" --bf16 --compile
 # (attention=flash/blackbox_accelerated is the tensor-core one) and its loss should match the
 # composed run's within bf16 noise (the same steps, summed in another order).
 ours "$@" --set precision="$HALF" --set attention=flash
+# What the fused flash backward buys: the same run with the composed backward (matmuls around the
+# softmax kernels, the probabilities rebuilt at [rows, keys] in f32). Predicted
+# (docs/benchmarks.md): most of the ~30 ms a step of attention traffic goes.
+ours "$@" --set precision="$HALF" --set attention=flash --composed-flash-backward
 # Where the time goes (.library/device/METHOD.md: profile, then count against the ceilings):
 # cubecl times every kernel on the device as it runs and prints a table of kernels by total time
 # at each sync, so one per phase of each step (`cubecl.toml`, read from the working directory).

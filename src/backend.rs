@@ -8,6 +8,7 @@
 //! | `backend: wgpu`   | `wgpu`                  | `Wgpu` (Vulkan/Metal/DX12), `device` = index  |
 //! | `backend: cuda`   | `cuda`                  | `Cuda` (NVRTC at run time), `device` = GPU    |
 
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
@@ -205,6 +206,10 @@ pub fn run_kernel<B: burn::tensor::backend::Backend, K: HostKernel>(k: K) -> K::
 #[cfg(feature = "gpu-kernels")]
 mod gpu;
 
+/// The fused flash-attention backward's kernels (`backend/flash_bwd.rs`).
+#[cfg(feature = "gpu-kernels")]
+mod flash_bwd;
+
 /// The stand-in CUDA device of `colossus bench --compile-only` (`backend/cuda_check.rs`).
 #[cfg(feature = "cuda")]
 pub mod cuda_check;
@@ -263,6 +268,18 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         v: FloatTensor<Self>,
         op: FlashOp,
     ) -> FloatTensor<Self>;
+    /// How the fused flash backward would run on `device` for q, k, v of `dtype` and head dim
+    /// `hd`; `None` when its tiles do not fit the device.
+    fn flash_bwd_plan(device: &Self::Device, dtype: DType, hd: usize) -> Option<FlashBwdPlan>;
+    /// The gradients of `flash_attention(q, k, v, op)` (its output `o`, whose gradient is `g`)
+    /// without materialising the probabilities (`backend/flash_bwd.rs`): `[dq, dk, dv]`, the
+    /// shapes and dtype of q, k and v. `q`, `o`, `g`: `[b, n_kv, rep·t, hd]`; `k`, `v`:
+    /// `[b, n_kv, t, hd]`; one dtype.
+    fn flash_attention_bwd(
+        qkvog: [FloatTensor<Self>; 5],
+        op: FlashOp,
+        plan: FlashBwdPlan,
+    ) -> [FloatTensor<Self>; 3];
     /// `a · b` of half-precision (bf16/f16) operands, accumulated and written in f32: one
     /// tensor-core GEMM in the inputs' dtype with an f32 output (`model::wide`). `a: [.., m, k]`,
     /// `b: [.., k, n]` with equal batch dims; either may be a transposed view.
@@ -279,6 +296,14 @@ pub struct FlashOp {
     pub multiplier: f32,
     /// 0: no cap.
     pub cap: f32,
+}
+
+/// How `GpuOps::flash_attention_bwd` runs on a device: the tile edge (query rows and keys per
+/// tile) and whether its products use tensor cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlashBwdPlan {
+    pub blk: usize,
+    pub tensor_cores: bool,
 }
 
 /// Which flash-attention kernel the GPU ran last (`"blackbox_accelerated"`: tensor cores,

@@ -333,22 +333,118 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
 /// attention core on the flash kernel or on the composed path (matmuls around the softmax
 /// kernel). `q: [b, n_kv, rep·t, hd]`, `k`, `v: [b, n_kv, t, hd]`, causal, no cache.
 fn attention_on_wgpu(device: &WgpuDevice, dims: [usize; 5], s: AttnScores, flash: bool) -> [Vec<f32>; 4] {
+    attention_with_backward(device, dims, s, flash, flash::BackwardKind::Auto)
+}
+
+/// `attention_on_wgpu` with the flash path's backward chosen as `backward` says.
+fn attention_with_backward(
+    device: &WgpuDevice,
+    dims: [usize; 5],
+    s: AttnScores,
+    flash: bool,
+    backward: flash::BackwardKind,
+) -> [Vec<f32>; 4] {
     let [b, n_kv, rep, t, hd] = dims;
     let kind = if flash {
         AttentionKernel::Flash
     } else {
         AttentionKernel::Composed
     };
-    flash::scope(kind, || {
-        let q = filled::<WgpuTrain, 4>([b, n_kv, rep * t, hd], 1, 1.0, device).require_grad();
-        let k = filled::<WgpuTrain, 4>([b, n_kv, t, hd], 2, 1.0, device).require_grad();
-        let v = filled::<WgpuTrain, 4>([b, n_kv, t, hd], 3, 1.0, device).require_grad();
-        let out = fused::attention(q.clone(), k.clone(), v.clone(), s);
-        let w = filled::<WgpuTrain, 4>([b, n_kv, rep * t, hd], 4, 1.0, device);
-        let grads = (out.clone() * w).sum().backward();
-        let grad = |x: &Tensor<WgpuTrain, 4>| floats(x.grad(&grads).expect("a leaf"));
-        [floats(out), grad(&q), grad(&k), grad(&v)]
+    flash::backward_scope(backward, || {
+        flash::scope(kind, || {
+            let q = filled::<WgpuTrain, 4>([b, n_kv, rep * t, hd], 1, 1.0, device).require_grad();
+            let k = filled::<WgpuTrain, 4>([b, n_kv, t, hd], 2, 1.0, device).require_grad();
+            let v = filled::<WgpuTrain, 4>([b, n_kv, t, hd], 3, 1.0, device).require_grad();
+            let out = fused::attention(q.clone(), k.clone(), v.clone(), s);
+            let w = filled::<WgpuTrain, 4>([b, n_kv, rep * t, hd], 4, 1.0, device);
+            let grads = (out.clone() * w).sum().backward();
+            let grad = |x: &Tensor<WgpuTrain, 4>| floats(x.grad(&grads).expect("a leaf"));
+            [floats(out), grad(&q), grad(&k), grad(&v)]
+        })
     })
+}
+
+/// Issue 7: the fused flash backward (`backend/flash_bwd.rs`: dq, dk and dv from tiles rebuilt
+/// in shared memory, nothing `[rows, keys]`-sized written) against the composed path, with
+/// grouped query heads summed into dk and dv, caps that bite, saturate or are off, and sequences
+/// of several tiles (the last one partial). On lavapipe its products run one unit per output
+/// element (no cooperative matrices); on a GPU with tensor cores the same kernels run them as
+/// 16×16×16 fragments, and only that part is not checked here.
+#[test]
+fn issue_7_fused_flash_backward_matches_the_composed_path() {
+    let Some(device) = wgpu() else { return };
+    for (what, dims, s) in attention_cases() {
+        let fused = flash::BackwardKind::Fused;
+        let got = attention_with_backward(&device, dims, s, true, fused);
+        assert_eq!(
+            flash::backward_routine(),
+            Some("fused/units"),
+            "{what}: the fused backward ran"
+        );
+        let want = attention_on_wgpu(&device, dims, s, false);
+        agree(what, &ATTENTION_TOLERANCES, &got, &want);
+        // The same flash forward with the composed backward: the gradients must differ in their
+        // bits (another summation order), or the fused kernel did not run.
+        let composed = attention_with_backward(&device, dims, s, true, flash::BackwardKind::Composed);
+        assert_eq!(flash::backward_routine(), Some("composed"));
+        assert_eq!(got[0], composed[0], "{what}: one forward on both");
+        assert!(
+            got[1] != composed[1],
+            "{what}: the fused dq has the composed bits"
+        );
+        // Determinism: no atomics, so a rerun gives the same bits.
+        let again = attention_with_backward(&device, dims, s, true, fused);
+        assert_eq!(got, again, "{what}: a rerun of the fused backward differs");
+    }
+    // Auto picks the fused kernel only with tensor cores, which lavapipe lacks.
+    let dims = [1, 1, 1, 24, 16];
+    attention_with_backward(
+        &device,
+        dims,
+        causal_scores(4.0, 30.0, 24),
+        true,
+        flash::BackwardKind::Auto,
+    );
+    assert_eq!(flash::backward_routine(), Some("composed"));
+}
+
+/// Relative L2 allowed against the composed path: the output, then the gradients of q, k, v.
+const ATTENTION_TOLERANCES: [(&str, f64); 4] = [
+    ("output", 1e-5),
+    ("q gradient", 1e-4),
+    ("k gradient", 1e-4),
+    ("v gradient", 1e-5),
+];
+
+/// The attention cores' scores: causal, no cache.
+fn causal_scores(multiplier: f64, cap: f64, t: usize) -> AttnScores {
+    AttnScores {
+        multiplier,
+        cap,
+        t,
+        past: 0,
+    }
+}
+
+/// The attention tests' shapes `[batch, kv heads, query heads per kv head, t, head_dim]` and
+/// scores: grouped heads, caps that bite, saturate or are off, and lengths that are not a
+/// multiple of any kernel's tiles, one of them several of the fused backward's tiles long. One
+/// head_dim throughout: each new one compiles another set of kernels, ~20-70 s apiece on
+/// lavapipe.
+fn attention_cases() -> [(&'static str, [usize; 5], AttnScores); 3] {
+    [
+        ("rep 2, cap 30", [2, 2, 2, 24, 16], causal_scores(4.0, 30.0, 24)),
+        (
+            "rep 4, cap 1.5 (saturated), t 70",
+            [1, 2, 4, 70, 16],
+            causal_scores(2.0, 1.5, 70),
+        ),
+        (
+            "rep 1, no cap, t 37",
+            [1, 1, 1, 37, 16],
+            causal_scores(0.25, 0.0, 37),
+        ),
+    ]
 }
 
 /// Issue 7: the flash-attention kernel (`attention: flash`, `model::flash`: cubek's flash
@@ -360,25 +456,7 @@ fn attention_on_wgpu(device: &WgpuDevice, dims: [usize; 5], s: AttnScores, flash
 #[test]
 fn issue_7_flash_attention_matches_the_composed_path() {
     let Some(device) = wgpu() else { return };
-    let scores = |multiplier, cap, t| AttnScores {
-        multiplier,
-        cap,
-        t,
-        past: 0,
-    };
-    // One head_dim throughout: each new one compiles another set of kernels, ~20-70 s apiece on
-    // lavapipe.
-    let cases = [
-        // [batch, kv heads, query heads per kv head, t, head_dim]
-        ("rep 2, cap 30", [2, 2, 2, 24, 16], scores(4.0, 30.0, 24)),
-        (
-            "rep 4, cap 1.5 (saturated)",
-            [1, 2, 4, 20, 16],
-            scores(2.0, 1.5, 20),
-        ),
-        ("rep 1, no cap, t 37", [1, 1, 1, 37, 16], scores(0.25, 0.0, 37)),
-    ];
-    for (what, dims, s) in cases {
+    for (what, dims, s) in attention_cases() {
         let got = attention_on_wgpu(&device, dims, s, true);
         assert_eq!(
             backend::flash_routine(),
@@ -386,13 +464,7 @@ fn issue_7_flash_attention_matches_the_composed_path() {
             "{what}: the flash kernel ran (not the composed fallback)"
         );
         let want = attention_on_wgpu(&device, dims, s, false);
-        let checks = [
-            ("output", 1e-5),
-            ("q gradient", 1e-4),
-            ("k gradient", 1e-4),
-            ("v gradient", 1e-5),
-        ];
-        let bits_differ = agree(what, &checks, &got, &want);
+        let bits_differ = agree(what, &ATTENTION_TOLERANCES, &got, &want);
         // The forward is another kernel, summing in another order: identical bits would mean
         // the composed path ran on both sides.
         assert!(
@@ -401,7 +473,7 @@ fn issue_7_flash_attention_matches_the_composed_path() {
         );
     }
     // Inference (no autodiff, as a prompt's first pass in `colossus generate`): the kernel alone.
-    let (dims, s) = ([1, 2, 2, 24, 16], scores(4.0, 30.0, 24));
+    let (dims, s) = ([1, 2, 2, 24, 16], causal_scores(4.0, 30.0, 24));
     let [b, n_kv, rep, t, hd] = dims;
     let run = |kind| {
         flash::scope(kind, || {

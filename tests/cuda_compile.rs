@@ -74,15 +74,19 @@ fn issue_7_every_kernel_of_a_bf16_step_compiles_for_sm_90a() {
     if !toolchain() {
         return;
     }
-    // Flash: the vendored flash attention's tensor-core routine with the soft cap (lavapipe
-    // cannot run it). Composed: our softmax kernel pair. Both: RMSNorm, the cross-entropy, the
-    // bf16 → f32 head product, the experts, AdamW and every matmul autotune candidate.
+    // Flash: the vendored flash attention's tensor-core routine with the soft cap and the fused
+    // flash backward's tensor-core products (lavapipe can run neither). Composed: our softmax
+    // kernel pair. Both: RMSNorm, the cross-entropy, the bf16 → f32 head product, the experts,
+    // AdamW and every matmul autotune candidate.
     for (attention, routine) in [("flash", "flash/blackbox_accelerated"), ("composed", "composed")] {
         let (code, stdout, stderr) =
             compile_only(&["precision=bf16", &format!("attention={attention}")], &[]);
         assert_eq!(code, Some(0), "{attention}: {stdout}\n{stderr}");
         assert_eq!(field(&stdout, "kernels_failed"), "0", "{stdout}");
         assert_eq!(field(&stdout, "attention"), routine, "{stdout}\n{stderr}");
+        if attention == "flash" {
+            assert_eq!(field(&stdout, "flash_backward"), "fused/tensor-cores", "{stdout}");
+        }
         let compiled: usize = field(&stdout, "kernels_compiled").parse().unwrap();
         // A step launches well over a hundred distinct kernels; a handful would mean the steps
         // never reached the device.

@@ -381,6 +381,14 @@ impl CheckServer {
         };
         let shared = compiled.repr.as_ref().map_or(0, |k| k.shared_memory_size());
         let (name, source) = (compiled.entrypoint_name, compiled.source);
+        // To read what the code generator made of a kernel (tensor-core fragments, shared
+        // memory) without a GPU: each source as `<dir>/<entry point>-<n>.cu`.
+        if let Some(dir) = std::env::var_os("COLOSSUS_CUDA_SOURCES") {
+            let path = std::path::Path::new(&dir).join(format!("{name}-{}.cu", self.seen.len()));
+            if let Err(e) = std::fs::write(&path, &source) {
+                eprintln!("warning: cannot write {}: {e}", path.display());
+            }
+        }
         if shared > MAX_SHARED {
             let reason = format!("{shared} bytes of shared memory, more than the device's {MAX_SHARED}");
             return record(|r| {

@@ -48,7 +48,7 @@ use cubek_attention::definition::{
 use cubek_attention::launch::{BlueprintStrategy, Strategy, launch_ref_scored};
 use cubek_attention::routines::blackbox_accelerated::BlackboxAcceleratedStrategy;
 
-use super::{DeviceMemory, FlashOp, GpuOps};
+use super::{DeviceMemory, FlashBwdPlan, FlashOp, GpuOps, flash_bwd};
 
 /// Threads per row. 128 covers a 4096-key row in 32 strides; most rows of a training step are
 /// at least that long on a GPU preset, and shorter ones only leave threads idle.
@@ -631,6 +631,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         Self::float_matmul(Self::float_cast(p, dtype), v)
     }
 
+    fn flash_bwd_plan(device: &Self::Device, dtype: DType, hd: usize) -> Option<FlashBwdPlan> {
+        flash_bwd::plan(&R::client(device), dtype, hd)
+    }
+
+    fn flash_attention_bwd(qkvog: [CubeTensor<R>; 5], op: FlashOp, plan: FlashBwdPlan) -> [CubeTensor<R>; 3] {
+        flash_bwd::launch(qkvog, op, plan)
+    }
+
     fn matmul_f32_out(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
         // burn's own matmul entry with an f32 output: cubek then stages and multiplies in the
         // inputs' dtype and accumulates in f32 (`MatmulElems::from_globals`), the tensor cores'
@@ -726,6 +734,7 @@ enum Kernel {
     CrossEntropyFwd,
     CrossEntropyBwd,
     Flash(FlashOp),
+    FlashBwd(FlashOp, FlashBwdPlan),
     MatmulF32Out,
 }
 
@@ -739,6 +748,7 @@ impl Kernel {
             Kernel::CrossEntropyFwd => "colossus_cross_entropy",
             Kernel::CrossEntropyBwd => "colossus_cross_entropy_backward",
             Kernel::Flash(_) => "colossus_flash_attention",
+            Kernel::FlashBwd(..) => "colossus_flash_attention_backward",
             Kernel::MatmulF32Out => "colossus_matmul_f32_out",
         }
     }
@@ -768,6 +778,9 @@ impl Kernel {
                 vec![nll, lse]
             }
             Kernel::Flash(op) => vec![B::flash_attention(f(0), f(1), f(2), op)],
+            Kernel::FlashBwd(op, plan) => {
+                B::flash_attention_bwd([f(0), f(1), f(2), f(3), f(4)], op, plan).into()
+            }
             Kernel::MatmulF32Out => vec![B::matmul_f32_out(f(0), f(1))],
             Kernel::CrossEntropyBwd => {
                 let (x, lse, g) = (f(0), f(2), f(3));
@@ -908,6 +921,19 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         let shape = q.shape.clone();
         let [out] = register::<B, 1>(Kernel::Flash(op), vec![q, k, v], [shape]);
         out
+    }
+
+    fn flash_bwd_plan(device: &Self::Device, dtype: DType, hd: usize) -> Option<FlashBwdPlan> {
+        B::flash_bwd_plan(device, dtype, hd)
+    }
+
+    fn flash_attention_bwd(
+        qkvog: [FloatTensor<Self>; 5],
+        op: FlashOp,
+        plan: FlashBwdPlan,
+    ) -> [FloatTensor<Self>; 3] {
+        let shapes = [0, 1, 2].map(|i| qkvog[i].shape.clone());
+        register::<B, 3>(Kernel::FlashBwd(op, plan), qkvog.into(), shapes)
     }
 
     fn matmul_f32_out(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -152,6 +152,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.checkpoint {
         return super::bench_checkpoint::run(cfg, args.steps.clamp(1, 3));
     }
+    if args.check_flash_backward {
+        return super::bench_flash::run(cfg);
+    }
     if args.data {
         return super::bench_data::run(&cfg);
     }
@@ -174,14 +177,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.compile_only {
         return compile_only(job, &args);
     }
-    let r = crate::model::precision::f32_head_scope(args.f32_head, || {
-        crate::model::fused::with_plain(args.plain_kernels, || backend::dispatch(kind, device, job))
-    })?;
-    // Which flash kernel ran (tensor cores or not), or that none could and the composed path did.
-    let attention = match backend::flash_routine() {
-        Some(routine) if attention == crate::config::AttentionKernel::Flash => format!("flash/{routine}"),
-        _ => attention.name().to_string(),
-    };
+    let r = with_scopes(&args, || backend::dispatch(kind, device, job))?;
+    let attention = attention_label(attention);
     let mfu = if r.peak_tflops > 0.0 {
         format!("{:.1}%", 100.0 * r.model_tflops / r.peak_tflops)
     } else {
@@ -221,6 +218,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Run `f` under the kernel choices the flags ask for.
+fn with_scopes<R>(args: &BenchArgs, f: impl FnOnce() -> R) -> R {
+    use crate::model::flash::{self, BackwardKind};
+    let backward = if args.composed_flash_backward {
+        BackwardKind::Composed
+    } else {
+        BackwardKind::Auto
+    };
+    crate::model::precision::f32_head_scope(args.f32_head, || {
+        crate::model::fused::with_plain(args.plain_kernels, || flash::backward_scope(backward, f))
+    })
+}
+
+/// The attention core as it ran: under `attention: flash`, which forward kernel (tensor cores
+/// or not, or the composed fallback where neither could be set up) and which backward.
+fn attention_label(attention: crate::config::AttentionKernel) -> String {
+    if attention != crate::config::AttentionKernel::Flash {
+        return attention.name().to_string();
+    }
+    match (backend::flash_routine(), crate::model::flash::backward_routine()) {
+        (Some(forward), Some(backward)) => format!("flash/{forward} flash_backward={backward}"),
+        (Some(forward), None) => format!("flash/{forward}"),
+        _ => attention.name().to_string(),
+    }
+}
+
 /// `--compile-only`: the steps on `backend::cuda_check`'s stand-in device.
 #[cfg(feature = "cuda")]
 fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
@@ -237,16 +260,11 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
     let (precision, attention) = (job.cfg.precision, job.cfg.attention);
     let _ = cuda_check::take_report();
     cuda_check::forget_autotune();
-    crate::model::precision::f32_head_scope(args.f32_head, || {
-        crate::model::fused::with_plain(args.plain_kernels, || {
-            job.run::<burn::backend::Autodiff<cuda_check::CheckBackend>>(cuda_check::CheckDevice)
-        })
+    with_scopes(args, || {
+        job.run::<burn::backend::Autodiff<cuda_check::CheckBackend>>(cuda_check::CheckDevice)
     })?;
     let report = cuda_check::take_report();
-    let attention = match backend::flash_routine() {
-        Some(routine) if attention == crate::config::AttentionKernel::Flash => format!("flash/{routine}"),
-        _ => attention.name().to_string(),
-    };
+    let attention = attention_label(attention);
     for f in &report.failures {
         eprintln!(
             "--- {} failed:\n{}\n--- source of {}:\n{}",

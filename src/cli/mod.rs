@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_checkpoint;
 pub mod bench_data;
+mod bench_flash;
 pub mod export;
 pub mod generate;
 pub mod params;
@@ -202,6 +203,15 @@ pub struct BenchArgs {
     /// head product (`model::wide`), to measure what that product buys.
     #[arg(long)]
     pub f32_head: bool,
+    /// Under `attention: flash`, run the composed backward (matmuls around the softmax kernels)
+    /// even where the fused flash backward runs on tensor cores, to measure what it buys.
+    #[arg(long)]
+    pub composed_flash_backward: bool,
+    /// Instead of benchmarking: compare the fused flash backward's gradients with the composed
+    /// backward's on the config's GPU backend, precision and attention shape (one sequence of
+    /// data.seq_len); exit 1 if they differ by more than the precision's tolerance.
+    #[arg(long)]
+    pub check_flash_backward: bool,
     /// Without a GPU: run the steps on a stand-in CUDA device that compiles every kernel they
     /// launch for an H100/H200 (sm_90a) with cubecl's CUDA code generator and NVRTC, and runs
     /// none; print how many compiled and each failure. Needs a `--features cuda` build, NVRTC on

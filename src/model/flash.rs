@@ -7,10 +7,14 @@
 //! GPUs each row's log-sum-exp, from which the backward recomputes the tanh values), 4 bytes
 //! per element of `[batch, heads, t, t]` in f32 (≈1.1 GB per layer at `gpu-350m`'s 16 × 1024
 //! tokens and 16 heads), and writes and reads them again around the matmuls. Here the forward
-//! writes only the output, and the backward spends one more `q·kᵀ` product and one more
-//! softmax pass to rebuild them, layer by layer, so at most one layer's worth is alive at a
-//! time. The backward is the composed one (matmuls around the softmax
-//! kernel pair), not a fused flash backward.
+//! writes only the output, and the backward rebuilds them.
+//!
+//! The backward (`BackwardKind`): where the device has tensor cores for the inputs' dtype (bf16
+//! on CUDA), the fused kernels of `backend/flash_bwd.rs` rebuild the probabilities tile by tile
+//! in shared memory and write only dq, dk and dv. Elsewhere the composed backward spends one more
+//! `q·kᵀ` product and one more softmax pass to rebuild them at full `[rows, keys]` size, layer by
+//! layer, so at most one layer's worth is alive at a time, and runs the matmuls around the
+//! softmax kernel pair.
 
 use std::cell::Cell;
 
@@ -20,12 +24,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorMetadata, TensorPrimitive};
 use colossus_kernels::CappedSoftmax;
 
 use super::fused::{AttnScores, record, unwrap, wrap};
 use super::precision;
-use crate::backend::{FlashOp, GpuKernel, GpuOps, run_gpu_kernel};
+use crate::backend::{FlashBwdPlan, FlashOp, GpuKernel, GpuOps, run_gpu_kernel};
 use crate::config::{AttentionKernel, Precision};
 
 thread_local! {
@@ -105,9 +109,13 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
             bf16,
         } = self;
         let qkv = kernel_inputs(bf16, [q, k, v]).map(unwrap::<Autodiff<X>, _, 4>);
-        let out = wrap::<B, Autodiff<X>, 4>(record(FlashBackward { softmax }, qkv, |[q, k, v]| {
+        let plan = backward_plan::<X>(&qkv[0].primitive);
+        let backward = FlashBackward { softmax, op, plan };
+        let out = wrap::<B, Autodiff<X>, 4>(record(backward, qkv, |[q, k, v]| {
             let out = X::flash_attention(q.clone(), k.clone(), v.clone(), op);
-            ([q, k, v], out)
+            // The fused backward reads the output (each row's Σ dO·o); a handle, not a copy.
+            let kept = plan.map(|_| out.clone());
+            (([q, k, v], kept), out)
         }));
         widened(bf16, out)
     }
@@ -121,44 +129,124 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
     }
 }
 
-/// The composed backward from q, k and v alone: the probabilities are rebuilt here.
+/// Which backward `attention: flash` runs on the GPU backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackwardKind {
+    /// The fused kernel (`GpuOps::flash_attention_bwd`) where its products run on tensor cores,
+    /// the composed one elsewhere: without them the fused kernel's one unit per output element
+    /// is no faster than the composed path's matmuls.
+    Auto,
+    /// The fused kernel wherever its tiles fit, tensor cores or not (the lavapipe tests).
+    Fused,
+    /// The composed backward (`colossus bench --composed-flash-backward`, to measure what the
+    /// fused one buys).
+    Composed,
+}
+
+thread_local! {
+    static BACKWARD: Cell<BackwardKind> = const { Cell::new(BackwardKind::Auto) };
+}
+
+/// Run `f` with the flash backward chosen as `kind` says (read when the forward runs).
+pub fn backward_scope<R>(kind: BackwardKind, f: impl FnOnce() -> R) -> R {
+    super::scoped(&BACKWARD, kind, f)
+}
+
+thread_local! {
+    /// Per thread, so that tests running side by side each see their own choice.
+    static BACKWARD_ROUTINE: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Which backward the last flash forward on this thread chose: `"fused/tensor-cores"`,
+/// `"fused/units"` or `"composed"`; `None` before the first one that records a backward.
+pub fn backward_routine() -> Option<&'static str> {
+    BACKWARD_ROUTINE.with(|c| c.get())
+}
+
+/// The fused backward's plan for q (`None`: the composed backward), as `BackwardKind` says.
+fn backward_plan<X: GpuOps>(q: &FloatTensor<X>) -> Option<FlashBwdPlan> {
+    let hd = q.shape()[3];
+    let plan = match BACKWARD.with(|c| c.get()) {
+        BackwardKind::Composed => None,
+        BackwardKind::Fused => X::flash_bwd_plan(&X::float_device(q), q.dtype(), hd),
+        BackwardKind::Auto => {
+            X::flash_bwd_plan(&X::float_device(q), q.dtype(), hd).filter(|p| p.tensor_cores)
+        }
+    };
+    let name = match plan {
+        Some(p) if p.tensor_cores => "fused/tensor-cores",
+        Some(_) => "fused/units",
+        None => "composed",
+    };
+    BACKWARD_ROUTINE.with(|c| c.set(Some(name)));
+    plan
+}
+
+/// The backward from q, k and v (and, fused, the output): the probabilities are rebuilt here.
 #[derive(Debug)]
 struct FlashBackward {
     softmax: CappedSoftmax,
+    op: FlashOp,
+    /// `Some`: the fused kernel; `None`: the composed chain.
+    plan: Option<FlashBwdPlan>,
 }
 
 impl<X: GpuOps> Backward<X, 3> for FlashBackward {
-    type State = [FloatTensor<X>; 3];
+    /// q, k, v, and the output when the backward is the fused one.
+    type State = ([FloatTensor<X>; 3], Option<FloatTensor<X>>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let tensor = |p: FloatTensor<X>| Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(p));
-        let [q, k, v] = ops.state.map(tensor);
-        let g = tensor(grads.consume::<X>(&ops.node)); // [b, n_kv, rep·t, hd]
-        let dtype = q.dtype();
-        // The softmax pair runs in f32, as on the composed path; the products in q's dtype.
-        let f32 = |x: Tensor<X, 4>| precision::restore(x, DType::F32);
-        let logits = f32(q.clone().matmul(k.clone().swap_dims(2, 3))); // [b, n_kv, rep·t, t]
-        let (p, lse) = X::capped_softmax_fwd(logits.into_primitive().tensor(), self.softmax);
-        let p = tensor(p);
-        let dp = f32(g.clone().matmul(v.swap_dims(2, 3)));
-        let dl = X::capped_softmax_bwd(
-            p.clone().into_primitive().tensor(),
-            lse,
-            dp.into_primitive().tensor(),
-            self.softmax,
-        );
-        let dl = precision::restore(tensor(dl), dtype);
-        let p = precision::restore(p, dtype);
-        let [pq, pk, pv] = ops.parents;
-        let grads_of = [
-            (pq, dl.clone().matmul(k)),
-            (pk, dl.swap_dims(2, 3).matmul(q)),
-            (pv, p.swap_dims(2, 3).matmul(g)),
-        ];
-        for (parent, d) in grads_of {
+        let g = grads.consume::<X>(&ops.node); // [b, n_kv, rep·t, hd]
+        let ([q, k, v], out) = ops.state;
+        let grads_of = match (self.plan, out) {
+            (Some(plan), Some(o)) => {
+                let dtype = q.dtype();
+                let g = if g.dtype() == dtype {
+                    g
+                } else {
+                    X::float_cast(g, dtype.into())
+                };
+                X::flash_attention_bwd([q, k, v, o, g], self.op, plan)
+            }
+            _ => composed_backward::<X>([q, k, v], g, self.softmax),
+        };
+        for (parent, d) in ops.parents.into_iter().zip(grads_of) {
             if let Some(node) = parent {
-                grads.register::<X>(node.id, d.into_primitive().tensor());
+                grads.register::<X>(node.id, d);
             }
         }
     }
+}
+
+/// dq, dk and dv by matmuls around the softmax kernel pair, the `[rows, keys]` probabilities
+/// recomputed from q and k.
+fn composed_backward<X: GpuOps>(
+    qkv: [FloatTensor<X>; 3],
+    g: FloatTensor<X>,
+    softmax: CappedSoftmax,
+) -> [FloatTensor<X>; 3] {
+    let tensor = |p: FloatTensor<X>| Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(p));
+    let [q, k, v] = qkv.map(tensor);
+    let g = tensor(g);
+    let dtype = q.dtype();
+    // The softmax pair runs in f32, as on the composed path; the products in q's dtype.
+    let f32 = |x: Tensor<X, 4>| precision::restore(x, DType::F32);
+    let logits = f32(q.clone().matmul(k.clone().swap_dims(2, 3))); // [b, n_kv, rep·t, t]
+    let (p, lse) = X::capped_softmax_fwd(logits.into_primitive().tensor(), softmax);
+    let p = tensor(p);
+    let dp = f32(g.clone().matmul(v.swap_dims(2, 3)));
+    let dl = X::capped_softmax_bwd(
+        p.clone().into_primitive().tensor(),
+        lse,
+        dp.into_primitive().tensor(),
+        softmax,
+    );
+    let dl = precision::restore(tensor(dl), dtype);
+    let p = precision::restore(p, dtype);
+    [
+        dl.clone().matmul(k),
+        dl.swap_dims(2, 3).matmul(q),
+        p.swap_dims(2, 3).matmul(g),
+    ]
+    .map(|d| d.into_primitive().tensor())
 }
