@@ -46,6 +46,11 @@ const UNITS: u32 = 128;
 /// The tile edge of the tensor-core fragments.
 const FRAG: usize = 16;
 
+/// Byte alignment of every tile a fragment is loaded from or stored to: `wmma` loads and stores
+/// need 256-bit aligned addresses, and cubecl packs shared arrays at their element's alignment,
+/// so one odd-sized array would shift the tiles after it.
+const TILE_ALIGN: usize = 32;
+
 /// `c (+)= a·b` on tiles in shared memory: `a` is `m × k`, `b` is `k × n`, `c` is `m × n` f32
 /// row-major. `a_t`: `a` is stored transposed (`[k][m]`, i.e. column-major); `b_t`: `b` is
 /// stored as `[n][k]`. Ends with the cube in sync, so `c` can be read and the inputs overwritten.
@@ -284,16 +289,16 @@ fn flash_bwd_q_kernel<F: Float>(
     let rbase = head * t;
     let u = UNIT_POS as usize;
 
-    let mut sq = SharedMemory::<F>::new(blk * hd);
-    let mut sg = SharedMemory::<F>::new(blk * hd);
-    let mut sk = SharedMemory::<F>::new(blk * hd);
-    let mut sv = SharedMemory::<F>::new(blk * hd);
-    let mut ss = SharedMemory::<f32>::new(blk * blk);
-    let mut sdp = SharedMemory::<f32>::new(blk * blk);
-    let mut sds = SharedMemory::<F>::new(blk * blk);
+    let mut sq = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sg = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sk = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sv = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut ss = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
+    let mut sdp = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
+    let mut sds = SharedMemory::<F>::new_aligned(blk * blk, TILE_ALIGN);
     // The probabilities are not needed here (`score_grads` with `keep_p` off).
-    let mut sp = SharedMemory::<F>::new(1usize);
-    let mut sdq = SharedMemory::<f32>::new(blk * hd);
+    let mut sp = SharedMemory::<F>::new_aligned(FRAG, TILE_ALIGN);
+    let mut sdq = SharedMemory::<f32>::new_aligned(blk * hd, TILE_ALIGN);
     let mut slse = SharedMemory::<f32>::new(blk);
     let mut sd = SharedMemory::<f32>::new(blk);
 
@@ -430,16 +435,16 @@ fn flash_bwd_kv_kernel<F: Float>(
     let kbase = kv_head * t * hd;
     let u = UNIT_POS as usize;
 
-    let mut sk = SharedMemory::<F>::new(blk * hd);
-    let mut sv = SharedMemory::<F>::new(blk * hd);
-    let mut sq = SharedMemory::<F>::new(blk * hd);
-    let mut sg = SharedMemory::<F>::new(blk * hd);
-    let mut ss = SharedMemory::<f32>::new(blk * blk);
-    let mut sdp = SharedMemory::<f32>::new(blk * blk);
-    let mut sp = SharedMemory::<F>::new(blk * blk);
-    let mut sds = SharedMemory::<F>::new(blk * blk);
-    let mut sdk = SharedMemory::<f32>::new(blk * hd);
-    let mut sdv = SharedMemory::<f32>::new(blk * hd);
+    let mut sk = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sv = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sq = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sg = SharedMemory::<F>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut ss = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
+    let mut sdp = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
+    let mut sp = SharedMemory::<F>::new_aligned(blk * blk, TILE_ALIGN);
+    let mut sds = SharedMemory::<F>::new_aligned(blk * blk, TILE_ALIGN);
+    let mut sdk = SharedMemory::<f32>::new_aligned(blk * hd, TILE_ALIGN);
+    let mut sdv = SharedMemory::<f32>::new_aligned(blk * hd, TILE_ALIGN);
     let mut slse = SharedMemory::<f32>::new(blk);
     let mut sd = SharedMemory::<f32>::new(blk);
 
