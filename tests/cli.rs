@@ -148,6 +148,16 @@ fn compile_only_without_cuda_names_the_feature() {
 }
 
 #[test]
+fn check_flash_backward_on_the_cpu_backend_says_it_checks_gpu_kernels() {
+    // Issue 7: the fused flash backward's GPU check has nothing to compare on the CPU backend;
+    // it says so (exit 2), naming the flag and how to pick a GPU backend.
+    refused(
+        &["bench", "configs/tiny.yaml", "--check-flash-backward"],
+        &["--check-flash-backward", "backend=cuda"],
+    );
+}
+
+#[test]
 fn params_sizes_grok1_without_allocating() {
     let out = colossus(&["params", "configs/grok-1.yaml"]);
     assert!(out.status.success());

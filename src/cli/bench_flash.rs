@@ -25,7 +25,8 @@ fn tolerance(p: Precision) -> f64 {
 
 struct CheckJob {
     cfg: Config,
-    batch: usize,
+    /// `[batch, kv heads, query heads per kv head, t, head_dim]`.
+    dims: [usize; 5],
 }
 
 /// What one backward gave: the output and the gradients of q, k and v, and which backward ran.
@@ -41,13 +42,7 @@ impl Job for CheckJob {
         let cfg = &self.cfg;
         precision::check::<B>(cfg.precision, cfg.backend, &device)?;
         let m = &cfg.model;
-        let (b, n_kv, rep, t, hd) = (
-            self.batch,
-            m.n_kv_heads,
-            m.n_q_heads / m.n_kv_heads,
-            cfg.data.seq_len,
-            m.head_dim,
-        );
+        let [b, n_kv, rep, t, hd] = self.dims;
         let scores = AttnScores {
             multiplier: m.attn_output_multiplier,
             cap: m.attn_softcap,
@@ -113,14 +108,15 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     let (kind, index, precision) = (cfg.backend, cfg.device, cfg.precision);
     let m = &cfg.model;
-    let shape = format!(
-        "[1, {}, {}, {}, {}]",
+    let dims = [
+        1,
         m.n_kv_heads,
         m.n_q_heads / m.n_kv_heads,
         cfg.data.seq_len,
-        m.head_dim
-    );
-    let [fused, composed] = backend::dispatch(kind, index, CheckJob { cfg, batch: 1 })?;
+        m.head_dim,
+    ];
+    let shape = format!("{dims:?}");
+    let [fused, composed] = backend::dispatch(kind, index, CheckJob { cfg, dims })?;
     let routine = fused.routine.unwrap_or("none");
     if !routine.starts_with("fused") {
         return Err(Error::Train(format!(
