@@ -299,11 +299,18 @@ pub struct FlashOp {
 }
 
 /// How `GpuOps::flash_attention_bwd` runs on a device: the tile edge (query rows and keys per
-/// tile) and whether its products use tensor cores.
+/// tile) and the edge of the square tensor-core fragments its products use (16 on an H100/H200,
+/// 8 on Mesa's lavapipe), or `None`: one unit per output element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlashBwdPlan {
     pub blk: usize,
-    pub tensor_cores: bool,
+    pub fragment: Option<usize>,
+}
+
+impl FlashBwdPlan {
+    pub fn tensor_cores(&self) -> bool {
+        self.fragment.is_some()
+    }
 }
 
 /// Which flash-attention kernel the GPU ran last (`"blackbox_accelerated"`: tensor cores,

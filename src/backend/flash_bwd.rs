@@ -22,10 +22,12 @@
 //! and dq is summed with atomics: on tensor cores they are ~1.6 TFLOP a step at `gpu-350m`, a few
 //! milliseconds.
 //!
-//! The products (`product`) run on the tensor cores (cmma, 16×16×16 fragments, bf16/f16 in, f32
-//! accumulated) when the device has them for the dtype, and otherwise one unit per output element
-//! (f32, or a device without cooperative matrices, such as lavapipe). Everything else is the same
-//! code on both, so the lavapipe tests check all of it but the fragment loads and stores.
+//! The products (`product`) run on the tensor cores (cmma: square fragments, 16×16×16 on an
+//! H100/H200, bf16/f16 in, f32 accumulated) when the device has them for the dtype, and otherwise
+//! one unit per output element (f32, or a device without cooperative matrices). Everything else is
+//! the same code on both. Mesa's lavapipe runs both: without cooperative matrices under WGSL, and
+//! from Mesa 26 on with 8×8×8 f16 ones under SPIR-V (`--features vulkan`), which is how the
+//! fragment code (offsets, strides, layouts, planes) is checked without a GPU.
 //! `model::flash` uses the kernel on its own only with tensor cores: one unit per element is no
 //! faster than the composed path's tensor-core matmuls.
 
@@ -40,11 +42,13 @@ use cubecl::prelude::*;
 
 use super::{FlashBwdPlan, FlashOp};
 
-/// Units per cube: four planes of 32 on CUDA, one 16×16 output fragment per plane at a time.
+/// Units per cube: four planes of 32 on CUDA (sixteen of 8 on lavapipe), each plane working on one
+/// output fragment at a time.
 const UNITS: u32 = 128;
 
-/// The tile edge of the tensor-core fragments.
-const FRAG: usize = 16;
+/// The fragment edges tried, largest first: CUDA's wmma has 16×16×16 for bf16 and f16, lavapipe
+/// 8×8×8 for f16.
+const FRAGMENTS: [usize; 2] = [16, 8];
 
 /// Byte alignment of every tile a fragment is loaded from or stored to: `wmma` loads and stores
 /// need 256-bit aligned addresses, and cubecl packs shared arrays at their element's alignment,
@@ -53,7 +57,9 @@ const TILE_ALIGN: usize = 32;
 
 /// `c (+)= a·b` on tiles in shared memory: `a` is `m × k`, `b` is `k × n`, `c` is `m × n` f32
 /// row-major. `a_t`: `a` is stored transposed (`[k][m]`, i.e. column-major); `b_t`: `b` is
-/// stored as `[n][k]`. Ends with the cube in sync, so `c` can be read and the inputs overwritten.
+/// stored as `[n][k]`. `frag`: the edge of the tensor-core fragments, of which `m`, `n` and `k`
+/// are multiples, or 0: one unit per output element. Ends with the cube in sync, so `c` can be
+/// read and the inputs overwritten.
 #[allow(clippy::too_many_arguments)]
 #[cube]
 fn product<F: Float>(
@@ -66,9 +72,9 @@ fn product<F: Float>(
     #[comptime] a_t: bool,
     #[comptime] b_t: bool,
     #[comptime] accumulate: bool,
-    #[comptime] tensor_cores: bool,
+    #[comptime] frag: usize,
 ) {
-    if tensor_cores {
+    if comptime!(frag > 0) {
         let a_layout = if a_t {
             cmma::MatrixLayout::ColMajor
         } else {
@@ -80,34 +86,34 @@ fn product<F: Float>(
             cmma::MatrixLayout::RowMajor
         };
         let fa =
-            unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::A, FRAG, FRAG, FRAG, a_layout) };
+            unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::A, frag, frag, frag, a_layout) };
         let fb =
-            unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::B, FRAG, FRAG, FRAG, b_layout) };
+            unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::B, frag, frag, frag, b_layout) };
         let fc = unsafe {
             cmma::Matrix::<f32>::uninitialized(
                 cmma::MatrixIdent::Accumulator,
-                FRAG,
-                FRAG,
-                FRAG,
+                frag,
+                frag,
+                frag,
                 cmma::MatrixLayout::Undefined,
             )
         };
-        let tiles_n = n / FRAG;
-        let tiles = (m / FRAG) * tiles_n;
+        let tiles_n = n / frag;
+        let tiles = (m / frag) * tiles_n;
         let planes = (CUBE_DIM / PLANE_DIM) as usize;
         // Each plane owns whole output fragments; a fragment's k-loop stays in one plane.
         let mut tile = (UNIT_POS / PLANE_DIM) as usize;
         while tile < tiles {
-            let r0 = (tile / tiles_n) * FRAG;
-            let c0 = (tile % tiles_n) * FRAG;
+            let r0 = (tile / tiles_n) * frag;
+            let c0 = (tile % tiles_n) * frag;
             let out = r0 * n + c0;
             if accumulate {
                 cmma::load_with_layout(&fc, &c.slice(out, m * n), n as u32, cmma::MatrixLayout::RowMajor);
             } else {
                 cmma::fill(&fc, f32::new(0.0));
             }
-            for kk in 0..k / FRAG {
-                let k0 = kk * FRAG;
+            for kk in 0..k / frag {
+                let k0 = kk * frag;
                 // Element (i, j) of a column-major fragment is at `i + j·stride`.
                 if a_t {
                     cmma::load(&fa, &a.slice(k0 * m + r0, m * k), m as u32);
@@ -278,7 +284,7 @@ fn flash_bwd_q_kernel<F: Float>(
     #[comptime] has_cap: bool,
     #[comptime] blk: usize,
     #[comptime] hd: usize,
-    #[comptime] tensor_cores: bool,
+    #[comptime] frag: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = t as usize;
@@ -297,7 +303,7 @@ fn flash_bwd_q_kernel<F: Float>(
     let mut sdp = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
     let mut sds = SharedMemory::<F>::new_aligned(blk * blk, TILE_ALIGN);
     // The probabilities are not needed here (`score_grads` with `keep_p` off).
-    let mut sp = SharedMemory::<F>::new_aligned(FRAG, TILE_ALIGN);
+    let mut sp = SharedMemory::<F>::new_aligned(TILE_ALIGN, TILE_ALIGN);
     let mut sdq = SharedMemory::<f32>::new_aligned(blk * hd, TILE_ALIGN);
     let mut slse = SharedMemory::<f32>::new(blk);
     let mut sd = SharedMemory::<f32>::new(blk);
@@ -331,7 +337,7 @@ fn flash_bwd_q_kernel<F: Float>(
     for kb in 0..key_blocks {
         load_rows::<F>(k, kbase, kb * blk, t, &mut sk, blk, hd);
         sync_cube();
-        product::<F>(&sq, &sk, &mut ss, blk, blk, hd, false, true, false, tensor_cores);
+        product::<F>(&sq, &sk, &mut ss, blk, blk, hd, false, true, false, frag);
         if u < blk {
             let i = q0 + u;
             for c in 0..blk {
@@ -365,8 +371,8 @@ fn flash_bwd_q_kernel<F: Float>(
         load_rows::<F>(k, kbase, kb * blk, t, &mut sk, blk, hd);
         load_rows::<F>(v, kbase, kb * blk, t, &mut sv, blk, hd);
         sync_cube();
-        product::<F>(&sq, &sk, &mut ss, blk, blk, hd, false, true, false, tensor_cores);
-        product::<F>(&sg, &sv, &mut sdp, blk, blk, hd, false, true, false, tensor_cores);
+        product::<F>(&sq, &sk, &mut ss, blk, blk, hd, false, true, false, frag);
+        product::<F>(&sg, &sv, &mut sdp, blk, blk, hd, false, true, false, frag);
         score_grads::<F>(
             &ss,
             &sdp,
@@ -383,18 +389,7 @@ fn flash_bwd_q_kernel<F: Float>(
             blk,
             false,
         );
-        product::<F>(
-            &sds,
-            &sk,
-            &mut sdq,
-            blk,
-            hd,
-            blk,
-            false,
-            false,
-            true,
-            tensor_cores,
-        );
+        product::<F>(&sds, &sk, &mut sdq, blk, hd, blk, false, false, true, frag);
     }
 
     let mut idx = u;
@@ -425,7 +420,7 @@ fn flash_bwd_kv_kernel<F: Float>(
     #[comptime] has_cap: bool,
     #[comptime] blk: usize,
     #[comptime] hd: usize,
-    #[comptime] tensor_cores: bool,
+    #[comptime] frag: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = t as usize;
@@ -475,14 +470,14 @@ fn flash_bwd_kv_kernel<F: Float>(
                 sd[u] = d;
             }
             sync_cube();
-            product::<F>(&sq, &sk, &mut ss, blk, blk, hd, false, true, false, tensor_cores);
-            product::<F>(&sg, &sv, &mut sdp, blk, blk, hd, false, true, false, tensor_cores);
+            product::<F>(&sq, &sk, &mut ss, blk, blk, hd, false, true, false, frag);
+            product::<F>(&sg, &sv, &mut sdp, blk, blk, hd, false, true, false, frag);
             score_grads::<F>(
                 &ss, &sdp, &slse, &sd, &mut sp, &mut sds, q0, k0, t, multiplier, cap, has_cap, blk, true,
             );
             // [keys, queries] · [queries, hd]: P and dS are stored [queries][keys].
-            product::<F>(&sp, &sg, &mut sdv, blk, hd, blk, true, false, true, tensor_cores);
-            product::<F>(&sds, &sq, &mut sdk, blk, hd, blk, true, false, true, tensor_cores);
+            product::<F>(&sp, &sg, &mut sdv, blk, hd, blk, true, false, true, frag);
+            product::<F>(&sds, &sq, &mut sdk, blk, hd, blk, true, false, true, frag);
         }
     }
 
@@ -503,8 +498,8 @@ fn shared_bytes(blk: usize, hd: usize, elem: usize) -> usize {
 }
 
 /// The plan for `dtype` and head dim `hd` on `client`'s device, or `None` when no tile fits its
-/// shared memory. Tensor cores need bf16/f16 16×16×16 fragments with f32 accumulation, and a
-/// head dim that is a multiple of 16.
+/// shared memory. Tensor cores need bf16/f16 square fragments with f32 accumulation, of an edge
+/// that divides the head dim (and the tiles, which are multiples of 16).
 pub fn plan<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, hd: usize) -> Option<FlashBwdPlan> {
     let half = match dtype {
         DType::BF16 => Some(FloatKind::BF16),
@@ -512,17 +507,19 @@ pub fn plan<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, hd: usize) 
         _ => None,
     };
     let f32_kind: StorageType = ElemType::Float(FloatKind::F32).into();
-    let tensor_cores = half.is_some_and(|kind| {
+    let fragment = half.and_then(|kind| {
         let elem: StorageType = ElemType::Float(kind).into();
-        hd.is_multiple_of(FRAG)
-            && client.features().matmul.cmma.contains(&MmaConfig {
-                a_type: elem,
-                b_type: elem,
-                cd_type: f32_kind,
-                m: FRAG as u32,
-                n: FRAG as u32,
-                k: FRAG as u32,
-            })
+        FRAGMENTS.into_iter().find(|&edge| {
+            hd.is_multiple_of(edge)
+                && client.features().matmul.cmma.contains(&MmaConfig {
+                    a_type: elem,
+                    b_type: elem,
+                    cd_type: f32_kind,
+                    m: edge as u32,
+                    n: edge as u32,
+                    k: edge as u32,
+                })
+        })
     });
     let props = client.properties();
     let smem = props.hardware.max_shared_memory_size;
@@ -532,7 +529,7 @@ pub fn plan<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, hd: usize) 
     [64, 32, 16]
         .into_iter()
         .find(|&blk| units_ok && shared_bytes(blk, hd, elem) <= smem)
-        .map(|blk| FlashBwdPlan { blk, tensor_cores })
+        .map(|blk| FlashBwdPlan { blk, fragment })
 }
 
 fn empty_as<R: CubeRuntime>(x: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
@@ -578,7 +575,7 @@ pub fn launch<R: CubeRuntime>(
         has_cap,
         plan.blk,
         hd,
-        plan.tensor_cores,
+        plan.fragment.unwrap_or(0),
         dtype.into(),
     );
     flash_bwd_kv_kernel::launch::<R>(
@@ -600,7 +597,7 @@ pub fn launch<R: CubeRuntime>(
         has_cap,
         plan.blk,
         hd,
-        plan.tensor_cores,
+        plan.fragment.unwrap_or(0),
         dtype.into(),
     );
     [dq, dk, dv]

@@ -69,7 +69,7 @@ pub fn attention<B: Backend>(
         v,
         op,
         softmax,
-        bf16: precision::current() == Precision::Bf16,
+        half: kernel_dtype(),
     };
     run_gpu_kernel::<B, _>(core).map_err(|core| (core.q, core.k, core.v))
 }
@@ -81,19 +81,40 @@ struct FlashCore<B: Backend> {
     op: FlashOp,
     softmax: CappedSoftmax,
     /// Under bf16 the kernel reads bf16 q, k and v, as the composed path's matmuls do, and its
-    /// output is widened back. The casts are autodiff ops of their own, made only once the
-    /// backend is known to be a GPU one (elsewhere q, k and v go back untouched).
-    bf16: bool,
+    /// output is widened back (`kernel_dtype`). The casts are autodiff ops of their own, made
+    /// only once the backend is known to be a GPU one (elsewhere q, k and v go back untouched).
+    half: Option<DType>,
 }
 
-/// q, k and v as the kernel reads them: bf16 under bf16.
-fn kernel_inputs<B: Backend>(bf16: bool, qkv: [Tensor<B, 4>; 3]) -> [Tensor<B, 4>; 3] {
-    qkv.map(|x| if bf16 { x.cast(DType::BF16) } else { x })
+thread_local! {
+    static KERNEL_DTYPE: Cell<Option<DType>> = const { Cell::new(None) };
 }
 
-/// The kernel's output back in f32 under bf16.
-fn widened<B: Backend>(bf16: bool, out: Tensor<B, 4>) -> Tensor<B, 4> {
-    if bf16 { out.cast(DType::F32) } else { out }
+/// Run `f` with the flash kernels reading q, k and v in `dtype` whatever the precision. For
+/// f16: a device with f16 cooperative matrices but no bf16 ones (Mesa's lavapipe on Vulkan,
+/// `tests/backends.rs`) runs the tensor-core variants of both kernels this way, which is
+/// how they are checked without a GPU. Training has no f16 setting (it would need loss scaling).
+pub fn kernel_dtype_scope<R>(dtype: DType, f: impl FnOnce() -> R) -> R {
+    super::scoped(&KERNEL_DTYPE, Some(dtype), f)
+}
+
+/// The dtype the kernels read q, k and v in, when not f32: bf16 under bf16, or the scope's.
+fn kernel_dtype() -> Option<DType> {
+    let precision = (precision::current() == Precision::Bf16).then_some(DType::BF16);
+    KERNEL_DTYPE.with(|c| c.get()).or(precision)
+}
+
+/// q, k and v as the kernel reads them.
+fn kernel_inputs<B: Backend>(half: Option<DType>, qkv: [Tensor<B, 4>; 3]) -> [Tensor<B, 4>; 3] {
+    qkv.map(|x| match half {
+        Some(dtype) => x.cast(dtype),
+        None => x,
+    })
+}
+
+/// The kernel's output back in f32.
+fn widened<B: Backend>(half: Option<DType>, out: Tensor<B, 4>) -> Tensor<B, 4> {
+    if half.is_some() { out.cast(DType::F32) } else { out }
 }
 
 impl<B: Backend> GpuKernel for FlashCore<B> {
@@ -106,9 +127,9 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
             v,
             op,
             softmax,
-            bf16,
+            half,
         } = self;
-        let qkv = kernel_inputs(bf16, [q, k, v]).map(unwrap::<Autodiff<X>, _, 4>);
+        let qkv = kernel_inputs(half, [q, k, v]).map(unwrap::<Autodiff<X>, _, 4>);
         let plan = backward_plan::<X>(&qkv[0].primitive);
         let backward = FlashBackward { softmax, op, plan };
         let out = wrap::<B, Autodiff<X>, 4>(record(backward, qkv, |[q, k, v]| {
@@ -117,15 +138,15 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
             let kept = plan.map(|_| out.clone());
             (([q, k, v], kept), out)
         }));
-        widened(bf16, out)
+        widened(half, out)
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
         let FlashCore {
-            q, k, v, op, bf16, ..
+            q, k, v, op, half, ..
         } = self;
-        let [q, k, v] = kernel_inputs(bf16, [q, k, v]).map(unwrap::<X, _, 4>);
-        widened(bf16, wrap::<B, X, 4>(X::flash_attention(q, k, v, op)))
+        let [q, k, v] = kernel_inputs(half, [q, k, v]).map(unwrap::<X, _, 4>);
+        widened(half, wrap::<B, X, 4>(X::flash_attention(q, k, v, op)))
     }
 }
 
@@ -170,11 +191,11 @@ fn backward_plan<X: GpuOps>(q: &FloatTensor<X>) -> Option<FlashBwdPlan> {
         BackwardKind::Composed => None,
         BackwardKind::Fused => X::flash_bwd_plan(&X::float_device(q), q.dtype(), hd),
         BackwardKind::Auto => {
-            X::flash_bwd_plan(&X::float_device(q), q.dtype(), hd).filter(|p| p.tensor_cores)
+            X::flash_bwd_plan(&X::float_device(q), q.dtype(), hd).filter(FlashBwdPlan::tensor_cores)
         }
     };
     let name = match plan {
-        Some(p) if p.tensor_cores => "fused/tensor-cores",
+        Some(p) if p.tensor_cores() => "fused/tensor-cores",
         Some(_) => "fused/units",
         None => "composed",
     };
