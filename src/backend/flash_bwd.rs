@@ -302,7 +302,9 @@ fn flash_bwd_q_kernel<F: Float>(
     let mut ss = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
     let mut sdp = SharedMemory::<f32>::new_aligned(blk * blk, TILE_ALIGN);
     let mut sds = SharedMemory::<F>::new_aligned(blk * blk, TILE_ALIGN);
-    // The probabilities are not needed here (`score_grads` with `keep_p` off).
+    // The probabilities are not needed here (`score_grads` with `keep_p` off): a placeholder it
+    // never touches. Its length counts elements, not bytes: `TILE_ALIGN` elements of any F are a
+    // whole number of 32-byte units, so it cannot shift what follows.
     let mut sp = SharedMemory::<F>::new_aligned(TILE_ALIGN, TILE_ALIGN);
     let mut sdq = SharedMemory::<f32>::new_aligned(blk * hd, TILE_ALIGN);
     let mut slse = SharedMemory::<f32>::new(blk);
