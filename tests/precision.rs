@@ -1,7 +1,7 @@
-//! bf16 mixed precision (issue 7): the matmul rule against hand-computed cases, the YAML key and
-//! its per-backend default, and bf16 training against f32 on the CPU backend, which emulates
-//! bf16 exactly as tensor cores compute it (bf16 inputs, f32 accumulation). Also the other GPU
-//! numerics key, `attention`.
+//! bf16 and f16 mixed precision (issue 7): the matmul rule against hand-computed cases, the YAML
+//! keys and their defaults, and bf16 and f16 training against f32 on the CPU backend, which
+//! emulates both exactly as tensor cores compute them (half inputs, f32 accumulation); f16's
+//! loss scaling, its overflows and its exact resume. Also the other GPU numerics key, `attention`.
 
 mod common;
 
@@ -46,6 +46,38 @@ fn bf16_matmul_rounds_its_inputs_and_accumulates_in_f32() {
     let out = precision::autocast(Precision::Bf16, || precision::matmul(a, b));
     assert_eq!(out.dtype(), DType::F32, "the product comes back as f32");
     assert_eq!(floats(out), vec![2.0], "accumulated in f32");
+}
+
+/// `precision: f16` is the same recipe with f16: 11 significant bits instead of 8, and a range
+/// that stops at 65 504.
+#[test]
+fn f16_matmul_rounds_its_inputs_and_output_and_accumulates_in_f32() {
+    let b = || matrix(vec![1.0, 1.0], [2, 1]);
+    let f16 = |a: Tensor<Cpu, 2>, b: Tensor<Cpu, 2>| {
+        let out = precision::autocast(Precision::F16, || precision::matmul(a, b));
+        assert_eq!(out.dtype(), DType::F32, "the product comes back as f32");
+        floats(out)
+    };
+    // 1 + 2⁻¹² rounds to 1 in f16, while 1 + 2⁻⁹ survives (it would not in bf16).
+    let a = matrix(vec![1.0 + 2f32.powi(-12), 1.0 + 2f32.powi(-9)], [1, 2]);
+    assert_eq!(f16(a, b()), vec![2.0 + 2f32.powi(-9)], "inputs rounded to f16");
+    // The output is written in f16: 2 + 2⁻¹⁰ lies halfway between the f16 neighbours 2 and
+    // 2 + 2⁻⁹, and ties go to the even one.
+    let a = matrix(vec![1.0, 1.0 + 2f32.powi(-10)], [1, 2]);
+    assert_eq!(f16(a, b()), vec![2.0], "product rounded to f16");
+    // 1 + 2048 · 2⁻¹¹ = 2: an f32 accumulator gets there, an f16 one would stay at 1 (each
+    // 1 + 2⁻¹¹ ties back to 1). Every input and the result are exact in f16.
+    let a = matrix(vec![1.0; 2049], [1, 2049]);
+    let mut col = vec![2f32.powi(-11); 2049];
+    col[0] = 1.0;
+    assert_eq!(f16(a, matrix(col, [2049, 1])), vec![2.0], "accumulated in f32");
+    // f16's range: 300 · 300 = 90 000 is past its largest value, so the product written in f16
+    // is infinite, where bf16 (f32's range) keeps it. This is why f16 needs loss scaling and
+    // bf16 does not: the range, not the precision.
+    let a = || matrix(vec![300.0], [1, 1]);
+    assert_eq!(f16(a(), a()), vec![f32::INFINITY], "past f16's range");
+    let bf16 = precision::autocast(Precision::Bf16, || precision::matmul(a(), a()));
+    assert_eq!(floats(bf16), vec![90112.0], "bf16: 90 000 rounded to 8 bits");
 }
 
 /// `x` rounded to bf16 (round to nearest even), in f64.
@@ -283,4 +315,166 @@ fn bf16_training_on_cpu_is_bit_deterministic() {
     let (b, _, _) = run(Precision::Bf16, 3, "det-b");
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b));
+}
+
+/// Train the tiny preset through the real loop (`train::train`: loss scaling, clipping,
+/// checkpoints) in `dir` with `extra` keys.
+fn train_loop(
+    dir: &std::path::Path,
+    extra: &[&str],
+    stop_after: Option<usize>,
+) -> colossus::train::TrainSummary {
+    let mut sets = vec!["train.micro_batch=4", "data.seq_len=32"];
+    sets.extend(extra);
+    let cfg = tiny_config(dir, &sets);
+    let opts = colossus::train::TrainOptions {
+        quiet: true,
+        stop_after,
+        ..Default::default()
+    };
+    colossus::train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap()
+}
+
+/// `precision: f16` (dynamic loss scaling at its default start, 2¹⁶) against f32 through the
+/// training loop, held to the tolerance bf16 is held to: f16 has 3 more significant bits, so
+/// it should stay at least as close.
+#[test]
+fn issue_7_f16_training_tracks_f32_on_the_tiny_preset() {
+    let steps = ["train.steps=25", "train.warmup_steps=5"];
+    let dir = temp_dir("precision-loop-f32");
+    let f32_run = train_loop(&dir, &steps, None);
+    let dir = temp_dir("precision-loop-f16");
+    let f16_run = train_loop(&dir, &[&steps[..], &["precision=f16"]].concat(), None);
+    assert_eq!(f16_run.skipped_steps, 0, "2^16 does not overflow on this model");
+    assert_ne!(f32_run.losses, f16_run.losses, "f16 must change the arithmetic");
+    let diffs: Vec<f64> = (f32_run.losses.iter().zip(&f16_run.losses))
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    let worst = diffs.iter().cloned().fold(0f64, f64::max);
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    println!(
+        "f32 {:?}\nf16 {:?}\nmean {mean:.5} worst {worst:.5}",
+        f32_run.losses, f16_run.losses
+    );
+    assert!(
+        mean < 0.005,
+        "f16 loss curve strays {mean} nats from f32 on average"
+    );
+    assert!(
+        worst < 0.05,
+        "f16 loss curve strays {worst} nats from f32 at one step"
+    );
+    assert!(
+        f16_run.losses[24] < f16_run.losses[0] - 0.5,
+        "f16 run did not learn"
+    );
+}
+
+/// The loss scale's steps in a run's metrics.jsonl.
+fn logged_scales(dir: &std::path::Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(dir.join("tiny/metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["loss_scale"]
+                .as_f64()
+                .expect("every f16 step logs its loss scale")
+        })
+        .collect()
+}
+
+/// Issue 7, f16's loss scaling: a scale far too large for f16 (2³⁰) overflows the backward;
+/// each overflowing step is skipped and halves the scale, without counting towards
+/// `train.max_nonfinite_steps` (2 here, fewer than the overflows), until the gradients fit;
+/// then two clean steps in a row double it again, overflow, and so on. A run stopped halfway
+/// and resumed continues with the same scale: the same losses, weights and state, bit for bit.
+#[test]
+fn issue_7_f16_loss_scale_backs_off_grows_and_resumes_exactly() {
+    let keys = [
+        "precision=f16",
+        "train.steps=14",
+        "train.warmup_steps=2",
+        "train.loss_scale_init=1073741824",
+        "train.loss_scale_growth_interval=2",
+        "train.max_nonfinite_steps=2",
+        "train.checkpoint_every=7",
+    ];
+    let dir_a = temp_dir("f16-scale-a");
+    let full = train_loop(&dir_a, &keys, None);
+    let scales = logged_scales(&dir_a);
+    println!("losses {:?}\nscales {scales:?}", full.losses);
+    assert_eq!(scales[0], 2f64.powi(30));
+    let halvings = scales.windows(2).filter(|w| w[1] == w[0] / 2.0).count();
+    let doublings = scales.windows(2).filter(|w| w[1] == w[0] * 2.0).count();
+    assert!(
+        halvings > 2,
+        "more overflows than max_nonfinite_steps: {scales:?}"
+    );
+    assert!(doublings >= 1, "two clean steps double the scale: {scales:?}");
+    assert_eq!(full.skipped_steps, halvings, "each overflow skips its step");
+    assert!(
+        full.losses.iter().all(|l| l.is_finite()),
+        "the loss itself never overflowed"
+    );
+    assert!(
+        full.losses[13] < full.losses[0],
+        "the run learned between the overflows"
+    );
+
+    let dir_b = temp_dir("f16-scale-b");
+    let first = train_loop(&dir_b, &keys, Some(7));
+    let stopped = first.checkpoint.unwrap();
+    let saved = colossus::checkpoint::state::read_state(&stopped).unwrap();
+    let scale = saved.loss_scale.expect("an f16 checkpoint holds its loss scale");
+    assert_eq!(2f64.powi(scale.log2), scales[7], "the scale step 8 starts with");
+    let described = colossus::checkpoint::inspect::describe(&stopped, false).unwrap();
+    assert!(
+        described.contains(&format!("f16 loss scale 2^{}", scale.log2)),
+        "`colossus inspect` shows the scale: {described}"
+    );
+    let second = train_loop(&dir_b, &[&keys[..], &["train.resume=auto"]].concat(), None);
+    let joined: Vec<u64> = (first.losses.iter().chain(&second.losses))
+        .map(|l| l.to_bits())
+        .collect();
+    assert_eq!(
+        joined,
+        full.losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        logged_scales(&dir_b),
+        scales,
+        "metrics.jsonl continues across the resume"
+    );
+    let (a, b) = (full.checkpoint.unwrap(), second.checkpoint.unwrap());
+    let file = colossus::checkpoint::WEIGHTS_FILE;
+    assert_eq!(tensor_bits(&a.join(file)), tensor_bits(&b.join(file)));
+    let read = colossus::checkpoint::state::read_state;
+    assert_eq!(read(&a).unwrap(), read(&b).unwrap());
+}
+
+#[test]
+fn f16_keys_parse_and_a_loss_scale_that_is_no_power_of_two_is_refused() {
+    let cfg = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        config::from_yaml("preset: tiny\n", "f.yaml", &sets)
+    };
+    let c = cfg(&["precision=f16"]).unwrap();
+    assert_eq!(c.precision, Precision::F16);
+    assert_eq!(
+        (c.train.loss_scale_init, c.train.loss_scale_growth_interval),
+        (65536.0, 2000)
+    );
+    for bad in ["1000", "0.5", "0", "8589934592"] {
+        let err = cfg(&[&format!("train.loss_scale_init={bad}")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.yaml") && err.contains("train.loss_scale_init") && err.contains("power of two"),
+            "{bad}: {err}"
+        );
+    }
+    let err = cfg(&["train.loss_scale_growth_interval=0"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.loss_scale_growth_interval"), "{err}");
 }

@@ -20,6 +20,13 @@ pub fn describe(dir: &Path, verify: bool) -> Result<String> {
             "  step {}, {} tokens seen, {} skipped steps, format version {}",
             s.step, s.tokens, s.skipped_steps, s.format_version
         );
+        if let Some(scale) = s.loss_scale {
+            let _ = writeln!(
+                w,
+                "  f16 loss scale 2^{} ({} clean steps since it last changed)",
+                scale.log2, scale.clean_steps
+            );
+        }
     }
     if dir.join(checksums::CHECKSUMS_FILE).is_file() {
         if verify {

@@ -1,6 +1,7 @@
 //! What exact resume needs beyond the weights: AdamW's moments and step count
 //! (`optimizer.safetensors`, tensors `m.<param path>` / `v.<param path>` in the parameter's shape)
-//! and the loop's position (`train_state.json`: step, tokens seen, sampler cursor, skipped steps).
+//! and the loop's position (`train_state.json`: step, tokens seen, sampler cursor, skipped steps,
+//! and under `precision: f16` the loss scale).
 //! `train_state.json` has its own layout version (`STATE_VERSION`); the weights format is separate.
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use super::{FORMAT_VERSION, weights};
 use crate::data::Cursor;
 use crate::error::{Error, Result};
 use crate::model::init;
+use crate::train::loss_scale::LossScale;
 use crate::train::optim::{AdamW, AdamWSettings};
 use crate::train::params::ParamInfo;
 
@@ -31,6 +33,10 @@ pub struct TrainState {
     /// Where the training sampler stands (`data::Sampler::cursor`).
     pub sampler: Cursor,
     pub skipped_steps: usize,
+    /// `precision: f16` only: the dynamic loss scale (`train::loss_scale`). Absent otherwise, so
+    /// the layout (and `STATE_VERSION`) of f32 and bf16 runs is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScale>,
 }
 
 /// The optimizer's moments copied to host memory (the synchronous half of a save).

@@ -9,12 +9,14 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::BenchArgs;
 use crate::backend::{self, DeviceMemory, Job};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Precision};
 use crate::data::{Batch, BatchSource};
+use crate::dist::Dist;
 use crate::error::Result;
 use crate::model::Grok;
 use crate::model::params::{count, train_flops_per_token};
 use crate::rng::Rng;
+use crate::train::loss_scale::LossScale;
 use crate::train::optim::{AdamW, AdamWSettings};
 use crate::train::{mfu, params, trainer};
 
@@ -61,6 +63,9 @@ pub struct BenchResult {
     /// On a GPU, the high-water mark of the device memory over the measured steps, sampled at
     /// the end of each forward and after each backward (`backend::device_memory`).
     pub device_mem: Option<DeviceMemory>,
+    /// `precision: f16`: the loss scale at the end, and how many measured steps overflowed
+    /// (skipped, as training skips them).
+    pub loss_scale: Option<(f64, usize)>,
 }
 
 /// Time in the three phases of a training step.
@@ -91,6 +96,10 @@ impl Job for BenchJob {
         let mut start = Instant::now();
         let mut phases = Phases::default();
         let mut device_mem = None;
+        // Under f16 the loss is scaled as in training (`train::loss_scale`), so an overflowing
+        // step is skipped rather than turning the weights into NaN.
+        let mut scaler = (cfg.precision == Precision::F16).then(|| LossScale::new(cfg.train.loss_scale_init));
+        let mut overflows = 0;
         for i in 0..self.warmup + self.steps {
             if i == self.warmup {
                 start = Instant::now();
@@ -101,14 +110,21 @@ impl Job for BenchJob {
             // is complete (no queued device work) when its clock is read; the syncs below close
             // the backward and the optimizer the same way.
             let t0 = Instant::now();
-            let sg = trainer::accumulate(cfg, &model, &mut source, &device);
+            let scale = scaler.map_or(1.0, |s| s.factor());
+            let sg = trainer::accumulate_rank(cfg, &model, &mut source, &device, &Dist::single(), scale);
             let _ = B::sync(&device);
             let t1 = Instant::now();
             // The gradients, the weights and AdamW's moments are all alive here.
             let after_backward = backend::device_memory::<B>(&device);
             device_mem = DeviceMemory::merge(device_mem, DeviceMemory::merge(sg.device_mem, after_backward));
-            let (g, _) = sg.grads.clip_global_norm(cfg.train.grad_clip);
-            model = opt.step(model, g, cfg.train.lr);
+            let (g, norm) = sg.grads.unscale_and_clip(scale, cfg.train.grad_clip);
+            if let Some(s) = scaler.as_mut() {
+                s.update(norm.is_finite(), cfg.train.loss_scale_growth_interval);
+                overflows += usize::from(!norm.is_finite() && i >= self.warmup);
+            }
+            if norm.is_finite() || scaler.is_none() {
+                model = opt.step(model, g, cfg.train.lr);
+            }
             let _ = B::sync(&device);
             phases.forward += sg.forward_s;
             phases.backward += (t1 - t0).as_secs_f64() - sg.forward_s;
@@ -136,6 +152,7 @@ impl Job for BenchJob {
             },
             host_rss_gib: mfu::peak_rss_bytes().map_or(f64::NAN, gib),
             device_mem,
+            loss_scale: scaler.map(|s| (s.factor(), overflows)),
         })
     }
 }
@@ -195,8 +212,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ),
         None => format!("peak_mem_gib={:.2}", r.host_rss_gib),
     };
+    let scale = r.loss_scale.map_or(String::new(), |(s, n)| {
+        format!(" loss_scale={s} overflowed_steps={n}")
+    });
     println!(
-        "backend={}{} precision={}{} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+        "backend={}{} precision={}{}{scale} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} \
          step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0}",
         kind.name(),

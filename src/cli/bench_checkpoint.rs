@@ -56,6 +56,7 @@ impl Job for CheckpointBench {
                     samples_per_epoch: 0,
                 },
                 skipped_steps: 0,
+                loss_scale: None,
             };
             let t = Instant::now();
             let snap = Snapshot::take(cfg, &model, &params, &opt, &state, &tokenizer)?;

@@ -19,7 +19,7 @@ use crate::model::precision;
 fn tolerance(p: Precision) -> f64 {
     match p {
         Precision::F32 => 1e-4,
-        Precision::Bf16 => 2e-2,
+        Precision::Bf16 | Precision::F16 => 2e-2,
     }
 }
 

@@ -32,6 +32,10 @@ pub enum Precision {
     F32,
     /// Mixed precision: bf16 inputs to every matmul (f32 accumulation), f32 master weights.
     Bf16,
+    /// Mixed precision as bf16 but with f16 inputs, for devices without bf16 (most wgpu
+    /// adapters): f16 has 3 more significant bits and a far narrower range, so the loss is
+    /// scaled to keep small gradients from underflowing (`train::loss_scale`).
+    F16,
 }
 
 impl Precision {
@@ -39,6 +43,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         }
     }
 }
@@ -254,6 +259,14 @@ pub struct TrainFile {
     /// The device's peak TFLOP/s for MFU; 0 measures it on CPU (GPUs: no MFU unless set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_tflops: Option<f64>,
+    /// `precision: f16` only: the loss scale the run starts with, a power of two (default 2¹⁶,
+    /// torch.amp's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale_init: Option<f64>,
+    /// `precision: f16` only: the loss scale doubles after this many steps in a row without a
+    /// gradient overflow (default 2000, torch.amp's); an overflow halves it and skips the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale_growth_interval: Option<usize>,
     /// Mean validation loss every N steps (0: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
@@ -369,6 +382,8 @@ overlay_fields!(TrainFile {
     keep_last,
     max_nonfinite_steps,
     peak_tflops,
+    loss_scale_init,
+    loss_scale_growth_interval,
     eval_every,
     eval_batches,
     cpu_workers,

@@ -69,6 +69,8 @@ fn base() -> FileConfig {
             keep_last: Some(0),
             max_nonfinite_steps: Some(5),
             peak_tflops: Some(0.0),
+            loss_scale_init: Some(65536.0),
+            loss_scale_growth_interval: Some(2000),
             eval_every: Some(0),
             eval_batches: Some(8),
             cpu_workers: Some(2),

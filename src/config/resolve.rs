@@ -122,6 +122,16 @@ fn default_eval_batches() -> usize {
     8
 }
 
+/// Checkpoints written before `precision: f16` existed never scaled their loss; these are the
+/// preset's values, so such a config reads back as it resolves today.
+fn default_loss_scale_init() -> f64 {
+    65536.0
+}
+
+fn default_loss_scale_growth_interval() -> usize {
+    2000
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub steps: usize,
@@ -144,6 +154,12 @@ pub struct TrainConfig {
     /// 0: measure on CPU, unknown on GPU.
     #[serde(default)]
     pub peak_tflops: f64,
+    /// `precision: f16`: the starting loss scale, a power of two (`train::loss_scale`).
+    #[serde(default = "default_loss_scale_init")]
+    pub loss_scale_init: f64,
+    /// `precision: f16`: clean steps in a row before the loss scale doubles.
+    #[serde(default = "default_loss_scale_growth_interval")]
+    pub loss_scale_growth_interval: usize,
     #[serde(default)]
     pub eval_every: usize,
     #[serde(default = "default_eval_batches")]
@@ -348,6 +364,18 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             Err(bad(key, format!("{v} must be zero or positive")))
         }
     };
+    // A power of two, so scaling and unscaling the gradients is exact in f32; at most 2³²
+    // (`train::loss_scale::MAX_LOG2`), far past any gradient's need.
+    let power_of_two = |key: &str, v: f64| -> Result<f64> {
+        if (1.0..=4294967296.0).contains(&v) && v.log2().fract() == 0.0 {
+            Ok(v)
+        } else {
+            Err(bad(
+                key,
+                format!("{v} must be a power of two from 1 to 2^32 (e.g. 65536)"),
+            ))
+        }
+    };
     let model = GrokConfig {
         vocab_size,
         d_model,
@@ -497,6 +525,18 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         peak_tflops: non_negative(
             "train.peak_tflops",
             req(&t.peak_tflops, file, "train.peak_tflops")?,
+        )?,
+        loss_scale_init: power_of_two(
+            "train.loss_scale_init",
+            req(&t.loss_scale_init, file, "train.loss_scale_init")?,
+        )?,
+        loss_scale_growth_interval: at_least_one(
+            "train.loss_scale_growth_interval",
+            req(
+                &t.loss_scale_growth_interval,
+                file,
+                "train.loss_scale_growth_interval",
+            )?,
         )?,
         eval_every: req(&t.eval_every, file, "train.eval_every")?,
         eval_batches: at_least_one(

@@ -30,7 +30,7 @@ use colossus_kernels::CappedSoftmax;
 use super::fused::{AttnScores, record, unwrap, wrap};
 use super::precision;
 use crate::backend::{FlashBwdPlan, FlashOp, GpuKernel, GpuOps, run_gpu_kernel};
-use crate::config::{AttentionKernel, Precision};
+use crate::config::AttentionKernel;
 
 thread_local! {
     static KERNEL: Cell<AttentionKernel> = const { Cell::new(AttentionKernel::Composed) };
@@ -93,14 +93,15 @@ thread_local! {
 /// Run `f` with the flash kernels reading q, k and v in `dtype` whatever the precision. For
 /// f16: a device with f16 cooperative matrices but no bf16 ones (Mesa's lavapipe on Vulkan,
 /// `tests/backends.rs`) runs the tensor-core variants of both kernels this way, which is
-/// how they are checked without a GPU. Training has no f16 setting (it would need loss scaling).
+/// how they are checked without a GPU.
 pub fn kernel_dtype_scope<R>(dtype: DType, f: impl FnOnce() -> R) -> R {
     super::scoped(&KERNEL_DTYPE, Some(dtype), f)
 }
 
-/// The dtype the kernels read q, k and v in, when not f32: bf16 under bf16, or the scope's.
+/// The dtype the kernels read q, k and v in, when not f32: the precision's half type (bf16 or
+/// f16), or the scope's.
 fn kernel_dtype() -> Option<DType> {
-    let precision = (precision::current() == Precision::Bf16).then_some(DType::BF16);
+    let precision = precision::half(precision::current()).map(DType::from);
     KERNEL_DTYPE.with(|c| c.get()).or(precision)
 }
 

@@ -4,11 +4,13 @@
 //! the matrix products take bf16 inputs and return f32, torch.autocast's recipe: weights,
 //! gradients, optimizer state and everything between the matmuls stay f32. One exception to
 //! autocast: the output head's product (the logits feeding the f32 loss) rounds its operands to
-//! bf16 but not its result (`matmul_head`, `model::wide`).
+//! bf16 but not its result (`matmul_head`, `model::wide`). `precision: f16` is the same recipe
+//! with f16 in place of bf16, for devices without bf16; its loss scaling is the training loop's
+//! (`train::loss_scale`), not the model's.
 
 use std::cell::Cell;
 
-use burn::tensor::{DType, Tensor, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 
 use crate::config::{BackendKind, Precision};
 use crate::error::{Error, Result};
@@ -60,16 +62,23 @@ pub fn current() -> Precision {
     MATMUL.with(|m| m.get())
 }
 
+/// The half type of mixed precision `p`'s matrix products; `None` for f32.
+pub fn half(p: Precision) -> Option<FloatDType> {
+    match p {
+        Precision::F32 => None,
+        Precision::Bf16 => Some(FloatDType::BF16),
+        Precision::F16 => Some(FloatDType::F16),
+    }
+}
+
 /// `a · b` in the current autocast precision. Under bf16 both inputs are rounded to bf16, the
 /// product accumulates in f32 (tensor cores, and the CPU backend's emulation), is written in bf16
 /// as a bf16 GEMM writes it, and is widened back to f32, so the caller's tensors never change
 /// dtype. Costs two casts of the inputs and one of the output per call, which burn's fusion
-/// folds into neighbouring kernels on GPU backends.
+/// folds into neighbouring kernels on GPU backends. f16 likewise.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
-    match MATMUL.with(|m| m.get()) {
-        Precision::Bf16 if a.dtype() == DType::F32 => {
-            a.cast(DType::BF16).matmul(b.cast(DType::BF16)).cast(DType::F32)
-        }
+    match half(current()) {
+        Some(h) if a.dtype() == DType::F32 => a.cast(h).matmul(b.cast(h)).cast(DType::F32),
         _ => a.matmul(b),
     }
 }
@@ -77,22 +86,32 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
 /// `a · wᵀ` for the tied output head (`a: [m, k]` hidden states, `w: [n, k]` the embedding
 /// matrix), whose f32 logits feed the loss: under bf16 the operands are rounded to bf16 and the
 /// product accumulates and stays in f32 (`model::wide`), so the logits keep f32 precision while
-/// the tensor cores take bf16; otherwise a plain product.
+/// the tensor cores take bf16 (f16 under f16); otherwise a plain product.
 pub fn matmul_head<B: Backend>(a: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-    match MATMUL.with(|m| m.get()) {
-        Precision::Bf16 if a.dtype() == DType::F32 && !f32_head_active() => super::wide::matmul_t(a, w),
+    match half(current()) {
+        Some(h) if a.dtype() == DType::F32 && !f32_head_active() => super::wide::matmul_t_as(a, w, h),
         _ => a.matmul(w.transpose()),
     }
 }
 
 /// Refuse `p` on a device that cannot compute in it (e.g. a wgpu adapter without bf16), naming
-/// the key to change, before any work starts.
+/// the key to change and what the device does support, before any work starts.
 pub fn check<B: Backend>(p: Precision, backend: BackendKind, device: &B::Device) -> Result<()> {
-    if p == Precision::Bf16 && !B::supports_dtype(device, DType::BF16) {
-        return Err(Error::Train(format!(
-            "key `precision`: bf16 is not supported by this {} device ({device:?}); set `precision: f32`",
-            backend.name()
-        )));
+    let Some(h) = half(p) else { return Ok(()) };
+    if B::supports_dtype(device, h.into()) {
+        return Ok(());
     }
-    Ok(())
+    let other = match p {
+        Precision::Bf16 => Precision::F16,
+        _ => Precision::Bf16,
+    };
+    let instead = match half(other) {
+        Some(o) if B::supports_dtype(device, o.into()) => format!("`precision: {}` or `f32`", other.name()),
+        _ => "`precision: f32`".to_string(),
+    };
+    Err(Error::Train(format!(
+        "key `precision`: {} is not supported by this {} device ({device:?}); set {instead}",
+        p.name(),
+        backend.name()
+    )))
 }

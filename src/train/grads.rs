@@ -1,6 +1,6 @@
 //! Gradients as a flat list in parameter order (see `train::params`), flattened to 1-D: collected
-//! from a backward pass, summed over micro-batches, measured and clipped by their global norm
-//! (one fused pass on the CPU backend).
+//! from a backward pass, summed over micro-batches, unscaled (f16's loss scaling), measured and
+//! clipped by their global norm (one fused pass on the CPU backend).
 //! Keeping them outside burn's `GradientsParams` lets `dist/` all-reduce them and the optimizer
 //! address them by index.
 
@@ -85,18 +85,28 @@ impl<B: Backend> Grads<B> {
     /// gradients' own buffers (`colossus_kernels::clip`); elsewhere, burn tensor ops. The norm's
     /// sums run in a different order on the two paths, so they agree to rounding.
     pub fn clip_global_norm(self, max_norm: f64) -> (Self, f64) {
+        self.unscale_and_clip(1.0, max_norm)
+    }
+
+    /// Gradients of a loss multiplied by `loss_scale` (`train::loss_scale`), divided by it and
+    /// clipped as `clip_global_norm` does, in the same pass. Returns the norm of the unscaled
+    /// gradients: the scale is a power of two, so it is the norm an unscaled backward would
+    /// give, to the bit, wherever nothing overflowed or underflowed. A non-finite norm leaves
+    /// the gradients as they are (the step is skipped).
+    pub fn unscale_and_clip(self, loss_scale: f64, max_norm: f64) -> (Self, f64) {
         if self.tensors.iter().all(|g| fused_allowed(g.dtype())) {
             return run_kernel::<B, _>(Clip {
                 grads: self,
+                loss_scale,
                 max_norm,
             });
         }
-        self.clip_plain(max_norm)
+        self.clip_plain(loss_scale, max_norm)
     }
 
-    fn clip_plain(self, max_norm: f64) -> (Self, f64) {
-        let norm = self.global_norm();
-        match clip_factor(norm, max_norm) {
+    fn clip_plain(self, loss_scale: f64, max_norm: f64) -> (Self, f64) {
+        let norm = self.global_norm() / loss_scale;
+        match multiplier(norm, loss_scale, max_norm) {
             Some(factor) => (self.scale(factor), norm),
             None => (self, norm),
         }
@@ -109,8 +119,20 @@ fn clip_factor(norm: f64, max_norm: f64) -> Option<f64> {
     (max_norm > 0.0 && norm.is_finite() && factor < 1.0).then_some(factor)
 }
 
+/// What the gradients of a loss scaled by `loss_scale`, whose unscaled norm is `norm`, are
+/// multiplied by: the clip factor over the scale; `None` when that is 1 or the norm is not
+/// finite.
+fn multiplier(norm: f64, loss_scale: f64, max_norm: f64) -> Option<f64> {
+    let clip = clip_factor(norm, max_norm);
+    if loss_scale == 1.0 || !norm.is_finite() {
+        return clip;
+    }
+    Some(clip.unwrap_or(1.0) / loss_scale)
+}
+
 struct Clip<B: Backend> {
     grads: Grads<B>,
+    loss_scale: f64,
     max_norm: f64,
 }
 
@@ -131,8 +153,9 @@ impl<B: Backend> Clip<B> {
             .iter()
             .map(|g| colossus_kernels::sum_squares(g))
             .sum::<f64>()
-            .sqrt();
-        if let Some(factor) = clip_factor(norm, self.max_norm) {
+            .sqrt()
+            / self.loss_scale;
+        if let Some(factor) = multiplier(norm, self.loss_scale, self.max_norm) {
             // The tensor path multiplies by the factor rounded to f32; so does this.
             host.iter_mut()
                 .for_each(|g| colossus_kernels::scale(g, factor as f32));
@@ -161,6 +184,6 @@ impl<B: Backend> HostKernel for Clip<B> {
     }
 
     fn plain(self) -> Self::Output {
-        self.grads.clip_plain(self.max_norm)
+        self.grads.clip_plain(self.loss_scale, self.max_norm)
     }
 }

@@ -65,9 +65,10 @@ fn datasheet_peak(precision: Precision, model: Option<String>) -> Result<(f64, S
     })?;
     let spec = gpu.spec();
     Ok(match precision {
-        Precision::Bf16 => (
+        // Hopper's and Blackwell's tensor cores run f16 at the bf16 rate.
+        Precision::Bf16 | Precision::F16 => (
             spec.peak_bf16_tflops,
-            format!("{model}: {} dense bf16 datasheet", spec.name),
+            format!("{model}: {} dense {} datasheet", spec.name, precision.name()),
         ),
         Precision::F32 => (
             spec.peak_tf32_tflops,

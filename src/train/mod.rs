@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod grads;
 pub mod loss;
+pub mod loss_scale;
 pub mod mfu;
 pub mod optim;
 pub mod params;

@@ -32,6 +32,9 @@ pub struct StepMetrics {
     /// activations the backward needs; `backend::device_memory`), bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_mem_bytes: Option<u64>,
+    /// `precision: f16`: the loss scale this step's backward ran with (`train::loss_scale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
     /// Per layer, the share of routed slots each expert received.
     pub expert_load: Vec<Vec<f32>>,
 }

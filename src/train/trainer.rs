@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use super::grads::Grads;
+use super::loss_scale::{LossScale, Update};
 use super::optim::{AdamW, AdamWSettings};
 use super::params::{self, ParamInfo};
 use super::progress::{Progress, StepMetrics};
@@ -20,7 +21,7 @@ use crate::backend::DeviceMemory;
 use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
-use crate::config::{Config, Resume};
+use crate::config::{Config, Precision, Resume};
 use crate::data::{self, Batch, BatchSource};
 use crate::dist::{self, Dist};
 use crate::error::{Error, Result};
@@ -121,17 +122,20 @@ pub fn accumulate<B: AutodiffBackend>(
     source: &mut dyn BatchSource,
     device: &B::Device,
 ) -> StepGrads<B> {
-    accumulate_rank(cfg, model, source, device, &Dist::single())
+    accumulate_rank(cfg, model, source, device, &Dist::single(), 1.0)
 }
 
 /// `accumulate` on `dist`'s rows of each global micro-batch (split further into
-/// `train.cpu_workers` concurrent shards on the CPU backend, see `dist::workers`).
+/// `train.cpu_workers` concurrent shards on the CPU backend, see `dist::workers`), with the
+/// objective multiplied by `loss_scale` before each backward (f16's loss scaling; 1 otherwise):
+/// the gradients come back scaled, the reported losses do not.
 pub fn accumulate_rank<B: AutodiffBackend>(
     cfg: &Config,
     model: &Grok<B>,
     source: &mut dyn BatchSource,
     device: &B::Device,
     dist: &Dist,
+    loss_scale: f64,
 ) -> StepGrads<B> {
     let accum = cfg.train.grad_accum;
     let coef = cfg.model.aux_loss_coef;
@@ -152,7 +156,7 @@ pub fn accumulate_rank<B: AutodiffBackend>(
             dist::split::rows(cfg.train.micro_batch, dist.rank, dist.world),
         );
         let m = dist::workers::micro_step(model, batch, shards, |model, batch, share| {
-            micro_pass(model, batch, device, coef, accum, share)
+            micro_pass(model, batch, device, coef, accum, share * loss_scale)
         });
         loss_sum += m.loss;
         aux_sum += m.aux_loss;
@@ -175,15 +179,16 @@ pub fn accumulate_rank<B: AutodiffBackend>(
     }
 }
 
-/// Forward and backward of one batch (or one shard of it, holding `share` of its rows): the
-/// gradients of (loss + coef·aux) / accum · share.
+/// Forward and backward of one batch (or one shard of it): the gradients of
+/// (loss + coef·aux) / accum · weight, where `weight` is the shard's share of the rows times the
+/// loss scale (a power of two, so the product is exact).
 fn micro_pass<B: AutodiffBackend>(
     model: &Grok<B>,
     batch: &Batch,
     device: &B::Device,
     coef: f64,
     accum: usize,
-    share: f64,
+    weight: f64,
 ) -> StepGrads<B> {
     let start = Instant::now();
     let s = forward_batch(model, batch, device);
@@ -197,8 +202,8 @@ fn micro_pass<B: AutodiffBackend>(
         s.loss
     };
     let mut objective = objective.div_scalar(accum as f64);
-    if share != 1.0 {
-        objective = objective.mul_scalar(share);
+    if weight != 1.0 {
+        objective = objective.mul_scalar(weight);
     }
     StepGrads {
         grads: Grads::collect(model, objective.backward()),
@@ -278,7 +283,11 @@ pub fn train_rank<B: AutodiffBackend>(
         tokens: 0,
         sampler: source.cursor(),
         skipped_steps: 0,
+        loss_scale: None,
     };
+    // f16's dynamic loss scale (`train::loss_scale`); other precisions need none.
+    let f16 = cfg.precision == Precision::F16;
+    let mut scaler = f16.then(|| LossScale::new(cfg.train.loss_scale_init));
     notes.insert(0, data_note);
     if let Some(r) = resumed {
         dataset.check_same_tokenizer(&r.dir.join(checkpoint::TOKENIZER_FILE))?;
@@ -287,6 +296,15 @@ pub fn train_rank<B: AutodiffBackend>(
             (Some(o), Some(s)) => {
                 opt = o;
                 state = s;
+                match state.loss_scale {
+                    Some(s) if f16 => scaler = Some(s),
+                    None if f16 => notes.push(format!(
+                        "the checkpoint holds no f16 loss scale (it did not train in f16): starting at \
+                         train.loss_scale_init = {}",
+                        cfg.train.loss_scale_init
+                    )),
+                    _ => {}
+                }
                 notes.extend(source.restore(state.sampler));
                 notes.push(format!("resuming from {} (step {})", r.dir.display(), state.step));
             }
@@ -387,16 +405,24 @@ pub fn train_rank<B: AutodiffBackend>(
     while step < last {
         let step_start = Instant::now();
         let lr = lr_at(t, step);
-        let sg = accumulate_rank(cfg, &model, &mut source, device, dist);
+        let scale = scaler.map_or(1.0, |s| s.factor());
+        let sg = accumulate_rank(cfg, &model, &mut source, device, dist, scale);
         let local_stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
         let (sg, any_stop) = match reduce_step(dist, sg, local_stop) {
             Ok(r) => r,
             Err(e) => return Err(abort(&mut saver, &progress, &mut summary, e)),
         };
-        let (grads, grad_norm) = sg.grads.clip_global_norm(t.grad_clip);
+        let (grads, grad_norm) = sg.grads.unscale_and_clip(scale, t.grad_clip);
         let poisoned = opts.poison_from_step.is_some_and(|p| step + 1 >= p);
         let loss = if poisoned { f64::NAN } else { sg.loss };
         let finite = loss.is_finite() && grad_norm.is_finite();
+        // Under f16, gradients that overflow while the loss is finite are the scale's doing
+        // (until it is down to 1): skip the step and halve the scale, but do not count the step
+        // towards divergence. Every rank sees the same reduced gradients, so the same scale.
+        let update = scaler
+            .as_mut()
+            .map(|s| s.update(finite, t.loss_scale_growth_interval));
+        let overflow = loss.is_finite() && update == Some(Update::Halved);
         if finite {
             model = opt.step(model, grads, lr);
             if let Some(mine) = &zero_mine {
@@ -406,6 +432,13 @@ pub fn train_rank<B: AutodiffBackend>(
                 };
             }
             nonfinite_run = 0;
+        } else if overflow {
+            summary.skipped_steps += 1;
+            progress.println(&format!(
+                "step {}: f16 gradients overflowed at loss scale {scale}; update skipped, loss scale now {}",
+                step + 1,
+                scale / 2.0,
+            ));
         } else {
             summary.skipped_steps += 1;
             nonfinite_run += 1;
@@ -434,6 +467,7 @@ pub fn train_rank<B: AutodiffBackend>(
                 .map(|(p, _)| super::mfu::mfu(tokens_per_step as f64 / dt, flops_per_token, *p)),
             peak_mem_bytes: super::mfu::peak_rss_bytes(),
             device_mem_bytes: sg.device_mem.map(|m| m.in_use),
+            loss_scale: f16.then_some(scale),
             expert_load: sg.expert_load,
         })?;
         if let Some(saved) = saver.poll()? {
@@ -469,6 +503,7 @@ pub fn train_rank<B: AutodiffBackend>(
                 tokens: summary.tokens,
                 sampler: source.cursor(),
                 skipped_steps: summary.skipped_steps,
+                loss_scale: scaler,
             };
             let snap_start = Instant::now();
             let opt_now = full_opt.as_ref().unwrap_or(&opt);
