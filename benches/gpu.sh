@@ -123,3 +123,6 @@ peer "$@" --bf16
 peer "$@" --bf16 --compile
 ours "$@" --set precision=f32
 peer "$@"
+# f16 with loss scaling (`precision: f16`; f16 runs at the bf16 rate on Hopper), last.
+set -- ${shapes[0]}
+ours "$@" --set precision=f16
