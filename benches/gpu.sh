@@ -25,8 +25,9 @@ WORK=${WORK:-$(mktemp -d)}
 STEPS=${STEPS:-10}
 EACH=${EACH:-150}
 # A dry run of this script without a GPU (it checks the script, not the speed), with a
-# `--features wgpu` build on lavapipe, which has no bf16 (the peer's lines fail without torch):
-#   BIN=target/debug/colossus BACKEND=wgpu HALF=f32 SHAPE1="tiny 2 32" SHAPE2="tiny 2 32" \
+# `--features wgpu` build on lavapipe, which has f16 but no bf16 (the peer's lines fail without
+# torch; ~14 minutes on 2 cores):
+#   BIN=target/debug/colossus BACKEND=wgpu HALF=f16 SHAPE1="tiny 2 32" SHAPE2="tiny 2 32" \
 #   STEPS=2 benches/gpu.sh
 BACKEND=${BACKEND:-cuda}
 HALF=${HALF:-bf16}
