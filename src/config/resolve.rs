@@ -364,15 +364,16 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             Err(bad(key, format!("{v} must be zero or positive")))
         }
     };
-    // A power of two, so scaling and unscaling the gradients is exact in f32; at most 2³²
-    // (`train::loss_scale::MAX_LOG2`), far past any gradient's need.
+    // A power of two, so scaling and unscaling the gradients is exact in f32, and at most the
+    // loop's ceiling (`train::loss_scale::MAX_LOG2`), far past any gradient's need.
     let power_of_two = |key: &str, v: f64| -> Result<f64> {
-        if (1.0..=4294967296.0).contains(&v) && v.log2().fract() == 0.0 {
+        let max_log2 = crate::train::loss_scale::MAX_LOG2;
+        if (1.0..=2f64.powi(max_log2)).contains(&v) && v.log2().fract() == 0.0 {
             Ok(v)
         } else {
             Err(bad(
                 key,
-                format!("{v} must be a power of two from 1 to 2^32 (e.g. 65536)"),
+                format!("{v} must be a power of two from 1 to 2^{max_log2} (e.g. 65536)"),
             ))
         }
     };
