@@ -20,9 +20,13 @@ use colossus::model::{flash, wide};
 use common::*;
 
 /// The losses of `steps` optimizer steps from the same weights and batches, and the first
-/// step's gradients.
+/// step's gradients, with the products in `cfg.precision` (no loss scale).
 fn train_on<B: AutodiffBackend>(cfg: &Config, device: &B::Device, steps: usize) -> (Vec<f64>, Vec<Vec<f32>>) {
-    let s = train_steps(cfg, cfg.model.init::<B>(cfg.seed, device), device, 11, steps);
+    let model = cfg
+        .model
+        .init::<B>(cfg.seed, device)
+        .with_precision(cfg.precision);
+    let s = train_steps(cfg, model, device, 11, steps);
     (s.losses, s.first_grads.into_iter().map(floats).collect())
 }
 
@@ -97,16 +101,6 @@ fn issue_7_wgpu_trains_the_tiny_preset_like_the_cpu_backend() {
     }
 }
 
-/// The first step's gradients of the tiny preset with its products in f16 (no loss scale).
-fn f16_first_grads<B: AutodiffBackend>(cfg: &Config, device: &B::Device) -> Vec<Vec<f32>> {
-    let model = cfg
-        .model
-        .init::<B>(cfg.seed, device)
-        .with_precision(Precision::F16);
-    let s = train_steps(cfg, model, device, 11, 1);
-    s.first_grads.into_iter().map(floats).collect()
-}
-
 /// Issue 7, "f16 where the adapter supports it": `precision: f16` on wgpu trains the tiny preset
 /// through the real loop (dynamic loss scaling, clipping) like the CPU backend's f16 emulation
 /// (f16-rounded operands, f32 sums, f16 results), and the first step's gradients agree.
@@ -162,8 +156,8 @@ fn issue_7_wgpu_trains_the_tiny_preset_in_f16_like_the_cpu_backend() {
             "step {i}: loss {a} on cpu, {b} on wgpu (relative {rel:e})"
         );
     }
-    let cpu_grads = f16_first_grads::<CpuTrain>(&cpu_cfg, &Default::default());
-    let gpu_grads = f16_first_grads::<WgpuTrain>(&gpu_cfg, &device);
+    let (_, cpu_grads) = train_on::<CpuTrain>(&cpu_cfg, &Default::default(), 1);
+    let (_, gpu_grads) = train_on::<WgpuTrain>(&gpu_cfg, &device, 1);
     let mut worst = (0f64, String::new());
     let names = colossus::model::grok::param_shapes(&cpu_cfg.model);
     for ((a, b), (name, _)) in cpu_grads.iter().zip(&gpu_grads).zip(&names) {

@@ -80,8 +80,8 @@ struct FlashCore<B: Backend> {
     v: Tensor<B, 4>,
     op: FlashOp,
     softmax: CappedSoftmax,
-    /// Under bf16 the kernel reads bf16 q, k and v, as the composed path's matmuls do, and its
-    /// output is widened back (`kernel_dtype`). The casts are autodiff ops of their own, made
+    /// Under bf16 or f16 the kernel reads q, k and v in that type, as the composed path's
+    /// matmuls do, and its output is widened back (`kernel_dtype`). The casts are autodiff ops of their own, made
     /// only once the backend is known to be a GPU one (elsewhere q, k and v go back untouched).
     half: Option<DType>,
 }

@@ -1,6 +1,6 @@
 //! The output head's product under bf16 mixed precision: bf16 operands, f32 accumulation and an
 //! f32 result, with a backward of the same kind (the upstream gradient rounded to bf16, as
-//! autocast's backward has it, and f32 gradients out).
+//! autocast's backward has it, and f32 gradients out). Under `precision: f16` the same with f16.
 //!
 //! Why: autocast writes a bf16 GEMM's result in bf16, and bf16-rounded logits (steps of 1/16
 //! near 10) cost the small preset ~0.07 nats of validation loss after 200 steps, so the head ran
@@ -25,20 +25,15 @@ use burn::tensor::{DType, FloatDType, Tensor};
 use super::fused::{plain_active, record, unwrap, wrap};
 use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
 
-/// `a · wᵀ` with bf16 operands and an f32 result: `a: [m, k]`, `w: [n, k]` (f32), the tied
-/// head's hidden states and embedding matrix → `[m, n]` f32.
+/// `a · wᵀ` with operands rounded to `half` (bf16, or f16 under `precision: f16` and in the
+/// lavapipe tests) and an f32 result: `a: [m, k]`, `w: [n, k]` (f32), the tied head's hidden
+/// states and embedding matrix → `[m, n]` f32.
 ///
 /// The op takes `w` itself, not a transposed view of it, so both gradients are contiguous
 /// products in their parents' layout. A first version took `wᵀ` (as `Tensor::matmul` would):
 /// on the CPU backend with two row shards its embedding gradient came out wrong in about 1 run
 /// in 40 (every entry, 48% relative L2), a fault not traced further; this form gave the same
 /// bits in 180 runs out of 180.
-pub fn matmul_t<B: Backend>(a: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-    matmul_t_as(a, w, FloatDType::BF16)
-}
-
-/// `matmul_t` with operands rounded to `half` (bf16 or f16): f16 lets a device without bf16,
-/// such as lavapipe, run the same kernels in the tests.
 pub fn matmul_t_as<B: Backend>(a: Tensor<B, 2>, w: Tensor<B, 2>, half: FloatDType) -> Tensor<B, 2> {
     if plain_active() || a.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return plain(a, w, half);
