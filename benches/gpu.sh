@@ -13,9 +13,10 @@
 # docs/benchmarks.md, "CUDA kernels without a GPU"). On the GPU machine, from the
 # repository root (carry `.gpu`):
 #   set -o pipefail; benches/gpu.sh 2>&1 | tee $OUT/gpu.log
-# The runs go in order of importance, each under its own time limit (EACH seconds), so a sitting
-# cut short still has the headline numbers. Every line from `colossus bench` and from the peer
-# carries tokens/s, model TFLOP/s and peak memory; docs/benchmarks.md says how to record them.
+# The runs go in order of importance, each under its own time limit (EACH seconds; FIRST for the
+# runs that compile most), so a sitting cut short still has the headline numbers. Every line
+# from `colossus bench` and from the peer carries tokens/s, model TFLOP/s and peak memory;
+# docs/benchmarks.md says how to record them.
 set -uo pipefail
 ROOT=$(pwd)
 BIN=${BIN:-.gpu/colossus-cuda}
@@ -24,6 +25,15 @@ PEER=${PEER:-.gpu/torch_train_peer.py}
 WORK=${WORK:-$(mktemp -d)}
 STEPS=${STEPS:-10}
 EACH=${EACH:-150}
+# burn's CUDA server compiles each kernel with NVRTC at its first launch, one after another, and
+# autotune launches every candidate: gpu-350m's bf16 step compiles 391 kernels, 278 of them
+# matmul candidates, in 454 s of NVRTC time on one core of this project's 2-core machine
+# (`--compile-only`'s nvrtc_s, docs/benchmarks.md). Each 150 s limit would cut that run off
+# before its first number. So the runs that compile most (the first of each precision, and the
+# torch.compile peer, whose Inductor compiles too) get FIRST seconds, and every run shares
+# cubecl's caches (below): the autotune choices and the PTX of each compiled kernel, so a later
+# run compiles only what no earlier one launched.
+FIRST=${FIRST:-420}
 # A dry run of this script without a GPU (it checks the script, not the speed), with a
 # `--features wgpu` build on lavapipe, which has f16 but no bf16 (the peer's lines fail without
 # torch; ~14 minutes on 2 cores):
@@ -44,33 +54,58 @@ done
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' || true
-run() { echo "--- $*"; timeout "$EACH" "$@" || echo "--- exit $? (timeout is 124)"; }
-ours() { run "$BIN" bench "configs/$1.yaml" --set backend="$BACKEND" --batch "$2" --seq "$3" \
+# cubecl reads `cubecl.toml` from the working directory (or a parent), so Colossus runs in RUN,
+# whose file points both caches at CACHE: a fresh folder, as the PTX cache is keyed by kernel
+# names and settings, not by the binary that made them. (Off by default in cubecl; the autotune
+# cache would otherwise go under the checkout's target/.)
+CACHE=$WORK/cubecl-cache
+RUN=$WORK/run
+mkdir -p "$CACHE" "$RUN"
+caches=$(printf '[compilation]\ncache = { file = "%s" }\n[autotune]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE")
+printf '%s\n' "$caches" >"$RUN/cubecl.toml"
+run() {
+    echo "--- $*"
+    timeout "$LIMIT" "$@"
+    local rc=$?
+    [ $rc = 0 ] || echo "--- exit $rc (timeout is 124)"
+    return $rc
+}
+LIMIT=$EACH
+colossus() { (cd "$RUN" && run "$BIN" "$@"); }
+ours() { colossus bench "$ROOT/configs/$1.yaml" --set backend="$BACKEND" --batch "$2" --seq "$3" \
     --steps "$STEPS" --warmup 3 "${@:4}"; }
 peer() { run python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS" "${@:4}"; }
+# The fused flash backward (src/backend/flash_bwd.rs) against the composed backward, at a
+# preset's attention shape, before any flash run: lavapipe checks all of it but its tensor-core
+# products, which only run here; a FAILED line means `attention: flash` must not be used (the
+# flash timings that follow would be of wrong gradients).
+check_flash() { colossus bench "$ROOT/configs/$1.yaml" --set backend="$BACKEND" --seq "$3" \
+    --set precision="$HALF" --check-flash-backward; }
 # preset, sequences per step, tokens per sequence
 shapes=("${SHAPE1:-gpu-350m 16 1024}" "${SHAPE2:-small 16 128}")
 for shape in "${shapes[@]}"; do
     set -- $shape
     "$BIN" bench "configs/$1.yaml" --peer-json "$WORK/$1.json" >/dev/null
 done
-# Before any number: the fused flash backward (src/backend/flash_bwd.rs) against the composed
-# backward, at each preset's attention shape. lavapipe checks all of it but its tensor-core
-# products, which only run here; a FAILED line means `attention: flash` must not be used (its
-# timings below would be of wrong gradients).
-for shape in "${shapes[@]}"; do
-    set -- $shape
-    run "$BIN" bench "configs/$1.yaml" --set backend="$BACKEND" --seq "$3" --set precision="$HALF" \
-        --check-flash-backward
-done
-# First the headline: the ~350M preset in bf16 against PyTorch eager and torch.compile.
+# First the headline: the ~350M preset in bf16 against PyTorch eager and torch.compile. The
+# eager peer goes first: it takes under a minute and the ratio needs it. Then ours, which
+# compiles and autotunes (FIRST); what it compiled is listed after it, to show the caches work.
 set -- ${shapes[0]}
-ours "$@" --set precision="$HALF"
 peer "$@" --bf16
+LIMIT=$FIRST
+# Cut off by its limit while still compiling, the run has left what it compiled and tuned in the
+# caches (cubecl writes each entry as it goes), so a second try starts from there. A lock file
+# the killed run may have held would make the next wait 30 s for it to go stale.
+ours "$@" --set precision="$HALF" ||
+    { [ $? = 124 ] && find "$CACHE" -name '*.lock' -delete && ours "$@" --set precision="$HALF"; }
+echo "--- cubecl caches after the first run: $(find "$CACHE" -type f | wc -l) files, $(du -sh "$CACHE" | cut -f1)"
+find "$CACHE" -type f | sed "s|^$CACHE/||" | head -8
 peer "$@" --bf16 --compile
+LIMIT=$EACH
 # The flash-attention kernel (src/model/flash.rs) on the same run: its line says which kernel ran
 # (attention=flash/blackbox_accelerated is the tensor-core one) and its loss should match the
 # composed run's within bf16 noise (the same steps, summed in another order).
+check_flash "$@"
 ours "$@" --set precision="$HALF" --set attention=flash
 # What the fused flash backward buys: the same run with the composed backward (matmuls around the
 # softmax kernels, the probabilities rebuilt at [rows, keys] in f32). Predicted
@@ -84,8 +119,8 @@ ours "$@" --set precision="$HALF" --set attention=flash --composed-flash-backwar
 # kernel's name cut to its first part and, for matmuls, its algorithm; the whole log goes to
 # $OUT, compressed.
 prof=$(mktemp -d)
-printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = false\n' "$prof/profile.log" \
-    >"$prof/cubecl.toml"
+{ printf '%s\n' "$caches"; printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = false\n' \
+    "$prof/profile.log"; } >"$prof/cubecl.toml"
 (cd "$prof" && run "$BIN" bench "$ROOT/configs/$1.yaml" --set backend="$BACKEND" --batch "$2" \
     --seq "$3" --steps 2 --warmup 1 --set precision="$HALF")
 if [ -s "$prof/profile.log" ]; then
@@ -113,12 +148,15 @@ ours "$@" --set precision="$HALF" --f32-head
 # Then what the GPU kernels (src/backend/gpu.rs: softmax, RMSNorm, cross-entropy) buy: the same
 # bf16 run on the plain burn composition; then f32 on both sides.
 ours "$@" --set precision="$HALF" --plain-kernels
+LIMIT=$FIRST
 ours "$@" --set precision=f32
+LIMIT=$EACH
 peer "$@"
 ours "$@" --set precision=f32 --set attention=flash
 # The small preset last.
 set -- ${shapes[1]}
 ours "$@" --set precision="$HALF"
+check_flash "$@"
 ours "$@" --set precision="$HALF" --set attention=flash
 peer "$@" --bf16
 peer "$@" --bf16 --compile

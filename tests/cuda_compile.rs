@@ -79,8 +79,11 @@ fn issue_7_every_kernel_of_a_bf16_step_compiles_for_sm_90a() {
     // kernel pair. Both: RMSNorm, the cross-entropy, the bf16 → f32 head product, the experts,
     // AdamW and every matmul autotune candidate.
     for (attention, routine) in [("flash", "flash/blackbox_accelerated"), ("composed", "composed")] {
-        let (code, stdout, stderr) =
-            compile_only(&["precision=bf16", &format!("attention={attention}")], &[]);
+        let sources = temp_dir(&format!("cuda-compile-{attention}"));
+        let (code, stdout, stderr) = compile_only(
+            &["precision=bf16", &format!("attention={attention}")],
+            &[("COLOSSUS_CUDA_SOURCES", sources.to_str().unwrap())],
+        );
         assert_eq!(code, Some(0), "{attention}: {stdout}\n{stderr}");
         assert_eq!(field(&stdout, "kernels_failed"), "0", "{stdout}");
         assert_eq!(field(&stdout, "attention"), routine, "{stdout}\n{stderr}");
@@ -91,6 +94,20 @@ fn issue_7_every_kernel_of_a_bf16_step_compiles_for_sm_90a() {
         // A step launches well over a hundred distinct kernels; a handful would mean the steps
         // never reached the device.
         assert!(compiled > 100, "{attention}: only {compiled} kernels: {stdout}");
+        // NVRTC's time: one line a kernel in the sources folder, summed on the report line
+        // (what a GPU's first run spends compiling, docs/benchmarks.md).
+        let times = std::fs::read_to_string(sources.join("nvrtc_seconds.tsv")).unwrap();
+        let seconds: Vec<f64> = times
+            .lines()
+            .map(|l| l.rsplit('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(seconds.len(), compiled, "{times}");
+        assert!(seconds.iter().all(|&s| s > 0.0), "{times}");
+        let total: f64 = field(&stdout, "nvrtc_s").parse().unwrap();
+        assert!(
+            (total - seconds.iter().sum::<f64>()).abs() < 1.0,
+            "{total} against {times}"
+        );
     }
 }
 

@@ -97,6 +97,10 @@ pub struct Report {
     pub compiled: usize,
     /// Distinct kernels that did not, with why.
     pub failures: Vec<Failure>,
+    /// NVRTC's CPU time summed over those compiles: about what a GPU's first run of the same
+    /// steps spends compiling, since burn's CUDA server compiles each kernel at its first launch,
+    /// one after another (on this machine's CPU; the GPU host's differs).
+    pub nvrtc_s: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -408,18 +412,52 @@ impl CheckServer {
         while pending.len() >= cores {
             join(pending.remove(0));
         }
+        let times = std::env::var_os("COLOSSUS_CUDA_SOURCES")
+            .map(|dir| std::path::Path::new(&dir).join("nvrtc_seconds.tsv"));
         pending.push(std::thread::spawn(move || {
+            let start = thread_cpu_s();
             let reason = nvrtc(&source, &include).err();
-            record(|r| match reason {
-                None => r.compiled += 1,
-                Some(reason) => r.failures.push(Failure {
-                    kernel: name,
-                    reason,
-                    source,
-                }),
+            let took = thread_cpu_s() - start;
+            if let Some(path) = times {
+                use std::io::Write;
+                let line = format!("{name}\t{took:.3}\n");
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
+                if let Err(e) = file.and_then(|mut f| f.write_all(line.as_bytes())) {
+                    eprintln!("warning: cannot write {}: {e}", path.display());
+                }
+            }
+            record(|r| {
+                r.nvrtc_s += took;
+                match reason {
+                    None => r.compiled += 1,
+                    Some(reason) => r.failures.push(Failure {
+                        kernel: name,
+                        reason,
+                        source,
+                    }),
+                }
             })
         }));
     }
+}
+
+/// This thread's CPU time: NVRTC's own cost, whatever else shares the cores while it runs (on a
+/// GPU host it runs alone, on the launching thread). Elsewhere than glibc, the wall clock.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn thread_cpu_s() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec, which lives on this stack.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn thread_cpu_s() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
 }
 
 /// The NVRTC compiles still running.

@@ -293,13 +293,14 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
     }
     println!(
         "compile-only: precision={}{}{} attention={attention} target=sm_90a nvrtc={major}.{minor} headers={} \
-         kernels_compiled={} kernels_failed={}",
+         kernels_compiled={} kernels_failed={} nvrtc_s={:.0}",
         precision.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
         if args.f32_head { " head=f32" } else { "" },
         include.display(),
         report.compiled,
-        report.failures.len()
+        report.failures.len(),
+        report.nvrtc_s
     );
     if report.failures.is_empty() {
         Ok(())
