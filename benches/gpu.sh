@@ -1,17 +1,12 @@
 #!/usr/bin/env bash
 # Issue 7's GPU measurement in one sitting on the GPU machine: Colossus and the PyTorch peer on the
 # same shapes, back to back. That machine has no internet, and only this checkout travels there
-# (not ../shared), so prepare a folder here that git ignores and carry it:
-#   echo /.gpu/ >> .git/info/exclude && mkdir -p .gpu
-#   CUDARC_CUDA_VERSION=13000 cargo build --release --locked --features cuda
-#   cp target/release/colossus .gpu/colossus-cuda && strip .gpu/colossus-cuda
-#   cp ../shared/reference/torch_train_peer.py ../shared/reference/grok_ref.py .gpu/
-# (stripped, the binary is ~47 MB: what travels, this checkout included, must stay under 64 MiB).
-# CUDARC_CUDA_VERSION pins cudarc's bindings to the device's CUDA (13.0 with driver 580); without
-# nvcc here they would default to the newest CUDA cudarc knows. Before the sitting, compile every
-# CUDA kernel here with `colossus bench CONFIG --compile-only` (NVRTC from pip, no GPU needed;
-# docs/benchmarks.md, "CUDA kernels without a GPU"). On the GPU machine, from the
-# repository root (carry `.gpu`):
+# (not ../shared), so stage what it needs here first, in `.gpu/`, which git ignores:
+#   benches/gpu-prepare.sh
+# It builds the release binary (--features cuda), copies the peer, and compiles every CUDA kernel
+# these runs launch into the kernel cache this script unpacks (xz-compressed, both: what travels,
+# this checkout included, must stay under 64 MiB). On the GPU machine, from the repository root
+# (carry `.gpu`):
 #   set -o pipefail; benches/gpu.sh 2>&1 | tee $OUT/gpu.log
 # The runs go in order of importance, each under its own time limit (EACH seconds; FIRST for the
 # runs that compile most), so a sitting cut short still has the headline numbers. Every line
@@ -19,20 +14,26 @@
 # docs/benchmarks.md says how to record them.
 set -uo pipefail
 ROOT=$(pwd)
+WORK=${WORK:-$(mktemp -d)}
+# gpu-prepare.sh leaves the binary xz-compressed.
+[ -z "${BIN:-}" ] && [ -e .gpu/colossus-cuda.xz ] && xz -dc .gpu/colossus-cuda.xz >"$WORK/colossus-cuda" &&
+    chmod +x "$WORK/colossus-cuda" && BIN=$WORK/colossus-cuda
 BIN=${BIN:-.gpu/colossus-cuda}
 case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 PEER=${PEER:-.gpu/torch_train_peer.py}
-WORK=${WORK:-$(mktemp -d)}
+# The CUDA kernels gpu-prepare.sh compiled for this binary (`--compile-only --kernel-cache`).
+KERNELS=${KERNELS:-.gpu/kernel-cache.tar.xz}
 STEPS=${STEPS:-10}
 EACH=${EACH:-150}
 # burn's CUDA server compiles each kernel with NVRTC at its first launch, one after another, and
 # autotune launches every candidate: gpu-350m's bf16 step compiles 391 kernels, 278 of them
 # matmul candidates, in 454 s of NVRTC time on one core of this project's 2-core machine
 # (`--compile-only`'s nvrtc_s, docs/benchmarks.md). Each 150 s limit would cut that run off
-# before its first number. So the runs that compile most (the first of each precision, and the
-# torch.compile peer, whose Inductor compiles too) get FIRST seconds, and every run shares
-# cubecl's caches (below): the autotune choices and the PTX of each compiled kernel, so a later
-# run compiles only what no earlier one launched.
+# before its first number. The carried kernel cache (KERNELS) should spare all of that; in
+# case it does not (a kernel the GPU selects differently is compiled there), the runs that
+# would compile most (the first of each precision, and the torch.compile peer, whose Inductor
+# compiles too) get FIRST seconds, and every run shares cubecl's caches (below): the autotune
+# choices and each compiled kernel, so a later run compiles only what no earlier one launched.
 FIRST=${FIRST:-420}
 # A dry run of this script without a GPU (it checks the script, not the speed), with a
 # `--features wgpu` build on lavapipe, which has f16 but no bf16 (the peer's lines fail without
@@ -63,6 +64,13 @@ RUN=$WORK/run
 mkdir -p "$CACHE" "$RUN"
 caches=$(printf '[compilation]\ncache = { file = "%s" }\n[autotune]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE")
 printf '%s\n' "$caches" >"$RUN/cubecl.toml"
+# Kernels in the cache: cubecl's table of contents has a line for each, and the runtime adds one
+# for each kernel it compiles, so the count's growth over a run is what NVRTC compiled in it.
+kernels() { cat "$CACHE"/cuda/*/ptx/toc.json.log 2>/dev/null | wc -l; }
+if [ -e "$KERNELS" ]; then
+    xz -dc "$KERNELS" | tar -x -C "$CACHE"
+    echo "--- kernel cache from $KERNELS: $(kernels) kernels"
+fi
 run() {
     echo "--- $*"
     timeout "$LIMIT" "$@"
@@ -71,7 +79,14 @@ run() {
     return $rc
 }
 LIMIT=$EACH
-colossus() { (cd "$RUN" && run "$BIN" "$@"); }
+colossus() {
+    local before rc
+    before=$(kernels)
+    (cd "$RUN" && run "$BIN" "$@")
+    rc=$?
+    echo "--- compiled by NVRTC in this run: $(($(kernels) - before)) kernels"
+    return $rc
+}
 ours() { colossus bench "$ROOT/configs/$1.yaml" --set backend="$BACKEND" --batch "$2" --seq "$3" \
     --steps "$STEPS" --warmup 3 "${@:4}"; }
 peer() { run python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS" "${@:4}"; }
@@ -95,9 +110,15 @@ peer "$@" --bf16
 LIMIT=$FIRST
 # Cut off by its limit while still compiling, the run has left what it compiled and tuned in the
 # caches (cubecl writes each entry as it goes), so a second try starts from there. A lock file
-# the killed run may have held would make the next wait 30 s for it to go stale.
-ours "$@" --set precision="$HALF" ||
-    { [ $? = 124 ] && find "$CACHE" -name '*.lock' -delete && ours "$@" --set precision="$HALF"; }
+# the killed run may have held would make the next wait 30 s for it to go stale. Failed
+# otherwise, it runs again without the carried kernels (the driver may have refused them).
+ours "$@" --set precision="$HALF"
+case $? in
+0) ;;
+124) find "$CACHE" -name '*.lock' -delete; ours "$@" --set precision="$HALF" ;;
+*) [ -e "$KERNELS" ] && echo "--- again without the carried kernels" && rm -rf "$CACHE"/cuda &&
+    ours "$@" --set precision="$HALF" ;;
+esac
 echo "--- cubecl caches after the first run: $(find "$CACHE" -type f | wc -l) files, $(du -sh "$CACHE" | cut -f1)"
 find "$CACHE" -type f | sed "s|^$CACHE/||" | head -8
 peer "$@" --bf16 --compile

@@ -214,6 +214,10 @@ mod flash_bwd;
 #[cfg(feature = "cuda")]
 pub mod cuda_check;
 
+/// The kernel cache `--compile-only --kernel-cache` writes for a GPU host (`backend/cuda_cache.rs`).
+#[cfg(feature = "cuda")]
+pub mod cuda_cache;
+
 /// The fused ops that have GPU kernels (`backend/gpu.rs`), on primitives of a GPU backend
 /// without autodiff; `model::fused` wraps them in autodiff nodes. Shapes are the logical ones;
 /// the kernels make strided inputs contiguous first.

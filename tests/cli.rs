@@ -147,6 +147,24 @@ fn compile_only_without_cuda_names_the_feature() {
     );
 }
 
+/// `--kernel-cache` stores what `--compile-only` compiles; alone it would do nothing, so it is
+/// refused, naming the flag it needs (issue 7).
+#[test]
+fn kernel_cache_without_compile_only_is_refused() {
+    let dir = common::temp_dir("cli-kernel-cache");
+    let cache = dir.join("cache");
+    refused(
+        &[
+            "bench",
+            "configs/tiny.yaml",
+            "--kernel-cache",
+            cache.to_str().unwrap(),
+        ],
+        &["--compile-only"],
+    );
+    assert!(!cache.exists(), "a refused command wrote {}", cache.display());
+}
+
 #[test]
 fn check_flash_backward_on_the_cpu_backend_says_it_checks_gpu_kernels() {
     // Issue 7: the fused flash backward's GPU check has nothing to compare on the CPU backend;

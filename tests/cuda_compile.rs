@@ -12,7 +12,7 @@
 
 mod common;
 
-use colossus::backend::cuda_check;
+use colossus::backend::{cuda_cache, cuda_check};
 use common::*;
 
 /// Whether NVRTC and the headers are here; otherwise the reason is printed.
@@ -33,6 +33,11 @@ fn toolchain() -> bool {
 /// `colossus bench configs/tiny.yaml --compile-only` with `sets`, one step: (exit code, stdout,
 /// stderr).
 fn compile_only(sets: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    compile_only_with(&[], sets, env)
+}
+
+/// `compile_only` with more flags.
+fn compile_only_with(flags: &[&str], sets: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut args = vec![
         "bench",
         "configs/tiny.yaml",
@@ -42,6 +47,7 @@ fn compile_only(sets: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, St
         "--warmup",
         "0",
     ];
+    args.extend(flags);
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -138,4 +144,68 @@ fn issue_7_a_kernel_nvrtc_rejects_fails_the_check_with_its_log() {
         "no generated source in the report: {stderr}"
     );
     assert_ne!(field(&stdout, "kernels_failed"), "0", "{stdout}");
+}
+
+#[test]
+fn issue_7_the_kernel_cache_holds_every_compiled_kernel_as_sm_90a_machine_code() {
+    if !toolchain() {
+        return;
+    }
+    // What a GPU host loads instead of compiling (`--kernel-cache`, backend/cuda_cache.rs): one
+    // entry per compiled kernel, found by cubecl's own cache reader under the listed key, each
+    // an sm_90a cubin. (That the key is the CUDA runtime's is the unit test's in cuda_cache.rs.)
+    let dir = temp_dir("cuda-kernel-cache");
+    let cache = dir.join("cache");
+    let (code, stdout, stderr) = compile_only_with(
+        &["--kernel-cache", cache.to_str().unwrap()],
+        &["precision=bf16"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let compiled: usize = field(&stdout, "kernels_compiled").parse().unwrap();
+    assert!(compiled > 100, "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("kernel cache:"))
+        .unwrap_or_else(|| panic!("no kernel cache line: {stdout}"));
+    assert!(
+        summary.starts_with(&format!(
+            "kernel cache: {compiled} stored, 0 already there (0 of them in other bytes), 0 not stored"
+        )),
+        "{summary}\n{stderr}"
+    );
+    let manifest = std::fs::read_to_string(cache.join(cuda_cache::MANIFEST)).unwrap();
+    assert_eq!(manifest.lines().count(), compiled, "{manifest}");
+    // What each GPU process pays at start: cubecl-cuda reads the whole cache then.
+    let start = std::time::Instant::now();
+    let reader = cuda_cache::open(&cache);
+    eprintln!(
+        "cubecl read the cache of {compiled} kernels in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    for line in manifest.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let key = u128::from_str_radix(f[0], 16).unwrap();
+        let entry = reader
+            .get(&key)
+            .unwrap_or_else(|| panic!("cubecl's reader does not find {line}"));
+        assert_eq!(entry.entrypoint_name, f[1], "{line}");
+        assert_eq!(entry.shared_mem_bytes.to_string(), f[2], "{line}");
+        assert_eq!(entry.ptx.len().to_string(), f[3], "{line}");
+        let code: Vec<u8> = entry.ptx.iter().map(|&b| b as u8).collect();
+        // An ELF file for NVIDIA's machine (EM_CUDA = 190) whose flags name sm_90.
+        assert_eq!(&code[..4], b"\x7fELF", "{line}");
+        assert_eq!(u16::from_le_bytes([code[18], code[19]]), 190, "{line}");
+        let flags = u32::from_le_bytes(code[48..52].try_into().unwrap());
+        assert_eq!(sm(flags), 90, "{line}: e_flags {flags:#x}");
+    }
+}
+
+/// The SM version in a CUDA ELF header's `e_flags`: bits 8–15 as NVRTC 13 writes them
+/// (0x5a04 with a leading ABI byte for sm_90a), the low byte in older ELF ABIs.
+fn sm(flags: u32) -> u32 {
+    match (flags >> 8) & 0xff {
+        0 => flags & 0xff,
+        sm => sm,
+    }
 }

@@ -62,7 +62,7 @@ const ARCH: u32 = 90;
 const SMS: u32 = 132;
 const MAX_SHARED: usize = 232_448;
 const DEVICE_MEMORY: u64 = 141 << 30;
-const NAME: &str = "cuda-compile-check";
+pub(crate) const NAME: &str = "cuda-compile-check";
 
 /// Forget the autotune choices of earlier checks (cubecl keeps them on disk, under
 /// `target/autotune/<version>/device-0-0-cuda-compile-check`), so that autotune launches, and
@@ -385,10 +385,21 @@ impl CheckServer {
         };
         let shared = compiled.repr.as_ref().map_or(0, |k| k.shared_memory_size());
         let (name, source) = (compiled.entrypoint_name, compiled.source);
+        // `--kernel-cache`: the key the GPU's runtime will look this kernel up by.
+        let key = super::cuda_cache::active().then(|| {
+            let mut id = kernel.id();
+            id.mode(mode);
+            super::cuda_cache::gpu_key(&id)
+        });
         // To read what the code generator made of a kernel (tensor-core fragments, shared
-        // memory) without a GPU: each source as `<dir>/<entry point>-<n>.cu`.
+        // memory) without a GPU: each source as `<dir>/<entry point>-<n>.cu`, or with
+        // `--kernel-cache`, `<dir>/<entry point>-<key>.cu`, the key its manifest lists.
         if let Some(dir) = std::env::var_os("COLOSSUS_CUDA_SOURCES") {
-            let path = std::path::Path::new(&dir).join(format!("{name}-{}.cu", self.seen.len()));
+            let tag = match &key {
+                Some(Ok(k)) => format!("{k:032x}"),
+                _ => self.seen.len().to_string(),
+            };
+            let path = std::path::Path::new(&dir).join(format!("{name}-{tag}.cu"));
             if let Err(e) = std::fs::write(&path, &source) {
                 eprintln!("warning: cannot write {}: {e}", path.display());
             }
@@ -416,8 +427,21 @@ impl CheckServer {
             .map(|dir| std::path::Path::new(&dir).join("nvrtc_seconds.tsv"));
         pending.push(std::thread::spawn(move || {
             let start = thread_cpu_s();
-            let reason = nvrtc(&source, &include).err();
+            let result = nvrtc(&source, &include, key.is_some());
             let took = thread_cpu_s() - start;
+            let reason = match (result, key) {
+                (Ok(cubin), Some(key)) => {
+                    let entry = super::cuda_cache::Entry {
+                        entrypoint_name: name.clone(),
+                        shared_mem_bytes: shared,
+                        ptx: cubin.into_iter().map(|b| b as std::ffi::c_char).collect(),
+                    };
+                    super::cuda_cache::store(key, entry);
+                    None
+                }
+                (Ok(_), None) => None,
+                (Err(reason), _) => Some(reason),
+            };
             if let Some(path) = times {
                 use std::io::Write;
                 let line = format!("{name}\t{took:.3}\n");
@@ -481,11 +505,18 @@ fn join(compile: std::thread::JoinHandle<()>) {
     }
 }
 
-/// Compile `source` for sm_90a with the options burn's CUDA server gives NVRTC.
-fn nvrtc(source: &str, include: &[String]) -> Result<(), String> {
+/// Compile `source` for sm_90a with the options burn's CUDA server gives NVRTC; with `cubin`,
+/// return the machine code NVRTC made (it makes it for a real architecture such as sm_90a),
+/// built without `-lineinfo`: the line tables and the PTX text it embeds are ~60% of a cubin's
+/// bytes, which every GPU process would read at start (`cuda_cache.rs`), and they change no
+/// instruction, only what a profiler can map back to source.
+fn nvrtc(source: &str, include: &[String], cubin: bool) -> Result<Vec<u8>, String> {
     use cudarc::nvrtc::result as nvrtc;
     let arch = format!("--gpu-architecture=sm_{ARCH}a");
-    let mut options: Vec<&str> = vec![&arch, "-lineinfo"];
+    let mut options: Vec<&str> = vec![&arch];
+    if !cubin {
+        options.push("-lineinfo");
+    }
     options.extend(include.iter().map(String::as_str));
     let source = CString::new(source).map_err(|e| e.to_string())?;
     let program = nvrtc::create_program(&source, None).map_err(|e| format!("{e:?}"))?;
@@ -495,9 +526,36 @@ fn nvrtc(source: &str, include: &[String]) -> Result<(), String> {
         let log = nvrtc::get_program_log(program)
             .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().trim().to_string())
             .unwrap_or_default();
+        let code = match result {
+            Ok(()) if cubin => get_cubin(program),
+            Ok(()) => Ok(Vec::new()),
+            Err(e) => Err(format!("{e:?}\n{log}")),
+        };
         let _ = nvrtc::destroy_program(program);
-        result.map_err(|e| format!("{e:?}\n{log}"))
+        code
     }
+}
+
+/// NVRTC's cubin of a compiled program.
+///
+/// # Safety
+/// `program` is a live NVRTC program whose compile succeeded.
+unsafe fn get_cubin(program: cudarc::nvrtc::sys::nvrtcProgram) -> Result<Vec<u8>, String> {
+    use cudarc::nvrtc::sys;
+    let mut size = 0usize;
+    // SAFETY: the caller's program; NVRTC writes one usize.
+    unsafe { sys::nvrtcGetCUBINSize(program, &mut size) }
+        .result()
+        .map_err(|e| format!("nvrtcGetCUBINSize: {e:?}"))?;
+    if size == 0 {
+        return Err("NVRTC made no cubin".into());
+    }
+    let mut code = vec![0u8; size];
+    // SAFETY: `code` holds the `size` bytes NVRTC said it writes.
+    unsafe { sys::nvrtcGetCUBIN(program, code.as_mut_ptr().cast()) }
+        .result()
+        .map_err(|e| format!("nvrtcGetCUBIN: {e:?}"))?;
+    Ok(code)
 }
 
 impl ServerCommunication for CheckServer {

@@ -267,7 +267,7 @@ fn attention_label(attention: crate::config::AttentionKernel) -> String {
 /// `--compile-only`: the steps on `backend::cuda_check`'s stand-in device.
 #[cfg(feature = "cuda")]
 fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
-    use crate::backend::cuda_check;
+    use crate::backend::{cuda_cache, cuda_check};
     use crate::error::Error;
     let unavailable = |reason: String| Error::BackendUnavailable {
         backend: "cuda (--compile-only)".into(),
@@ -280,10 +280,19 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
     let (precision, attention) = (job.cfg.precision, job.cfg.attention);
     let _ = cuda_check::take_report();
     cuda_check::forget_autotune();
-    with_scopes(args, || {
+    if let Some(dir) = &args.kernel_cache {
+        cuda_cache::start(dir).map_err(|msg| Error::Flag {
+            flag: "--kernel-cache".into(),
+            msg,
+        })?;
+    }
+    let ran = with_scopes(args, || {
         job.run::<burn::backend::Autodiff<cuda_check::CheckBackend>>(cuda_check::CheckDevice)
-    })?;
+    });
+    // The compiles still running store their kernels as they finish.
     let report = cuda_check::take_report();
+    let stored = cuda_cache::finish();
+    ran?;
     let attention = attention_label(attention);
     for f in &report.failures {
         eprintln!(
@@ -302,6 +311,20 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
         report.failures.len(),
         report.nvrtc_s
     );
+    if let (Some(s), Some(dir)) = (&stored, &args.kernel_cache) {
+        for why in &s.skipped {
+            eprintln!("warning: not stored: {why}");
+        }
+        println!(
+            "kernel cache: {} stored, {} already there ({} of them in other bytes), {} not stored, in {} (list: {})",
+            s.stored,
+            s.already,
+            s.other_bytes,
+            s.skipped.len(),
+            dir.display(),
+            dir.join(cuda_cache::MANIFEST).display()
+        );
+    }
     if report.failures.is_empty() {
         Ok(())
     } else {

@@ -218,6 +218,13 @@ pub struct BenchArgs {
     /// the library path and the CUDA headers under CUDA_PATH. Any `backend` in the config.
     #[arg(long)]
     pub compile_only: bool,
+    /// With --compile-only: also store each kernel it compiles, as sm_90a machine code, in DIR,
+    /// under the key burn's CUDA runtime looks it up by. A GPU host whose `cubecl.toml` says
+    /// `[compilation] cache = { file = "DIR" }` loads those kernels instead of compiling them
+    /// (minutes of NVRTC on a first run). Runs add to what DIR holds. Use it only with the very
+    /// binary that wrote it: the key does not identify the build.
+    #[arg(long, value_name = "DIR", requires = "compile_only")]
+    pub kernel_cache: Option<PathBuf>,
     /// Write the config's model shape as a Hugging Face config.json (the input of
     /// shared/reference/torch_train_peer.py) to this path instead of benchmarking.
     #[arg(long, value_name = "PATH")]
