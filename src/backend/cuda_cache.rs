@@ -60,13 +60,8 @@ pub const MANIFEST: &str = "colossus-kernels.tsv";
 #[derive(Debug, Default, Clone)]
 pub struct Stored {
     pub stored: usize,
-    /// Kernels an earlier run had stored already (that entry stays).
+    /// Kernels an earlier run had stored already: not compiled again (`reuse`).
     pub already: usize,
-    /// Of those, how many it had stored with other bytes. cubecl's code generator iterates
-    /// hash sets: declarations, and which shared buffer goes at which offset, come out in
-    /// another order in each process (seen on 151 of 366 kernels, the matmuls most), the same
-    /// program in other bytes. Its own cache keeps the first process's code too.
-    pub other_bytes: usize,
     /// Kernels with no entry, and why (a key that cannot be mapped, a conflicting entry).
     pub skipped: Vec<String>,
 }
@@ -117,6 +112,23 @@ pub fn finish() -> Option<Stored> {
     writer().take().map(|w| w.stored)
 }
 
+/// Whether the cache holds `key` already, counted as such if so: the kernel need not be
+/// compiled again. An earlier run of this binary compiled the same program for it (the key is
+/// its type and every comptime value it is generated from), and on its shared memory and
+/// NVRTC passed. cubecl's code generator iterates hash sets, so that run's bytes may differ
+/// from this one's (declarations in another order, shared buffers at swapped offsets:
+/// docs/benchmarks.md), not the program; cubecl's own cache keeps the first process's code too.
+/// Most of `benches/gpu-prepare.sh`'s runs launch kernels an earlier one stored.
+pub fn reuse(key: &Result<StableHash, String>) -> bool {
+    let mut guard = writer();
+    let (Some(w), Ok(key)) = (guard.as_mut(), key) else {
+        return false;
+    };
+    let found = w.cache.get(key).is_some();
+    w.stored.already += usize::from(found);
+    found
+}
+
 /// Store one compiled kernel under `key` (`gpu_key`'s), or note why not.
 pub fn store(key: Result<StableHash, String>, entry: Entry) {
     let mut guard = writer();
@@ -132,11 +144,6 @@ pub fn store(key: Result<StableHash, String>, entry: Entry) {
         entry.ptx.len()
     );
     let name = entry.entrypoint_name.clone();
-    if let Some(earlier) = w.cache.get(&key) {
-        w.stored.already += 1;
-        w.stored.other_bytes += usize::from(earlier != &entry);
-        return;
-    }
     match w.cache.insert(key, entry) {
         Ok(()) => {
             w.stored.stored += 1;
@@ -147,7 +154,7 @@ pub fn store(key: Result<StableHash, String>, entry: Entry) {
                 ));
             }
         }
-        // Not a duplicate (`get` above): its table of contents could not be written.
+        // Not a duplicate: its table of contents could not be written.
         Err(CompilationCacheError::TocError(e)) => w
             .stored
             .skipped

@@ -93,7 +93,8 @@ pub type CheckBackend = burn_fusion::Fusion<burn_cubecl::CubeBackend<CheckRuntim
 /// What the stand-in device compiled since the last [`take_report`].
 #[derive(Debug, Default, Clone)]
 pub struct Report {
-    /// Distinct kernels (by cubecl's kernel id and execution mode) that compiled.
+    /// Distinct kernels (by cubecl's kernel id and execution mode) that compiled; with
+    /// `--kernel-cache`, not those it held already (`cuda_cache::reuse`), which are not compiled.
     pub compiled: usize,
     /// Distinct kernels that did not, with why.
     pub failures: Vec<Failure>,
@@ -413,6 +414,9 @@ impl CheckServer {
                     source,
                 })
             });
+        }
+        if key.as_ref().is_some_and(super::cuda_cache::reuse) {
+            return;
         }
         // NVRTC takes most of the check's time (about a second a kernel) and nothing waits on
         // its result, so kernels compile on a thread per core while the steps go on;

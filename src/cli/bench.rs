@@ -316,10 +316,9 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
             eprintln!("warning: not stored: {why}");
         }
         println!(
-            "kernel cache: {} stored, {} already there ({} of them in other bytes), {} not stored, in {} (list: {})",
+            "kernel cache: {} stored, {} already there (not compiled again), {} not stored, in {} (list: {})",
             s.stored,
             s.already,
-            s.other_bytes,
             s.skipped.len(),
             dir.display(),
             dir.join(cuda_cache::MANIFEST).display()
