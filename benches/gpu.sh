@@ -65,7 +65,8 @@ mkdir -p "$CACHE" "$RUN"
 caches=$(printf '[compilation]\ncache = { file = "%s" }\n[autotune]\ncache = { file = "%s" }\n' "$CACHE" "$CACHE")
 printf '%s\n' "$caches" >"$RUN/cubecl.toml"
 # Kernels in the cache: cubecl's table of contents has a line for each, and the runtime adds one
-# for each kernel it compiles, so the count's growth over a run is what NVRTC compiled in it.
+# for each kernel it compiles, so the count's growth over a run is what NVRTC compiled in it
+# (CUDA's cache only: a wgpu dry run, below, always prints 0; checked 2026-12-04, 10 minutes).
 kernels() { cat "$CACHE"/cuda/*/ptx/toc.json.log 2>/dev/null | wc -l; }
 if [ -e "$KERNELS" ]; then
     xz -dc "$KERNELS" | tar -x -C "$CACHE"
