@@ -20,9 +20,11 @@
 //! What it stores: NVRTC's cubin, not its PTX. The runtime hands the entry to
 //! `cuModuleLoadData`, which takes either, and the cubin spares the driver's PTX JIT too; it
 //! also loads on an older driver of the same CUDA major version, which PTX from a newer NVRTC
-//! does not. It is built without `-lineinfo` (`cuda_check::nvrtc` says why). What is not checked here: that the GPU finds the entries (its log counts what it
-//! still compiles: `benches/gpu.sh`), and that the GPU's kernel selection matches the
-//! stand-in's (a kernel it selects differently is a miss, compiled there as before).
+//! does not. It is built without `-lineinfo` (`cuda_check::nvrtc` says why).
+//!
+//! What is not checked here: that the GPU finds the entries (its log counts what it still
+//! compiles: `benches/gpu.sh`), and that the GPU's kernel selection matches the stand-in's (a
+//! kernel it selects differently is a miss, compiled there as before).
 
 use std::any::TypeId;
 use std::hash::{Hash, Hasher};
@@ -52,8 +54,8 @@ pub fn open(dir: &Path) -> CompilationCache<StableHash, Entry> {
     CompilationCache::new("ptx", CacheOption::default().name("cuda").root(dir))
 }
 
-/// The list of what was stored, beside cubecl's own files: key, entry point, shared memory,
-/// cubin bytes, the GPU runtime's type name.
+/// The list of what was stored, beside cubecl's own files, a line per kernel: key (hex), entry
+/// point, shared memory bytes, cubin bytes, tab-separated.
 pub const MANIFEST: &str = "colossus-kernels.tsv";
 
 /// What one `--compile-only` run put in the cache.
@@ -62,7 +64,8 @@ pub struct Stored {
     pub stored: usize,
     /// Kernels an earlier run had stored already: not compiled again (`reuse`).
     pub already: usize,
-    /// Kernels with no entry, and why (a key that cannot be mapped, a conflicting entry).
+    /// Kernels with no entry, and why (a key that cannot be mapped, an index that could not be
+    /// written), and manifest lines that could not be written.
     pub skipped: Vec<String>,
 }
 
@@ -166,8 +169,9 @@ pub fn store(key: Result<StableHash, String>, entry: Entry) {
 /// The key burn's CUDA runtime gives the kernel the stand-in knows as `id` (its mode set, as
 /// the runtime sets it before compiling).
 pub fn gpu_key(id: &KernelId) -> Result<StableHash, String> {
-    let name = type_name(id).ok_or("no type name in the kernel id's Debug form")?;
-    if rehash(&name, id) != id.stable_hash() {
+    let debug = format!("{id:?}");
+    let name = type_name(&debug).ok_or("no type name in the kernel id's Debug form")?;
+    if rehash(name, id) != id.stable_hash() {
         return Err("cubecl's kernel hash is not the one this code replays".into());
     }
     let ours = std::any::type_name::<CheckRuntime>();
@@ -175,7 +179,7 @@ pub fn gpu_key(id: &KernelId) -> Result<StableHash, String> {
     let gpu = name.replace(ours, theirs);
     // Other stand-in types (its device, server, backend) in the name, or anywhere in the
     // info's Debug form (which may hash them), would give a key the GPU never asks for.
-    let rest = format!("{id:?}").replace(ours, "");
+    let rest = debug.replace(ours, "");
     if rest.contains("cuda_check::") || rest.contains(super::cuda_check::NAME) {
         return Err("its id names the stand-in device beyond the runtime".into());
     }
@@ -183,10 +187,9 @@ pub fn gpu_key(id: &KernelId) -> Result<StableHash, String> {
 }
 
 /// The type name as `KernelId`'s Debug form prints it (`KernelId { type: NAME, address_type: …`).
-fn type_name(id: &KernelId) -> Option<String> {
-    let debug = format!("{id:?}");
+fn type_name(debug: &str) -> Option<&str> {
     let rest = debug.strip_prefix("KernelId { type: ")?;
-    Some(rest[..rest.find(", address_type: ")?].to_string())
+    Some(&rest[..rest.find(", address_type: ")?])
 }
 
 /// `KernelId::stable_hash` with `name` for the type name: the id's own `Hash` writes its
@@ -308,12 +311,13 @@ mod tests {
         let id = KernelId::new::<Kernel<CheckRuntime>>()
             .info(Settings { tile: 64, name: "x" })
             .cube_dim(cubecl::prelude::CubeDim::new_2d(32, 4));
-        let name = type_name(&id).unwrap();
+        let debug = format!("{id:?}");
+        let name = type_name(&debug).unwrap();
         assert_eq!(name, std::any::type_name::<Kernel<CheckRuntime>>());
-        assert_eq!(rehash(&name, &id), id.stable_hash());
+        assert_eq!(rehash(name, &id), id.stable_hash());
         let mut checked = id.clone();
         checked.mode(cubecl::server::ExecutionMode::Unchecked);
-        assert_ne!(rehash(&name, &checked), id.stable_hash());
+        assert_ne!(rehash(name, &checked), id.stable_hash());
         let gpu = KernelId::new::<Kernel<cubecl::cuda::CudaRuntime>>()
             .info(Settings { tile: 64, name: "x" })
             .cube_dim(cubecl::prelude::CubeDim::new_2d(32, 4));
