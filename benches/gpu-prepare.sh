@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything benches/gpu.sh needs on the GPU machine, staged here in `.gpu/` (git ignores it; no
-# GPU needed, 16 minutes on 2 cores): the release binary, the PyTorch peer, and the CUDA
+# GPU needed; 16 minutes on 2 cores before the stand-in's made-up expert shapes of 2026-12-04,
+# which doubled the first run's kernels, so expect more): the release binary, the PyTorch peer, and the CUDA
 # kernels of every run gpu.sh makes, compiled for sm_90a, in the kernel cache that binary reads
 # there (`colossus bench --compile-only --kernel-cache`, src/backend/cuda_cache.rs). Without the
 # cache the sitting's first run spends its first minutes in NVRTC (454 s of it for gpu-350m's

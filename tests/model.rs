@@ -161,6 +161,38 @@ fn param_list_from_config_matches_module() {
     assert_eq!(params::list(&model), params::list_from_config(&cfg));
 }
 
+/// Issue 7: inside `stand_in_routing::scope` (how `bench --compile-only` runs, whose stand-in
+/// device reads the router's choices back as zeros) the MoE routes by the made-up counts, one
+/// pattern per router call, and outside it by its router again.
+#[test]
+fn stand_in_routing_sets_the_experts_rows() {
+    use colossus::model::{moe::MoeConfig, stand_in_routing};
+    let device = Default::default();
+    let (n, e, k) = (64, 4, 2);
+    let moe = MoeConfig {
+        d_model: 8,
+        ffn_size: 8,
+        n_experts: e,
+        top_k: k,
+        init_std: 0.5,
+    }
+    .init::<Cpu>(7, "moe", &device);
+    let x = colossus::model::init::normal::<Cpu, 2>([n, 8], 1.0, 8, "x", &device).val();
+    let load = |call| -> Vec<f32> {
+        let counts = stand_in_routing::counts(n, e, k, call);
+        counts.iter().map(|&c| c as f32 / (n * k) as f32).collect()
+    };
+    let (first, second) = stand_in_routing::scope(|| {
+        let run = || moe.forward(x.clone().reshape([1, n, 8])).1.load;
+        (run(), run())
+    });
+    assert_eq!(first, load(0));
+    assert_eq!(second, load(1));
+    assert_ne!(first, second);
+    let (_, routed) = moe.forward(x.reshape([1, n, 8]));
+    assert_ne!(routed.load, first, "the router routes again outside the scope");
+}
+
 /// Issue 7: the routed MoE (each expert on its own tokens: gather → expert → scatter-add) equals
 /// the dense definition (every expert on every token, weighted by the top-k mask of the router
 /// probabilities), forward and in the gradients of the input and of every weight.

@@ -14,8 +14,9 @@
 //! memory and compiles instead of running. The device reports an H200's properties as burn's
 //! CUDA server reads them off the driver (`cubecl-cuda` `runtime.rs`, arch 90), so kernel
 //! selection (tensor-core matmuls, TMA, the flash routine) takes the branches it takes there.
-//! Kernels do not run, so every buffer a kernel writes reads back as zeros: the loss is 0 and
-//! all tokens route to expert 0, which still launches every kernel of a step, once per shape.
+//! Kernels do not run, so every buffer a kernel writes reads back as zeros: the loss is 0, and
+//! the router's choices would send every token to expert 0, so `bench --compile-only` routes by
+//! counts made up to reach the shapes a GPU's experts get (`model::stand_in_routing`).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};

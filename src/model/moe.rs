@@ -6,7 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
-use super::{fused, init, precision};
+use super::{fused, init, precision, stand_in_routing};
 
 #[derive(Debug, Clone)]
 pub struct MoeConfig {
@@ -93,6 +93,7 @@ impl<B: Backend> Moe<B> {
         let (_, idx) = probs.clone().detach().topk_with_indices(self.top_k, 1); // [n, k]
         let gates = probs.clone().gather(1, idx.clone()); // [n, k]
         let idx: Vec<i64> = idx.into_data().convert::<i64>().into_vec().expect("int indices");
+        let idx = stand_in_routing::next(n, n_experts, self.top_k).unwrap_or(idx);
 
         // Per expert: the token rows it serves and, for each, the flat [n·k] slot holding its gate.
         let mut rows: Vec<Vec<i64>> = vec![Vec::new(); n_experts];
