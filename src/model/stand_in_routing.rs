@@ -3,16 +3,19 @@
 //!
 //! Why: there the router's choices read back as zeros, so every routed slot went to expert 0, one
 //! expert with `n·k` rows (with repeats) and none for the others, a shape no GPU ever sees. On the
-//! GPU each expert's row count is a matmul dimension, and burn's matmul autotune keys it by its
-//! power-of-two anchor (cubecl `anchor`: 4097 to 8192 rows share one key), so every anchor the
-//! experts' counts reach selects, and compiles there, its own kernels. A fresh router spreads
-//! tokens unevenly (the expert loads of a 1-step CPU probe of `gpu-350m` on the shipped corpus
-//! ranged from 0 to 3.6× the mean), so the anchors it reaches cannot be known ahead; the counts
-//! made here reach all of them: per router call, the experts past the first k get `n/2, n/4, …`
-//! rows on even calls and the smaller powers of two below those on odd ones, and the first k
-//! share what is left, so with 8 experts and top-2 every anchor from `n/4096` to `n` appears
-//! within two layers. What it costs: the check compiles, and the kernel cache carries, the
-//! kernels of every anchor, more than one GPU run selects (docs/benchmarks.md, "Expert shapes").
+//! GPU each expert's row count is a matmul dimension: burn's matmul autotune keys it by its
+//! power-of-two anchor (cubecl `anchor`: 4097 to 8192 rows share one key), and the kernel it
+//! launches, like the fused element-wise kernels around it, also follows the exact count
+//! (which tiles divide it), so the counts a GPU meets select, and compile there, their own
+//! kernels. A fresh router spreads tokens unevenly (the expert loads of a 1-step CPU probe of
+//! `gpu-350m` on the shipped corpus ranged from 0 to 3.6× the mean), so those counts cannot be
+//! known ahead; the ones made here cover them as widely as a few layers can: the experts past
+//! the first k get `n/2, n/4, …` rows on even calls and the smaller powers of two below those on
+//! odd ones, exact, then less odd amounts, then less powers of two, and the first k share what is
+//! left, so with 8 experts and top-2 every anchor from `n/4096` to `n` appears within six layers.
+//! What it costs: the check compiles, and the kernel cache carries, about twice the kernels
+//! (`gpu-350m`'s bf16 step: 772 instead of 392); a GPU-like routing then finds all but 15 to 139
+//! of its kernels in the cache, where it missed 130 before (docs/benchmarks.md, "Expert shapes").
 
 use std::cell::Cell;
 
