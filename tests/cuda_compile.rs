@@ -156,11 +156,15 @@ fn issue_7_the_kernel_cache_holds_every_compiled_kernel_as_sm_90a_machine_code()
     // an sm_90a cubin. (That the key is the CUDA runtime's is the unit test's in cuda_cache.rs.)
     let dir = temp_dir("cuda-kernel-cache");
     let cache = dir.join("cache");
-    let (code, stdout, stderr) = compile_only_with(
-        &["--kernel-cache", cache.to_str().unwrap()],
-        &["precision=bf16"],
-        &[],
-    );
+    // The same steps into the same cache, run twice below.
+    let run = || {
+        compile_only_with(
+            &["--kernel-cache", cache.to_str().unwrap()],
+            &["precision=bf16"],
+            &[],
+        )
+    };
+    let (code, stdout, stderr) = run();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let compiled: usize = field(&stdout, "kernels_compiled").parse().unwrap();
     assert!(compiled > 100, "{stdout}");
@@ -204,11 +208,7 @@ fn issue_7_the_kernel_cache_holds_every_compiled_kernel_as_sm_90a_machine_code()
     // comptime info differs between processes gets another key each time (one reduction kernel
     // did, docs/benchmarks.md); those compile and are stored anew, as they would on the GPU.
     // Without reuse the second run would compile them all again.
-    let (code, stdout, stderr) = compile_only_with(
-        &["--kernel-cache", cache.to_str().unwrap()],
-        &["precision=bf16"],
-        &[],
-    );
+    let (code, stdout, stderr) = run();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let again: usize = field(&stdout, "kernels_compiled").parse().unwrap();
     let summary = kernel_cache_line(&stdout);

@@ -286,8 +286,8 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
             msg,
         })?;
     }
-    // The stand-in reads the router's choices back as zeros: route by made-up counts that
-    // reach every autotune anchor a GPU's experts may (`model::stand_in_routing`).
+    // The stand-in reads the router's choices back as zeros: route by made-up counts spread
+    // like the row counts a GPU's experts may get (`model::stand_in_routing`).
     let ran = with_scopes(args, || {
         crate::model::stand_in_routing::scope(|| {
             job.run::<burn::backend::Autodiff<cuda_check::CheckBackend>>(cuda_check::CheckDevice)

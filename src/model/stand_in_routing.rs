@@ -70,14 +70,14 @@ pub fn counts(n: usize, n_experts: usize, top_k: usize, call: usize) -> Vec<usiz
 
 /// Every slot's expert, `[n, top_k]` row-major, with `counts`' row counts and `top_k` distinct
 /// experts in each row.
-pub fn choices(n: usize, n_experts: usize, top_k: usize, call: usize) -> Vec<i64> {
+fn choices(n: usize, n_experts: usize, top_k: usize, call: usize) -> Vec<i64> {
     layout(&counts(n, n_experts, top_k, call), n, top_k)
 }
 
 /// Slots for the given row counts (summing to `n·top_k`, none above `n`): the experts' runs are
 /// laid down column by column (slot `p` of the run is row `p mod n`, column `p / n`), and a run
 /// of at most `n` slots never meets its own row twice.
-pub fn layout(counts: &[usize], n: usize, top_k: usize) -> Vec<i64> {
+fn layout(counts: &[usize], n: usize, top_k: usize) -> Vec<i64> {
     let mut idx = vec![0i64; n * top_k];
     let mut p = 0;
     for (e, &c) in counts.iter().enumerate() {
