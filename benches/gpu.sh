@@ -88,6 +88,8 @@ colossus() {
     echo "--- compiled by NVRTC in this run: $(($(kernels) - before)) kernels"
     return $rc
 }
+# Each of our lines ends with `step_ms_spread=min:…,median:…,max:…`: a slowest timed step far
+# above the median compiled or autotuned a kernel for a new expert row count (tokens/s hides it).
 ours() { colossus bench "$ROOT/configs/$1.yaml" --set backend="$BACKEND" --batch "$2" --seq "$3" \
     --steps "$STEPS" --warmup 3 "${@:4}"; }
 peer() { run python3 "$PEER" "$WORK/$1.json" "$2" "$3" "$STEPS" "${@:4}"; }

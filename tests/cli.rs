@@ -175,6 +175,52 @@ fn check_flash_backward_on_the_cpu_backend_says_it_checks_gpu_kernels() {
     );
 }
 
+/// `colossus bench` on the CPU (issue 7): one line with the peer's fields, and the measured
+/// steps' spread (`step_ms_spread`), which must bracket the mean step the phases add up to.
+#[test]
+fn bench_prints_throughput_and_the_spread_of_its_steps() {
+    let out = colossus(&[
+        "bench",
+        "configs/tiny.yaml",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |key: &str| -> &str {
+        let at = stdout
+            .find(&format!(" {key}="))
+            .unwrap_or_else(|| panic!("no {key} in {stdout}"));
+        stdout[at + key.len() + 2..].split_whitespace().next().unwrap()
+    };
+    let numbers = |key: &str| -> Vec<f64> {
+        field(key)
+            .split(',')
+            .map(|kv| kv.split(':').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(field("batch"), "2");
+    assert_eq!(field("seq"), "16");
+    assert!(field("tokens_per_s").parse::<f64>().unwrap() > 0.0, "{stdout}");
+    let phases = numbers("step_ms");
+    let spread = numbers("step_ms_spread");
+    let (min, median, max) = (spread[0], spread[1], spread[2]);
+    assert!(0.0 < min && min <= median && median <= max, "{stdout}");
+    // The phases are printed to the millisecond: each is off by up to half of one.
+    let mean: f64 = phases.iter().sum();
+    assert!(min - 1.5 <= mean && mean <= max + 1.5, "{stdout}");
+}
+
 #[test]
 fn params_sizes_grok1_without_allocating() {
     let out = colossus(&["params", "configs/grok-1.yaml"]);

@@ -58,6 +58,8 @@ pub struct BenchResult {
     pub final_loss: f64,
     /// Mean milliseconds per measured step in each phase (gradient clipping counts as optimizer).
     pub step_ms: Phases,
+    /// The fastest, median and slowest measured step, whole (milliseconds).
+    pub step_spread: Spread,
     /// The process's peak resident memory.
     pub host_rss_gib: f64,
     /// On a GPU, the high-water mark of the device memory over the measured steps, sampled at
@@ -74,6 +76,42 @@ pub struct Phases {
     pub forward: f64,
     pub backward: f64,
     pub optimizer: f64,
+}
+
+/// How the measured steps' times spread. Why it is printed: on a GPU a timed step that meets a
+/// new expert row count can compile (NVRTC) or autotune a kernel first, which the mean hides
+/// but a slowest step far above the median shows (docs/benchmarks.md, "Expert shapes").
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// NaN everywhere for no values; the median of an even count is the mean of the middle two.
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            return Spread {
+                min: f64::NAN,
+                median: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        };
+        Spread {
+            min: v[0],
+            median,
+            max: v[n - 1],
+        }
+    }
 }
 
 impl Job for BenchJob {
@@ -100,11 +138,13 @@ impl Job for BenchJob {
         // step is skipped rather than turning the weights into NaN.
         let mut scaler = (cfg.precision == Precision::F16).then(|| LossScale::new(cfg.train.loss_scale_init));
         let mut overflows = 0;
+        let mut step_ms = Vec::with_capacity(self.steps);
         for i in 0..self.warmup + self.steps {
             if i == self.warmup {
                 start = Instant::now();
                 phases = Phases::default();
                 device_mem = None;
+                step_ms.clear();
             }
             // `accumulate` reads the loss back to the host every micro-batch, so each forward
             // is complete (no queued device work) when its clock is read; the syncs below close
@@ -129,6 +169,7 @@ impl Job for BenchJob {
             phases.forward += sg.forward_s;
             phases.backward += (t1 - t0).as_secs_f64() - sg.forward_s;
             phases.optimizer += t1.elapsed().as_secs_f64();
+            step_ms.push(1e3 * t0.elapsed().as_secs_f64());
             loss = sg.loss;
         }
         let wall = start.elapsed().as_secs_f64();
@@ -150,6 +191,7 @@ impl Job for BenchJob {
                 backward: per_step(phases.backward),
                 optimizer: per_step(phases.optimizer),
             },
+            step_spread: Spread::of(&step_ms),
             host_rss_gib: mfu::peak_rss_bytes().map_or(f64::NAN, gib),
             device_mem,
             loss_scale: scaler.map(|s| (s.factor(), overflows)),
@@ -218,7 +260,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!(
         "backend={}{} precision={}{}{scale} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} \
-         step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0}",
+         step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0} step_ms_spread=min:{:.1},median:{:.1},max:{:.1}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
         precision.name(),
@@ -233,7 +275,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         r.peak_source,
         r.step_ms.forward,
         r.step_ms.backward,
-        r.step_ms.optimizer
+        r.step_ms.optimizer,
+        r.step_spread.min,
+        r.step_spread.median,
+        r.step_spread.max
     );
     Ok(())
 }
@@ -360,4 +405,28 @@ fn compile_only(_: BenchJob, _: &BenchArgs) -> Result<()> {
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn spread_takes_the_middle_of_sorted_steps() {
+        let s = Spread::of(&[7.0, 1.0, 3.0]);
+        assert_eq!((s.min, s.median, s.max), (1.0, 3.0, 7.0));
+        // Even count: the mean of the middle two; order of the input does not matter.
+        let s = Spread::of(&[4.0, 100.0, 2.0, 6.0]);
+        assert_eq!((s.min, s.median, s.max), (2.0, 5.0, 100.0));
+        assert_eq!(
+            Spread::of(&[2.5]),
+            Spread {
+                min: 2.5,
+                median: 2.5,
+                max: 2.5
+            }
+        );
+        let s = Spread::of(&[]);
+        assert!(s.min.is_nan() && s.median.is_nan() && s.max.is_nan());
+    }
 }
