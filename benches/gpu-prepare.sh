@@ -14,7 +14,19 @@
 #   set -o pipefail; benches/gpu.sh 2>&1 | tee $OUT/gpu.log
 # The cache is only for the binary beside it: its keys name kernels, not the build, so a
 # rebuilt binary needs this script again (it starts the cache afresh).
+#
+# `benches/gpu-prepare.sh --if-stale` does nothing when `.gpu` was staged from the same inputs
+# (.gpu/built-from: the last commit touching what the binary and the cache are made from, and
+# any uncommitted change to it), so a session on a machine that already staged it keeps its 33
+# minutes.
 set -euo pipefail
+inputs=(src vendor kernels configs Cargo.toml Cargo.lock benches/gpu-prepare.sh)
+stamp() { git log -1 --format=%H -- "${inputs[@]}"; git status --porcelain -- "${inputs[@]}"; }
+if [ "${1:-}" = --if-stale ] && [ -e .gpu/kernel-cache.tar.xz ] && [ -e .gpu/colossus-cuda.xz ] &&
+    [ "$(stamp)" = "$(cat .gpu/built-from 2>/dev/null)" ]; then
+    echo ".gpu is up to date: staged from $(head -1 .gpu/built-from)"
+    exit 0
+fi
 TOOLS=${TOOLS:-$PWD/.cuda-tools/nvidia/cu13}
 SHARED=${SHARED:-../shared/reference}
 mkdir -p .gpu
@@ -27,7 +39,7 @@ strip .gpu/colossus-cuda
 cp "$SHARED/torch_train_peer.py" "$SHARED/grok_ref.py" .gpu/
 export CUDA_PATH=$TOOLS LD_LIBRARY_PATH=$TOOLS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 CACHE=.gpu/kernel-cache
-rm -rf "$CACHE" .gpu/kernel-cache.tar.xz .gpu/colossus-cuda.xz
+rm -rf "$CACHE" .gpu/kernel-cache.tar.xz .gpu/colossus-cuda.xz .gpu/built-from
 # gpu.sh's runs, by the kernels they launch (the profiled run is the first one's; the flash
 # check, --check-flash-backward, is not a bench run and compiles on the GPU).
 compile() {
@@ -53,6 +65,7 @@ rm .gpu/compile.log
 tar -C "$CACHE" -cf - . | xz -T0 -6 >.gpu/kernel-cache.tar.xz
 rm -rf "$CACHE"
 xz -T0 -6 -f .gpu/colossus-cuda
+stamp >.gpu/built-from
 du -ch .gpu/*
 # What travels (the checkout and .gpu) must stay under 64 MiB.
 total=$(( $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $(du -cb .gpu/* | tail -1 | cut -f1) ))

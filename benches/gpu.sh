@@ -53,6 +53,8 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
 date -u
+# Which commit's binary and kernels these are (gpu-prepare.sh's stamp), for the record.
+[ -e .gpu/built-from ] && echo "--- .gpu staged from commit $(head -1 .gpu/built-from)"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' || true
 # cubecl reads `cubecl.toml` from the working directory (or a parent), so Colossus runs in RUN,
