@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{colossus, refused};
+use common::{colossus, line_field, refused};
 
 /// `colossus train configs/tiny.yaml` into `dir` with `--set` overrides (and extra flags).
 fn train_tiny(dir: &Path, flags: &[&str], sets: &[&str]) -> Output {
@@ -197,12 +197,7 @@ fn bench_prints_throughput_and_the_spread_of_its_steps() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |key: &str| -> &str {
-        let at = stdout
-            .find(&format!(" {key}="))
-            .unwrap_or_else(|| panic!("no {key} in {stdout}"));
-        stdout[at + key.len() + 2..].split_whitespace().next().unwrap()
-    };
+    let field = |key: &str| line_field(&stdout, key);
     let numbers = |key: &str| -> Vec<f64> {
         field(key)
             .split(',')

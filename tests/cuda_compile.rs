@@ -67,12 +67,7 @@ fn field<'a>(stdout: &'a str, key: &str) -> &'a str {
         .lines()
         .find(|l| l.starts_with("compile-only:"))
         .expect("report line");
-    let start = line
-        .find(&format!(" {key}="))
-        .unwrap_or_else(|| panic!("{key} in {line}"))
-        + key.len()
-        + 2;
-    line[start..].split(' ').next().unwrap()
+    line_field(line, key)
 }
 
 #[test]

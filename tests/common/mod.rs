@@ -198,6 +198,16 @@ pub fn colossus(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The value of ` key=value` in a `colossus bench` output line (values hold no spaces).
+pub fn line_field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+        + key.len()
+        + 2;
+    line[start..].split_whitespace().next().unwrap_or("")
+}
+
 /// Run `colossus args` that must be refused: exit 2, no panic or backtrace, and every string of
 /// `must_contain` in stderr, which is returned.
 pub fn refused(args: &[&str], must_contain: &[&str]) -> String {
