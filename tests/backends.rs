@@ -308,6 +308,34 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
     );
 }
 
+/// Issue 7: on wgpu the MoE moves its rows with gathers whose gradient is a gather
+/// (`model::rows`), not burn's `select_add`, whose cubecl kernel walks the rows serially: the
+/// output and every gradient match the `select` path's bits on the same device, and the CPU's
+/// within f32 rounding. Shapes as `tests/model.rs`'s CPU twin.
+#[test]
+fn issue_7_moe_row_gathers_match_burns_select_on_wgpu() {
+    use colossus::model::rows;
+    let Some(device) = wgpu() else { return };
+    for (shape, stand_in) in [([18, 4, 2], false), ([18, 4, 3], false), ([3, 4, 2], true)] {
+        let before = rows::recorded();
+        let ours = moe_outputs::<WgpuTrain>(&device, shape, stand_in, false);
+        assert!(
+            rows::recorded() > before,
+            "{shape:?}: the gathers did not run on wgpu"
+        );
+        let select = moe_outputs::<WgpuTrain>(&device, shape, stand_in, true);
+        assert_eq!(ours, select, "{shape:?} stand-in {stand_in}");
+        let cpu = moe_outputs::<CpuTrain>(&Default::default(), shape, stand_in, false);
+        for (i, (a, b)) in ours.iter().zip(&cpu).enumerate() {
+            assert_eq!(a.len(), b.len(), "{shape:?} output {i}");
+            if !a.is_empty() {
+                let d = rel_l2(b, a);
+                assert!(d < 1e-5, "{shape:?} output {i}: wgpu vs CPU relative L2 {d}");
+            }
+        }
+    }
+}
+
 /// Output and the gradients of x and w of `Σ rms_norm(x, w)·u` on wgpu, kernel or plain path.
 fn rms_norm_on_wgpu<const D: usize>(device: &WgpuDevice, dims: [usize; D], plain: bool) -> [Vec<f32>; 3] {
     let d = dims[D - 1];

@@ -248,3 +248,42 @@ fn routed_moe_matches_dense_reference() {
         }
     }
 }
+
+/// Issue 7: the MoE's row gathers (`model::rows`, whose gradient is a gather: burn's `select_add`
+/// is a serial scatter on a GPU) give burn's `select` path's output and gradients to the bit on
+/// the CPU: every moved row is a copy or zeros. Both ways of bringing the experts' outputs back
+/// are checked: the CPU's scatter-add, and the GPU backends' gather and sum (`gather_back_scope`),
+/// which equals it to the bit for top-2 and to f32 rounding for top-3. Cases: the router's
+/// top-2 of 4, top-3 of 4, every token to every expert (no gather: 2 of 2), and the stand-in's
+/// made-up counts over 3 tokens (rows 3, 2, 1 and 0: one expert takes every token, one none).
+#[test]
+fn issue_7_moe_row_gathers_match_burns_select_to_the_bit() {
+    use colossus::backend::CpuTrain;
+    use colossus::model::moe::gather_back_scope;
+    let device = Default::default();
+    for (shape, stand_in) in [
+        ([18, 4, 2], false),
+        ([18, 4, 3], false),
+        ([10, 2, 2], false),
+        ([3, 4, 2], true),
+    ] {
+        let ours = moe_outputs::<CpuTrain>(&device, shape, stand_in, false);
+        let select = moe_outputs::<CpuTrain>(&device, shape, stand_in, true);
+        assert_eq!(ours, select, "{shape:?} stand-in {stand_in}");
+        let back = gather_back_scope(|| moe_outputs::<CpuTrain>(&device, shape, stand_in, false));
+        let back_select = gather_back_scope(|| moe_outputs::<CpuTrain>(&device, shape, stand_in, true));
+        assert_eq!(back, back_select, "{shape:?} stand-in {stand_in}, gathered back");
+        if shape[2] == 2 {
+            assert_eq!(back, ours, "{shape:?}: gathered back against scattered");
+        } else {
+            for (i, (a, b)) in back.iter().zip(&ours).enumerate() {
+                let d = rel_l2(b, a);
+                assert!(d < 1e-6, "{shape:?} output {i}: relative L2 {d}");
+            }
+        }
+        if stand_in {
+            assert!(ours[3..].iter().any(Vec::is_empty), "an expert got no rows");
+        }
+        assert!(ours.iter().flatten().all(|v| v.is_finite()));
+    }
+}

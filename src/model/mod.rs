@@ -12,6 +12,7 @@ pub mod norm;
 pub mod params;
 pub mod precision;
 pub mod rope;
+pub mod rows;
 pub mod stand_in_routing;
 pub mod wide;
 

@@ -223,3 +223,52 @@ pub fn refused(args: &[&str], must_contain: &[&str]) -> String {
     }
     stderr
 }
+
+/// A small MoE layer's output and every gradient (input, router, each expert's w1, w3, w2) under
+/// a fixed weighted-sum loss, on backend `B`: with `select`, burn's own row gather (`select`,
+/// whose gradient is `select_add`), else the MoE's gathers (`model::rows`). With
+/// `stand_in`, the experts' row counts are `stand_in_routing`'s first pattern instead of the
+/// router's (so some experts get no rows).
+pub fn moe_outputs<B: AutodiffBackend>(
+    device: &B::Device,
+    [n, experts, top_k]: [usize; 3],
+    stand_in: bool,
+    select: bool,
+) -> Vec<Vec<f32>> {
+    use colossus::model::{init, moe::MoeConfig, rows, stand_in_routing};
+    let d = 16;
+    let moe = MoeConfig {
+        d_model: d,
+        ffn_size: 24,
+        n_experts: experts,
+        top_k,
+        init_std: 0.5,
+    }
+    .init::<B>(7, "moe", device);
+    let x = init::normal::<B, 2>([n, d], 1.0, 8, "x", device)
+        .val()
+        .require_grad();
+    let w = init::normal::<B, 2>([n, d], 1.0, 9, "w", device).val();
+    let go = || {
+        let (y, _) = moe.forward(x.clone().reshape([1, n, d]));
+        let y = y.reshape([n, d]);
+        let grads = (y.clone() * w.clone()).sum().backward();
+        let mut out = vec![floats(y.inner()), floats(x.grad(&grads).expect("x's gradient"))];
+        out.push(floats(
+            moe.gate.val().grad(&grads).expect("the router's gradient"),
+        ));
+        for ex in &moe.experts {
+            for p in [&ex.w1, &ex.w3, &ex.w2] {
+                // An expert without rows has no gradient.
+                out.push(p.val().grad(&grads).map(floats).unwrap_or_default());
+            }
+        }
+        out
+    };
+    let go = || if select { rows::select_scope(go) } else { go() };
+    if stand_in {
+        stand_in_routing::scope(go)
+    } else {
+        go()
+    }
+}
