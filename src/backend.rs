@@ -262,6 +262,15 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// `[rows, d]`: row `v` is the sum of rows `order[p]` of `g: [n, d]` for `p` in
+    /// `seg[v]..seg[v + 1]` (`order: [n]`, `seg: [rows + 1]`, both integers), zeros for an empty
+    /// range: the gradient of an embedding lookup, each output row in parallel.
+    fn rows_sum(
+        g: FloatTensor<Self>,
+        order: IntTensor<Self>,
+        seg: IntTensor<Self>,
+        rows: usize,
+    ) -> FloatTensor<Self>;
     /// Causal attention `softmax(cap·tanh(multiplier·q·kᵀ/cap) + mask) · v` that never stores
     /// the probabilities (flash attention, `model::flash`): `q: [b, n_kv, rep·t, hd]` (each kv
     /// head's query heads folded into the rows, as `model::fused::attention` takes them), `k`,

@@ -314,13 +314,12 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
 /// within f32 rounding. Shapes as `tests/model.rs`'s CPU twin.
 #[test]
 fn issue_7_moe_row_gathers_match_burns_select_on_wgpu() {
-    use colossus::model::rows;
     let Some(device) = wgpu() else { return };
     for (shape, stand_in) in [([18, 4, 2], false), ([18, 4, 3], false), ([3, 4, 2], true)] {
-        let before = rows::recorded();
+        let before = fused::recorded();
         let ours = moe_outputs::<WgpuTrain>(&device, shape, stand_in, false);
         assert!(
-            rows::recorded() > before,
+            fused::recorded() > before,
             "{shape:?}: the gathers did not run on wgpu"
         );
         let select = moe_outputs::<WgpuTrain>(&device, shape, stand_in, true);
@@ -333,6 +332,59 @@ fn issue_7_moe_row_gathers_match_burns_select_on_wgpu() {
                 assert!(d < 1e-5, "{shape:?} output {i}: wgpu vs CPU relative L2 {d}");
             }
         }
+    }
+}
+
+/// The lookup of `ids` in a `[vocab, d]` table on wgpu and the table's gradient under a fixed
+/// weighted-sum loss; with `plain`, burn's own lookup (gradient: `select_add`).
+fn embedding_on_wgpu(device: &WgpuDevice, [vocab, d]: [usize; 2], ids: &[i64], plain: bool) -> [Vec<f32>; 2] {
+    use colossus::model::embedding;
+    let go = || {
+        let n = ids.len();
+        let w = filled::<WgpuTrain, 2>([vocab, d], 4, 1.0, device).require_grad();
+        let ids = Tensor::<WgpuTrain, 2, Int>::from_data(TensorData::new(ids.to_vec(), [1, n]), device);
+        let u = filled::<WgpuTrain, 3>([1, n, d], 5, 1.0, device);
+        let y = embedding::lookup(w.clone(), ids);
+        let grads = (y.clone() * u).sum().backward();
+        [
+            floats(y.inner()),
+            floats(w.grad(&grads).expect("the table's gradient")),
+        ]
+    };
+    if plain { fused::plain_scope(go) } else { go() }
+}
+
+/// Issue 7: the embedding's gradient as one cube per vocabulary row (`GpuOps::rows_sum`, fed by
+/// a counting sort of the ids on the host) against burn's `select_add`, which walks every token
+/// in one thread per column: the same sums in the same order, so the same bits. Cases: a token
+/// repeated 300 times among others and unused rows; rows wider than the kernel's 128 threads;
+/// a vocabulary of 70 000 rows, more than one grid axis holds (65 535).
+#[test]
+fn issue_7_embedding_gradient_kernel_matches_select_add() {
+    let Some(device) = wgpu() else { return };
+    let mixed: Vec<i64> = (0..500)
+        .map(|i| if i % 5 < 3 { 7 } else { (i * 13 % 97) as i64 })
+        .collect();
+    let wide: Vec<i64> = (0..64).map(|i| (i * i % 11) as i64).collect();
+    let far: Vec<i64> = (0..200)
+        .map(|i| (i * 7919 % 70_000) as i64)
+        .chain([69_999, 69_999])
+        .collect();
+    for (what, shape, ids) in [
+        ("repeats", [100, 16], mixed),
+        ("300 columns", [12, 300], wide),
+        ("70 000 rows", [70_000, 4], far),
+    ] {
+        let before = fused::recorded();
+        let ours = embedding_on_wgpu(&device, shape, &ids, false);
+        assert!(
+            fused::recorded() > before,
+            "{what}: the kernel's node was not recorded"
+        );
+        let plain = embedding_on_wgpu(&device, shape, &ids, true);
+        assert_eq!(ours, plain, "{what}");
+        // Not vacuous: the repeated token's row gathers 300 positions' gradients.
+        assert!(ours[1].iter().any(|&v| v != 0.0), "{what}: a zero gradient");
     }
 }
 

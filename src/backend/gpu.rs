@@ -386,6 +386,39 @@ fn cross_entropy_bwd_kernel<F: Float, I: Numeric>(
     }
 }
 
+/// Row `v` of the output is the sum of the rows `order[p]` of `g` for `p` in
+/// `seg[v]..seg[v + 1]` (zeros for an empty range), in that order: the gradient of an embedding
+/// lookup, with each row's positions listed by a counting sort on the host (`model::embedding`).
+/// One cube per output row, its threads striding over the columns; a row's work is its
+/// number of positions, so no thread walks every token as burn's `select_add` does.
+#[cube(launch)]
+fn rows_sum_kernel<F: Float, I: Numeric>(
+    g: &Tensor<F>,       // [n, d], contiguous
+    order: &Tensor<I>,   // [n]
+    seg: &Tensor<I>,     // [rows + 1]
+    out: &mut Tensor<F>, // [rows, d]
+    rows: u32,
+    d: u32,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let d = d as usize;
+    let start = u32::cast_from(seg[row]) as usize;
+    let end = u32::cast_from(seg[row + 1]) as usize;
+    let mut c = UNIT_POS_X as usize;
+    while c < d {
+        let mut acc = F::new(0.0);
+        for p in start..end {
+            acc += g[u32::cast_from(order[p]) as usize * d + c];
+        }
+        out[row * d + c] = acc;
+        c += CUBE_DIM_X as usize;
+    }
+}
+
 /// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
@@ -562,6 +595,26 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         dx
     }
 
+    fn rows_sum(g: CubeTensor<R>, order: CubeTensor<R>, seg: CubeTensor<R>, rows: usize) -> CubeTensor<R> {
+        let (g, order, seg) = (into_contiguous(g), into_contiguous(order), into_contiguous(seg));
+        let (_, d) = rows_cols(&g);
+        let out = empty(&g, Shape::new([rows, d]));
+        let dtypes = [g.dtype.into(), order.dtype.into()];
+        rows_sum_kernel::launch::<R>(
+            &g.client.clone(),
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            g.into_tensor_arg(),
+            order.into_tensor_arg(),
+            seg.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            dtypes,
+        );
+        out
+    }
+
     fn flash_attention(q: CubeTensor<R>, k: CubeTensor<R>, v: CubeTensor<R>, op: FlashOp) -> CubeTensor<R> {
         let folded = q.meta.shape.clone(); // [b, n_kv, rep·t, hd]
         let (b, n_kv, rows, hd) = (folded[0], folded[1], folded[2], folded[3]);
@@ -733,6 +786,7 @@ enum Kernel {
     RmsNormBwd,
     CrossEntropyFwd,
     CrossEntropyBwd,
+    RowsSum(usize),
     Flash(FlashOp),
     FlashBwd(FlashOp, FlashBwdPlan),
     MatmulF32Out,
@@ -747,14 +801,15 @@ impl Kernel {
             Kernel::RmsNormBwd => "colossus_rms_norm_backward",
             Kernel::CrossEntropyFwd => "colossus_cross_entropy",
             Kernel::CrossEntropyBwd => "colossus_cross_entropy_backward",
+            Kernel::RowsSum(_) => "colossus_rows_sum",
             Kernel::Flash(_) => "colossus_flash_attention",
             Kernel::FlashBwd(..) => "colossus_flash_attention_backward",
             Kernel::MatmulF32Out => "colossus_matmul_f32_out",
         }
     }
 
-    /// Run on the inputs registered in `ins` (the targets, input 1 of the cross-entropy, are
-    /// integers; every other input is a float tensor).
+    /// Run on the inputs registered in `ins` (the targets, input 1 of the cross-entropy, and
+    /// inputs 1 and 2 of the rows sum are integers; every other input is a float tensor).
     fn run<B: FusionBackend + GpuOps>(
         self,
         ins: &[TensorIr],
@@ -776,6 +831,12 @@ impl Kernel {
                 let x = f(0);
                 let (nll, lse) = B::cross_entropy_fwd(x, handles.get_int_tensor::<B>(&ins[1]));
                 vec![nll, lse]
+            }
+            Kernel::RowsSum(rows) => {
+                let g = f(0);
+                let order = handles.get_int_tensor::<B>(&ins[1]);
+                let seg = handles.get_int_tensor::<B>(&ins[2]);
+                vec![B::rows_sum(g, order, seg, rows)]
             }
             Kernel::Flash(op) => vec![B::flash_attention(f(0), f(1), f(2), op)],
             Kernel::FlashBwd(op, plan) => {
@@ -910,6 +971,21 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         let shape = logits.shape.clone();
         let [dx] = register::<B, 1>(Kernel::CrossEntropyBwd, vec![logits, targets, lse, g], [shape]);
         dx
+    }
+
+    fn rows_sum(
+        g: FloatTensor<Self>,
+        order: IntTensor<Self>,
+        seg: IntTensor<Self>,
+        rows: usize,
+    ) -> FloatTensor<Self> {
+        let d = g.shape[g.shape.num_dims() - 1];
+        let [out] = register::<B, 1>(
+            Kernel::RowsSum(rows),
+            vec![g, order, seg],
+            [Shape::new([rows, d])],
+        );
+        out
     }
 
     fn flash_attention(

@@ -29,6 +29,14 @@ use crate::config::Precision;
 
 thread_local! {
     static PLAIN: Cell<bool> = const { Cell::new(false) };
+    static RECORDED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many ops this thread has recorded with a backward of their own (`record`: the fused
+/// kernels, `model::rows`, `model::embedding`, `model::wide`): a test's proof that a backend took
+/// such a path rather than burn's.
+pub fn recorded() -> usize {
+    RECORDED.with(Cell::get)
 }
 
 /// Run `f` with the fused paths switched off on this thread: the reference the tests compare with.
@@ -245,6 +253,7 @@ pub(super) fn record<X: Backend, O: Backward<X, N>, const N: usize>(
     parents: [FloatTensor<Autodiff<X>>; N],
     kernel: impl FnOnce([FloatTensor<X>; N]) -> (O::State, FloatTensor<X>),
 ) -> FloatTensor<Autodiff<X>> {
+    RECORDED.with(|c| c.set(c.get() + 1));
     let nodes = parents.each_ref().map(|p| p.node.clone());
     let (state, out) = kernel(parents.map(|p| p.primitive));
     match op.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {

@@ -11,7 +11,7 @@ use super::init;
 use super::moe::MoeConfig;
 use super::norm::{RmsNorm, RmsNormConfig};
 use super::rope::RopeTables;
-use super::{flash, precision};
+use super::{embedding, flash, precision};
 use crate::config::{AttentionKernel, Precision};
 
 /// The resolved model shape and constants (see `config::resolve` for how a YAML file becomes one).
@@ -180,8 +180,7 @@ impl<B: Backend> Grok<B> {
             .and_then(|c| c.as_ref())
             .map_or(0, |c| c.k.dims()[2]);
         let rope = RopeTables::new(self.head_dim, self.rope_theta, past, t, &device);
-        let mut h = burn::tensor::module::embedding(self.embed_tokens.val(), ids)
-            .mul_scalar(self.embedding_multiplier); // [b, t, d]
+        let mut h = embedding::lookup(self.embed_tokens.val(), ids).mul_scalar(self.embedding_multiplier); // [b, t, d]
         let d = h.dims()[2];
         let mut aux: Option<Tensor<B, 1>> = None;
         let mut expert_load = Vec::with_capacity(self.layers.len());

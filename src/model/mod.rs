@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod embedding;
 pub mod flash;
 pub mod fused;
 pub mod grok;

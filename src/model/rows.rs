@@ -31,14 +31,6 @@ use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
 
 thread_local! {
     static SELECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Gathers recorded with their gather backward on this thread so far.
-    static RECORDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// How many gathers this thread has recorded with the gather backward (not burn's `select`): a
-/// test's proof that a backend took that path.
-pub fn recorded() -> usize {
-    RECORDED.with(std::cell::Cell::get)
 }
 
 /// Run `f` with `gather` as burn's `select` on this thread, every other fused path as it is: the
@@ -128,7 +120,6 @@ struct Gather<'a, B: Backend> {
 
 impl<B: Backend> Gather<'_, B> {
     fn autodiff<X: Backend>(self) -> Tensor<B, 2> {
-        RECORDED.with(|c| c.set(c.get() + 1));
         let x = unwrap::<Autodiff<X>, _, 2>(self.x);
         let device = X::float_device(&x.primitive);
         let src = self.map.bwd.len();
