@@ -111,12 +111,24 @@ impl<B: Backend> Moe<B> {
         let (router_w, _) = precision::upcast(self.gate.val());
         let probs = softmax(router_in.matmul(router_w), 1); // [n, E], at least f32
 
-        // Which experts: decided on detached probabilities (the choice has no gradient); the gate
-        // values are gathered from the live tensor so the router still learns through them.
-        let (_, idx) = probs.clone().detach().topk_with_indices(self.top_k, 1); // [n, k]
-        let gates = probs.clone().gather(1, idx.clone()); // [n, k]
-        let idx: Vec<i64> = idx.into_data().convert::<i64>().into_vec().expect("int indices");
-        let idx = stand_in_routing::next(n, n_experts, self.top_k).unwrap_or(idx);
+        // Which experts: decided on the host from detached probabilities (the choice has no
+        // gradient; the routing below needs it there anyway); the gate values are gathered from
+        // the live tensor so the router still learns through them. On a GPU backend burn's
+        // `topk_with_indices` would read the probabilities back too (burn-cubecl has no sort: the
+        // default sorts each row on the host and uploads values and indices), then the indices
+        // would come back for the routing: one read-back instead of two, no full sort, one upload.
+        let idx = stand_in_routing::next(n, n_experts, self.top_k).unwrap_or_else(|| {
+            let p: Vec<f64> = probs
+                .clone()
+                .detach()
+                .into_data()
+                .convert::<f64>()
+                .into_vec()
+                .expect("float probabilities");
+            top_k(&p, n_experts, self.top_k)
+        }); // [n, k] row-major
+        let idx_t = Tensor::<B, 2, Int>::from_data(TensorData::new(idx.clone(), [n, self.top_k]), &device);
+        let gates = probs.clone().gather(1, idx_t); // [n, k]
 
         let routes = Routes::new(&idx, n_experts, self.top_k);
         let total_slots = (n * self.top_k) as f32;
@@ -247,4 +259,42 @@ fn rows_of(slots: &[i64], rows: usize, per: usize) -> RowMap {
     }
     let fwd = slots.iter().map(|&slot| slot / per as i64).collect();
     RowMap { fwd, bwd }
+}
+
+/// Each row's `k` largest entries' columns, largest first (the lower column on a tie; NaN counts
+/// as the largest, as `f64::total_cmp` orders it): `[rows, k]` row-major, of a `[rows, cols]`
+/// row-major matrix.
+fn top_k(values: &[f64], cols: usize, k: usize) -> Vec<i64> {
+    let mut out = Vec::with_capacity(values.len() / cols * k);
+    for row in values.chunks(cols) {
+        let start = out.len();
+        for (c, v) in row.iter().enumerate() {
+            // Insertion into the row's sorted top-k so far: k is 2 for Grok, a few at most.
+            let mut at = out.len();
+            while at > start && row[out[at - 1] as usize].total_cmp(v).is_lt() {
+                at -= 1;
+            }
+            if at < start + k {
+                out.insert(at, c as i64);
+                out.truncate(start + k);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_takes_the_largest_first_and_the_lower_column_on_ties() {
+        let m = [
+            0.1, 0.4, 0.2, 0.3, /* */ 0.5, 0.5, 0.0, 0.5, /* */ 0.0, 0.0, 0.0, 1.0,
+        ];
+        assert_eq!(top_k(&m, 4, 2), vec![1, 3, 0, 1, 3, 0]);
+        assert_eq!(top_k(&m, 4, 1), vec![1, 0, 3]);
+        assert_eq!(top_k(&m, 4, 4), vec![1, 3, 2, 0, 0, 1, 3, 2, 3, 0, 1, 2]);
+        assert_eq!(top_k(&[1.0, f64::NAN, 2.0], 3, 2), vec![1, 2]);
+    }
 }
