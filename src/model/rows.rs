@@ -2,15 +2,16 @@
 //! their outputs back (`model::moe`) without burn's scatter kernels on a GPU.
 //!
 //! Why: burn 0.21's autodiff takes the gradient of `select` (a row gather) with `select_add`, and
-//! the MoE's old combine was `select_assign`; burn-cubecl runs both as one thread per column
-//! that walks the indexed rows in order (`kernel/index/select_assign.rs`: `working_units` is the
-//! tensor's size over the indexed axis, and each unit loops over every index), so at `gpu-350m`
-//! each expert's scatter of ~4 096 rows × 1 024 columns is 1 024 threads each making ~4 096
-//! dependent read-add-writes, and the 1-d gather of the gates became one thread. By arithmetic
-//! (not measured: no GPU yet), at a few hundred ns of memory latency per dependent step that is
-//! ~1 ms per expert per layer for each of the three, ~0.3 s a step against a step of ~50 ms at
-//! the goal's MFU. Here every map between the rows is a partial bijection known on the host, so
-//! both directions are `select`s, which burn-cubecl runs one thread per output element.
+//! a scatter-add into place is `select_assign`; burn-cubecl runs both as one thread per column
+//! that walks the indexed rows in turn (`kernel/index/select_assign.rs`: `working_units` is the
+//! tensor's size over every axis but the indexed one, and each unit loops over all the indices).
+//! At `gpu-350m` each expert's ~4 096 rows × 1 024 columns were 1 024 threads each making ~4 096
+//! dependent read-add-writes, three times per expert and layer (the combine, the input gather's
+//! gradient, and the gates' 1-d gather's gradient, one thread): by arithmetic (not measured: no
+//! GPU yet), at a few hundred ns of memory latency each, 0.35–0.6 s a step against the goal's
+//! 30.5 ms (docs/benchmarks.md, "Serial scatters"). Here every map between the rows is a partial
+//! bijection known on the host, so both directions are `select`s, which burn-cubecl runs one
+//! thread per output element.
 //!
 //! What it costs: the backward's gather writes the whole source shape (rows no output came
 //! from get zeros) instead of adding into a zeroed tensor of that shape, the same bytes; and a
