@@ -22,7 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::IntTensor;
 use burn::tensor::{Int, Shape, Tensor, TensorData, TensorMetadata};
 
-use super::fused::{plain_active, record, unwrap, wrap};
+use super::fused::{plain_active, record, same, unwrap, wrap};
 use crate::backend::{GpuKernel, GpuOps, run_gpu_kernel};
 
 /// `weights: [vocab, d]`, `ids: [b, t]` → `[b, t, d]`, row `ids[i, j]` of the weights.
@@ -113,12 +113,7 @@ impl<B: Backend> GpuKernel for Lookup<B> {
 /// The primitive of an integer tensor of `B`, which `run_gpu_kernel` has checked is `C`: an
 /// autodiff backend's integers are its inner backend's.
 fn unwrap_int<C: Backend, B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> IntTensor<C> {
-    let mut slot = Some(t);
-    (&mut slot as &mut dyn std::any::Any)
-        .downcast_mut::<Option<Tensor<C, D, Int>>>()
-        .and_then(Option::take)
-        .expect("run_gpu_kernel dispatched on this exact backend type")
-        .into_primitive()
+    same::<_, Tensor<C, D, Int>>(t).into_primitive()
 }
 
 #[cfg(test)]

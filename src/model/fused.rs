@@ -227,7 +227,7 @@ fn adamw_plain<B: Backend>(
 // ---- host plumbing ---------------------------------------------------------------------------
 
 /// `x` as type `U`, which `run_kernel` has checked it is.
-fn same<T: 'static, U: 'static>(x: T) -> U {
+pub(super) fn same<T: 'static, U: 'static>(x: T) -> U {
     let mut slot = Some(x);
     (&mut slot as &mut dyn std::any::Any)
         .downcast_mut::<Option<U>>()

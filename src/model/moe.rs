@@ -261,9 +261,9 @@ fn rows_of(slots: &[i64], rows: usize, per: usize) -> RowMap {
     RowMap { fwd, bwd }
 }
 
-/// Each row's `k` largest entries' columns, largest first (the lower column on a tie; NaN counts
-/// as the largest, as `f64::total_cmp` orders it): `[rows, k]` row-major, of a `[rows, cols]`
-/// row-major matrix.
+/// Each row's `k` largest entries' columns, largest first (the lower column on a tie; a NaN
+/// where `f64::total_cmp` puts it, so a non-finite step still routes, deterministically):
+/// `[rows, k]` row-major, of a `[rows, cols]` row-major matrix.
 fn top_k(values: &[f64], cols: usize, k: usize) -> Vec<i64> {
     let mut out = Vec::with_capacity(values.len() / cols * k);
     for row in values.chunks(cols) {
