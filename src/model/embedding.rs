@@ -20,7 +20,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::IntTensor;
-use burn::tensor::{Int, Shape, Tensor, TensorData, TensorMetadata};
+use burn::tensor::{Int, Shape, Tensor, TensorMetadata};
 
 use super::fused::{plain_active, record, same, unwrap, wrap};
 use crate::backend::{GpuKernel, GpuOps, run_gpu_kernel};
@@ -38,21 +38,8 @@ pub fn lookup<B: Backend>(weights: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> Tens
 /// grouped by row, ascending within each, and row `v`'s are `order[seg[v]..seg[v + 1]]`.
 /// `None` if an id is out of range (burn's lookup then reports it as it does).
 pub fn positions(ids: &[i64], rows: usize) -> Option<(Vec<i64>, Vec<i64>)> {
-    let mut seg = vec![0i64; rows + 1];
-    for &id in ids {
-        let id = usize::try_from(id).ok().filter(|&v| v < rows)?;
-        seg[id + 1] += 1;
-    }
-    for v in 0..rows {
-        seg[v + 1] += seg[v];
-    }
-    let mut next = seg.clone();
-    let mut order = vec![0i64; ids.len()];
-    for (p, &id) in ids.iter().enumerate() {
-        order[next[id as usize] as usize] = p as i64;
-        next[id as usize] += 1;
-    }
-    Some((order, seg))
+    let (order, start) = super::rows::group(ids, rows)?;
+    Some((order, start.into_iter().map(|s| s as i64).collect()))
 }
 
 #[derive(Debug)]
@@ -92,11 +79,7 @@ impl<B: Backend> GpuKernel for Lookup<B> {
             return burn::tensor::module::embedding(self.weights, self.ids);
         };
         let device = self.ids.device();
-        let ints = |v: Vec<i64>| {
-            let len = v.len();
-            let t = Tensor::<B, 1, Int>::from_data(TensorData::new(v, [len]), &device);
-            unwrap_int::<Autodiff<X>, B, 1>(t)
-        };
+        let ints = |v: Vec<i64>| unwrap_int::<Autodiff<X>, B, 1>(super::rows::ints::<B>(&v, &device));
         let (order, seg) = (ints(order), ints(seg));
         let ids = unwrap_int::<Autodiff<X>, B, 2>(self.ids);
         let w = unwrap::<Autodiff<X>, _, 2>(self.weights);

@@ -169,21 +169,9 @@ struct Routes {
 }
 
 impl Routes {
-    /// From each slot's expert (`[n, k]` row-major), by a stable counting sort.
+    /// From each slot's expert (`[n, k]` row-major).
     fn new(idx: &[i64], n_experts: usize, top_k: usize) -> Self {
-        let mut start = vec![0usize; n_experts + 1];
-        for &e in idx {
-            start[e as usize + 1] += 1;
-        }
-        for e in 0..n_experts {
-            start[e + 1] += start[e];
-        }
-        let mut next = start.clone();
-        let mut order = vec![0i64; idx.len()];
-        for (slot, &e) in idx.iter().enumerate() {
-            order[next[e as usize]] = slot as i64;
-            next[e as usize] += 1;
-        }
+        let (order, start) = rows::group(idx, n_experts).expect("every slot's expert is below n_experts");
         Routes { order, start, top_k }
     }
 
@@ -231,9 +219,13 @@ impl Routes {
         for (e, y) in ys {
             let slots = &self.order[self.start[e]..self.start[e + 1]];
             let gate = rows::gather(gates.clone(), &rows_of(slots, n * k, 1)); // [m, 1]
-            let tokens = rows_of(slots, n, k).fwd;
-            let tokens = Tensor::<B, 1, Int>::from_data(TensorData::new(tokens, [slots.len()]), &device);
-            out = out.select_assign(0, tokens, y * gate, IndexingUpdateOp::Add);
+            let tokens: Vec<i64> = slots.iter().map(|&slot| slot / k as i64).collect();
+            out = out.select_assign(
+                0,
+                rows::ints::<B>(&tokens, &device),
+                y * gate,
+                IndexingUpdateOp::Add,
+            );
         }
         out
     }

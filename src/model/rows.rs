@@ -91,10 +91,36 @@ fn pick<X: Backend>(x: FloatTensor<X>, idx: IntTensor<X>, zero: bool) -> FloatTe
     X::float_select(x, 0, idx)
 }
 
+/// `v` as a 1-d integer tensor on `device`.
+pub fn ints<B: Backend>(v: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+}
+
+/// Positions `0..keys.len()` grouped by key, by a stable counting sort: `order` lists them,
+/// ascending within each key, and key `k`'s are `order[start[k]..start[k + 1]]`. `None` if a key
+/// is not below `buckets`. How the MoE groups its slots by expert and the embedding its
+/// positions by token.
+pub fn group(keys: &[i64], buckets: usize) -> Option<(Vec<i64>, Vec<usize>)> {
+    let mut start = vec![0usize; buckets + 1];
+    for &key in keys {
+        let key = usize::try_from(key).ok().filter(|&k| k < buckets)?;
+        start[key + 1] += 1;
+    }
+    for k in 0..buckets {
+        start[k + 1] += start[k];
+    }
+    let mut next = start.clone();
+    let mut order = vec![0i64; keys.len()];
+    for (p, &key) in keys.iter().enumerate() {
+        order[next[key as usize]] = p as i64;
+        next[key as usize] += 1;
+    }
+    Some((order, start))
+}
+
 /// The indices on `device`, and whether any of them names the zero row past `len` rows.
 fn indices<X: Backend>(v: &[i64], len: usize, device: &X::Device) -> (IntTensor<X>, bool) {
-    let t = Tensor::<X, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
-    (t.into_primitive(), v.contains(&(len as i64)))
+    (ints::<X>(v, device).into_primitive(), v.contains(&(len as i64)))
 }
 
 #[derive(Debug)]
@@ -148,11 +174,7 @@ impl<B: Backend> Gather<'_, B> {
         } else {
             self.x
         };
-        let idx = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(self.map.fwd.clone(), [self.map.fwd.len()]),
-            &device,
-        );
-        x.select(0, idx)
+        x.select(0, ints::<B>(&self.map.fwd, &device))
     }
 }
 
