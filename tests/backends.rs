@@ -311,18 +311,22 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
 /// Issue 7: on wgpu the MoE moves its rows with gathers whose gradient is a gather
 /// (`model::rows`), not burn's `select_add`, whose cubecl kernel walks the rows serially: the
 /// output and every gradient match the `select` path's bits on the same device, and the CPU's
-/// within f32 rounding. Shapes as `tests/model.rs`'s CPU twin.
+/// within f32 rounding. Shapes as `tests/model.rs`'s CPU twin. The per-expert graph (the
+/// grouped node off), where these gathers are.
 #[test]
 fn issue_7_moe_row_gathers_match_burns_select_on_wgpu() {
+    use colossus::model::experts::grouped_scope;
     let Some(device) = wgpu() else { return };
     for (shape, stand_in) in [([18, 4, 2], false), ([18, 4, 3], false), ([3, 4, 2], true)] {
         let before = fused::recorded();
-        let ours = moe_outputs::<WgpuTrain>(&device, shape, stand_in, false);
+        let ours = grouped_scope(false, || {
+            moe_outputs::<WgpuTrain>(&device, shape, stand_in, false)
+        });
         assert!(
             fused::recorded() > before,
             "{shape:?}: the gathers did not run on wgpu"
         );
-        let select = moe_outputs::<WgpuTrain>(&device, shape, stand_in, true);
+        let select = grouped_scope(false, || moe_outputs::<WgpuTrain>(&device, shape, stand_in, true));
         assert_eq!(ours, select, "{shape:?} stand-in {stand_in}");
         let cpu = moe_outputs::<CpuTrain>(&Default::default(), shape, stand_in, false);
         for (i, (a, b)) in ours.iter().zip(&cpu).enumerate() {
@@ -330,6 +334,52 @@ fn issue_7_moe_row_gathers_match_burns_select_on_wgpu() {
             if !a.is_empty() {
                 let d = rel_l2(b, a);
                 assert!(d < 1e-5, "{shape:?} output {i}: wgpu vs CPU relative L2 {d}");
+            }
+        }
+    }
+}
+
+/// Issue 7: on wgpu, where it is the default, the grouped-experts node (`model::experts`: one
+/// autodiff node for every expert of a layer) against the per-expert graph on the same device,
+/// in f32 and under f16 mixed precision (lavapipe has no bf16): the output and every gradient
+/// within rounding (the GELU gate's derivative is written out there, not burn's autodiff of its
+/// ops), and in f32 against the CPU's per-expert graph.
+#[test]
+fn issue_7_grouped_experts_node_matches_the_per_expert_graph_on_wgpu() {
+    use colossus::config::Precision;
+    use colossus::model::{experts::grouped_scope, precision};
+    let Some(device) = wgpu() else { return };
+    for (p, tol) in [(Precision::F32, 1e-5), (Precision::F16, 2e-3)] {
+        for (shape, stand_in) in [([18, 4, 2], false), ([18, 4, 3], false), ([3, 4, 2], true)] {
+            let case = format!("{p:?} {shape:?} stand-in {stand_in}");
+            let before = fused::recorded();
+            let grouped =
+                precision::autocast(p, || moe_outputs::<WgpuTrain>(&device, shape, stand_in, false));
+            assert!(fused::recorded() > before, "{case}: nothing recorded");
+            let per_expert = precision::autocast(p, || {
+                grouped_scope(false, || {
+                    moe_outputs::<WgpuTrain>(&device, shape, stand_in, false)
+                })
+            });
+            let cpu = moe_outputs::<CpuTrain>(&Default::default(), shape, stand_in, false);
+            for (i, (g, e)) in grouped.iter().zip(&per_expert).enumerate() {
+                assert_eq!(
+                    g.len(),
+                    e.len(),
+                    "{case}: tensor {i} (an expert without rows has no gradient)"
+                );
+                if g.is_empty() {
+                    continue;
+                }
+                let d = rel_l2(e, g);
+                assert!(
+                    d < tol,
+                    "{case}: tensor {i}, grouped vs per-expert relative L2 {d}"
+                );
+                if p == Precision::F32 {
+                    let d = rel_l2(&cpu[i], g);
+                    assert!(d < 1e-5, "{case}: tensor {i}, wgpu vs CPU relative L2 {d}");
+                }
             }
         }
     }

@@ -84,6 +84,31 @@ fn gelu_gate_matches_the_plain_composition() {
     );
 }
 
+/// Issue 7: the GELU gate's gradients written out for the grouped-experts node
+/// (`fused::gelu_gate_grads`): the formula a GPU runs (under `plain_scope`) and the CPU kernel,
+/// against burn's autodiff of `gelu_approximate(a) ⊙ b`.
+#[test]
+fn issue_7_gelu_gate_grads_match_autodiff() {
+    let dims = [37, 53];
+    let (a, b, g) = (
+        values(37 * 53, 1, 4.0),
+        values(37 * 53, 2, 2.0),
+        values(37 * 53, 99, 1.0),
+    );
+    let (_, want) = run(
+        [(a.clone(), dims), (b.clone(), dims)],
+        |[a, b]| fused::gelu_gate(a, b),
+        true,
+    );
+    let inner =
+        |v: &Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v.clone(), dims), &Default::default());
+    let grads = || fused::gelu_gate_grads(inner(&a), inner(&b), inner(&g));
+    for (path, (da, db)) in [("kernel", grads()), ("formula", fused::plain_scope(grads))] {
+        assert_close(&floats(da), &want[0], 1e-5, &format!("{path}: da"));
+        assert_close(&floats(db), &want[1], 1e-5, &format!("{path}: db"));
+    }
+}
+
 #[test]
 fn capped_causal_softmax_matches_the_plain_composition() {
     // [batch 2, kv heads 2, rep 3 · t 5, past 4 + t 5], as in incremental decoding with a cache.

@@ -33,7 +33,7 @@ thread_local! {
 }
 
 /// How many ops this thread has recorded with a backward of their own (`record`: the fused
-/// kernels, `model::rows`, `model::embedding`, `model::wide`): a test's proof that a backend took
+/// kernels, `model::rows`, `model::embedding`, `model::wide`, `model::experts`): a test's proof that a backend took
 /// such a path rather than burn's.
 pub fn recorded() -> usize {
     RECORDED.with(Cell::get)
@@ -69,6 +69,22 @@ pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
 
 fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
     gelu_approximate(a) * b
+}
+
+/// `gelu_gate`'s gradients `(da, db)` for the upstream gradient `g`, outside autodiff (for a
+/// node that differentiates its own chain, `model::experts`): the CPU kernel on the CPU backend
+/// in f32, else one element-wise chain that GPU backends fuse, with
+/// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), t = tanh(√(2/π)·(a + 0.044715·a³)).
+pub fn gelu_gate_grads<X: Backend>(
+    a: Tensor<X, 2>,
+    b: Tensor<X, 2>,
+    g: Tensor<X, 2>,
+) -> (Tensor<X, 2>, Tensor<X, 2>) {
+    let k = GeluGateGrads { a, b, g };
+    if !fused_allowed(k.a.dtype()) {
+        return k.plain();
+    }
+    run_kernel::<X, _>(k)
 }
 
 /// How attention logits become probabilities: ×`multiplier`, soft cap `cap` (0: none), causal
@@ -351,6 +367,46 @@ impl<B: Backend> HostKernel for GeluGate<B> {
 
     fn plain(self) -> Tensor<B, 2> {
         gelu_gate_plain(self.a, self.b)
+    }
+}
+
+struct GeluGateGrads<B: Backend> {
+    a: Tensor<B, 2>,
+    b: Tensor<B, 2>,
+    g: Tensor<B, 2>,
+}
+
+impl<B: Backend> HostKernel for GeluGateGrads<B> {
+    type Output = (Tensor<B, 2>, Tensor<B, 2>);
+
+    fn autodiff<X: Backend>(self) -> Self::Output {
+        self.plain()
+    }
+
+    fn inner<X: Backend>(self) -> Self::Output {
+        let (mut da, dims, device) = host::<X, 2>(unwrap::<X, _, 2>(self.a));
+        let (mut db, _, _) = host::<X, 2>(unwrap::<X, _, 2>(self.b));
+        let (g, _, _) = host::<X, 2>(unwrap::<X, _, 2>(self.g));
+        colossus_kernels::gelu_gate_backward(&mut da, &mut db, &g);
+        (
+            wrap::<B, X, 2>(primitive::<X, 2>(da, dims, &device)),
+            wrap::<B, X, 2>(primitive::<X, 2>(db, dims, &device)),
+        )
+    }
+
+    fn plain(self) -> Self::Output {
+        const C: f64 = 0.797_884_560_802_865_4; // √(2/π)
+        const K: f64 = 0.044_715;
+        let GeluGateGrads { a, b, g } = self;
+        let a2 = a.clone() * a.clone();
+        let t = (a2.clone().mul_scalar(K).add_scalar(1.0) * a.clone())
+            .mul_scalar(C)
+            .tanh();
+        let half_1t = t.clone().add_scalar(1.0).mul_scalar(0.5);
+        let gelu = a.clone() * half_1t.clone();
+        let slope = (t.clone() * t).neg().add_scalar(1.0) * a * a2.mul_scalar(3.0 * K).add_scalar(1.0);
+        let dgelu = half_1t + slope.mul_scalar(0.5 * C);
+        (g.clone() * b * dgelu, g * gelu)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod block;
 pub mod embedding;
+pub mod experts;
 pub mod flash;
 pub mod fused;
 pub mod grok;

@@ -3,14 +3,21 @@
 //! tokens routed to it (gather → expert → each token's k outputs weighted by its gates and
 //! summed), so compute is k/E of a dense evaluation.
 //!
-//! The rows move by gathers whose gradients are gathers too (`model::rows`): burn-cubecl runs a
-//! scatter (the gradient of burn's own gather, and `select_assign`) as one thread per column
-//! walking the rows in turn. So on the GPU backends the experts' outputs come back by a gather
-//! as well (`Routes::gather_back`: stacked, put in slot order, each token's k rows summed),
-//! while the CPU backend keeps the scatter-add into place (`Routes::scatter_add`), which it runs
-//! as a copy per row and which measured 9% faster over the `small` preset's step there than the
-//! stacking and reordering (side by side, 2026-12-04: 421 against 461 ms, median of four runs
-//! each). Both give the same sums (to the bit for top-2: two terms add the same either way).
+//! On the GPU backends all of a layer's experts are one autodiff node (`model::experts`), whose
+//! backward writes each expert's input gradient into its rows of one tensor rather than a whole
+//! `[n, d]` tensor per expert; the outputs come back in slot order and each token's k rows are
+//! weighted by its gates and summed (`Routes::weigh`).
+//!
+//! Elsewhere (the CPU backend, `fused::plain_scope`, and past `experts::MAX_EXPERTS` experts with
+//! rows) each expert is its own node and the rows move by gathers whose gradients are gathers too
+//! (`model::rows`): burn-cubecl runs a scatter (the gradient of burn's own gather, and
+//! `select_assign`) as one thread per column walking the rows in turn. There, on the GPU
+//! backends the experts' outputs come back by a gather as well (`Routes::gather_back`: stacked,
+//! put in slot order, weighed), while the CPU backend keeps the scatter-add into place
+//! (`Routes::scatter_add`), which it runs as a copy per row and which measured 9% faster over
+//! the `small` preset's step there than the stacking and reordering (side by side, 2026-12-04:
+//! 421 against 461 ms, median of four runs each). All give the same sums (to the bit for top-2:
+//! two terms add the same either way).
 
 use std::cell::Cell;
 
@@ -19,7 +26,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
 use super::rows::{self, RowMap};
-use super::{fused, init, precision, stand_in_routing};
+use super::{experts, fused, init, precision, stand_in_routing};
 
 thread_local! {
     static GATHER_BACK: Cell<bool> = const { Cell::new(false) };
@@ -135,7 +142,22 @@ impl<B: Backend> Moe<B> {
         let load: Vec<f32> = routes.counts().map(|m| m as f32 / total_slots).collect();
 
         let gates = precision::restore(gates, dtype); // [n, k]
-        let mut ys = Vec::with_capacity(n_experts);
+        let out = match experts::grouped(h.clone(), &self.experts, &routes.plan()) {
+            Some(y) => routes.weigh(y, gates), // [n, d]
+            None => self.per_expert(h, &routes, gates),
+        };
+
+        let mean_prob = probs.mean_dim(0).reshape([n_experts]); // [E]
+        let f = init::floats::<B, 1>(load.clone(), [n_experts], &device);
+        let aux_loss = (mean_prob * f).sum().mul_scalar(n_experts as f64);
+        (out.reshape([b, t, d]), RouterStats { aux_loss, load })
+    }
+
+    /// `[n, d]` → `[n, d]`: each expert its own autodiff node, on the rows gathered for it (the
+    /// path of the CPU backend, measured faster there, and of `fused::plain_scope`).
+    fn per_expert(&self, h: Tensor<B, 2>, routes: &Routes, gates: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, d] = h.dims();
+        let mut ys = Vec::with_capacity(self.experts.len());
         for (e, expert) in self.experts.iter().enumerate() {
             let x = match routes.count(e) {
                 0 => continue,
@@ -145,16 +167,11 @@ impl<B: Backend> Moe<B> {
             };
             ys.push((e, expert.forward(x))); // [m, d]
         }
-        let out = if crate::backend::is_cpu::<B>() && !GATHER_BACK.with(Cell::get) {
+        if crate::backend::is_cpu::<B>() && !GATHER_BACK.with(Cell::get) {
             routes.scatter_add(ys, gates, [n, d])
         } else {
             routes.gather_back(ys.into_iter().map(|(_, y)| y).collect(), gates)
-        }; // [n, d]
-
-        let mean_prob = probs.mean_dim(0).reshape([n_experts]); // [E]
-        let f = init::floats::<B, 1>(load.clone(), [n_experts], &device);
-        let aux_loss = (mean_prob * f).sum().mul_scalar(n_experts as f64);
-        (out.reshape([b, t, d]), RouterStats { aux_loss, load })
+        }
     }
 }
 
@@ -193,14 +210,36 @@ impl Routes {
     /// outputs (`[m_e, d]` each, in expert order) and the gates `[n, k]`: the outputs stacked,
     /// brought to slot order by a gather, and each token's k rows summed.
     fn gather_back<B: Backend>(&self, ys: Vec<Tensor<B, 2>>, gates: Tensor<B, 2>) -> Tensor<B, 2> {
-        let k = self.top_k;
-        let n = self.order.len() / k;
         let y = Tensor::cat(ys, 0); // [n·k, d], grouped by expert
-        let d = y.dims()[1];
         let y = rows::gather(y, &self.to_slots()); // [n·k, d], token-major: slot = token·k + j
+        self.weigh(y, gates)
+    }
+
+    /// Each token's k rows of `y: [n·k, d]` (slot order) weighted by its gates `[n, k]` and
+    /// summed: `[n, d]`.
+    fn weigh<B: Backend>(&self, y: Tensor<B, 2>, gates: Tensor<B, 2>) -> Tensor<B, 2> {
+        let k = self.top_k;
+        let [nk, d] = y.dims();
+        let n = nk / k;
         (y.reshape([n, k, d]) * gates.reshape([n, k, 1]))
             .sum_dim(1)
             .reshape([n, d])
+    }
+
+    /// The grouped node's description of these routes (`model::experts`).
+    fn plan(&self) -> experts::Plan {
+        let k = self.top_k as i64;
+        let used = (0..self.start.len() - 1)
+            .filter(|&e| self.count(e) > 0)
+            .map(|e| (e, self.start[e]..self.start[e + 1]))
+            .collect();
+        experts::Plan {
+            tokens: self.order.iter().map(|&slot| slot / k).collect(),
+            order: self.order.clone(),
+            to_slots: self.to_slots().fwd,
+            used,
+            top_k: self.top_k,
+        }
     }
 
     /// The same sum by burn's `select_assign` into a zeroed `[n, d]`: each expert's rows, times

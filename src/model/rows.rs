@@ -1,5 +1,7 @@
-//! Row gathers whose backward is another gather: how the MoE moves token rows to its experts and
-//! their outputs back (`model::moe`) without burn's scatter kernels on a GPU.
+//! Row gathers whose backward is another gather: how the MoE's per-expert path (the CPU
+//! backend's, and the GPU backends' under `fused::plain_scope` or past `experts::MAX_EXPERTS`
+//! experts with rows; `model::moe`) moves token rows to its experts and their outputs back
+//! without burn's scatter kernels on a GPU.
 //!
 //! Why: burn 0.21's autodiff takes the gradient of `select` (a row gather) with `select_add`, and
 //! a scatter-add into place is `select_assign`; burn-cubecl runs both as one thread per column
