@@ -53,6 +53,7 @@ compile gpu-350m 16 1024 --set precision=bf16
 compile gpu-350m 16 1024 --set precision=bf16 --set attention=flash
 compile gpu-350m 16 1024 --set precision=bf16 --set attention=flash --composed-flash-backward
 compile gpu-350m 16 1024 --set precision=bf16 --f32-head
+compile gpu-350m 16 1024 --set precision=bf16 --per-expert-moe
 compile gpu-350m 16 1024 --set precision=bf16 --plain-kernels
 compile gpu-350m 16 1024 --set precision=f32
 compile gpu-350m 16 1024 --set precision=f32 --set attention=flash

@@ -182,6 +182,10 @@ ours "$@" --set precision="$HALF" --set attention=flash --composed-flash-backwar
 # as before it. Predicted (docs/benchmarks.md): up to 18% more matmul time with the f32 head,
 # less of the whole step.
 ours "$@" --set precision="$HALF" --f32-head
+# What one autodiff node for all of a layer's experts (src/model/experts.rs) buys: the same run
+# with a node per expert, whose input gradients are whole [n, d] tensors added up by autodiff.
+# Predicted (docs/benchmarks.md, "One node for all experts"): ~5-7 ms a step more per-expert.
+ours "$@" --set precision="$HALF" --per-expert-moe
 # Then what the GPU kernels (src/backend/gpu.rs: softmax, RMSNorm, cross-entropy) buy: the same
 # bf16 run on the plain burn composition; then f32 on both sides.
 ours "$@" --set precision="$HALF" --plain-kernels

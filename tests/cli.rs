@@ -216,6 +216,39 @@ fn bench_prints_throughput_and_the_spread_of_its_steps() {
     assert!(min - 1.5 <= mean && mean <= max + 1.5, "{stdout}");
 }
 
+/// `bench --per-expert-moe` (issue 7) labels its line and, on the CPU, whose MoE is per-expert
+/// already, trains to the same loss as without it.
+#[test]
+fn bench_per_expert_moe_flag_labels_the_run() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "configs/tiny.yaml",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+        ];
+        args.extend_from_slice(extra);
+        let out = colossus(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let (plain, per_expert) = (run(&[]), run(&["--per-expert-moe"]));
+    assert!(per_expert.contains(" moe=per-expert "), "{per_expert}");
+    assert!(!plain.contains("moe="), "{plain}");
+    assert_eq!(line_field(&plain, "loss"), line_field(&per_expert, "loss"));
+}
+
 #[test]
 fn params_sizes_grok1_without_allocating() {
     let out = colossus(&["params", "configs/grok-1.yaml"]);

@@ -258,13 +258,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         format!(" loss_scale={s} overflowed_steps={n}")
     });
     println!(
-        "backend={}{} precision={}{}{scale} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
+        "backend={}{} precision={}{}{}{scale} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
          model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} \
          step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0} step_ms_spread=min:{:.1},median:{:.1},max:{:.1}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
         precision.name(),
         if args.f32_head { " head=f32" } else { "" },
+        if args.per_expert_moe {
+            " moe=per-expert"
+        } else {
+            ""
+        },
         p.total,
         p.active,
         args.steps,
@@ -291,9 +296,16 @@ fn with_scopes<R>(args: &BenchArgs, f: impl FnOnce() -> R) -> R {
     } else {
         BackwardKind::Auto
     };
-    crate::model::precision::f32_head_scope(args.f32_head, || {
-        crate::model::fused::with_plain(args.plain_kernels, || flash::backward_scope(backward, f))
-    })
+    let f = || {
+        crate::model::precision::f32_head_scope(args.f32_head, || {
+            crate::model::fused::with_plain(args.plain_kernels, || flash::backward_scope(backward, f))
+        })
+    };
+    if args.per_expert_moe {
+        crate::model::experts::grouped_scope(false, f)
+    } else {
+        f()
+    }
 }
 
 /// The attention core as it ran: under `attention: flash`, which forward kernel (tensor cores
@@ -350,11 +362,16 @@ fn compile_only(mut job: BenchJob, args: &BenchArgs) -> Result<()> {
         );
     }
     println!(
-        "compile-only: precision={}{}{} attention={attention} target=sm_90a nvrtc={major}.{minor} headers={} \
+        "compile-only: precision={}{}{}{} attention={attention} target=sm_90a nvrtc={major}.{minor} headers={} \
          kernels_compiled={} kernels_failed={} nvrtc_s={:.0}",
         precision.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
         if args.f32_head { " head=f32" } else { "" },
+        if args.per_expert_moe {
+            " moe=per-expert"
+        } else {
+            ""
+        },
         include.display(),
         report.compiled,
         report.failures.len(),

@@ -203,6 +203,10 @@ pub struct BenchArgs {
     /// head product (`model::wide`), to measure what that product buys.
     #[arg(long)]
     pub f32_head: bool,
+    /// On a GPU, run each MoE expert as its own autodiff node (the path before `model::experts`'
+    /// one node for all of a layer's experts), to measure what that node buys.
+    #[arg(long)]
+    pub per_expert_moe: bool,
     /// Under `attention: flash`, run the composed backward (matmuls around the softmax kernels)
     /// even where the fused flash backward runs on tensor cores, to measure what it buys.
     #[arg(long)]
