@@ -71,15 +71,26 @@ pub struct Plan {
     pub top_k: usize,
 }
 
-/// Each slot's expert output, `[n·k, d]` in slot order, from the tokens `h: [n, d]`; `None` where
-/// this backend keeps the per-expert path (the CPU unless `grouped_scope` says otherwise,
-/// `fused::plain_scope`, backends without a dispatch).
-pub fn grouped<B: Backend>(h: Tensor<B, 2>, experts: &[Expert<B>], plan: &Plan) -> Option<Tensor<B, 2>> {
+/// Each slot's expert output, `[n·k, d]` in slot order, from the tokens `h: [n, d]` and the
+/// routes' `plan` (built only when the node runs); `None` where this backend keeps the
+/// per-expert path (the CPU unless `grouped_scope` says otherwise, `fused::plain_scope`,
+/// backends without a dispatch).
+pub fn grouped<B: Backend>(
+    h: Tensor<B, 2>,
+    experts: &[Expert<B>],
+    plan: impl FnOnce() -> Plan,
+) -> Option<Tensor<B, 2>> {
     let forced = GROUPED.with(Cell::get);
-    if plain_active() || forced == Some(false) {
+    let cpu_default = forced.is_none() && crate::backend::is_cpu::<B>();
+    if plain_active() || forced == Some(false) || cpu_default {
         return None;
     }
-    let k = Grouped { h, experts, plan };
+    let plan = plan();
+    let k = Grouped {
+        h,
+        experts,
+        plan: &plan,
+    };
     match run_gpu_kernel::<B, _>(k) {
         Ok(y) => y,
         Err(k) if forced == Some(true) => run_kernel::<B, _>(k),
@@ -204,10 +215,6 @@ fn wide<X: Backend>(a: Tensor<X, 2>) -> Tensor<X, 2> {
     precision::upcast(a).0
 }
 
-fn cast<X: Backend, const D: usize>(x: Tensor<X, D>, dtype: DType) -> Tensor<X, D> {
-    if x.dtype() == dtype { x } else { x.cast(dtype) }
-}
-
 /// What the backward needs, in the matmul dtype: the grouped input rows, each used expert's two
 /// pre-activation products and its weights `[w1, w3, w2]`; and the weights' own dtype, which
 /// their gradients take.
@@ -230,7 +237,7 @@ fn forward<X: Backend>(
 ) -> (Tensor<X, 2>, Saved<X>) {
     let out_dtype = h.dtype();
     let device = h.device();
-    let x = cast(h, dtype).select(0, super::rows::ints::<X>(&plan.tokens, &device)); // [n·k, d]
+    let x = precision::restore(h, dtype).select(0, super::rows::ints::<X>(&plan.tokens, &device)); // [n·k, d]
     let mut saved = Saved {
         x: prim(x.clone()),
         a: Vec::new(),
@@ -238,7 +245,7 @@ fn forward<X: Backend>(
         w: Vec::new(),
         w_dtype: ws.first().map_or(dtype, Tensor::dtype),
     };
-    let mut ws = ws.into_iter().map(|w| cast(w, dtype));
+    let mut ws = ws.into_iter().map(|w| precision::restore(w, dtype));
     let mut ys = Vec::with_capacity(plan.used.len());
     for (_, r) in &plan.used {
         let mut next = || ws.next().expect("three weights per used expert");
@@ -246,13 +253,13 @@ fn forward<X: Backend>(
         let xi = rows(&x, r); // [m, d]
         let a = product(xi.clone(), w1.clone()); // [m, f]
         let b = product(xi, w3.clone()); // [m, f]
-        let g = cast(gelu_gate(wide(a.clone()), wide(b.clone())), dtype); // [m, f]
+        let g = precision::restore(gelu_gate(wide(a.clone()), wide(b.clone())), dtype); // [m, f]
         ys.push(product(g, w2.clone())); // [m, d]
         saved.a.push(prim(a));
         saved.b.push(prim(b));
         saved.w.push([w1, w3, w2].map(prim));
     }
-    let y = cast(Tensor::cat(ys, 0), out_dtype) // [n·k, d], grouped
+    let y = precision::restore(Tensor::cat(ys, 0), out_dtype) // [n·k, d], grouped
         .select(0, super::rows::ints::<X>(&plan.to_slots, &device)); // slot order
     (y, saved)
 }
@@ -276,7 +283,7 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
         let ph = parents.next().flatten();
         let dy = float::<X, 2>(grads.consume::<X>(&ops.node)); // [n·k, d], slot order
         let [nk, d] = dy.dims();
-        let dy = cast(
+        let dy = precision::restore(
             dy.select(0, Tensor::<X, 1, Int>::from_primitive(order)),
             self.dtype,
         ); // grouped
@@ -290,24 +297,27 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
                 float::<X, 2>(saved.b[i].clone()),
             );
             let (a_wide, b_wide) = (wide(a), wide(b)); // [m, f]
-            let g = cast(gelu_gate(a_wide.clone(), b_wide.clone()), self.dtype); // [m, f]
+            let g = precision::restore(gelu_gate(a_wide.clone(), b_wide.clone()), self.dtype); // [m, f]
             // As burn's matmul backward writes them (the same operands, transposed the same
             // way), so the CPU gives the per-expert graph's bits.
             let dw2 = g.transpose().matmul(dyi.clone()); // [f, d]
             let dg = wide(product(dyi, w2.transpose())); // [m, f]
             let (da, db) = gelu_gate_grads(a_wide, b_wide, dg);
-            let (da, db) = (cast(da, self.dtype), cast(db, self.dtype)); // [m, f]
+            let (da, db) = (
+                precision::restore(da, self.dtype),
+                precision::restore(db, self.dtype),
+            ); // [m, f]
             let dw1 = xi.clone().transpose().matmul(da.clone()); // [d, f]
             let dw3 = xi.transpose().matmul(db.clone()); // [d, f]
             for dw in [dw1, dw3, dw2] {
                 if let Some(node) = parents.next().flatten() {
-                    grads.register::<X>(node.id, prim(cast(dw, saved.w_dtype)));
+                    grads.register::<X>(node.id, prim(precision::restore(dw, saved.w_dtype)));
                 }
             }
             // Each product's input gradient is widened before the two are added, as the
             // per-expert graph's two casts of the input do.
-            let da_x = cast(product(da, w1.transpose()), self.out_dtype);
-            let db_x = cast(product(db, w3.transpose()), self.out_dtype);
+            let da_x = precision::restore(product(da, w1.transpose()), self.out_dtype);
+            let db_x = precision::restore(product(db, w3.transpose()), self.out_dtype);
             dx.push(da_x + db_x); // [m, d]
         }
         if let Some(node) = ph {

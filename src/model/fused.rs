@@ -323,6 +323,23 @@ fn gelu_gate_host<X: Backend>(
     )
 }
 
+/// `gelu_gate`'s gradients `(da, db)` for the upstream gradient `g`, by the CPU kernel. The
+/// inputs are not needed afterwards: their buffers become the gradients.
+fn gelu_gate_backward_host<X: Backend>(
+    a: FloatTensor<X>,
+    b: FloatTensor<X>,
+    g: FloatTensor<X>,
+) -> (FloatTensor<X>, FloatTensor<X>) {
+    let (g, dims, device) = host::<X, 2>(g);
+    let (mut da, _, _) = host::<X, 2>(a);
+    let (mut db, _, _) = host::<X, 2>(b);
+    colossus_kernels::gelu_gate_backward(&mut da, &mut db, &g);
+    (
+        primitive::<X, 2>(da, dims, &device),
+        primitive::<X, 2>(db, dims, &device),
+    )
+}
+
 #[derive(Debug)]
 struct GeluGateBackward;
 
@@ -331,17 +348,13 @@ impl<X: Backend> Backward<X, 2> for GeluGateBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let (g, dims, device) = host::<X, 2>(grads.consume::<X>(&ops.node));
-        // The saved inputs are not needed afterwards: their buffers become the gradients.
-        let (mut da, _, _) = host::<X, 2>(a);
-        let (mut db, _, _) = host::<X, 2>(b);
-        colossus_kernels::gelu_gate_backward(&mut da, &mut db, &g);
+        let (da, db) = gelu_gate_backward_host::<X>(a, b, grads.consume::<X>(&ops.node));
         let [pa, pb] = ops.parents;
         if let Some(node) = pa {
-            grads.register::<X>(node.id, primitive::<X, 2>(da, dims, &device));
+            grads.register::<X>(node.id, da);
         }
         if let Some(node) = pb {
-            grads.register::<X>(node.id, primitive::<X, 2>(db, dims, &device));
+            grads.register::<X>(node.id, db);
         }
     }
 }
@@ -384,14 +397,9 @@ impl<B: Backend> HostKernel for GeluGateGrads<B> {
     }
 
     fn inner<X: Backend>(self) -> Self::Output {
-        let (mut da, dims, device) = host::<X, 2>(unwrap::<X, _, 2>(self.a));
-        let (mut db, _, _) = host::<X, 2>(unwrap::<X, _, 2>(self.b));
-        let (g, _, _) = host::<X, 2>(unwrap::<X, _, 2>(self.g));
-        colossus_kernels::gelu_gate_backward(&mut da, &mut db, &g);
-        (
-            wrap::<B, X, 2>(primitive::<X, 2>(da, dims, &device)),
-            wrap::<B, X, 2>(primitive::<X, 2>(db, dims, &device)),
-        )
+        let [a, b, g] = [self.a, self.b, self.g].map(unwrap::<X, _, 2>);
+        let (da, db) = gelu_gate_backward_host::<X>(a, b, g);
+        (wrap::<B, X, 2>(da), wrap::<B, X, 2>(db))
     }
 
     fn plain(self) -> Self::Output {

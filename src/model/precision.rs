@@ -24,7 +24,8 @@ pub fn upcast<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, DTy
     }
 }
 
-/// Back to `dtype` after `upcast`.
+/// Back to `dtype` after `upcast`; or `x` in `dtype` wherever a dtype is fixed (a no-op when it
+/// already is).
 pub fn restore<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
     if x.dtype() == dtype { x } else { x.cast(dtype) }
 }
