@@ -887,3 +887,66 @@ fn issue_7_an_unavailable_gpu_device_is_an_error_not_a_panic() {
         "nothing is written for a run that cannot start"
     );
 }
+
+/// `Σ (a · b) ⊙ g` for `a: dims_a` and `b: dims_b` on backend `B`, products in `p`
+/// (`precision::matmul`, which takes one-row and one-column products through `gemv::matmul`), or
+/// burn's own `matmul` of the operands in `p`'s dtype with `raw`: the output and both operands'
+/// gradients. `a` comes out of an element-wise op, so its product is fused on a GPU backend.
+fn product_on<B: AutodiffBackend, const D: usize>(
+    device: &B::Device,
+    [dims_a, dims_b]: [[usize; D]; 2],
+    p: Precision,
+    raw: bool,
+) -> [Vec<f32>; 3] {
+    use colossus::model::precision;
+    let a = filled::<B, D>(dims_a, 1, 1.0, device).require_grad();
+    let b = filled::<B, D>(dims_b, 2, 1.0, device).require_grad();
+    let x = a.clone().mul_scalar(2.0).add_scalar(0.1);
+    let out = if raw {
+        let dtype = precision::half(p).map_or(DType::F32, DType::from);
+        x.cast(dtype).matmul(b.clone().cast(dtype)).cast(DType::F32)
+    } else {
+        precision::autocast(p, || precision::matmul(x, b.clone()))
+    };
+    let g = filled::<B, D>(out.dims(), 3, 1.0, device);
+    let grads = (out.clone() * g).sum().backward();
+    let grad = |x: &Tensor<B, D>| floats(x.grad(&grads).expect("a leaf"));
+    [floats(out), grad(&a), grad(&b)]
+}
+
+/// Issue 7: one-row and one-column products on wgpu, forward and backward, against the CPU:
+/// burn 0.21's gemv kernels, which its autotune picks for these shapes, gave wrong values on
+/// lavapipe for one column and an odd inner size (f32 and f16: 1.5 relative L2 at `[4, 5] · [5,
+/// 1]`, tracel-ai/burn #5122) and for batched one-row f16 products (1.0 at `[2, 1, 64] · [2, 64,
+/// 96]`). `gemv::matmul` pads such a row or column to two: every case here then agrees with the
+/// CPU to f32 rounding. burn's own product of the
+/// same operands is printed beside it, so a burn that no longer needs the padding shows here.
+#[test]
+fn issue_7_one_row_and_one_column_products_match_the_cpu_on_wgpu() {
+    let Some(device) = wgpu() else { return };
+    fn check<const D: usize>(device: &WgpuDevice, dims: [[usize; D]; 2], p: Precision) {
+        let want = product_on::<CpuTrain, D>(&Default::default(), dims, p, false);
+        let got = product_on::<WgpuTrain, D>(device, dims, p, false);
+        let raw = product_on::<WgpuTrain, D>(device, dims, p, true);
+        println!(
+            "{dims:?} {p:?}: burn's own product {:e} relative L2 from the CPU",
+            rel_l2(&raw[0], &want[0])
+        );
+        let what = format!("{dims:?} {p:?}");
+        // The outputs to f32 rounding in f16 as well. Under f16 the
+        // GPU may write a product's f32 sum widened without the f16 rounding the CPU applies
+        // (its cast fused into the product), so the gradients are held to one f16 rounding; the
+        // wrong kernels are off by ~1.
+        let tol = if p == Precision::F32 { 1e-6 } else { 1.5e-3 };
+        let checks = [("output", 1e-6), ("lhs gradient", tol), ("rhs gradient", tol)];
+        agree(&what, &checks, &got, &want);
+    }
+    for p in [Precision::F32, Precision::F16] {
+        check(&device, [[4, 5], [5, 1]], p);
+        check(&device, [[16, 33], [33, 1]], p);
+        check(&device, [[2, 8, 33], [2, 33, 1]], p);
+        check(&device, [[1, 64], [64, 96]], p);
+        check(&device, [[2, 1, 64], [2, 64, 96]], p);
+        check(&device, [[1, 2, 1, 64], [1, 2, 64, 96]], p);
+    }
+}

@@ -1,10 +1,11 @@
 //! The CPU backend's patched paths (vendor/burn-flex/PATCHES.md, issue 8): strided copies of
 //! head-transposed tensors, matmul outputs that gemm writes without zeroing first, and typed
-//! buffer allocations, each against values computed here by index arithmetic.
+//! buffer allocations, each against values computed here by index arithmetic; and one-row f16
+//! products summed in f32 (patch 5, issue 7).
 
 mod common;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use colossus::backend::Cpu;
 use common::floats;
 
@@ -141,4 +142,52 @@ fn issue_8_zeros_and_shared_reads_keep_every_dtype_intact() {
         floats(kept.narrow(0, 1, 2)),
         (5..15).map(|i| i as f32).collect::<Vec<_>>()
     );
+}
+
+/// `[batch, 1, k] · [batch, k, n]` of f16 operands on the CPU, and the first row of the same
+/// product with a second row stacked under the first.
+fn one_row_f16(batch: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
+    let device = Default::default();
+    let half = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() };
+    let (a, b) = (
+        half(small_values(batch * k, 3)),
+        half(small_values(batch * k * n, 4)),
+    );
+    let ta =
+        Tensor::<Cpu, 3>::from_data(TensorData::new(a.clone(), [batch, 1, k]), &device).cast(FloatDType::F16);
+    let tb =
+        Tensor::<Cpu, 3>::from_data(TensorData::new(b.clone(), [batch, k, n]), &device).cast(FloatDType::F16);
+    let one = floats(ta.clone().matmul(tb.clone()));
+    let two = Tensor::cat(vec![ta.clone(), ta], 1).matmul(tb).narrow(1, 0, 1);
+    let mut exact = Vec::new();
+    for s in 0..batch {
+        exact.extend(naive(
+            &a[s * k..(s + 1) * k],
+            &b[s * k * n..(s + 1) * k * n],
+            1,
+            k,
+            n,
+        ));
+    }
+    (one, floats(two), exact)
+}
+
+/// Issue 7 (vendor/burn-flex patch 5): the gemm crate's one-row f16 product summed in f16, 1e-3
+/// relative L2 from the f32 sum at k = 64 and 3e-3 at k = 256 (measured 2026-12-05), so the CPU,
+/// the reference of the wgpu f16 tests, was the one that was off. A one-row f16 product must give
+/// the bits of the first row of the two-row product (gemm's f32-summing kernel), and each value
+/// must be within one f16 step of the exact sum.
+#[test]
+fn issue_7_one_row_f16_products_sum_in_f32() {
+    for (batch, k, n) in [(1, 64, 96), (1, 256, 64), (3, 64, 40), (2, 7, 5)] {
+        let (one, two, exact) = one_row_f16(batch, k, n);
+        assert_eq!(one, two, "[{batch}, 1, {k}] · [{k}, {n}]: one row against two");
+        for (i, (g, w)) in one.iter().zip(&exact).enumerate() {
+            let step = 2f64.powi((w.abs().max(6.1e-5)).log2().floor() as i32 - 10);
+            assert!(
+                (*g as f64 - w).abs() <= step,
+                "[{batch}, 1, {k}] · [{k}, {n}]: element {i}: {g} vs exact {w} (f16 step {step})"
+            );
+        }
+    }
 }

@@ -43,7 +43,7 @@ use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 
 use super::fused::{gelu_gate, gelu_gate_grads, plain_active, record, unwrap, wrap};
 use super::moe::Expert;
-use super::precision;
+use super::{gemv, precision};
 use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
 
 thread_local! {
@@ -194,22 +194,6 @@ fn rows<X: Backend>(x: &Tensor<X, 2>, r: &Range<usize>) -> Tensor<X, 2> {
     x.clone().slice([r.clone(), 0..d])
 }
 
-/// `lhs · rhs`, `[m, k] · [k, n]`. A one-row `lhs` is padded with a zero row off the CPU: burn
-/// 0.21's fused matmul picks a vector–matrix kernel for one row, and on lavapipe that gave wrong
-/// values in f16 when its input was itself fused (a cast or an element-wise op before it;
-/// `tests/backends.rs`, the grouped node's test with an expert of one row); burn's issue
-/// tracker has reports of the same kernels' wrong results on CUDA and Vulkan (tracel-ai/burn
-/// #5122). It costs a two-row copy for the rare expert that gets a single token.
-fn product<X: Backend>(lhs: Tensor<X, 2>, rhs: Tensor<X, 2>) -> Tensor<X, 2> {
-    let [m, k] = lhs.dims();
-    if m != 1 || crate::backend::is_cpu::<X>() {
-        return lhs.matmul(rhs);
-    }
-    let n = rhs.dims()[1];
-    let zero = Tensor::<X, 2>::zeros([1, k], &lhs.device()).cast(lhs.dtype());
-    Tensor::cat(vec![lhs, zero], 0).matmul(rhs).slice([0..1, 0..n])
-}
-
 /// `a`, upcast to at least f32 for the GELU gate (`precision::upcast`'s rule).
 fn wide<X: Backend>(a: Tensor<X, 2>) -> Tensor<X, 2> {
     precision::upcast(a).0
@@ -251,10 +235,10 @@ fn forward<X: Backend>(
         let mut next = || ws.next().expect("three weights per used expert");
         let (w1, w3, w2) = (next(), next(), next()); // [d, f], [d, f], [f, d]
         let xi = rows(&x, r); // [m, d]
-        let a = product(xi.clone(), w1.clone()); // [m, f]
-        let b = product(xi, w3.clone()); // [m, f]
+        let a = gemv::matmul(xi.clone(), w1.clone()); // [m, f]
+        let b = gemv::matmul(xi, w3.clone()); // [m, f]
         let g = precision::restore(gelu_gate(wide(a.clone()), wide(b.clone())), dtype); // [m, f]
-        ys.push(product(g, w2.clone())); // [m, d]
+        ys.push(gemv::matmul(g, w2.clone())); // [m, d]
         saved.a.push(prim(a));
         saved.b.push(prim(b));
         saved.w.push([w1, w3, w2].map(prim));
@@ -301,7 +285,7 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
             // As burn's matmul backward writes them (the same operands, transposed the same
             // way), so the CPU gives the per-expert graph's bits.
             let dw2 = g.transpose().matmul(dyi.clone()); // [f, d]
-            let dg = wide(product(dyi, w2.transpose())); // [m, f]
+            let dg = wide(gemv::matmul(dyi, w2.transpose())); // [m, f]
             let (da, db) = gelu_gate_grads(a_wide, b_wide, dg);
             let (da, db) = (
                 precision::restore(da, self.dtype),
@@ -316,8 +300,8 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
             }
             // Each product's input gradient is widened before the two are added, as the
             // per-expert graph's two casts of the input do.
-            let da_x = precision::restore(product(da, w1.transpose()), self.out_dtype);
-            let db_x = precision::restore(product(db, w3.transpose()), self.out_dtype);
+            let da_x = precision::restore(gemv::matmul(da, w1.transpose()), self.out_dtype);
+            let db_x = precision::restore(gemv::matmul(db, w3.transpose()), self.out_dtype);
             dx.push(da_x + db_x); // [m, d]
         }
         if let Some(node) = ph {

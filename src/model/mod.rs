@@ -7,6 +7,7 @@ pub mod embedding;
 pub mod experts;
 pub mod flash;
 pub mod fused;
+pub mod gemv;
 pub mod grok;
 pub mod init;
 pub mod moe;

@@ -12,6 +12,7 @@ use std::cell::Cell;
 
 use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 
+use super::gemv;
 use crate::config::{BackendKind, Precision};
 use crate::error::{Error, Result};
 
@@ -76,11 +77,12 @@ pub fn half(p: Precision) -> Option<FloatDType> {
 /// product accumulates in f32 (tensor cores, and the CPU backend's emulation), is written in bf16
 /// as a bf16 GEMM writes it, and is widened back to f32, so the caller's tensors never change
 /// dtype. Costs two casts of the inputs and one of the output per call, which burn's fusion
-/// folds into neighbouring kernels on GPU backends. f16 likewise.
+/// folds into neighbouring kernels on GPU backends. f16 likewise. One-row and one-column
+/// products go through `gemv::matmul`, off burn's faulty vector kernels.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     match half(current()) {
-        Some(h) if a.dtype() == DType::F32 => a.cast(h).matmul(b.cast(h)).cast(DType::F32),
-        _ => a.matmul(b),
+        Some(h) if a.dtype() == DType::F32 => gemv::matmul(a.cast(h), b.cast(h)).cast(DType::F32),
+        _ => gemv::matmul(a, b),
     }
 }
 

@@ -99,8 +99,13 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     match lhs.dtype() {
         DType::F32 => matmul_gemm::<f32>(lhs, rhs),
         DType::F64 => matmul_gemm::<f64>(lhs, rhs),
+        // Colossus patch 5: gemm's one-row f16 kernel sums in f16 (1e-3 relative at k = 64);
+        // its other f16 kernels, like the GPUs' and `matmul_half` here, sum in f32.
+        DType::F16 if lhs_shape[lhs_rank - 2] == 1 => {
+            matmul_half::<f16>(lhs, rhs, f16::to_f32, f16::from_f32)
+        }
         DType::F16 => matmul_gemm::<f16>(lhs, rhs),
-        DType::BF16 => matmul_bf16(lhs, rhs),
+        DType::BF16 => matmul_half::<bf16>(lhs, rhs, bf16::to_f32, bf16::from_f32),
         _ => panic!("matmul: unsupported dtype {:?}", lhs.dtype()),
     }
 }
@@ -467,19 +472,25 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
 }
 
 // ============================================================================
-// bf16 matmul (via f32 conversion)
+// Half-precision matmul via f32 (bf16; one-row f16)
 // ============================================================================
 
-fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+fn matmul_half<H: Element + bytemuck::Pod>(
+    lhs: FlexTensor,
+    rhs: FlexTensor,
+    to_f32: fn(H) -> f32,
+    from_f32: fn(f32) -> H,
+) -> FlexTensor {
+    let dtype = lhs.dtype();
     let lhs = lhs.to_contiguous();
     let rhs = rhs.to_contiguous();
 
     let lhs_shape = lhs.layout().shape();
     let rhs_shape = rhs.layout().shape();
 
-    // Convert bf16 -> f32
-    let lhs_f32: Vec<f32> = lhs.storage::<bf16>().iter().map(|x| x.to_f32()).collect();
-    let rhs_f32: Vec<f32> = rhs.storage::<bf16>().iter().map(|x| x.to_f32()).collect();
+    // Convert half -> f32
+    let lhs_f32: Vec<f32> = lhs.storage::<H>().iter().map(|x| to_f32(*x)).collect();
+    let rhs_f32: Vec<f32> = rhs.storage::<H>().iter().map(|x| to_f32(*x)).collect();
 
     // Create f32 tensors
     let lhs_f32_tensor = FlexTensor::new(
@@ -496,18 +507,14 @@ fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     // Compute matmul in f32
     let result_f32 = matmul_gemm::<f32>(lhs_f32_tensor, rhs_f32_tensor);
 
-    // Convert f32 -> bf16
-    let result_bf16: Vec<bf16> = result_f32
+    // Convert f32 -> half
+    let result: Vec<H> = result_f32
         .storage::<f32>()
         .iter()
-        .map(|x| bf16::from_f32(*x))
+        .map(|x| from_f32(*x))
         .collect();
 
-    FlexTensor::new(
-        Bytes::from_elems(result_bf16),
-        result_f32.layout().clone(),
-        DType::BF16,
-    )
+    FlexTensor::new(Bytes::from_elems(result), result_f32.layout().clone(), dtype)
 }
 
 // ============================================================================
