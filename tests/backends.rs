@@ -13,10 +13,11 @@ use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
-use colossus::backend::{self, CpuTrain, WgpuTrain};
+use colossus::backend::{self, Cpu, CpuTrain, WgpuTrain};
 use colossus::config::{AttentionKernel, BackendKind, Config, Precision};
+use colossus::model::attention::KvCache;
 use colossus::model::fused::{self, AttnScores};
-use colossus::model::{flash, wide};
+use colossus::model::{Grok, flash, wide};
 use common::*;
 
 /// The losses of `steps` optimizer steps from the same weights and batches, and the first
@@ -948,5 +949,70 @@ fn issue_7_one_row_and_one_column_products_match_the_cpu_on_wgpu() {
         check(&device, [[1, 64], [64, 96]], p);
         check(&device, [[2, 1, 64], [2, 64, 96]], p);
         check(&device, [[1, 2, 1, 64], [1, 2, 64, 96]], p);
+    }
+}
+
+/// The last position's logits of each step of KV-cached decoding on `device`: `prompt` in one
+/// pass, then each of `next` alone, as `colossus generate` feeds them.
+fn decode_logits<B: Backend>(
+    model: &Grok<B>,
+    prompt: &[u32],
+    next: &[u32],
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let mut caches: Vec<Option<KvCache<B>>> = vec![None; model.layers.len()];
+    let mut feed = prompt.to_vec();
+    let mut out = Vec::new();
+    for step in 0..=next.len() {
+        let ids: Vec<i64> = feed.iter().map(|&t| t as i64).collect();
+        let n = ids.len();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
+        let logits = model.forward(ids, Some(caches.as_mut_slice())).logits; // [1, n, vocab]
+        let vocab = logits.dims()[2];
+        out.push(floats(logits.slice([0..1, n - 1..n, 0..vocab])));
+        if let Some(&t) = next.get(step) {
+            feed = vec![t];
+        }
+    }
+    out
+}
+
+/// Issue 7: `colossus generate --backend wgpu` decodes one token at a time from the KV cache, so
+/// every product has one row (the projections, the experts, the output head) and attention
+/// reads a cache the prompt's pass wrote. Each step's logits on wgpu against the CPU's, from the
+/// same weights and tokens: in f32, as `generate` runs, with the composed attention and with
+/// `attention: flash` (its kernel takes the prompt's pass; decoding steps fall back); and under
+/// f16 mixed precision, where every one-row product goes through `gemv::matmul`'s padding.
+#[test]
+fn issue_7_kv_cached_decoding_on_wgpu_matches_the_cpu() {
+    let Some(device) = wgpu() else { return };
+    let dir = temp_dir("wgpu-decode");
+    let cfg = tiny_config(&dir, &[]);
+    let prompt = [2u32, 53, 74, 67, 9];
+    let next = [11u32, 200, 7, 7, 31, 150, 4, 88];
+    for (p, kernel, tol) in [
+        (Precision::F32, AttentionKernel::Composed, 1e-5),
+        (Precision::F32, AttentionKernel::Flash, 1e-5),
+        (Precision::F16, AttentionKernel::Composed, 1e-4),
+    ] {
+        let cpu = cfg
+            .model
+            .init::<Cpu>(cfg.seed, &Default::default())
+            .with_precision(p);
+        let gpu = cfg
+            .model
+            .init::<Wgpu>(cfg.seed, &device)
+            .with_precision(p)
+            .with_attention(kernel);
+        let want = decode_logits(&cpu, &prompt, &next, &Default::default());
+        let got = decode_logits(&gpu, &prompt, &next, &device);
+        for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+            let rel = rel_l2(g, w);
+            println!("{p:?} {kernel:?} step {step}: {rel:e} relative L2");
+            assert!(
+                rel < tol,
+                "{p:?} {kernel:?}: step {step}'s logits differ by {rel:e} relative L2"
+            );
+        }
     }
 }
