@@ -20,7 +20,8 @@
 # any uncommitted change to it), so a session on a machine that already staged it keeps its 33
 # minutes.
 set -euo pipefail
-inputs=(src vendor kernels configs Cargo.toml Cargo.lock benches/gpu-prepare.sh)
+# Markdown under them (the vendored crates' PATCHES.md and READMEs) is not built into anything.
+inputs=(src vendor kernels configs Cargo.toml Cargo.lock benches/gpu-prepare.sh ':(exclude)*.md')
 stamp() { git log -1 --format=%H -- "${inputs[@]}"; git status --porcelain -- "${inputs[@]}"; }
 if [ "${1:-}" = --if-stale ] && [ -e .gpu/kernel-cache.tar.xz ] && [ -e .gpu/colossus-cuda.xz ] &&
     [ "$(stamp)" = "$(cat .gpu/built-from 2>/dev/null)" ]; then

@@ -920,8 +920,8 @@ fn product_on<B: AutodiffBackend, const D: usize>(
 /// lavapipe for one column and an odd inner size (f32 and f16: 1.5 relative L2 at `[4, 5] · [5,
 /// 1]`, tracel-ai/burn #5122) and for batched one-row f16 products (1.0 at `[2, 1, 64] · [2, 64,
 /// 96]`). `gemv::matmul` pads such a row or column to two: every case here then agrees with the
-/// CPU to f32 rounding. burn's own product of the
-/// same operands is printed beside it, so a burn that no longer needs the padding shows here.
+/// CPU, the outputs to f32 rounding. burn's own product of the same operands is printed beside
+/// it, so a burn that no longer needs the padding shows here.
 #[test]
 fn issue_7_one_row_and_one_column_products_match_the_cpu_on_wgpu() {
     let Some(device) = wgpu() else { return };
@@ -934,10 +934,10 @@ fn issue_7_one_row_and_one_column_products_match_the_cpu_on_wgpu() {
             rel_l2(&raw[0], &want[0])
         );
         let what = format!("{dims:?} {p:?}");
-        // The outputs to f32 rounding in f16 as well. Under f16 the
-        // GPU may write a product's f32 sum widened without the f16 rounding the CPU applies
-        // (its cast fused into the product), so the gradients are held to one f16 rounding; the
-        // wrong kernels are off by ~1.
+        // The outputs to f32 rounding in f16 as well. Under f16 the GPU may write a product's
+        // f32 sum widened without the f16 rounding the CPU applies (its cast fused into the
+        // product), so the gradients are held to one f16 rounding; the wrong kernels are off by
+        // ~1.
         let tol = if p == Precision::F32 { 1e-6 } else { 1.5e-3 };
         let checks = [("output", 1e-6), ("lhs gradient", tol), ("rhs gradient", tol)];
         agree(&what, &checks, &got, &want);
