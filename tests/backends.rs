@@ -786,6 +786,13 @@ fn issue_7_gpu_wide_matmul_matches_the_cpu_emulation() {
     // Exact products of f16 values, summed in f32 in another order: rounding-level differences.
     let checks = [("output", 1e-6), ("a gradient", 1e-6), ("w gradient", 1e-6)];
     agree("wide matmul, f16 operands", &checks, &got, &want);
+    // One row: the head's product when half-precision decoding feeds one token, a shape for
+    // which burn's autotune may pick a vector kernel (`model::gemv`).
+    for one_row in [[1, 300, 45], [1, 64, 512], [1, 33, 7]] {
+        let got = wide_on::<WgpuTrain>(&device, one_row, FloatDType::F16);
+        let want = wide_on::<CpuTrain>(&Default::default(), one_row, FloatDType::F16);
+        agree(&format!("wide matmul {one_row:?}"), &checks, &got, &want);
+    }
     // The plain path (tensor ops, `--plain-kernels`) leaves the upstream gradient unrounded: the
     // gradients above, which match the CPU node's rounded ones, came from the GPU node.
     let plain = fused::plain_scope(|| wide_on::<WgpuTrain>(&device, dims, FloatDType::F16));

@@ -12,9 +12,11 @@
 //! is padded with it. It costs a copy of the one-row operand and a product twice as tall, on
 //! shapes small by construction (an expert that got one token; decoding one token). One-row f32
 //! products keep their gemv kernel: right in every case measured, and the fast path for f32
-//! decoding. The CPU backend has its own kernels and is left alone (its one-row f16 products,
-//! which the gemm crate summed in f16, go through f32 in the vendored burn-flex: its PATCHES.md,
-//! patch 5).
+//! decoding. The output head's half-precision product (`model::wide`) writes f32 and is not
+//! routed here: its one-row case matched the CPU on lavapipe (`tests/backends.rs`, the wide
+//! matmul test's one-row shapes, 2026-12-05). The CPU backend has its own kernels and is left
+//! alone (its one-row f16 products, which the gemm crate summed in f16, go through f32 in the
+//! vendored burn-flex: its PATCHES.md, patch 5).
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
