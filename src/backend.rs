@@ -297,6 +297,14 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// tensor-core GEMM in the inputs' dtype with an f32 output (`model::wide`). `a: [.., m, k]`,
     /// `b: [.., k, n]` with equal batch dims; either may be a transposed view.
     fn matmul_f32_out(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `gelu_tanh(a) ⊙ b` (`model::fused::gelu_gate`), `a` and `b` of one shape, in one pass.
+    fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gate's gradients `[da, db]` for the output's gradient `g`, in one pass.
+    fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2];
+    /// One AdamW update of a parameter (`model::fused::adamw`): `[p, m, v]` after the gradient,
+    /// from `[p, g, m, v]`, all `[n]` and f32, in one pass that reads four values and writes
+    /// three per element, in the order and f32 roundings of `colossus_kernels::adamw`.
+    fn adamw(pgmv: [FloatTensor<Self>; 4], step: colossus_kernels::AdamWStep) -> [FloatTensor<Self>; 3];
     /// `backend::device_memory` on this backend.
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory>;
 }

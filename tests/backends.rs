@@ -823,6 +823,145 @@ fn issue_7_gpu_wide_matmul_matches_the_cpu_emulation() {
     );
 }
 
+/// `gelu_gate(a, b)` on backend `B` with autodiff, under the upstream gradient `u`: the output,
+/// both gradients, and `fused::gelu_gate_grads` (the grouped experts node's backward) on the
+/// inner backend from the same values.
+fn gelu_gate_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2]) -> [Vec<f32>; 5] {
+    // a spans where tanh saturates (|√(2/π)·(a + 0.044715a³)| > 9 beyond |a| ≈ 5).
+    let a = filled::<B, 2>(dims, 1, 6.0, device).require_grad();
+    let b = filled::<B, 2>(dims, 2, 2.0, device).require_grad();
+    let u = filled::<B, 2>(dims, 3, 1.0, device);
+    let y = fused::gelu_gate(a.clone(), b.clone());
+    let grads = (y.clone() * u.clone()).sum().backward();
+    let (da, db) = fused::gelu_gate_grads(a.clone().inner(), b.clone().inner(), u.inner());
+    [
+        floats(y),
+        floats(a.grad(&grads).expect("a's gradient")),
+        floats(b.grad(&grads).expect("b's gradient")),
+        floats(da),
+        floats(db),
+    ]
+}
+
+/// Issue 7: the GELU gate's GPU kernels (`GpuOps::gelu_gate`, `gelu_gate_bwd`) against the
+/// plain burn composition on wgpu and the CPU's kernels. Why kernels, when burn fuses the
+/// gate alone into one: in the grouped experts node, whose experts run one after another, only
+/// the first expert's gate of each layer was fused and the others ran as nine kernels each
+/// (docs/benchmarks.md, "Launches per training step"). Shapes: a single element, a row count
+/// that is not a multiple of the cube, and one past the grid's first axis (units loop).
+#[test]
+fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
+    let Some(device) = wgpu() else { return };
+    for dims in [[1, 1], [37, 300], [4097, 4097]] {
+        let got = gelu_gate_on::<WgpuTrain>(&device, dims);
+        let plain = fused::plain_scope(|| gelu_gate_on::<WgpuTrain>(&device, dims));
+        let cpu = gelu_gate_on::<CpuTrain>(&Default::default(), dims);
+        // The kernel and burn's composition share the shader's tanh: 6.6e-8 relative L2 apart
+        // at most (a gradient, [37, 300], lavapipe 2026-12-05).
+        let checks = |tol| {
+            [
+                ("output", tol),
+                ("a gradient", tol),
+                ("b gradient", tol),
+                ("gelu_gate_grads da", tol),
+                ("gelu_gate_grads db", tol),
+            ]
+        };
+        agree(
+            &format!("gelu gate {dims:?} vs the plain path"),
+            &checks(1e-6),
+            &got,
+            &plain,
+        );
+        // The CPU's tanh is Rust's: 1.2e-6 from the shader's on the a gradient, whose tanh'
+        // term (1 - t²) cancels where t → ±1 and so magnifies the last bits of t.
+        let cpu_checks = checks(1e-5);
+        agree(&format!("gelu gate {dims:?} vs the CPU"), &cpu_checks, &got, &cpu);
+    }
+}
+
+/// One AdamW update of `n` parameters on backend `B` (an inner backend, as the optimizer runs
+/// it): `[p, m, v]` after it, at step 3 of lr 3e-4.
+fn adamw_on<B: Backend>(device: &B::Device, n: usize, decay: Option<f64>) -> [Vec<f32>; 3] {
+    let s = fused::AdamWScalars {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        bc2_sqrt: (1.0 - 0.95f64.powi(3)).sqrt(),
+        step_size: 3e-4 / (1.0 - 0.9f64.powi(3)),
+        decay,
+    };
+    let x = fused::AdamWTensors {
+        p: filled::<B, 1>([n], 1, 1.0, device),
+        g: filled::<B, 1>([n], 2, 0.1, device),
+        m: filled::<B, 1>([n], 3, 0.01, device),
+        v: filled::<B, 1>([n], 4, 1e-3, device).abs(),
+    };
+    let (p, m, v) = fused::adamw(s, x);
+    [floats(p), floats(m), floats(v)]
+}
+
+/// Issue 7: the GPU AdamW kernel (`GpuOps::adamw`, one launch per parameter where burn's fusion
+/// left a stray multiplication in most updates) against the CPU's pass and wgpu's tensor-op
+/// path: with and without weight decay, one element, lengths that are not multiples of the
+/// cube, and one past the grid's first axis (65 535 cubes of 256), where units loop.
+#[test]
+fn issue_7_gpu_adamw_kernel_matches_the_cpu_and_the_plain_path() {
+    let Some(device) = wgpu() else { return };
+    for (n, decay) in [
+        (1, None),
+        (1000, Some(1.0 - 3e-4 * 0.1)),
+        (4099, None),
+        (65_535 * 256 + 1000, Some(1.0 - 3e-4 * 0.1)),
+    ] {
+        let got = adamw_on::<Wgpu>(&device, n, decay);
+        let cpu = adamw_on::<Cpu>(&Default::default(), n, decay);
+        let plain = fused::plain_scope(|| adamw_on::<Wgpu>(&device, n, decay));
+        // The same f32 operations in the same order: at most a rounding apart.
+        let checks = [("p", 1e-7), ("m", 1e-7), ("v", 1e-7)];
+        let what = format!("adamw n={n} decay={decay:?}");
+        let cpu_bits = agree(&format!("{what} vs the CPU"), &checks, &got, &cpu);
+        let plain_bits = agree(&format!("{what} vs the plain path"), &checks, &got, &plain);
+        println!("{what}: bits differ from the CPU: {cpu_bits}, from the plain path: {plain_bits}");
+    }
+}
+
+/// Issue 7: gradient clipping on the GPU backends concatenates the gradients, measures and
+/// rescales them as one vector and hands back slices of it (`Grads::clip_plain`): the norm and
+/// every clipped gradient against the CPU's pass, with lengths whose offsets in the vector are
+/// not aligned (those slices are copies, the aligned ones views), clipping on and off.
+#[test]
+fn issue_7_gradient_clipping_on_one_vector_matches_the_cpu_on_wgpu() {
+    use colossus::train::grads::Grads;
+    let Some(device) = wgpu() else { return };
+    fn grads<B: Backend>(device: &B::Device) -> Grads<B> {
+        let sizes = [(4096, 0.5), (10_001, 2.0), (3, 1.0), (70_000, 0.1)];
+        let tensors = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, scale))| filled::<B, 1>([n], i + 1, scale, device))
+            .collect();
+        Grads { tensors }
+    }
+    for max_norm in [1.0, 1e9] {
+        let (got, got_norm) = grads::<Wgpu>(&device).clip_global_norm(max_norm);
+        let (want, want_norm) = grads::<Cpu>(&Default::default()).clip_global_norm(max_norm);
+        // The GPU sums the squares in f32 (burn's reduction), the CPU in f64: 5.9e-6 apart here
+        // (measured 2026-12-05), and the clipped gradients with it.
+        let rel = (got_norm - want_norm).abs() / want_norm;
+        println!("norm {got_norm} against the CPU's {want_norm}: {rel:e} relative");
+        assert!(rel < 2e-5, "norm {got_norm} against the CPU's {want_norm}");
+        let got: Vec<Vec<f32>> = got.tensors.into_iter().map(floats).collect();
+        let want: Vec<Vec<f32>> = want.tensors.into_iter().map(floats).collect();
+        if max_norm == 1.0 {
+            let checks = [("g0", 2e-5), ("g1", 2e-5), ("g2", 2e-5), ("g3", 2e-5)];
+            agree("clip to 1", &checks, &got, &want);
+        } else {
+            assert_eq!(got, want, "unclipped gradients come back as they were");
+        }
+    }
+}
+
 /// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear
 /// error naming the backend and the device (exit 2), not a panic from inside the backend. Device
 /// 9 asks wgpu for a tenth discrete GPU, which no CI machine has.

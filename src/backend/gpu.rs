@@ -1,17 +1,22 @@
-//! The GPU kernels of three fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
+//! The GPU kernels of our fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
 //! cap + causal softmax, RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
 //! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
-//! `attention: flash` (`model::flash`); and the output head's bf16 × bf16 → f32 product
-//! (`model::wide`), burn's own matmul asked for an f32 output.
+//! `attention: flash` (`model::flash`); the output head's bf16 × bf16 → f32 product
+//! (`model::wide`), burn's own matmul asked for an f32 output; the AdamW update
+//! (`model::fused::adamw`), one launch per parameter; and the experts' GELU gate, one launch
+//! each way (`model::fused::gelu_gate`).
 //!
-//! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe
-//! (`cargo run --features wgpu --example kernel_launches`, forward + backward and the same small
-//! harness on both paths): the softmax takes 8 launches with these kernels against 15 on the
-//! plain burn composition, RMSNorm 9 against 17 (its dw stays burn's fused multiply and row
-//! reduction), the cross-entropy 4 against 19, and the experts' GELU gate 7 either way: burn
-//! already fuses it into one kernel each way, so it gets none. The cross-entropy matters most on
-//! a GPU preset: its `[tokens, vocab]` logits are the step's largest activation, and each extra
-//! pass over them is one more read or write of it.
+//! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe (`cargo run --features
+//! wgpu --example kernel_launches`, forward + backward and the same small harness on both paths):
+//! the softmax takes 8 launches with these kernels against 15 on the plain burn composition,
+//! RMSNorm 9 against 17 (its dw stays burn's fused multiply and row reduction), the cross-entropy 4
+//! against 19. The cross-entropy matters most on a GPU preset: its `[tokens, vocab]` logits are the
+//! step's largest activation, and each extra pass over them is one more read or write of it. The
+//! AdamW and GELU-gate kernels pay off only in a whole step: alone, the GELU gate fuses into one
+//! kernel each way (8 launches with its kernels against 7: the harness's `· u` no longer joins it),
+//! but in the grouped experts node only each layer's first expert's gate fused, the others ran as
+//! nine kernels each; and fusion's 64-op blocks split the optimizer's updates, leaving 348 stray
+//! multiplies a step at `gpu-350m` (docs/benchmarks.md, "Launches per training step").
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
@@ -40,7 +45,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
-use colossus_kernels::CappedSoftmax;
+use colossus_kernels::{AdamWStep, CappedSoftmax};
 use cubecl::prelude::*;
 use cubek_attention::definition::{
     AccumulatorPrecision, AttentionGlobalTypes, AttentionOptions, ScoreOptions,
@@ -420,6 +425,108 @@ fn rows_sum_kernel<F: Float, I: Numeric>(
 }
 
 /// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
+/// AdamW on one parameter, element by element: `colossus_kernels::adamw`'s operations in its
+/// order (a grid-stride loop, so any length fits one launch). `decay` is 1 for an undecayed
+/// parameter: multiplying by 1 is exact, so that is the plain path's bits without the branch.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn adamw_kernel<F: Float>(
+    p: &Tensor<F>,         // [n]
+    g: &Tensor<F>,         // [n]
+    m: &Tensor<F>,         // [n]
+    v: &Tensor<F>,         // [n]
+    p_out: &mut Tensor<F>, // [n]
+    m_out: &mut Tensor<F>, // [n]
+    v_out: &mut Tensor<F>, // [n]
+    n: u32,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    decay: f32,
+    step_size: f32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = ABSOLUTE_POS_X as usize;
+    while i < n as usize {
+        let gi = g[i];
+        let mi = m[i] * F::cast_from(beta1) + gi * F::cast_from(one_minus_beta1);
+        let vi = v[i] * F::cast_from(beta2) + gi * gi * F::cast_from(one_minus_beta2);
+        let denom = vi.sqrt() / F::cast_from(bc2_sqrt) + F::cast_from(eps);
+        p_out[i] = p[i] * F::cast_from(decay) - mi / denom * F::cast_from(step_size);
+        m_out[i] = mi;
+        v_out[i] = vi;
+        i += stride;
+    }
+}
+
+/// Threads per cube of the element-wise kernels (AdamW, the GELU gate).
+const ELEMENTWISE_BLOCK: u32 = 256;
+
+/// √(2/π) and the cubic coefficient of the tanh-approximate GELU, as `colossus_kernels::gelu`
+/// writes them.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_K: f32 = 0.044_715;
+
+/// `out = ½·a·(1 + tanh(√(2/π)·(a + 0.044715·a³)))·b`, `colossus_kernels::gelu_gate`'s formula.
+#[cube(launch)]
+fn gelu_gate_kernel<F: Float>(
+    a: &Tensor<F>,       // [n], contiguous
+    b: &Tensor<F>,       // [n]
+    out: &mut Tensor<F>, // [n]
+    n: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = ABSOLUTE_POS_X as usize;
+    while i < n as usize {
+        let x = a[i];
+        let t = (F::cast_from(GELU_C) * (x + F::cast_from(GELU_K) * x * x * x)).tanh();
+        out[i] = F::new(0.5) * x * (F::new(1.0) + t) * b[i];
+        i += stride;
+    }
+}
+
+/// The gate's gradients: `da = g·b·gelu'(a)`, `db = g·gelu(a)`, with
+/// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), as the CPU's backward.
+#[cube(launch)]
+fn gelu_gate_bwd_kernel<F: Float>(
+    a: &Tensor<F>,      // [n], contiguous
+    b: &Tensor<F>,      // [n]
+    g: &Tensor<F>,      // [n]
+    da: &mut Tensor<F>, // [n]
+    db: &mut Tensor<F>, // [n]
+    n: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = ABSOLUTE_POS_X as usize;
+    let (c, k) = (F::cast_from(GELU_C), F::cast_from(GELU_K));
+    let (half, one) = (F::new(0.5), F::new(1.0));
+    while i < n as usize {
+        let x = a[i];
+        let t = (c * (x + k * x * x * x)).tanh();
+        let gelu = half * x * (one + t);
+        let dgelu = half * (one + t) + half * x * (one - t * t) * c * (one + F::new(3.0) * k * x * x);
+        da[i] = g[i] * b[i] * dgelu;
+        db[i] = g[i] * gelu;
+        i += stride;
+    }
+}
+
+/// Cubes for `n` elements of a grid-stride kernel: one unit per element up to the grid's
+/// first axis, then each unit loops.
+fn elementwise_grid(n: usize) -> CubeCount {
+    CubeCount::Static(
+        n.div_ceil(ELEMENTWISE_BLOCK as usize).clamp(1, 65_535) as u32,
+        1,
+        1,
+    )
+}
+
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
     CubeCount::Static(x as u32, rows.div_ceil(x) as u32, 1)
@@ -710,6 +817,74 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         }
     }
 
+    fn gelu_gate(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
+        let (a, b) = (into_contiguous(a), into_contiguous(b));
+        let n = a.meta.shape.num_elements();
+        let out = empty(&a, a.meta.shape.clone());
+        let dtype = a.dtype;
+        gelu_gate_kernel::launch::<R>(
+            &a.client.clone(),
+            elementwise_grid(n),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK),
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n as u32,
+            dtype.into(),
+        );
+        out
+    }
+
+    fn gelu_gate_bwd(abg: [CubeTensor<R>; 3]) -> [CubeTensor<R>; 2] {
+        let [a, b, g] = abg.map(into_contiguous);
+        let n = a.meta.shape.num_elements();
+        let (da, db) = (empty(&a, a.meta.shape.clone()), empty(&a, a.meta.shape.clone()));
+        let dtype = a.dtype;
+        gelu_gate_bwd_kernel::launch::<R>(
+            &a.client.clone(),
+            elementwise_grid(n),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK),
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            g.into_tensor_arg(),
+            da.clone().into_tensor_arg(),
+            db.clone().into_tensor_arg(),
+            n as u32,
+            dtype.into(),
+        );
+        [da, db]
+    }
+
+    fn adamw(pgmv: [CubeTensor<R>; 4], s: AdamWStep) -> [CubeTensor<R>; 3] {
+        let [p, g, m, v] = pgmv.map(into_contiguous);
+        let n = p.meta.shape.num_elements();
+        let outs = [&p, &m, &v].map(|t| empty(t, t.meta.shape.clone()));
+        let dtype = p.dtype;
+        adamw_kernel::launch::<R>(
+            &p.client.clone(),
+            elementwise_grid(n),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK),
+            p.into_tensor_arg(),
+            g.into_tensor_arg(),
+            m.into_tensor_arg(),
+            v.into_tensor_arg(),
+            outs[0].clone().into_tensor_arg(),
+            outs[1].clone().into_tensor_arg(),
+            outs[2].clone().into_tensor_arg(),
+            n as u32,
+            s.beta1,
+            s.one_minus_beta1,
+            s.beta2,
+            s.one_minus_beta2,
+            s.bc2_sqrt,
+            s.eps,
+            s.decay.unwrap_or(1.0),
+            s.step_size,
+            dtype.into(),
+        );
+        outs
+    }
+
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
         // The memory manager's count for this thread's stream.
         let u = R::client(device).memory_usage().ok()?;
@@ -790,6 +965,9 @@ enum Kernel {
     Flash(FlashOp),
     FlashBwd(FlashOp, FlashBwdPlan),
     MatmulF32Out,
+    AdamW(AdamWStep),
+    GeluGate,
+    GeluGateBwd,
 }
 
 impl Kernel {
@@ -805,6 +983,9 @@ impl Kernel {
             Kernel::Flash(_) => "colossus_flash_attention",
             Kernel::FlashBwd(..) => "colossus_flash_attention_backward",
             Kernel::MatmulF32Out => "colossus_matmul_f32_out",
+            Kernel::AdamW(_) => "colossus_adamw",
+            Kernel::GeluGate => "colossus_gelu_gate",
+            Kernel::GeluGateBwd => "colossus_gelu_gate_backward",
         }
     }
 
@@ -843,6 +1024,9 @@ impl Kernel {
                 B::flash_attention_bwd([f(0), f(1), f(2), f(3), f(4)], op, plan).into()
             }
             Kernel::MatmulF32Out => vec![B::matmul_f32_out(f(0), f(1))],
+            Kernel::AdamW(s) => B::adamw([f(0), f(1), f(2), f(3)], s).into(),
+            Kernel::GeluGate => vec![B::gelu_gate(f(0), f(1))],
+            Kernel::GeluGateBwd => B::gelu_gate_bwd([f(0), f(1), f(2)]).into(),
             Kernel::CrossEntropyBwd => {
                 let (x, lse, g) = (f(0), f(2), f(3));
                 vec![B::cross_entropy_bwd(
@@ -1020,6 +1204,26 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         let shape = Shape::from(dims);
         let [out] = register_as::<B, 1>(Kernel::MatmulF32Out, vec![a, b], [shape], DType::F32);
         out
+    }
+
+    fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = a.shape.clone();
+        let [out] = register::<B, 1>(Kernel::GeluGate, vec![a, b], [shape]);
+        out
+    }
+
+    fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2] {
+        let shape = abg[0].shape.clone();
+        register::<B, 2>(Kernel::GeluGateBwd, abg.into(), [shape.clone(), shape])
+    }
+
+    fn adamw(pgmv: [FloatTensor<Self>; 4], s: AdamWStep) -> [FloatTensor<Self>; 3] {
+        let shape = pgmv[0].shape.clone();
+        register::<B, 3>(
+            Kernel::AdamW(s),
+            pgmv.into(),
+            [shape.clone(), shape.clone(), shape],
+        )
     }
 
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {

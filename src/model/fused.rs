@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -64,7 +65,7 @@ pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
     if !fused_allowed(a.dtype()) {
         return gelu_gate_plain(a, b);
     }
-    run_kernel::<B, _>(GeluGate { a, b })
+    run_gpu_kernel::<B, _>(GeluGate { a, b }).unwrap_or_else(run_kernel::<B, _>)
 }
 
 fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -84,7 +85,7 @@ pub fn gelu_gate_grads<X: Backend>(
     if !fused_allowed(k.a.dtype()) {
         return k.plain();
     }
-    run_kernel::<X, _>(k)
+    run_gpu_kernel::<X, _>(k).unwrap_or_else(run_kernel::<X, _>)
 }
 
 /// How attention logits become probabilities: ×`multiplier`, soft cap `cap` (0: none), causal
@@ -215,13 +216,21 @@ pub struct AdamWTensors<B: Backend> {
     pub v: Tensor<B, 1>,
 }
 
-/// One AdamW update: `(p, m, v)` after the gradient.
+/// One AdamW update: `(p, m, v)` after the gradient. On the CPU backend a host pass, on the GPU
+/// backends one kernel (`GpuOps::adamw`).
+///
+/// Why a GPU kernel, when burn's fusion fuses the tensor ops of one update into one kernel:
+/// it caps a fused kernel at 64 operations and the update is 14, so over a whole model's
+/// parameters its blocks split updates apart, and the leftover single multiplications ran as
+/// kernels of their own. Counted on lavapipe at `gpu-350m`'s 398 parameters
+/// (docs/benchmarks.md, "Launches per training step"): 348 such launches, each one more pass
+/// over a parameter-sized buffer, beside the ~400 fused ones.
 pub fn adamw<B: Backend>(s: AdamWScalars, x: AdamWTensors<B>) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
     let all_f32 = [&x.p, &x.g, &x.m, &x.v].iter().all(|t| t.dtype() == DType::F32);
     if !all_f32 || !fused_allowed(DType::F32) {
         return adamw_plain(s, x);
     }
-    run_kernel::<B, _>(AdamW { s, x })
+    run_gpu_kernel::<B, _>(AdamW { s, x }).unwrap_or_else(run_kernel::<B, _>)
 }
 
 fn adamw_plain<B: Backend>(
@@ -349,13 +358,7 @@ impl<X: Backend> Backward<X, 2> for GeluGateBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
         let (da, db) = gelu_gate_backward_host::<X>(a, b, grads.consume::<X>(&ops.node));
-        let [pa, pb] = ops.parents;
-        if let Some(node) = pa {
-            grads.register::<X>(node.id, da);
-        }
-        if let Some(node) = pb {
-            grads.register::<X>(node.id, db);
-        }
+        register_each::<X, 2>(ops.parents.map(|p| p.map(|n| n.id)), [da, db], grads);
     }
 }
 
@@ -383,10 +386,68 @@ impl<B: Backend> HostKernel for GeluGate<B> {
     }
 }
 
+/// Hands each parent that tracks a gradient its own, for a node that computes them all at once.
+fn register_each<X: Backend, const N: usize>(
+    parents: [Option<NodeId>; N],
+    computed: [FloatTensor<X>; N],
+    grads: &mut Gradients,
+) {
+    for (parent, g) in parents.into_iter().zip(computed) {
+        if let Some(id) = parent {
+            grads.register::<X>(id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GpuGeluGateBackward;
+
+impl<X: GpuOps> Backward<X, 2> for GpuGeluGateBackward {
+    type State = (FloatTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (a, b) = ops.state;
+        let dadb = X::gelu_gate_bwd([a, b, grads.consume::<X>(&ops.node)]);
+        register_each::<X, 2>(ops.parents.map(|p| p.map(|n| n.id)), dadb, grads);
+    }
+}
+
+impl<B: Backend> GpuKernel for GeluGate<B> {
+    type Output = Tensor<B, 2>;
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 2> {
+        let ab = [
+            unwrap::<Autodiff<X>, _, _>(self.a),
+            unwrap::<Autodiff<X>, _, _>(self.b),
+        ];
+        wrap::<B, Autodiff<X>, _>(record(GpuGeluGateBackward, ab, |[a, b]| {
+            ((a.clone(), b.clone()), X::gelu_gate(a, b))
+        }))
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 2> {
+        wrap::<B, X, _>(X::gelu_gate(unwrap::<X, _, _>(self.a), unwrap::<X, _, _>(self.b)))
+    }
+}
+
 struct GeluGateGrads<B: Backend> {
     a: Tensor<B, 2>,
     b: Tensor<B, 2>,
     g: Tensor<B, 2>,
+}
+
+impl<B: Backend> GpuKernel for GeluGateGrads<B> {
+    type Output = (Tensor<B, 2>, Tensor<B, 2>);
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
+        self.plain()
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Self::Output {
+        let [a, b, g] = [self.a, self.b, self.g].map(unwrap::<X, _, 2>);
+        let [da, db] = X::gelu_gate_bwd([a, b, g]);
+        (wrap::<B, X, 2>(da), wrap::<B, X, 2>(db))
+    }
 }
 
 impl<B: Backend> HostKernel for GeluGateGrads<B> {
@@ -610,10 +671,11 @@ struct AdamW<B: Backend> {
 }
 
 impl<B: Backend> AdamW<B> {
-    fn host(self) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
-        let s = self.s;
-        // The tensor-op path rounds each scalar to f32 where it meets the tensor; so does this.
-        let step = AdamWStep {
+    /// The scalars rounded to f32 where the tensor-op path rounds them: where each meets the
+    /// tensor.
+    fn step(&self) -> AdamWStep {
+        let s = &self.s;
+        AdamWStep {
             beta1: s.beta1 as f32,
             one_minus_beta1: (1.0 - s.beta1) as f32,
             beta2: s.beta2 as f32,
@@ -622,7 +684,11 @@ impl<B: Backend> AdamW<B> {
             eps: s.eps as f32,
             decay: s.decay.map(|d| d as f32),
             step_size: s.step_size as f32,
-        };
+        }
+    }
+
+    fn host(self) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+        let step = self.step();
         let device = self.x.p.device();
         let n = self.x.p.dims()[0];
         let vec = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>().expect("f32 optimizer state");
@@ -631,6 +697,22 @@ impl<B: Backend> AdamW<B> {
         colossus_kernels::adamw(step, &mut p, &g, &mut m, &mut v);
         let back = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &device);
         (back(p), back(m), back(v))
+    }
+}
+
+impl<B: Backend> GpuKernel for AdamW<B> {
+    type Output = (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>);
+
+    /// The optimizer works on inner tensors; an autodiff caller gets the tensor-op update.
+    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
+        adamw_plain(self.s, self.x)
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Self::Output {
+        let step = self.step();
+        let AdamWTensors { p, g, m, v } = self.x;
+        let [p, m, v] = X::adamw([p, g, m, v].map(unwrap::<X, B, 1>), step);
+        (wrap::<B, X, 1>(p), wrap::<B, X, 1>(m), wrap::<B, X, 1>(v))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Gradients as a flat list in parameter order (see `train::params`), flattened to 1-D: collected
 //! from a backward pass, summed over micro-batches, unscaled (f16's loss scaling), measured and
-//! clipped by their global norm (one fused pass on the CPU backend).
+//! clipped by their global norm (one fused pass on the CPU backend; elsewhere on one vector of them
+//! all, `Grads::clip_plain`).
 //! Keeping them outside burn's `GradientsParams` lets `dist/` all-reduce them and the optimizer
 //! address them by index.
 
@@ -59,25 +60,6 @@ impl<B: Backend> Grads<B> {
         Grads { tensors }
     }
 
-    pub fn scale(self, factor: f64) -> Self {
-        Grads {
-            tensors: self.tensors.into_iter().map(|g| g.mul_scalar(factor)).collect(),
-        }
-    }
-
-    /// sqrt(Σ over every element of every gradient of g²), read back to the host (one sync).
-    pub fn global_norm(&self) -> f64 {
-        let Some(first) = self.tensors.first() else {
-            return 0.0;
-        };
-        let mut total = Tensor::<B, 1>::zeros([1], &first.device());
-        for g in &self.tensors {
-            total = total + g.clone().square().sum();
-        }
-        let sq: f64 = total.into_scalar().elem();
-        sq.sqrt()
-    }
-
     /// Scale so the global norm is at most `max_norm` (PyTorch's `clip_grad_norm_` rule:
     /// factor max/(norm + 1e-6), never above 1). Returns the norm before clipping.
     ///
@@ -104,13 +86,51 @@ impl<B: Backend> Grads<B> {
         self.clip_plain(loss_scale, max_norm)
     }
 
+    /// The tensor-op path (the GPU backends, and `--plain-kernels`): the gradients are
+    /// concatenated into one vector, measured and rescaled there, and handed back as slices of it.
+    /// Per gradient, a square, a sum and the running total's add were three kernel launches
+    /// (and the rescale one more operation): at `gpu-350m`'s 398 parameters 1 194 of a training
+    /// step's 5 459 launches on lavapipe (docs/benchmarks.md, "Launches per training step"),
+    /// each some microseconds of host time whatever its size. burn's concatenation copies each
+    /// gradient with a launch of its own, but the norm and the rescale are then one pass each.
+    /// It costs a copy of the gradients, and their memory twice while it is made (each gradient
+    /// is freed once copied); the slices are views of the vector where their offsets meet the
+    /// device's alignment (burn-cubecl's `slice`), copies otherwise.
     fn clip_plain(self, loss_scale: f64, max_norm: f64) -> (Self, f64) {
-        let norm = self.global_norm() / loss_scale;
-        match multiplier(norm, loss_scale, max_norm) {
-            Some(factor) => (self.scale(factor), norm),
-            None => (self, norm),
-        }
+        let sizes: Vec<usize> = self.tensors.iter().map(|g| g.dims()[0]).collect();
+        let Some(flat) = flatten(self.tensors) else {
+            return (Grads { tensors: Vec::new() }, 0.0);
+        };
+        let norm = norm_of(flat.clone()) / loss_scale;
+        let flat = match multiplier(norm, loss_scale, max_norm) {
+            Some(factor) => flat.mul_scalar(factor),
+            None => flat,
+        };
+        let mut start = 0;
+        let tensors = sizes
+            .into_iter()
+            .map(|n| {
+                start += n;
+                flat.clone().slice(start - n..start)
+            })
+            .collect();
+        (Grads { tensors }, norm)
     }
+}
+
+/// The gradients end to end, `[Σ n]`; `None` when there are none.
+fn flatten<B: Backend>(tensors: Vec<Tensor<B, 1>>) -> Option<Tensor<B, 1>> {
+    match tensors.len() {
+        0 => None,
+        1 => tensors.into_iter().next(),
+        _ => Some(Tensor::cat(tensors, 0)),
+    }
+}
+
+/// sqrt(Σ x²), read back to the host.
+fn norm_of<B: Backend>(flat: Tensor<B, 1>) -> f64 {
+    let sq: f64 = flat.square().sum().into_scalar().elem();
+    sq.sqrt()
 }
 
 /// The factor that brings `norm` down to `max_norm`, or `None` when no clipping applies.
