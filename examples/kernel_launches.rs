@@ -16,6 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use colossus::backend::WgpuTrain;
 use colossus::model::fused::{self, AttnScores};
+use colossus::model::rope::RopeTables;
 use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, profiling::ProfilingLogLevel};
 
 type B = WgpuTrain;
@@ -59,6 +60,14 @@ fn run(op: &str, device: &WgpuDevice) {
             let _ = a.grad(&grads).map(|g| g.into_data());
             let _ = b.grad(&grads).map(|g| g.into_data());
         }
+        "rope" => {
+            // [batch, seq, heads, head_dim], as the attention's projections give it.
+            let x = input([2, 64, 4, 32], 10, device).require_grad();
+            let tables = RopeTables::<B>::new(32, 10_000.0, 0, 64, device);
+            let y = fused::rope(x.clone(), &tables);
+            let grads = (y * input([2, 64, 4, 32], 11, device)).sum().backward();
+            let _ = x.grad(&grads).map(|g| g.into_data());
+        }
         "cross entropy" => {
             let x = input([256, 512], 9, device).require_grad();
             let targets: Vec<i64> = (0..256).map(|i| (i * 37 % 512) as i64).collect();
@@ -90,7 +99,7 @@ fn main() {
         "{:<16} {:>8} {:>8}   kernel path launches",
         "op", "kernels", "plain"
     );
-    for op in ["capped softmax", "rms norm", "gelu gate", "cross entropy"] {
+    for op in ["capped softmax", "rms norm", "gelu gate", "rope", "cross entropy"] {
         let mut counts = [0; 2];
         let mut names = BTreeMap::new();
         for (i, plain) in [false, true].into_iter().enumerate() {

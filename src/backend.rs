@@ -301,6 +301,11 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gate's gradients `[da, db]` for the output's gradient `g`, in one pass.
     fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2];
+    /// RoPE (`model::fused::rope`) on `x: [batch, seq, heads, head_dim]` with the `cs` tables
+    /// `[cos, sin]`, each `[.., seq, head_dim]` (pair i's angle in columns i and head_dim/2 + i,
+    /// `model::rope::RopeTables`), in one pass: [x1·c − x2·s, x2·c + x1·s], the operations of
+    /// `colossus_kernels::rope`; `inverse` rotates by the opposite angle (the backward).
+    fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self>;
     /// One AdamW update of a parameter (`model::fused::adamw`): `[p, m, v]` after the gradient,
     /// from `[p, g, m, v]`, all `[n]` and f32, in one pass that reads four values and writes
     /// three per element, in the order and f32 roundings of `colossus_kernels::adamw`.

@@ -17,6 +17,7 @@ use colossus::backend::{self, Cpu, CpuTrain, WgpuTrain};
 use colossus::config::{AttentionKernel, BackendKind, Config, Precision};
 use colossus::model::attention::KvCache;
 use colossus::model::fused::{self, AttnScores};
+use colossus::model::rope::RopeTables;
 use colossus::model::{Grok, flash, wide};
 use common::*;
 
@@ -877,6 +878,44 @@ fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
         // term (1 - t²) cancels where t → ±1 and so magnifies the last bits of t.
         let cpu_checks = checks(1e-5);
         agree(&format!("gelu gate {dims:?} vs the CPU"), &cpu_checks, &got, &cpu);
+    }
+}
+
+/// RoPE on backend `B` (positions 3.., the angles of a decoding step's offset) under the upstream
+/// gradient `u`: the output, the input's gradient, the inference path's output (no autodiff),
+/// and how many nodes of our own the autodiff forward recorded.
+fn rope_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 4]) -> ([Vec<f32>; 3], usize) {
+    let [_, t, _, hd] = dims;
+    let x = filled::<B, 4>(dims, 1, 2.0, device).require_grad();
+    let u = filled::<B, 4>(dims, 2, 1.0, device);
+    let tables = RopeTables::<B>::new(hd, 10_000.0, 3, t, device);
+    let before = fused::recorded();
+    let y = fused::rope(x.clone(), &tables);
+    let recorded = fused::recorded() - before;
+    let grads = (y.clone() * u).sum().backward();
+    let inner = RopeTables::<B::InnerBackend>::new(hd, 10_000.0, 3, t, device);
+    let y_inner = fused::rope(x.clone().inner(), &inner);
+    let dx = x.grad(&grads).expect("x's gradient");
+    ([floats(y), floats(dx), floats(y_inner)], recorded)
+}
+
+/// Issue 7: RoPE's GPU kernel (`GpuOps::rope`, one pass each way) against the plain burn
+/// composition on wgpu (halves, negation, concatenation, products) and the CPU's kernel.
+/// Shapes: one pair; odd sequence and head counts; a head width of `gpu-350m`. Not past the
+/// grid's first axis: that takes 65 535 · 256 pairs, a 134 MB f32 tensor over wgpu's 128 MiB
+/// buffer limit; the grid-stride loop is the GELU gate's, checked past it above.
+#[test]
+fn issue_7_gpu_rope_kernel_matches_the_plain_path_and_the_cpu() {
+    let Some(device) = wgpu() else { return };
+    for dims in [[1, 1, 1, 2], [2, 37, 3, 8], [4, 300, 16, 64]] {
+        let (got, recorded) = rope_on::<WgpuTrain>(&device, dims);
+        assert_eq!(recorded, 1, "{dims:?}: the GPU node did not run");
+        let (plain, recorded) = fused::plain_scope(|| rope_on::<WgpuTrain>(&device, dims));
+        assert_eq!(recorded, 0, "{dims:?}: the plain path recorded a node");
+        let (cpu, _) = rope_on::<CpuTrain>(&Default::default(), dims);
+        let checks = [("output", 1e-6), ("x gradient", 1e-6), ("inference", 1e-6)];
+        agree(&format!("rope {dims:?} vs the plain path"), &checks, &got, &plain);
+        agree(&format!("rope {dims:?} vs the CPU"), &checks, &got, &cpu);
     }
 }
 

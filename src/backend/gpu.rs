@@ -3,8 +3,8 @@
 //! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
 //! `attention: flash` (`model::flash`); the output head's bf16 × bf16 → f32 product
 //! (`model::wide`), burn's own matmul asked for an f32 output; the AdamW update
-//! (`model::fused::adamw`), one launch per parameter; and the experts' GELU gate, one launch
-//! each way (`model::fused::gelu_gate`).
+//! (`model::fused::adamw`), one launch per parameter; and the experts' GELU gate and RoPE, one
+//! launch each way (`model::fused::gelu_gate`, `model::fused::rope`).
 //!
 //! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe (`cargo run --features
 //! wgpu --example kernel_launches`, forward + backward and the same small harness on both paths):
@@ -16,7 +16,8 @@
 //! kernel each way (8 launches with its kernels against 7: the harness's `· u` no longer joins it),
 //! but in the grouped experts node only each layer's first expert's gate fused, the others ran as
 //! nine kernels each; and fusion's 64-op blocks split the optimizer's updates, leaving 348 stray
-//! multiplies a step at `gpu-350m` (docs/benchmarks.md, "Launches per training step").
+//! multiplies a step at `gpu-350m` (docs/benchmarks.md, "Launches per training step"). RoPE takes 8
+//! launches against 18, its two kernels in place of twelve.
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
@@ -517,6 +518,38 @@ fn gelu_gate_bwd_kernel<F: Float>(
     }
 }
 
+/// RoPE, one unit per (row, head, pair) in a grid-stride loop: [x1·c − x2·s, x2·c + x1·s] with
+/// `s` the sine times `sign` (−1 rotates back), `colossus_kernels::rope`'s operations. Each unit
+/// reads its pair and writes both halves, so a head's two halves are read once.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn rope_kernel<F: Float>(
+    x: &Tensor<F>,       // [b, t, heads, hd], contiguous
+    cos: &Tensor<F>,     // [t, hd], contiguous: pair i at columns i and half + i
+    sin: &Tensor<F>,     // [t, hd]
+    out: &mut Tensor<F>, // [b, t, heads, hd]
+    pairs: u32,
+    t: u32,
+    heads: u32,
+    half: u32,
+    sign: f32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let (half, hd) = (half as usize, 2 * half as usize);
+    let mut i = ABSOLUTE_POS_X as usize;
+    while i < pairs as usize {
+        let (j, head) = (i % half, i / half); // pair, (row·heads + head)
+        let pos = (head / heads as usize) % t as usize;
+        let (c, sn) = (cos[pos * hd + j], sin[pos * hd + j] * F::cast_from(sign));
+        let at = head * hd + j;
+        let (a, b) = (x[at], x[at + half]);
+        out[at] = a * c - b * sn;
+        out[at + half] = b * c + a * sn;
+        i += stride;
+    }
+}
+
 /// Cubes for `n` elements of a grid-stride kernel: one unit per element up to the grid's
 /// first axis, then each unit loops.
 fn elementwise_grid(n: usize) -> CubeCount {
@@ -855,6 +888,32 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         [da, db]
     }
 
+    fn rope(x: CubeTensor<R>, cs: [CubeTensor<R>; 2], inverse: bool) -> CubeTensor<R> {
+        let x = into_contiguous(x);
+        let [cos, sin] = cs.map(into_contiguous);
+        let s = x.meta.shape.clone();
+        let (t, heads, half) = (s[1], s[2], s[3] / 2);
+        let pairs = s.num_elements() / 2;
+        let out = empty(&x, s);
+        let dtype = x.dtype;
+        rope_kernel::launch::<R>(
+            &x.client.clone(),
+            elementwise_grid(pairs),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK),
+            x.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            pairs as u32,
+            t as u32,
+            heads as u32,
+            half as u32,
+            if inverse { -1.0 } else { 1.0 },
+            dtype.into(),
+        );
+        out
+    }
+
     fn adamw(pgmv: [CubeTensor<R>; 4], s: AdamWStep) -> [CubeTensor<R>; 3] {
         let [p, g, m, v] = pgmv.map(into_contiguous);
         let n = p.meta.shape.num_elements();
@@ -968,6 +1027,8 @@ enum Kernel {
     AdamW(AdamWStep),
     GeluGate,
     GeluGateBwd,
+    /// RoPE, rotating back when set.
+    Rope(bool),
 }
 
 impl Kernel {
@@ -986,6 +1047,8 @@ impl Kernel {
             Kernel::AdamW(_) => "colossus_adamw",
             Kernel::GeluGate => "colossus_gelu_gate",
             Kernel::GeluGateBwd => "colossus_gelu_gate_backward",
+            Kernel::Rope(false) => "colossus_rope",
+            Kernel::Rope(true) => "colossus_rope_backward",
         }
     }
 
@@ -1027,6 +1090,7 @@ impl Kernel {
             Kernel::AdamW(s) => B::adamw([f(0), f(1), f(2), f(3)], s).into(),
             Kernel::GeluGate => vec![B::gelu_gate(f(0), f(1))],
             Kernel::GeluGateBwd => B::gelu_gate_bwd([f(0), f(1), f(2)]).into(),
+            Kernel::Rope(inverse) => vec![B::rope(f(0), [f(1), f(2)], inverse)],
             Kernel::CrossEntropyBwd => {
                 let (x, lse, g) = (f(0), f(2), f(3));
                 vec![B::cross_entropy_bwd(
@@ -1215,6 +1279,13 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2] {
         let shape = abg[0].shape.clone();
         register::<B, 2>(Kernel::GeluGateBwd, abg.into(), [shape.clone(), shape])
+    }
+
+    fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self> {
+        let shape = x.shape.clone();
+        let [cos, sin] = cs;
+        let [out] = register::<B, 1>(Kernel::Rope(inverse), vec![x, cos, sin], [shape]);
+        out
     }
 
     fn adamw(pgmv: [FloatTensor<Self>; 4], s: AdamWStep) -> [FloatTensor<Self>; 3] {

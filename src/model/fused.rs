@@ -4,8 +4,8 @@
 //! switch). On the CPU backend (see `backend::run_kernel`) each is one `colossus_kernels` pass
 //! with one autodiff node whose backward is another single pass; on other backends, and for
 //! non-f32 tensors, the plain burn composition below runs (GPUs fuse element-wise ops
-//! themselves), except the softmax, RMSNorm and the cross-entropy, which have cubecl kernels
-//! there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`). `tests/fused.rs` and, on
+//! themselves), except RoPE, the softmax, the GELU gate, RMSNorm, the cross-entropy and AdamW,
+//! which have cubecl kernels there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`). `tests/fused.rs` and, on
 //! wgpu, `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
@@ -1026,7 +1026,7 @@ pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4>
     if !fused_allowed(x.dtype()) {
         return rope_plain(x, tables);
     }
-    run_kernel::<B, _>(RopeKernel { x, tables })
+    run_gpu_kernel::<B, _>(RopeKernel { x, tables }).unwrap_or_else(run_kernel::<B, _>)
 }
 
 fn rope_plain<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
@@ -1110,5 +1110,43 @@ impl<B: Backend> HostKernel for RopeKernel<'_, B> {
 
     fn plain(self) -> Tensor<B, 4> {
         rope_plain(self.x, self.tables)
+    }
+}
+
+#[derive(Debug)]
+struct GpuRopeBackward;
+
+impl<X: GpuOps> Backward<X, 1> for GpuRopeBackward {
+    /// The `[cos, sin]` tables.
+    type State = [FloatTensor<X>; 2];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<X>(&ops.node);
+        register_each::<X, 1>(
+            ops.parents.map(|p| p.map(|n| n.id)),
+            [X::rope(g, ops.state, true)],
+            grads,
+        );
+    }
+}
+
+/// On a GPU: one pass each way instead of the plain path's halves, negation, concatenation and
+/// products (and their autodiff backward: each slice's gradient written into a zeroed tensor).
+impl<B: Backend> GpuKernel for RopeKernel<'_, B> {
+    type Output = Tensor<B, 4>;
+
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 4> {
+        // The tables are constants: their autodiff wrappers track nothing.
+        let cs =
+            [&self.tables.cos, &self.tables.sin].map(|t| unwrap::<Autodiff<X>, _, _>(t.clone()).primitive);
+        let x = unwrap::<Autodiff<X>, _, _>(self.x);
+        wrap::<B, Autodiff<X>, _>(record(GpuRopeBackward, [x], |[x]| {
+            (cs.clone(), X::rope(x, cs, false))
+        }))
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
+        let cs = [&self.tables.cos, &self.tables.sin].map(|t| unwrap::<X, _, _>(t.clone()));
+        wrap::<B, X, _>(X::rope(unwrap::<X, _, _>(self.x), cs, false))
     }
 }
