@@ -922,14 +922,7 @@ fn issue_7_gpu_rope_kernel_matches_the_plain_path_and_the_cpu() {
 /// One AdamW update of `n` parameters on backend `B` (an inner backend, as the optimizer runs
 /// it): `[p, m, v]` after it, at step 3 of lr 3e-4.
 fn adamw_on<B: Backend>(device: &B::Device, n: usize, decay: Option<f64>) -> [Vec<f32>; 3] {
-    let s = fused::AdamWScalars {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        bc2_sqrt: (1.0 - 0.95f64.powi(3)).sqrt(),
-        step_size: 3e-4 / (1.0 - 0.9f64.powi(3)),
-        decay,
-    };
+    let s = adamw_scalars(3, 3e-4, decay);
     let x = fused::AdamWTensors {
         p: filled::<B, 1>([n], 1, 1.0, device),
         g: filled::<B, 1>([n], 2, 0.1, device),

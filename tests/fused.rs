@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use colossus::backend::{Cpu, CpuTrain};
 use colossus::model::Grok;
-use colossus::model::fused::{self, AdamWScalars, AdamWTensors, AttnScores};
+use colossus::model::fused::{self, AdamWTensors, AttnScores};
 use colossus::model::rope::RopeTables;
 use colossus::train::grads::Grads;
 use colossus::train::loss::cross_entropy;
@@ -233,14 +233,7 @@ fn fused_adamw_gives_the_plain_update_bit_for_bit() {
     let n = 40_000;
     let t = |v: Vec<f32>| Tensor::<Cpu, 1>::from_data(TensorData::new(v, [n]), &Default::default());
     for decay in [Some(1.0 - 3e-4 * 0.1), None] {
-        let s = || AdamWScalars {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            bc2_sqrt: (1.0f64 - 0.95f64.powi(7)).sqrt(),
-            step_size: 3e-4 / (1.0 - 0.9f64.powi(7)),
-            decay,
-        };
+        let s = || adamw_scalars(7, 3e-4, decay);
         let inputs = || {
             (
                 t(values(n, 5, 0.5)),

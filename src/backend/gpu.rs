@@ -425,7 +425,6 @@ fn rows_sum_kernel<F: Float, I: Numeric>(
     }
 }
 
-/// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 /// AdamW on one parameter, element by element: `colossus_kernels::adamw`'s operations in its
 /// order (a grid-stride loop, so any length fits one launch). `decay` is 1 for an undecayed
 /// parameter: multiplying by 1 is exact, so that is the plain path's bits without the branch.
@@ -464,7 +463,7 @@ fn adamw_kernel<F: Float>(
     }
 }
 
-/// Threads per cube of the element-wise kernels (AdamW, the GELU gate).
+/// Threads per cube of the element-wise kernels (AdamW, the GELU gate, RoPE).
 const ELEMENTWISE_BLOCK: u32 = 256;
 
 /// √(2/π) and the cubic coefficient of the tanh-approximate GELU, as `colossus_kernels::gelu`
@@ -560,6 +559,7 @@ fn elementwise_grid(n: usize) -> CubeCount {
     )
 }
 
+/// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
     CubeCount::Static(x as u32, rows.div_ceil(x) as u32, 1)

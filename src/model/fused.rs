@@ -1,12 +1,12 @@
 //! Fused CPU paths for what dominates a CPU training step after the big matmuls: RoPE, the
 //! attention core (its products, soft cap and causal softmax, blockwise), the experts' GELU gate,
 //! RMSNorm, the cross-entropy and AdamW (gradient clipping, in `train::grads`, uses the same
-//! switch). On the CPU backend (see `backend::run_kernel`) each is one `colossus_kernels` pass
-//! with one autodiff node whose backward is another single pass; on other backends, and for
-//! non-f32 tensors, the plain burn composition below runs (GPUs fuse element-wise ops
-//! themselves), except RoPE, the softmax, the GELU gate, RMSNorm, the cross-entropy and AdamW,
-//! which have cubecl kernels there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`). `tests/fused.rs` and, on
-//! wgpu, `tests/backends.rs` check that both paths agree, forward and backward.
+//! switch). On the CPU backend (see `backend::run_kernel`) each is one `colossus_kernels` pass with
+//! one autodiff node whose backward is another single pass; on other backends, and for non-f32
+//! tensors, the plain burn composition below runs (GPUs fuse element-wise ops themselves), except
+//! RoPE, the softmax, the GELU gate, RMSNorm, the cross-entropy and AdamW, which have cubecl
+//! kernels there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`). `tests/fused.rs` and,
+//! on wgpu, `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
 use std::sync::Arc;

@@ -272,3 +272,16 @@ pub fn moe_outputs<B: AutodiffBackend>(
         go()
     }
 }
+
+/// AdamW's scalars as `train::optim` computes them at `step` (1-based) for learning rate `lr`:
+/// betas 0.9/0.95, eps 1e-8, both bias corrections.
+pub fn adamw_scalars(step: i32, lr: f64, decay: Option<f64>) -> colossus::model::fused::AdamWScalars {
+    colossus::model::fused::AdamWScalars {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        bc2_sqrt: (1.0f64 - 0.95f64.powi(step)).sqrt(),
+        step_size: lr / (1.0 - 0.9f64.powi(step)),
+        decay,
+    }
+}
