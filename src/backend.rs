@@ -306,10 +306,21 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// `model::rope::RopeTables`), in one pass: [x1·c − x2·s, x2·c + x1·s], the operations of
     /// `colossus_kernels::rope`; `inverse` rotates by the opposite angle (the backward).
     fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self>;
-    /// One AdamW update of a parameter (`model::fused::adamw`): `[p, m, v]` after the gradient,
-    /// from `[p, g, m, v]`, all `[n]` and f32, in one pass that reads four values and writes
-    /// three per element, in the order and f32 roundings of `colossus_kernels::adamw`.
-    fn adamw(pgmv: [FloatTensor<Self>; 4], step: colossus_kernels::AdamWStep) -> [FloatTensor<Self>; 3];
+    /// AdamW updates of parameters that share `step`'s scalars (`model::fused::adamw`): `[p, m,
+    /// v]` after the gradient for each `[p, g, m, v]`, all `[n]` and f32, in the order and f32
+    /// roundings of `colossus_kernels::adamw`; a few launches for them all (up to 32 parameters
+    /// each), reading four values and writing three per element, in place where `p`, `m` and `v`
+    /// are not shared.
+    fn adamw(
+        sets: Vec<[FloatTensor<Self>; 4]>,
+        step: colossus_kernels::AdamWStep,
+    ) -> Vec<[FloatTensor<Self>; 3]>;
+    /// Σ x² over every element of the (non-empty) `xs`, `[1]` in the inputs' dtype: gradient
+    /// clipping's norm in a few launches (up to 32 tensors each, then one for the partial sums)
+    /// without a copy of the gradients, the same bits on every run (a fixed tree, no atomics).
+    fn sum_squares(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self>;
+    /// Each of `xs` times `factor`, in place where not shared, in a few launches.
+    fn scale(xs: Vec<FloatTensor<Self>>, factor: f32) -> Vec<FloatTensor<Self>>;
     /// `backend::device_memory` on this backend.
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory>;
 }

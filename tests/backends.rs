@@ -919,78 +919,156 @@ fn issue_7_gpu_rope_kernel_matches_the_plain_path_and_the_cpu() {
     }
 }
 
-/// One AdamW update of `n` parameters on backend `B` (an inner backend, as the optimizer runs
-/// it): `[p, m, v]` after it, at step 3 of lr 3e-4.
-fn adamw_on<B: Backend>(device: &B::Device, n: usize, decay: Option<f64>) -> [Vec<f32>; 3] {
+/// One AdamW update of parameters of lengths `ns` on backend `B` (an inner backend, as the
+/// optimizer runs it) in one `fused::adamw` call: `[p, m, v]` of each after it, at step 3 of lr
+/// 3e-4, and each parameter as a clone taken before the update still reads (in-place updates
+/// must leave a shared buffer alone).
+fn adamw_on<B: Backend>(
+    device: &B::Device,
+    ns: &[usize],
+    decay: Option<f64>,
+) -> (Vec<[Vec<f32>; 3]>, Vec<Vec<f32>>) {
     let s = adamw_scalars(3, 3e-4, decay);
-    let x = fused::AdamWTensors {
-        p: filled::<B, 1>([n], 1, 1.0, device),
-        g: filled::<B, 1>([n], 2, 0.1, device),
-        m: filled::<B, 1>([n], 3, 0.01, device),
-        v: filled::<B, 1>([n], 4, 1e-3, device).abs(),
-    };
-    let (p, m, v) = fused::adamw(s, x);
-    [floats(p), floats(m), floats(v)]
+    let sets: Vec<_> = ns
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| fused::AdamWTensors {
+            p: filled::<B, 1>([n], 4 * i + 1, 1.0, device),
+            g: filled::<B, 1>([n], 4 * i + 2, 0.1, device),
+            m: filled::<B, 1>([n], 4 * i + 3, 0.01, device),
+            v: filled::<B, 1>([n], 4 * i + 4, 1e-3, device).abs(),
+        })
+        .collect();
+    // Every other parameter shared: the kernel must copy those, not write them.
+    let kept: Vec<_> = sets.iter().step_by(2).map(|x| x.p.clone()).collect();
+    let out = fused::adamw(s, sets)
+        .into_iter()
+        .map(|(p, m, v)| [floats(p), floats(m), floats(v)])
+        .collect();
+    (out, kept.into_iter().map(floats).collect())
 }
 
-/// Issue 7: the GPU AdamW kernel (`GpuOps::adamw`, one launch per parameter where burn's fusion
-/// left a stray multiplication in most updates) against the CPU's pass and wgpu's tensor-op
-/// path: with and without weight decay, one element, lengths that are not multiples of the
-/// cube, and one past the grid's first axis (65 535 cubes of 256), where units loop.
+/// Issue 7: the GPU AdamW kernel (`GpuOps::adamw`: up to 32 parameters a launch, in place, where
+/// burn's fusion left a stray multiplication in most updates and then one launch per parameter
+/// remained) against the CPU's pass and wgpu's tensor-op path: with and without weight decay;
+/// one element; lengths that are not multiples of the cube; 40 parameters of mixed lengths (two
+/// launches, a launch's rows of unlike lengths); one past the grid's first axis (65 535 cubes of
+/// 256), where units loop. A shared parameter is copied, not updated in place.
 #[test]
 fn issue_7_gpu_adamw_kernel_matches_the_cpu_and_the_plain_path() {
     let Some(device) = wgpu() else { return };
-    for (n, decay) in [
-        (1, None),
-        (1000, Some(1.0 - 3e-4 * 0.1)),
-        (4099, None),
-        (65_535 * 256 + 1000, Some(1.0 - 3e-4 * 0.1)),
+    let many: Vec<usize> = (0..40)
+        .map(|i| [1, 1024, 4099, 257][i % 4] * (1 + i / 4))
+        .collect();
+    for (ns, decay) in [
+        (vec![1], None),
+        (vec![1000, 3], Some(1.0 - 3e-4 * 0.1)),
+        (vec![4099], None),
+        (many, Some(1.0 - 3e-4 * 0.1)),
+        (vec![65_535 * 256 + 1000, 5], Some(1.0 - 3e-4 * 0.1)),
     ] {
-        let got = adamw_on::<Wgpu>(&device, n, decay);
-        let cpu = adamw_on::<Cpu>(&Default::default(), n, decay);
-        let plain = fused::plain_scope(|| adamw_on::<Wgpu>(&device, n, decay));
-        // The same f32 operations in the same order: at most a rounding apart.
-        let checks = [("p", 1e-7), ("m", 1e-7), ("v", 1e-7)];
-        let what = format!("adamw n={n} decay={decay:?}");
-        let cpu_bits = agree(&format!("{what} vs the CPU"), &checks, &got, &cpu);
-        let plain_bits = agree(&format!("{what} vs the plain path"), &checks, &got, &plain);
-        println!("{what}: bits differ from the CPU: {cpu_bits}, from the plain path: {plain_bits}");
+        let (got, kept) = adamw_on::<Wgpu>(&device, &ns, decay);
+        let (cpu, _) = adamw_on::<Cpu>(&Default::default(), &ns, decay);
+        let (plain, _) = fused::plain_scope(|| adamw_on::<Wgpu>(&device, &ns, decay));
+        let mut bits = (0, 0);
+        for (i, &n) in ns.iter().enumerate() {
+            // The same f32 operations in the same order: at most a rounding apart.
+            let checks = [("p", 1e-7), ("m", 1e-7), ("v", 1e-7)];
+            let what = format!("adamw n={n} (parameter {i} of {}) decay={decay:?}", ns.len());
+            bits.0 += agree(&format!("{what} vs the CPU"), &checks, &got[i], &cpu[i]) as usize;
+            bits.1 += agree(&format!("{what} vs the plain path"), &checks, &got[i], &plain[i]) as usize;
+        }
+        for (j, p) in kept.iter().enumerate() {
+            let before = floats(filled::<Cpu, 1>([ns[2 * j]], 8 * j + 1, 1.0, &Default::default()));
+            assert_eq!(p, &before, "shared parameter {} was written in place", 2 * j);
+        }
+        println!(
+            "adamw {} parameters: bits differ from the CPU in {}, from the plain path in {}",
+            ns.len(),
+            bits.0,
+            bits.1
+        );
     }
 }
 
-/// Issue 7: gradient clipping on the GPU backends concatenates the gradients, measures and
-/// rescales them as one vector and hands back slices of it (`Grads::clip_plain`): the norm and
-/// every clipped gradient against the CPU's pass, with lengths whose offsets in the vector are
-/// not aligned (those slices are copies, the aligned ones views), clipping on and off.
+/// Issue 7: gradient clipping on the GPU backends sums the squares in a few multi-tensor launches
+/// and rescales each gradient in place (`Grads::clip_kernels`); `--plain-kernels` concatenates
+/// them into one vector (`Grads::clip_plain`). The norm and every clipped gradient of both
+/// against the CPU's pass: 40 gradients (two launches of 32 at most), lengths that are not
+/// multiples of the cube, clipping on and off; then the kernels alone with one more gradient
+/// longer than the 128 cubes a tensor's squares get (units loop), 430 000 elements in all, past
+/// what burn's reduction sums right on lavapipe (see the next test). A gradient shared elsewhere
+/// is copied, not rescaled in place.
 #[test]
-fn issue_7_gradient_clipping_on_one_vector_matches_the_cpu_on_wgpu() {
+fn issue_7_gradient_clipping_matches_the_cpu_on_wgpu() {
     use colossus::train::grads::Grads;
     let Some(device) = wgpu() else { return };
-    fn grads<B: Backend>(device: &B::Device) -> Grads<B> {
-        let sizes = [(4096, 0.5), (10_001, 2.0), (3, 1.0), (70_000, 0.1)];
-        let tensors = sizes
+    fn sizes(long: bool) -> Vec<(usize, f32)> {
+        let mut sizes = vec![(4096, 0.5), (10_001, 2.0), (3, 1.0), (20_000, 0.1)];
+        sizes.extend((0..36).map(|i| (1 + 97 * i, 0.3)));
+        if long {
+            sizes.push((333_333, 0.01));
+        }
+        sizes
+    }
+    fn grads<B: Backend>(device: &B::Device, long: bool) -> Grads<B> {
+        let tensors = sizes(long)
             .iter()
             .enumerate()
             .map(|(i, &(n, scale))| filled::<B, 1>([n], i + 1, scale, device))
             .collect();
         Grads { tensors }
     }
-    for max_norm in [1.0, 1e9] {
-        let (got, got_norm) = grads::<Wgpu>(&device).clip_global_norm(max_norm);
-        let (want, want_norm) = grads::<Cpu>(&Default::default()).clip_global_norm(max_norm);
-        // The GPU sums the squares in f32 (burn's reduction), the CPU in f64: 5.9e-6 apart here
-        // (measured 2026-12-05), and the clipped gradients with it.
-        let rel = (got_norm - want_norm).abs() / want_norm;
-        println!("norm {got_norm} against the CPU's {want_norm}: {rel:e} relative");
-        assert!(rel < 2e-5, "norm {got_norm} against the CPU's {want_norm}");
-        let got: Vec<Vec<f32>> = got.tensors.into_iter().map(floats).collect();
-        let want: Vec<Vec<f32>> = want.tensors.into_iter().map(floats).collect();
-        if max_norm == 1.0 {
-            let checks = [("g0", 2e-5), ("g1", 2e-5), ("g2", 2e-5), ("g3", 2e-5)];
-            agree("clip to 1", &checks, &got, &want);
-        } else {
-            assert_eq!(got, want, "unclipped gradients come back as they were");
+    let first = floats(grads::<Cpu>(&Default::default(), false).tensors.swap_remove(0));
+    for (long, max_norm) in [(false, 1.0), (false, 1e9), (true, 1.0)] {
+        let grads_wgpu = grads::<Wgpu>(&device, long);
+        let shared = grads_wgpu.tensors[0].clone();
+        let (got, got_norm) = grads_wgpu.clip_global_norm(max_norm);
+        assert_eq!(floats(shared), first, "a shared gradient was rescaled in place");
+        let (want, want_norm) = grads::<Cpu>(&Default::default(), long).clip_global_norm(max_norm);
+        let mut runs = vec![("kernels", got, got_norm)];
+        if !long {
+            let (plain, norm) =
+                fused::plain_scope(|| grads::<Wgpu>(&device, long).clip_global_norm(max_norm));
+            runs.push(("plain", plain, norm));
         }
+        let want: Vec<Vec<f32>> = want.tensors.into_iter().map(floats).collect();
+        for (what, got, norm) in runs {
+            // The GPU sums the squares in f32, the CPU in f64: 5e-8 apart here through the
+            // kernels' partial sums, 8.5e-6 through burn's reduction of the vector (measured
+            // 2026-12-05), and the clipped gradients with them.
+            let rel = (norm - want_norm).abs() / want_norm;
+            println!("{what}: norm {norm} against the CPU's {want_norm}: {rel:e} relative");
+            assert!(rel < 2e-5, "{what}: norm {norm} against the CPU's {want_norm}");
+            let got: Vec<Vec<f32>> = got.tensors.into_iter().map(floats).collect();
+            if max_norm == 1.0 {
+                let names: Vec<String> = (0..got.len()).map(|i| format!("g{i}")).collect();
+                let checks: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 2e-5)).collect();
+                agree(&format!("clip to 1 ({what}, long {long})"), &checks, &got, &want);
+            } else {
+                assert_eq!(got, want, "{what}: unclipped gradients come back as they were");
+            }
+        }
+    }
+}
+
+/// Issue 7: the clipping norm's own reduction (`GpuOps::sum_squares`: partial sums, then one
+/// cube's fixed tree) at lengths where burn's reduction on lavapipe returned the sum of only the
+/// first 65 536 or 262 144 elements (measured 2026-12-05 with the tests' minimal autotune: its
+/// `sum` of the squares of 445 000 values gave 7 864 for 13 350, `sum_dim` likewise), so the
+/// norm must not go through it; and the same bits on a second run.
+#[test]
+fn issue_7_gpu_sum_of_squares_is_right_where_burns_reduction_was_not() {
+    let Some(device) = wgpu() else { return };
+    for n in [445_000, 524_289, 5_000_000] {
+        let x = filled::<Wgpu, 1>([n], 3, 0.3, &device);
+        let want: f64 = floats(x.clone()).iter().map(|v| (*v as f64) * (*v as f64)).sum();
+        let got = fused::sum_squares(std::slice::from_ref(&x)).expect("the GPU kernel runs on wgpu");
+        let again = fused::sum_squares(&[x]).expect("the GPU kernel runs on wgpu");
+        let rel = (got - want).abs() / want;
+        println!("n {n}: {got} against {want} summed in f64 on the host: {rel:e} relative");
+        assert!(rel < 1e-5, "n {n}: {got} against {want}");
+        assert_eq!(got.to_bits(), again.to_bits(), "n {n}: a second run differs");
     }
 }
 

@@ -2,9 +2,10 @@
 //! cap + causal softmax, RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
 //! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
 //! `attention: flash` (`model::flash`); the output head's bf16 × bf16 → f32 product
-//! (`model::wide`), burn's own matmul asked for an f32 output; the AdamW update
-//! (`model::fused::adamw`), one launch per parameter; and the experts' GELU gate and RoPE, one
-//! launch each way (`model::fused::gelu_gate`, `model::fused::rope`).
+//! (`model::wide`), burn's own matmul asked for an f32 output; the experts' GELU gate and RoPE,
+//! one launch each way (`model::fused::gelu_gate`, `model::fused::rope`); and the optimizer's
+//! multi-tensor passes, up to 32 tensors a launch: AdamW (`model::fused::adamw`) and gradient
+//! clipping's sum of squares and rescale (`train::grads`).
 //!
 //! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe (`cargo run --features
 //! wgpu --example kernel_launches`, forward + backward and the same small harness on both paths):
@@ -425,20 +426,17 @@ fn rows_sum_kernel<F: Float, I: Numeric>(
     }
 }
 
-/// AdamW on one parameter, element by element: `colossus_kernels::adamw`'s operations in its
-/// order (a grid-stride loop, so any length fits one launch). `decay` is 1 for an undecayed
-/// parameter: multiplying by 1 is exact, so that is the plain path's bits without the branch.
+/// AdamW on a chunk of parameters, in place: parameter `t` on the grid's row `t`, each element
+/// through `colossus_kernels::adamw`'s operations in its order (a grid-stride loop, so any length
+/// fits the row). `decay` is 1 for undecayed parameters: multiplying by 1 is exact, so that is the
+/// plain path's bits without the branch.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn adamw_kernel<F: Float>(
-    p: &Tensor<F>,         // [n]
-    g: &Tensor<F>,         // [n]
-    m: &Tensor<F>,         // [n]
-    v: &Tensor<F>,         // [n]
-    p_out: &mut Tensor<F>, // [n]
-    m_out: &mut Tensor<F>, // [n]
-    v_out: &mut Tensor<F>, // [n]
-    n: u32,
+    p: &mut Sequence<Tensor<F>>, // [n_t] each
+    g: &Sequence<Tensor<F>>,     // [n_t] each
+    m: &mut Sequence<Tensor<F>>, // [n_t] each
+    v: &mut Sequence<Tensor<F>>, // [n_t] each
     beta1: f32,
     one_minus_beta1: f32,
     beta2: f32,
@@ -449,17 +447,110 @@ fn adamw_kernel<F: Float>(
     step_size: f32,
     #[define(F)] _dtype: StorageType,
 ) {
+    let count = comptime!(g.len());
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-    let mut i = ABSOLUTE_POS_X as usize;
-    while i < n as usize {
-        let gi = g[i];
-        let mi = m[i] * F::cast_from(beta1) + gi * F::cast_from(one_minus_beta1);
-        let vi = v[i] * F::cast_from(beta2) + gi * gi * F::cast_from(one_minus_beta2);
-        let denom = vi.sqrt() / F::cast_from(bc2_sqrt) + F::cast_from(eps);
-        p_out[i] = p[i] * F::cast_from(decay) - mi / denom * F::cast_from(step_size);
-        m_out[i] = mi;
-        v_out[i] = vi;
-        i += stride;
+    // A sequence is indexed by constants only: one copy of the loop per parameter, the row picks.
+    #[unroll]
+    for t in 0..count {
+        if CUBE_POS_Y as usize == t {
+            let gt = g.index(t);
+            let pt = p.index_mut(t);
+            let mt = m.index_mut(t);
+            let vt = v.index_mut(t);
+            let mut i = ABSOLUTE_POS_X as usize;
+            while i < gt.len() {
+                let gi = gt[i];
+                let mi = mt[i] * F::cast_from(beta1) + gi * F::cast_from(one_minus_beta1);
+                let vi = vt[i] * F::cast_from(beta2) + gi * gi * F::cast_from(one_minus_beta2);
+                let denom = vi.sqrt() / F::cast_from(bc2_sqrt) + F::cast_from(eps);
+                pt[i] = pt[i] * F::cast_from(decay) - mi / denom * F::cast_from(step_size);
+                mt[i] = mi;
+                vt[i] = vi;
+                i += stride;
+            }
+        }
+    }
+}
+
+/// Σ x² of a chunk of tensors as partial sums: tensor `t` on the grid's row `t`, its first
+/// `widths[t]` cubes each summing a grid-stride share of it (a fixed tree over the cube) into
+/// slot `offsets[t] + cube` of `out`; the cubes past a tensor's width write nothing.
+#[cube(launch)]
+fn sum_squares_kernel<F: Float>(
+    xs: &Sequence<Tensor<F>>, // [n_t] each
+    offsets: Sequence<u32>,
+    widths: Sequence<u32>,
+    out: &mut Tensor<F>, // [Σ widths] over every chunk
+    #[comptime] block: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let count = comptime!(xs.len());
+    let mut smem = SharedMemory::<F>::new(block as usize);
+    #[unroll]
+    for t in 0..count {
+        // Both conditions hold for the whole cube, so its barriers are reached by all or none.
+        if CUBE_POS_Y as usize == t && CUBE_POS_X < widths[t] {
+            let x = xs.index(t);
+            let stride = widths[t] as usize * CUBE_DIM_X as usize;
+            let mut local = F::new(0.0);
+            let mut i = ABSOLUTE_POS_X as usize;
+            while i < x.len() {
+                let xi = x[i];
+                local += xi * xi;
+                i += stride;
+            }
+            let total = cube_reduce::<F>(&mut smem, local, false);
+            let slot = (offsets[t] + CUBE_POS_X) as usize;
+            if UNIT_POS_X == 0 {
+                out[slot] = total;
+            }
+        }
+    }
+}
+
+/// The sum of `xs` into `out[0]` by one cube: each unit a strided share, then the tree. Not
+/// burn's sum: its one-shot variant adds the cubes' totals with float atomics, whose order
+/// varies from run to run, and on lavapipe it returned the sum of only the first 65 536 or
+/// 262 144 elements for many lengths past them (445 000, 5 000 000: docs/benchmarks.md).
+#[cube(launch)]
+fn sum_kernel<F: Float>(
+    xs: &Tensor<F>,      // [n]
+    out: &mut Tensor<F>, // [1]
+    #[comptime] block: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let mut smem = SharedMemory::<F>::new(block as usize);
+    let mut local = F::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < xs.len() {
+        local += xs[i];
+        i += CUBE_DIM_X as usize;
+    }
+    let total = cube_reduce::<F>(&mut smem, local, false);
+    if UNIT_POS_X == 0 {
+        out[0] = total;
+    }
+}
+
+/// A chunk of tensors times `factor`, in place, tensor `t` on the grid's row `t`.
+#[cube(launch)]
+fn scale_kernel<F: Float>(
+    xs: &mut Sequence<Tensor<F>>, // [n_t] each
+    factor: f32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let count = comptime!(xs.len());
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    #[unroll]
+    for t in 0..count {
+        if CUBE_POS_Y as usize == t {
+            let x = xs.index_mut(t);
+            let mut i = ABSOLUTE_POS_X as usize;
+            while i < x.len() {
+                x[i] = x[i] * F::cast_from(factor);
+                i += stride;
+            }
+        }
     }
 }
 
@@ -573,6 +664,60 @@ fn rows_cols<R: CubeRuntime>(x: &CubeTensor<R>) -> (usize, usize) {
 
 fn empty<R: CubeRuntime>(x: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, x.dtype)
+}
+
+/// `x` contiguous and not shared with any other tensor, so a kernel may write it in place: as
+/// it is when it already is (an optimizer's own moments, a parameter taken out of its module),
+/// otherwise a copy.
+fn exclusive<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
+    let x = into_contiguous(x);
+    if x.can_mut() { x } else { x.copy() }
+}
+
+/// The most tensors one launch of a multi-tensor kernel takes: the unrolled kernel holds one
+/// copy of its loop per tensor, and 32 already brings `gpu-350m`'s 398 parameters down to 13
+/// launches.
+const MAX_PER_LAUNCH: u32 = 32;
+
+/// Bindings a kernel needs besides its tensors: its metadata and scalar buffers.
+const RESERVED_BINDINGS: u32 = 4;
+
+/// How many tensors of `per` bindings each one launch takes on this device: wgpu's limit is the
+/// adapter's storage buffers per shader stage (31 on Metal), CUDA's 1 024.
+fn per_launch<R: CubeRuntime>(client: &ComputeClient<R>, per: u32) -> usize {
+    let max = client.properties().hardware.max_bindings;
+    (max.saturating_sub(RESERVED_BINDINGS) / per).clamp(1, MAX_PER_LAUNCH) as usize
+}
+
+/// The tensors of `sizes` by index in launches of at most `per`, largest first, so that each
+/// launch's tensors are of like sizes and its grid, sized for the largest, leaves few idle.
+fn chunks(sizes: &[usize], per: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    order.chunks(per).map(<[usize]>::to_vec).collect()
+}
+
+/// One row of cubes per tensor of `chunk`, as wide as `elementwise_grid` makes it for the largest.
+fn chunk_grid(chunk: &[usize], sizes: &[usize]) -> CubeCount {
+    let n = chunk.iter().map(|&i| sizes[i]).max().unwrap_or(1);
+    match elementwise_grid(n) {
+        CubeCount::Static(x, _, _) => CubeCount::Static(x, chunk.len() as u32, 1),
+        dynamic => dynamic,
+    }
+}
+
+/// The most cubes summing one tensor's squares: a launch of 32 large gradients is 4 096 cubes,
+/// plenty to read at full bandwidth, and `gpu-350m`'s 398 leave at most ~51 000 partial sums for
+/// the one cube of `sum_kernel` (~200 each per unit).
+const SUM_SQUARES_CUBES: usize = 128;
+
+/// How many partial sums (cubes) each tensor of `sizes` gets in `GpuOps::sum_squares`, which
+/// keeps them tensor after tensor: `[Σ widths]`.
+fn sum_squares_widths(sizes: &[usize]) -> Vec<usize> {
+    sizes
+        .iter()
+        .map(|n| n.div_ceil(ELEMENTWISE_BLOCK as usize).clamp(1, SUM_SQUARES_CUBES))
+        .collect()
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for CubeBackend<R, F, I, BT> {
@@ -914,34 +1059,114 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         out
     }
 
-    fn adamw(pgmv: [CubeTensor<R>; 4], s: AdamWStep) -> [CubeTensor<R>; 3] {
-        let [p, g, m, v] = pgmv.map(into_contiguous);
-        let n = p.meta.shape.num_elements();
-        let outs = [&p, &m, &v].map(|t| empty(t, t.meta.shape.clone()));
-        let dtype = p.dtype;
-        adamw_kernel::launch::<R>(
-            &p.client.clone(),
-            elementwise_grid(n),
+    fn adamw(sets: Vec<[CubeTensor<R>; 4]>, s: AdamWStep) -> Vec<[CubeTensor<R>; 3]> {
+        let sets: Vec<_> = sets
+            .into_iter()
+            .map(|[p, g, m, v]| [exclusive(p), into_contiguous(g), exclusive(m), exclusive(v)])
+            .collect();
+        let Some(first) = sets.first() else {
+            return Vec::new();
+        };
+        let (client, dtype) = (first[0].client.clone(), first[0].dtype);
+        let sizes: Vec<usize> = sets.iter().map(|x| x[1].meta.shape.num_elements()).collect();
+        for chunk in chunks(&sizes, per_launch(&client, 4)) {
+            let seq = |k: usize| {
+                let mut seq = SequenceArg::new();
+                chunk
+                    .iter()
+                    .for_each(|&i| seq.push(sets[i][k].clone().into_tensor_arg()));
+                seq
+            };
+            adamw_kernel::launch::<R>(
+                &client,
+                chunk_grid(&chunk, &sizes),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK),
+                seq(0),
+                seq(1),
+                seq(2),
+                seq(3),
+                s.beta1,
+                s.one_minus_beta1,
+                s.beta2,
+                s.one_minus_beta2,
+                s.bc2_sqrt,
+                s.eps,
+                s.decay.unwrap_or(1.0),
+                s.step_size,
+                dtype.into(),
+            );
+        }
+        sets.into_iter().map(|[p, _, m, v]| [p, m, v]).collect()
+    }
+
+    fn sum_squares(xs: Vec<CubeTensor<R>>) -> CubeTensor<R> {
+        let xs: Vec<_> = xs.into_iter().map(into_contiguous).collect();
+        let sizes: Vec<usize> = xs.iter().map(|x| x.meta.shape.num_elements()).collect();
+        let widths = sum_squares_widths(&sizes);
+        let partials = empty(&xs[0], Shape::new([widths.iter().sum::<usize>()]));
+        let offsets: Vec<usize> = widths
+            .iter()
+            .scan(0, |at, w| {
+                *at += w;
+                Some(*at - w)
+            })
+            .collect();
+        let client = partials.client.clone();
+        for chunk in chunks(&sizes, per_launch(&client, 1)) {
+            let (mut seq, mut at, mut width) = (SequenceArg::new(), SequenceArg::new(), SequenceArg::new());
+            for &i in &chunk {
+                seq.push(xs[i].clone().into_tensor_arg());
+                at.push(offsets[i] as u32);
+                width.push(widths[i] as u32);
+            }
+            let cubes = chunk.iter().map(|&i| widths[i]).max().unwrap_or(1);
+            sum_squares_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(cubes as u32, chunk.len() as u32, 1),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK),
+                seq,
+                at,
+                width,
+                partials.clone().into_tensor_arg(),
+                ELEMENTWISE_BLOCK,
+                partials.dtype.into(),
+            );
+        }
+        let out = empty(&partials, Shape::new([1]));
+        sum_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(1, 1, 1),
             CubeDim::new_1d(ELEMENTWISE_BLOCK),
-            p.into_tensor_arg(),
-            g.into_tensor_arg(),
-            m.into_tensor_arg(),
-            v.into_tensor_arg(),
-            outs[0].clone().into_tensor_arg(),
-            outs[1].clone().into_tensor_arg(),
-            outs[2].clone().into_tensor_arg(),
-            n as u32,
-            s.beta1,
-            s.one_minus_beta1,
-            s.beta2,
-            s.one_minus_beta2,
-            s.bc2_sqrt,
-            s.eps,
-            s.decay.unwrap_or(1.0),
-            s.step_size,
-            dtype.into(),
+            partials.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ELEMENTWISE_BLOCK,
+            out.dtype.into(),
         );
-        outs
+        out
+    }
+
+    fn scale(xs: Vec<CubeTensor<R>>, factor: f32) -> Vec<CubeTensor<R>> {
+        let xs: Vec<_> = xs.into_iter().map(exclusive).collect();
+        let Some(first) = xs.first() else {
+            return xs;
+        };
+        let (client, dtype) = (first.client.clone(), first.dtype);
+        let sizes: Vec<usize> = xs.iter().map(|x| x.meta.shape.num_elements()).collect();
+        for chunk in chunks(&sizes, per_launch(&client, 1)) {
+            let mut seq = SequenceArg::new();
+            chunk
+                .iter()
+                .for_each(|&i| seq.push(xs[i].clone().into_tensor_arg()));
+            scale_kernel::launch::<R>(
+                &client,
+                chunk_grid(&chunk, &sizes),
+                CubeDim::new_1d(ELEMENTWISE_BLOCK),
+                seq,
+                factor,
+                dtype.into(),
+            );
+        }
+        xs
     }
 
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
@@ -1025,6 +1250,8 @@ enum Kernel {
     FlashBwd(FlashOp, FlashBwdPlan),
     MatmulF32Out,
     AdamW(AdamWStep),
+    SumSquares,
+    Scale(f32),
     GeluGate,
     GeluGateBwd,
     /// RoPE, rotating back when set.
@@ -1045,6 +1272,8 @@ impl Kernel {
             Kernel::FlashBwd(..) => "colossus_flash_attention_backward",
             Kernel::MatmulF32Out => "colossus_matmul_f32_out",
             Kernel::AdamW(_) => "colossus_adamw",
+            Kernel::SumSquares => "colossus_sum_squares",
+            Kernel::Scale(_) => "colossus_scale",
             Kernel::GeluGate => "colossus_gelu_gate",
             Kernel::GeluGateBwd => "colossus_gelu_gate_backward",
             Kernel::Rope(false) => "colossus_rope",
@@ -1087,7 +1316,14 @@ impl Kernel {
                 B::flash_attention_bwd([f(0), f(1), f(2), f(3), f(4)], op, plan).into()
             }
             Kernel::MatmulF32Out => vec![B::matmul_f32_out(f(0), f(1))],
-            Kernel::AdamW(s) => B::adamw([f(0), f(1), f(2), f(3)], s).into(),
+            Kernel::AdamW(s) => {
+                let sets = (0..ins.len() / 4)
+                    .map(|j| [f(4 * j), f(4 * j + 1), f(4 * j + 2), f(4 * j + 3)])
+                    .collect();
+                B::adamw(sets, s).into_iter().flatten().collect()
+            }
+            Kernel::SumSquares => vec![B::sum_squares((0..ins.len()).map(f).collect())],
+            Kernel::Scale(factor) => B::scale((0..ins.len()).map(f).collect(), factor),
             Kernel::GeluGate => vec![B::gelu_gate(f(0), f(1))],
             Kernel::GeluGateBwd => B::gelu_gate_bwd([f(0), f(1), f(2)]).into(),
             Kernel::Rope(inverse) => vec![B::rope(f(0), [f(1), f(2)], inverse)],
@@ -1140,9 +1376,24 @@ fn register_as<B: FusionBackend + GpuOps, const N: usize>(
     shapes: [Shape; N],
     dtype: DType,
 ) -> [FusionTensor<B::FusionRuntime>; N] {
+    register_many::<B>(kernel, ins, shapes.into(), dtype)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one tensor per registered output"))
+}
+
+/// `register_as` with as many outputs as `shapes` (the multi-tensor kernels').
+fn register_many<B: FusionBackend + GpuOps>(
+    kernel: Kernel,
+    ins: Vec<FusionTensor<B::FusionRuntime>>,
+    shapes: Vec<Shape>,
+    dtype: DType,
+) -> Vec<FusionTensor<B::FusionRuntime>> {
     let client = ins[0].client.clone();
     let streams = OperationStreams::with_inputs(ins.iter());
-    let outs = shapes.map(|s| TensorIr::uninit(client.create_empty_handle(), s, dtype));
+    let outs: Vec<TensorIr> = shapes
+        .into_iter()
+        .map(|s| TensorIr::uninit(client.create_empty_handle(), s, dtype))
+        .collect();
     let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new(kernel.name(), &ins, &outs);
     let op = FusedOp::<B> {
@@ -1150,10 +1401,7 @@ fn register_as<B: FusionBackend + GpuOps, const N: usize>(
         kernel,
         _b: std::marker::PhantomData,
     };
-    client
-        .register(streams, OperationIr::Custom(desc), op)
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("one tensor per registered output"))
+    client.register(streams, OperationIr::Custom(desc), op)
 }
 
 impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
@@ -1288,13 +1536,30 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         out
     }
 
-    fn adamw(pgmv: [FloatTensor<Self>; 4], s: AdamWStep) -> [FloatTensor<Self>; 3] {
-        let shape = pgmv[0].shape.clone();
-        register::<B, 3>(
-            Kernel::AdamW(s),
-            pgmv.into(),
-            [shape.clone(), shape.clone(), shape],
-        )
+    fn adamw(sets: Vec<[FloatTensor<Self>; 4]>, s: AdamWStep) -> Vec<[FloatTensor<Self>; 3]> {
+        let Some(dtype) = sets.first().map(|x| x[0].dtype) else {
+            return Vec::new();
+        };
+        let shapes = sets
+            .iter()
+            .flat_map(|x| std::iter::repeat_n(x[0].shape.clone(), 3))
+            .collect();
+        let ins = sets.into_iter().flatten().collect();
+        let mut outs = register_many::<B>(Kernel::AdamW(s), ins, shapes, dtype).into_iter();
+        std::iter::from_fn(|| Some([outs.next()?, outs.next()?, outs.next()?])).collect()
+    }
+
+    fn sum_squares(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+        let [out] = register::<B, 1>(Kernel::SumSquares, xs, [Shape::new([1])]);
+        out
+    }
+
+    fn scale(xs: Vec<FloatTensor<Self>>, factor: f32) -> Vec<FloatTensor<Self>> {
+        let Some(dtype) = xs.first().map(|x| x.dtype) else {
+            return xs;
+        };
+        let shapes = xs.iter().map(|x| x.shape.clone()).collect();
+        register_many::<B>(Kernel::Scale(factor), xs, shapes, dtype)
     }
 
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {

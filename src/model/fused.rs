@@ -20,7 +20,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::{gelu_approximate, log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use colossus_kernels::{AdamWStep, AttentionShape, CappedSoftmax};
 
 use super::precision;
@@ -197,6 +197,7 @@ fn causal_bias<B: Backend>(rep: usize, t: usize, past: usize, device: &B::Device
 }
 
 /// The AdamW scalars of one step and one parameter, as `train::optim` computes them.
+#[derive(Debug, Clone)]
 pub struct AdamWScalars {
     pub beta1: f64,
     pub beta2: f64,
@@ -216,25 +217,38 @@ pub struct AdamWTensors<B: Backend> {
     pub v: Tensor<B, 1>,
 }
 
-/// One AdamW update: `(p, m, v)` after the gradient. On the CPU backend a host pass, on the GPU
-/// backends one kernel (`GpuOps::adamw`).
+/// AdamW updates of parameters that share the scalars `s`: `(p, m, v)` after the gradient, for
+/// each of `xs` in order. On the CPU backend a host pass per parameter, on the GPU backends a few
+/// launches for them all (`GpuOps::adamw`, up to 32 parameters a launch).
 ///
-/// Why a GPU kernel, when burn's fusion fuses the tensor ops of one update into one kernel:
-/// it caps a fused kernel at 64 operations and the update is 14, so over a whole model's
-/// parameters its blocks split updates apart, and the leftover single multiplications ran as
-/// kernels of their own. Counted on lavapipe at `gpu-350m`'s 398 parameters
-/// (docs/benchmarks.md, "Launches per training step"): 348 such launches, each one more pass
-/// over a parameter-sized buffer, beside the ~400 fused ones.
-pub fn adamw<B: Backend>(s: AdamWScalars, x: AdamWTensors<B>) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
-    let all_f32 = [&x.p, &x.g, &x.m, &x.v].iter().all(|t| t.dtype() == DType::F32);
+/// Why GPU kernels, when burn's fusion fuses the tensor ops of one update into one kernel: it
+/// caps a fused kernel at 64 operations and the update is 14, so over a whole model's parameters
+/// its blocks split updates apart, and the leftover single multiplications ran as kernels of
+/// their own (348 at `gpu-350m`'s 398 parameters, counted on lavapipe: docs/benchmarks.md,
+/// "Launches per training step"); and one kernel per parameter is still 398 launches, most of
+/// them on a norm's 1 024 weights, where the launch costs more than the work.
+pub fn adamw<B: Backend>(
+    s: AdamWScalars,
+    xs: Vec<AdamWTensors<B>>,
+) -> Vec<(Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>)> {
+    let all_f32 = xs
+        .iter()
+        .flat_map(|x| [&x.p, &x.g, &x.m, &x.v])
+        .all(|t| t.dtype() == DType::F32);
     if !all_f32 || !fused_allowed(DType::F32) {
-        return adamw_plain(s, x);
+        return xs.into_iter().map(|x| adamw_plain(&s, x)).collect();
     }
-    run_gpu_kernel::<B, _>(AdamW { s, x }).unwrap_or_else(run_kernel::<B, _>)
+    match run_gpu_kernel::<B, _>(AdamWMany { s, xs }) {
+        Ok(out) => out,
+        Err(AdamWMany { s, xs }) => xs
+            .into_iter()
+            .map(|x| run_kernel::<B, _>(AdamW { s: s.clone(), x }))
+            .collect(),
+    }
 }
 
 fn adamw_plain<B: Backend>(
-    s: AdamWScalars,
+    s: &AdamWScalars,
     x: AdamWTensors<B>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
     let AdamWTensors { p, g, m, v } = x;
@@ -665,30 +679,30 @@ impl<B: Backend> HostKernel for AttentionCore<B> {
 
 // ---- AdamW -----------------------------------------------------------------------------------
 
+/// The AdamW scalars rounded to f32 where the tensor-op path rounds them: where each meets the
+/// tensor.
+fn adamw_step(s: &AdamWScalars) -> AdamWStep {
+    AdamWStep {
+        beta1: s.beta1 as f32,
+        one_minus_beta1: (1.0 - s.beta1) as f32,
+        beta2: s.beta2 as f32,
+        one_minus_beta2: (1.0 - s.beta2) as f32,
+        bc2_sqrt: s.bc2_sqrt as f32,
+        eps: s.eps as f32,
+        decay: s.decay.map(|d| d as f32),
+        step_size: s.step_size as f32,
+    }
+}
+
+/// One parameter's update on the CPU backend (or the tensor ops elsewhere).
 struct AdamW<B: Backend> {
     s: AdamWScalars,
     x: AdamWTensors<B>,
 }
 
 impl<B: Backend> AdamW<B> {
-    /// The scalars rounded to f32 where the tensor-op path rounds them: where each meets the
-    /// tensor.
-    fn step(&self) -> AdamWStep {
-        let s = &self.s;
-        AdamWStep {
-            beta1: s.beta1 as f32,
-            one_minus_beta1: (1.0 - s.beta1) as f32,
-            beta2: s.beta2 as f32,
-            one_minus_beta2: (1.0 - s.beta2) as f32,
-            bc2_sqrt: s.bc2_sqrt as f32,
-            eps: s.eps as f32,
-            decay: s.decay.map(|d| d as f32),
-            step_size: s.step_size as f32,
-        }
-    }
-
     fn host(self) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
-        let step = self.step();
+        let step = adamw_step(&self.s);
         let device = self.x.p.device();
         let n = self.x.p.dims()[0];
         let vec = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>().expect("f32 optimizer state");
@@ -697,22 +711,6 @@ impl<B: Backend> AdamW<B> {
         colossus_kernels::adamw(step, &mut p, &g, &mut m, &mut v);
         let back = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &device);
         (back(p), back(m), back(v))
-    }
-}
-
-impl<B: Backend> GpuKernel for AdamW<B> {
-    type Output = (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>);
-
-    /// The optimizer works on inner tensors; an autodiff caller gets the tensor-op update.
-    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
-        adamw_plain(self.s, self.x)
-    }
-
-    fn gpu_inner<X: GpuOps>(self) -> Self::Output {
-        let step = self.step();
-        let AdamWTensors { p, g, m, v } = self.x;
-        let [p, m, v] = X::adamw([p, g, m, v].map(unwrap::<X, B, 1>), step);
-        (wrap::<B, X, 1>(p), wrap::<B, X, 1>(m), wrap::<B, X, 1>(v))
     }
 }
 
@@ -730,7 +728,94 @@ impl<B: Backend> HostKernel for AdamW<B> {
     }
 
     fn plain(self) -> Self::Output {
-        adamw_plain(self.s, self.x)
+        adamw_plain(&self.s, self.x)
+    }
+}
+
+/// Every parameter's update on the GPU backends, in one `GpuOps::adamw` call.
+struct AdamWMany<B: Backend> {
+    s: AdamWScalars,
+    xs: Vec<AdamWTensors<B>>,
+}
+
+impl<B: Backend> GpuKernel for AdamWMany<B> {
+    type Output = Vec<(Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>)>;
+
+    /// The optimizer works on inner tensors; an autodiff caller gets the tensor-op update.
+    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
+        let s = self.s;
+        self.xs.into_iter().map(|x| adamw_plain(&s, x)).collect()
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Self::Output {
+        let sets = self
+            .xs
+            .into_iter()
+            .map(|AdamWTensors { p, g, m, v }| [p, g, m, v].map(unwrap::<X, B, 1>))
+            .collect();
+        X::adamw(sets, adamw_step(&self.s))
+            .into_iter()
+            .map(|[p, m, v]| (wrap::<B, X, 1>(p), wrap::<B, X, 1>(m), wrap::<B, X, 1>(v)))
+            .collect()
+    }
+}
+
+// ---- gradient clipping's passes ---------------------------------------------------------------
+
+/// Σ x² over every element of the f32 tensors `xs`, read back to the host, where the GPU kernels
+/// run (`GpuOps::sum_squares`: partial sums in a few launches, then one for their total); `None`
+/// elsewhere and under `plain_scope`, where the caller keeps its own path.
+pub fn sum_squares<B: Backend>(xs: &[Tensor<B, 1>]) -> Option<f64> {
+    if xs.is_empty() || !xs.iter().all(|x| fused_allowed(x.dtype())) {
+        return None;
+    }
+    let total = run_gpu_kernel::<B, _>(SumSquares(xs.to_vec())).ok()??;
+    Some(total.into_scalar().elem::<f64>())
+}
+
+/// Each of the f32 tensors `xs` times `factor` (rounded to f32, as `mul_scalar` rounds it), in a
+/// few launches and in place where not shared, where the GPU kernels run; `Err(xs)` back
+/// elsewhere.
+pub fn scale<B: Backend>(xs: Vec<Tensor<B, 1>>, factor: f64) -> Result<Vec<Tensor<B, 1>>, Vec<Tensor<B, 1>>> {
+    if !xs.iter().all(|x| fused_allowed(x.dtype())) {
+        return Err(xs);
+    }
+    run_gpu_kernel::<B, _>(Scale(xs, factor)).map_err(|Scale(xs, _)| xs)
+}
+
+struct SumSquares<B: Backend>(Vec<Tensor<B, 1>>);
+
+impl<B: Backend> GpuKernel for SumSquares<B> {
+    type Output = Option<Tensor<B, 1>>;
+
+    /// Gradients are inner tensors; an autodiff caller keeps its own path.
+    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
+        None
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Self::Output {
+        let xs = self.0.into_iter().map(unwrap::<X, B, 1>).collect();
+        Some(wrap::<B, X, 1>(X::sum_squares(xs)))
+    }
+}
+
+struct Scale<B: Backend>(Vec<Tensor<B, 1>>, f64);
+
+impl<B: Backend> GpuKernel for Scale<B> {
+    type Output = Vec<Tensor<B, 1>>;
+
+    /// Gradients are inner tensors; an autodiff caller gets the tensor ops.
+    fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
+        let factor = self.1;
+        self.0.into_iter().map(|x| x.mul_scalar(factor)).collect()
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Self::Output {
+        let xs = self.0.into_iter().map(unwrap::<X, B, 1>).collect();
+        X::scale(xs, self.1 as f32)
+            .into_iter()
+            .map(wrap::<B, X, 1>)
+            .collect()
     }
 }
 

@@ -1,7 +1,8 @@
 //! Gradients as a flat list in parameter order (see `train::params`), flattened to 1-D: collected
 //! from a backward pass, summed over micro-batches, unscaled (f16's loss scaling), measured and
-//! clipped by their global norm (one fused pass on the CPU backend; elsewhere on one vector of them
-//! all, `Grads::clip_plain`).
+//! clipped by their global norm (one fused pass on the CPU backend, multi-tensor kernels on the GPU
+//! backends, `Grads::clip_kernels`; with `--plain-kernels`, tensor ops on one vector of them all,
+//! `Grads::clip_plain`).
 //! Keeping them outside burn's `GradientsParams` lets `dist/` all-reduce them and the optimizer
 //! address them by index.
 
@@ -9,7 +10,7 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::tensor::{ElementConversion, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 
 use crate::backend::{HostKernel, run_kernel};
-use crate::model::fused::fused_allowed;
+use crate::model::fused::{self, fused_allowed};
 
 /// One flattened gradient per parameter, on the inner (non-autodiff) backend.
 #[derive(Debug, Clone)]
@@ -86,7 +87,27 @@ impl<B: Backend> Grads<B> {
         self.clip_plain(loss_scale, max_norm)
     }
 
-    /// The tensor-op path (the GPU backends, and `--plain-kernels`): the gradients are
+    /// The GPU backends' path: the squares summed by a few multi-tensor launches (up to 32
+    /// gradients each, `fused::sum_squares`) and, when clipping applies, each gradient rescaled
+    /// in place by as few (`fused::scale`). `clip_plain`'s vector cost a launch per gradient to
+    /// copy them all into it (398 of a `gpu-350m` step's 3 188 launches on lavapipe,
+    /// docs/benchmarks.md) and the copy itself; this needs neither. The partial sums add in
+    /// another order than the vector's reduction: the norms agree to f32 rounding.
+    /// `Err(self)` back where those kernels do not run.
+    fn clip_kernels(self, loss_scale: f64, max_norm: f64) -> Result<(Self, f64), Self> {
+        let Some(squares) = fused::sum_squares(&self.tensors) else {
+            return Err(self);
+        };
+        let norm = squares.sqrt() / loss_scale;
+        let tensors = match multiplier(norm, loss_scale, max_norm) {
+            Some(factor) => fused::scale(self.tensors, factor)
+                .unwrap_or_else(|xs| xs.into_iter().map(|x| x.mul_scalar(factor)).collect()),
+            None => self.tensors,
+        };
+        Ok((Grads { tensors }, norm))
+    }
+
+    /// The tensor-op path (`--plain-kernels`, and backends without kernels): the gradients are
     /// concatenated into one vector, measured and rescaled there, and handed back as slices of it.
     /// Per gradient, a square, a sum and the running total's add were three kernel launches
     /// (and the rescale one more operation): at `gpu-350m`'s 398 parameters 1 194 of a training
@@ -204,6 +225,9 @@ impl<B: Backend> HostKernel for Clip<B> {
     }
 
     fn plain(self) -> Self::Output {
-        self.grads.clip_plain(self.loss_scale, self.max_norm)
+        let (loss_scale, max_norm) = (self.loss_scale, self.max_norm);
+        self.grads
+            .clip_kernels(loss_scale, max_norm)
+            .unwrap_or_else(|grads| grads.clip_plain(loss_scale, max_norm))
     }
 }
