@@ -319,6 +319,11 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// clipping's norm in a few launches (up to 32 tensors each, then one for the partial sums)
     /// without a copy of the gradients, the same bits on every run (a fixed tree, no atomics).
     fn sum_squares(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self>;
+    /// Σ of every element of `x`, `[1]` in its dtype, by one cube's fixed tree (`x`'s rows are
+    /// few: the loss's tokens): the same bits on every run, where burn's `sum` may add its
+    /// cubes' totals with float atomics, and right at every length, where burn's reduction on
+    /// lavapipe was not (docs/benchmarks.md, "Launches per training step").
+    fn sum(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Each of `xs` times `factor`, in place where not shared, in a few launches.
     fn scale(xs: Vec<FloatTensor<Self>>, factor: f32) -> Vec<FloatTensor<Self>>;
     /// `backend::device_memory` on this backend.

@@ -537,6 +537,48 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
     );
 }
 
+/// Issue 7: the GPU loss's mean over tokens is our own sum (`GpuOps::sum`), not burn's
+/// reduction, which on lavapipe summed only the first 65 536 or 262 144 elements of many longer
+/// vectors: 445 000 rows (a micro-batch of ~109 × 4 096 tokens) of a 5-word vocabulary against
+/// the CPU's kernel, the loss and its gradient; the same bits on a second run.
+#[test]
+fn issue_7_gpu_loss_mean_is_right_past_burns_reduction_on_long_batches() {
+    let Some(device) = wgpu() else { return };
+    let (rows, vocab) = (445_000, 5);
+    fn loss_on<B: AutodiffBackend>(device: &B::Device, rows: usize, vocab: usize) -> [Vec<f32>; 2] {
+        let x = filled::<B, 2>([rows, vocab], 21, 3.0, device).require_grad();
+        let ids: Vec<i64> = (0..rows).map(|i| (i * 7 % vocab) as i64).collect();
+        let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), device);
+        let loss = fused::cross_entropy(x.clone(), targets);
+        let grads = loss.clone().backward();
+        [
+            floats(loss),
+            floats(x.grad(&grads).expect("the logits' gradient")),
+        ]
+    }
+    let got = loss_on::<WgpuTrain>(&device, rows, vocab);
+    let again = loss_on::<WgpuTrain>(&device, rows, vocab);
+    let cpu = loss_on::<CpuTrain>(&Default::default(), rows, vocab);
+    let plain = fused::plain_scope(|| loss_on::<WgpuTrain>(&device, rows, vocab));
+    println!(
+        "loss {} (CPU {}; burn's composition on this device {})",
+        got[0][0], cpu[0][0], plain[0][0]
+    );
+    // One cube's 256 units each add ~1 700 f32 values in turn (the CPU sums in f64): ~1e-5
+    // relative is rounding; burn's reduction here was off by far more.
+    agree(
+        "loss over 445 000 rows vs the CPU",
+        &[("loss", 5e-5), ("gradient", 1e-6)],
+        &got,
+        &cpu,
+    );
+    assert_eq!(
+        got[0][0].to_bits(),
+        again[0][0].to_bits(),
+        "a second run's loss differs"
+    );
+}
+
 /// The output and the gradients of q, k and v of `Σ attention(q, k, v)·w` on wgpu, with the
 /// attention core on the flash kernel or on the composed path (matmuls around the softmax
 /// kernel). `q: [b, n_kv, rep·t, hd]`, `k`, `v: [b, n_kv, t, hd]`, causal, no cache.

@@ -508,10 +508,10 @@ fn sum_squares_kernel<F: Float>(
     }
 }
 
-/// The sum of `xs` into `out[0]` by one cube: each unit a strided share, then the tree. Not
-/// burn's sum: its one-shot variant adds the cubes' totals with float atomics, whose order
-/// varies from run to run, and on lavapipe it returned the sum of only the first 65 536 or
-/// 262 144 elements for many lengths past them (445 000, 5 000 000: docs/benchmarks.md).
+/// The sum of `xs` into `out[0]` by one cube (`GpuOps::sum`): each unit a strided share, then
+/// the tree. Not burn's sum: its one-shot variants add the cubes' totals with float atomics,
+/// whose order can vary from run to run, and on lavapipe it returned the sum of only the first
+/// 65 536 or 262 144 elements for many lengths past them (445 000, 5 000 000: docs/benchmarks.md).
 #[cube(launch)]
 fn sum_kernel<F: Float>(
     xs: &Tensor<F>,      // [n]
@@ -1132,12 +1132,17 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
                 partials.dtype.into(),
             );
         }
-        let out = empty(&partials, Shape::new([1]));
+        Self::sum(partials)
+    }
+
+    fn sum(x: CubeTensor<R>) -> CubeTensor<R> {
+        let x = into_contiguous(x);
+        let out = empty(&x, Shape::new([1]));
         sum_kernel::launch::<R>(
-            &client,
+            &x.client.clone(),
             CubeCount::Static(1, 1, 1),
             CubeDim::new_1d(ELEMENTWISE_BLOCK),
-            partials.clone().into_tensor_arg(),
+            x.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             ELEMENTWISE_BLOCK,
             out.dtype.into(),
@@ -1251,6 +1256,7 @@ enum Kernel {
     MatmulF32Out,
     AdamW(AdamWStep),
     SumSquares,
+    Sum,
     Scale(f32),
     GeluGate,
     GeluGateBwd,
@@ -1273,6 +1279,7 @@ impl Kernel {
             Kernel::MatmulF32Out => "colossus_matmul_f32_out",
             Kernel::AdamW(_) => "colossus_adamw",
             Kernel::SumSquares => "colossus_sum_squares",
+            Kernel::Sum => "colossus_sum",
             Kernel::Scale(_) => "colossus_scale",
             Kernel::GeluGate => "colossus_gelu_gate",
             Kernel::GeluGateBwd => "colossus_gelu_gate_backward",
@@ -1323,6 +1330,7 @@ impl Kernel {
                 B::adamw(sets, s).into_iter().flatten().collect()
             }
             Kernel::SumSquares => vec![B::sum_squares((0..ins.len()).map(f).collect())],
+            Kernel::Sum => vec![B::sum(f(0))],
             Kernel::Scale(factor) => B::scale((0..ins.len()).map(f).collect(), factor),
             Kernel::GeluGate => vec![B::gelu_gate(f(0), f(1))],
             Kernel::GeluGateBwd => B::gelu_gate_bwd([f(0), f(1), f(2)]).into(),
@@ -1551,6 +1559,11 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
 
     fn sum_squares(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
         let [out] = register::<B, 1>(Kernel::SumSquares, xs, [Shape::new([1])]);
+        out
+    }
+
+    fn sum(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [out] = register::<B, 1>(Kernel::Sum, vec![x], [Shape::new([1])]);
         out
     }
 

@@ -1075,10 +1075,12 @@ impl<X: GpuOps> Backward<X, 1> for GpuCrossEntropyBackward {
     }
 }
 
-/// The mean loss `[1]` of the rows' negative log-likelihoods, by burn's reduction.
-fn mean_loss<X: Backend>(nll: FloatTensor<X>) -> FloatTensor<X> {
-    Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(nll))
-        .mean()
+/// The mean loss `[1]` of the rows' negative log-likelihoods `[n]`: our sum (`GpuOps::sum`, the
+/// same bits every run; burn's reduction gave a wrong sum on lavapipe past 65 536 rows) over n.
+fn gpu_mean_loss<X: GpuOps>(nll: FloatTensor<X>) -> FloatTensor<X> {
+    let n = nll.shape().num_elements();
+    Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(X::sum(nll)))
+        .div_scalar(n as f64)
         .into_primitive()
         .tensor()
 }
@@ -1092,14 +1094,14 @@ impl<B: Backend> GpuKernel for CrossEntropy<B> {
         let x = unwrap::<Autodiff<X>, _, _>(self.logits);
         wrap::<B, Autodiff<X>, _>(record(GpuCrossEntropyBackward, [x], |[x]| {
             let (nll, lse) = X::cross_entropy_fwd(x.clone(), targets.clone());
-            ((x, targets, lse), mean_loss::<X>(nll))
+            ((x, targets, lse), gpu_mean_loss::<X>(nll))
         }))
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 1> {
         let targets: IntTensor<X> = same::<_, Tensor<X, 1, Int>>(self.targets).into_primitive();
         let (nll, _) = X::cross_entropy_fwd(unwrap::<X, _, _>(self.logits), targets);
-        wrap::<B, X, _>(mean_loss::<X>(nll))
+        wrap::<B, X, _>(gpu_mean_loss::<X>(nll))
     }
 }
 
