@@ -1114,10 +1114,7 @@ fn issue_7_gpu_sum_of_squares_is_right_where_burns_reduction_was_not() {
     }
 }
 
-/// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear
-/// error naming the backend and the device (exit 2), not a panic from inside the backend. Device
-/// 9 asks wgpu for a tenth discrete GPU, which no CI machine has.
-/// `colossus bench` and the training metrics report a GPU's memory from
+/// Issue 7: `colossus bench` and the training metrics report a GPU's memory from
 /// `backend::device_memory`: it must count a tensor while it lives and stop counting it when it
 /// is dropped, and a training step's forward must see at least its weights.
 #[test]
@@ -1161,6 +1158,9 @@ fn issue_7_device_memory_counts_the_live_tensors() {
     );
 }
 
+/// Issue 7: a GPU backend that is compiled in but cannot open the configured device is one clear
+/// error naming the backend and the device (exit 2), not a panic from inside the backend. Device
+/// 9 asks wgpu for a tenth discrete GPU, which no CI machine has.
 #[test]
 fn issue_7_an_unavailable_gpu_device_is_an_error_not_a_panic() {
     let dir = temp_dir("wgpu-missing-device");
