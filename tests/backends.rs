@@ -490,17 +490,18 @@ fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
     );
 }
 
-/// Loss and the logits' gradient of the mean cross-entropy on wgpu, kernel or plain path.
-fn cross_entropy_on_wgpu(device: &WgpuDevice, rows: usize, vocab: usize, plain: bool) -> [Vec<f32>; 2] {
-    let go = || {
-        let x = filled::<WgpuTrain, 2>([rows, vocab], 11, 8.0, device).require_grad();
-        let ids: Vec<i64> = (0..rows).map(|i| ((i * 7919) % vocab) as i64).collect();
-        let targets = Tensor::<WgpuTrain, 1, Int>::from_data(TensorData::new(ids, [rows]), device);
-        let loss = fused::cross_entropy(x.clone(), targets);
-        let grads = loss.clone().mul_scalar(3.0).backward();
-        [floats(loss), floats(x.grad(&grads).unwrap())]
-    };
-    if plain { fused::plain_scope(go) } else { go() }
+/// Loss and the logits' gradient (under an upstream gradient of 3) of the mean cross-entropy
+/// on backend `B`; under `fused::plain_scope`, the plain path.
+fn cross_entropy_on<B: AutodiffBackend>(device: &B::Device, rows: usize, vocab: usize) -> [Vec<f32>; 2] {
+    let x = filled::<B, 2>([rows, vocab], 11, 8.0, device).require_grad();
+    let ids: Vec<i64> = (0..rows).map(|i| ((i * 7919) % vocab) as i64).collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), device);
+    let loss = fused::cross_entropy(x.clone(), targets);
+    let grads = loss.clone().mul_scalar(3.0).backward();
+    [
+        floats(loss),
+        floats(x.grad(&grads).expect("the logits' gradient")),
+    ]
 }
 
 /// Issue 7: the cross-entropy kernels (`backend/gpu.rs`) against the plain burn composition on
@@ -511,8 +512,8 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
     let Some(device) = wgpu() else { return };
     let mut bits_differ = false;
     for (rows, vocab) in [(37, 100), (64, 4096)] {
-        let got = cross_entropy_on_wgpu(&device, rows, vocab, false);
-        let want = cross_entropy_on_wgpu(&device, rows, vocab, true);
+        let got = cross_entropy_on::<WgpuTrain>(&device, rows, vocab);
+        let want = fused::plain_scope(|| cross_entropy_on::<WgpuTrain>(&device, rows, vocab));
         let what = format!("[{rows}, {vocab}]");
         bits_differ |= agree(&what, &[("loss", 1e-5), ("gradient", 1e-5)], &got, &want);
         // Each row's gradient sums to zero (softmax minus one-hot), times 3 / rows.
@@ -545,21 +546,10 @@ fn issue_7_gpu_cross_entropy_kernel_matches_the_plain_path() {
 fn issue_7_gpu_loss_mean_is_right_past_burns_reduction_on_long_batches() {
     let Some(device) = wgpu() else { return };
     let (rows, vocab) = (445_000, 5);
-    fn loss_on<B: AutodiffBackend>(device: &B::Device, rows: usize, vocab: usize) -> [Vec<f32>; 2] {
-        let x = filled::<B, 2>([rows, vocab], 21, 3.0, device).require_grad();
-        let ids: Vec<i64> = (0..rows).map(|i| (i * 7 % vocab) as i64).collect();
-        let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), device);
-        let loss = fused::cross_entropy(x.clone(), targets);
-        let grads = loss.clone().backward();
-        [
-            floats(loss),
-            floats(x.grad(&grads).expect("the logits' gradient")),
-        ]
-    }
-    let got = loss_on::<WgpuTrain>(&device, rows, vocab);
-    let again = loss_on::<WgpuTrain>(&device, rows, vocab);
-    let cpu = loss_on::<CpuTrain>(&Default::default(), rows, vocab);
-    let plain = fused::plain_scope(|| loss_on::<WgpuTrain>(&device, rows, vocab));
+    let got = cross_entropy_on::<WgpuTrain>(&device, rows, vocab);
+    let again = cross_entropy_on::<WgpuTrain>(&device, rows, vocab);
+    let cpu = cross_entropy_on::<CpuTrain>(&Default::default(), rows, vocab);
+    let plain = fused::plain_scope(|| cross_entropy_on::<WgpuTrain>(&device, rows, vocab));
     println!(
         "loss {} (CPU {}; burn's composition on this device {})",
         got[0][0], cpu[0][0], plain[0][0]

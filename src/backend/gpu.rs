@@ -674,6 +674,14 @@ fn exclusive<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
     if x.can_mut() { x } else { x.copy() }
 }
 
+/// The tensors of `chunk` (indices into `all`) as one sequence argument of a multi-tensor kernel.
+fn sequence<'a, R: CubeRuntime, T: LaunchArg<RuntimeArg<R> = TensorArg<R>>>(
+    chunk: &[usize],
+    all: impl Fn(usize) -> &'a CubeTensor<R>,
+) -> SequenceArg<R, T> {
+    chunk.iter().map(|&i| all(i).clone().into_tensor_arg()).collect()
+}
+
 /// The most tensors one launch of a multi-tensor kernel takes: the unrolled kernel holds one
 /// copy of its loop per tensor, and 32 already brings `gpu-350m`'s 398 parameters down to 13
 /// launches.
@@ -1070,13 +1078,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let (client, dtype) = (first[0].client.clone(), first[0].dtype);
         let sizes: Vec<usize> = sets.iter().map(|x| x[1].meta.shape.num_elements()).collect();
         for chunk in chunks(&sizes, per_launch(&client, 4)) {
-            let seq = |k: usize| {
-                let mut seq = SequenceArg::new();
-                chunk
-                    .iter()
-                    .for_each(|&i| seq.push(sets[i][k].clone().into_tensor_arg()));
-                seq
-            };
+            let seq = |k: usize| sequence(&chunk, |i| &sets[i][k]);
             adamw_kernel::launch::<R>(
                 &client,
                 chunk_grid(&chunk, &sizes),
@@ -1113,18 +1115,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             .collect();
         let client = partials.client.clone();
         for chunk in chunks(&sizes, per_launch(&client, 1)) {
-            let (mut seq, mut at, mut width) = (SequenceArg::new(), SequenceArg::new(), SequenceArg::new());
-            for &i in &chunk {
-                seq.push(xs[i].clone().into_tensor_arg());
-                at.push(offsets[i] as u32);
-                width.push(widths[i] as u32);
-            }
+            let at: SequenceArg<R, u32> = chunk.iter().map(|&i| offsets[i] as u32).collect();
+            let width: SequenceArg<R, u32> = chunk.iter().map(|&i| widths[i] as u32).collect();
             let cubes = chunk.iter().map(|&i| widths[i]).max().unwrap_or(1);
             sum_squares_kernel::launch::<R>(
                 &client,
                 CubeCount::Static(cubes as u32, chunk.len() as u32, 1),
                 CubeDim::new_1d(ELEMENTWISE_BLOCK),
-                seq,
+                sequence(&chunk, |i| &xs[i]),
                 at,
                 width,
                 partials.clone().into_tensor_arg(),
@@ -1158,15 +1156,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let (client, dtype) = (first.client.clone(), first.dtype);
         let sizes: Vec<usize> = xs.iter().map(|x| x.meta.shape.num_elements()).collect();
         for chunk in chunks(&sizes, per_launch(&client, 1)) {
-            let mut seq = SequenceArg::new();
-            chunk
-                .iter()
-                .for_each(|&i| seq.push(xs[i].clone().into_tensor_arg()));
             scale_kernel::launch::<R>(
                 &client,
                 chunk_grid(&chunk, &sizes),
                 CubeDim::new_1d(ELEMENTWISE_BLOCK),
-                seq,
+                sequence(&chunk, |i| &xs[i]),
                 factor,
                 dtype.into(),
             );
