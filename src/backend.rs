@@ -271,6 +271,36 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         seg: IntTensor<Self>,
         rows: usize,
     ) -> FloatTensor<Self>;
+    /// The MoE's combine (`model::combine`), `[rows, d]` in `dtype`: row `t` is the sum over
+    /// its slots `s = t·k + j` (j < k, in order) of grouped row `slots[s]` times `gates[s]`
+    /// (1 when `gates` is `None`), where a grouped row is the sum, in order, of the rows the
+    /// parts holding it have there. `parts`: `[m_q, d]` each, in grouped order, every `per`
+    /// consecutive parts sharing one range of rows (1: each expert's output; 2: each expert's
+    /// two input-gradient terms); `slots: [rows·k]` (integers); `gates: [rows·k]` in `dtype`. One
+    /// launch: the parts are read where they lie, not stacked into one tensor first.
+    fn slot_sum(
+        parts: Vec<FloatTensor<Self>>,
+        per: usize,
+        slots: IntTensor<Self>,
+        gates: Option<FloatTensor<Self>>,
+        k: usize,
+        dtype: DType,
+    ) -> FloatTensor<Self>;
+    /// The gradients of the weighted `slot_sum` (one part per range) for its output's gradient
+    /// `dout: [n, d]`: `[dy, dgates]`, with `dy: [n·k, d]` in grouped order and the parts' dtype
+    /// (`dy[p] = dout[s / k]·gates[s]` for `s = order[p]`) and `dgates: [n·k]` in `dout`'s
+    /// (`dgates[s]` = `dout[s / k]` · grouped row `p`). `order: [n·k]` (integers) inverts the
+    /// forward's `slots`; `gates: [n·k]`. One launch.
+    fn combine_bwd(
+        parts: Vec<FloatTensor<Self>>,
+        order: IntTensor<Self>,
+        dout: FloatTensor<Self>,
+        gates: FloatTensor<Self>,
+        k: usize,
+    ) -> [FloatTensor<Self>; 2];
+    /// How many tensors one kernel launch may take on `device`: its bindings less those a kernel
+    /// keeps for itself (`model::combine` falls back to burn's ops past it).
+    fn tensor_args(device: &Self::Device) -> usize;
     /// Causal attention `softmax(cap·tanh(multiplier·q·kᵀ/cap) + mask) · v` that never stores
     /// the probabilities (flash attention, `model::flash`): `q: [b, n_kv, rep·t, hd]` (each kv
     /// head's query heads folded into the rows, as `model::fused::attention` takes them), `k`,

@@ -387,6 +387,76 @@ fn issue_7_grouped_experts_node_matches_the_per_expert_graph_on_wgpu() {
     }
 }
 
+/// Issue 7: the MoE combine's kernels (`model::combine`: `GpuOps::slot_sum` and
+/// `GpuOps::combine_bwd`, one launch each, reading the experts' outputs where they lie) against
+/// burn's composition (`fused::plain_scope`: stack, gather to slot order, weigh, sum) on wgpu:
+/// the gate-weighted sum, its gradients for the grouped rows and the gates, and the input
+/// gradient's per-token sum of each expert's two terms. Cases: top-2 of 4 experts; top-3 of 5;
+/// 16 experts, whose 32 terms are more tensors than lavapipe takes a launch, so each pair is
+/// added first; 40 000 tokens, whose 80 000 grouped rows are more cubes than a grid axis holds
+/// (65 535), of 160 columns, more than a cube's 128 threads.
+#[test]
+fn issue_7_moe_combine_kernels_match_the_plain_path_on_wgpu() {
+    use colossus::backend::GpuOps;
+    use colossus::model::{combine, rows};
+    let Some(device) = wgpu() else { return };
+    let args = <Wgpu as GpuOps>::tensor_args(&device);
+    for (n, experts, k, d) in [
+        (37, 4, 2, 24),
+        (29, 5, 3, 16),
+        (50, 16, 2, 8),
+        (40_000, 8, 2, 160),
+    ] {
+        let case = format!("{n} tokens, top-{k} of {experts}, d = {d}");
+        // k distinct experts per token (steps of 3 never wrap onto each other for these counts).
+        let choice: Vec<i64> = (0..n * k)
+            .map(|s| ((s / k * 7 + s % k * 3 + s / k / 5) % experts) as i64)
+            .collect();
+        let (order, start) = rows::group(&choice, experts).expect("experts below the count");
+        let mut to_slots = vec![0i64; n * k];
+        for (p, &s) in order.iter().enumerate() {
+            to_slots[s as usize] = p as i64;
+        }
+        let used: Vec<usize> = (0..experts).filter(|&e| start[e + 1] > start[e]).collect();
+        let part =
+            |e: usize, salt: usize| filled::<Wgpu, 2>([start[e + 1] - start[e], d], salt + e, 1.0, &device);
+        let ys: Vec<_> = used.iter().map(|&e| part(e, 100)).collect();
+        let pairs: Vec<_> = used.iter().map(|&e| [part(e, 200), part(e, 300)]).collect();
+        let gates = filled::<Wgpu, 2>([n, k], 1, 1.0, &device);
+        let dout = filled::<Wgpu, 2>([n, d], 2, 1.0, &device);
+        let order = rows::ints::<Wgpu>(&order, &device);
+        let to_slots = rows::ints::<Wgpu>(&to_slots, &device);
+        if experts < 16 {
+            assert!(
+                2 * used.len() + 5 <= args,
+                "{case}: the kernels' path ({args} tensors a launch)"
+            );
+        } else {
+            assert!(
+                2 * used.len() + 3 > args,
+                "{case}: the pairs added first ({args} tensors a launch)"
+            );
+        }
+        let run = || {
+            let y = combine::weighted(&ys, &to_slots, gates.clone());
+            let (dy, dgates) =
+                combine::weighted_grads(&ys, [&order, &to_slots], gates.clone(), dout.clone(), DType::F32);
+            let dx = combine::pair_sum(pairs.clone(), &to_slots, k);
+            [floats(y), floats(dy), floats(dgates), floats(dx)]
+        };
+        let (ours, plain) = (run(), fused::plain_scope(run));
+        let names = ["output", "rows' gradient", "gates' gradient", "input gradient"];
+        for ((name, a), b) in names.iter().zip(&ours).zip(&plain) {
+            assert_eq!(a.len(), b.len(), "{case}: {name}");
+            // The gates' gradient sums over d in a tree here, in burn's reduction there.
+            let tol = if *name == "gates' gradient" { 1e-5 } else { 1e-6 };
+            let diff = rel_l2(b, a);
+            assert!(diff < tol, "{case}: {name}, kernels vs plain relative L2 {diff}");
+            assert!(a.iter().any(|v| *v != 0.0), "{case}: {name} is all zeros");
+        }
+    }
+}
+
 /// The lookup of `ids` in a `[vocab, d]` table on wgpu and the table's gradient under a fixed
 /// weighted-sum loss; with `plain`, burn's own lookup (gradient: `select_add`).
 fn embedding_on_wgpu(device: &WgpuDevice, [vocab, d]: [usize; 2], ids: &[i64], plain: bool) -> [Vec<f32>; 2] {

@@ -3,7 +3,8 @@
 //! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
 //! `attention: flash` (`model::flash`); the output head's bf16 × bf16 → f32 product
 //! (`model::wide`), burn's own matmul asked for an f32 output; the experts' GELU gate and RoPE,
-//! one launch each way (`model::fused::gelu_gate`, `model::fused::rope`); and the optimizer's
+//! one launch each way (`model::fused::gelu_gate`, `model::fused::rope`); the MoE's combine of
+//! the experts' outputs and its backward (`model::combine`); and the optimizer's
 //! multi-tensor passes, up to 32 tensors a launch: AdamW (`model::fused::adamw`) and gradient
 //! clipping's sum of squares and rescale (`train::grads`).
 //!
@@ -426,6 +427,109 @@ fn rows_sum_kernel<F: Float, I: Numeric>(
     }
 }
 
+/// The MoE's combine (`GpuOps::slot_sum`): row `t` of `out` is the sum over its `k` slots, in
+/// order, of the grouped row each slot points at, times the slot's gate when `weighted`; a
+/// grouped row is the sum, in order, of the parts whose range `starts[q]..ends[q]` holds it. So a
+/// top-2 row is `a·g₀ + b·g₁`, the plain path's operations. One cube per row, its threads
+/// striding over the columns; which part holds a row is the same for the whole cube, so the
+/// unrolled tests do not diverge.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn slot_sum_kernel<F: Float, G: Float, I: Numeric>(
+    parts: &Sequence<Tensor<F>>, // [m_q, d] each, contiguous
+    starts: Sequence<u32>,
+    ends: Sequence<u32>,
+    slots: &Tensor<I>,   // [rows·k]
+    gates: &Tensor<G>,   // [rows·k]; unread unless weighted
+    out: &mut Tensor<G>, // [rows, d]
+    rows: u32,
+    d: u32,
+    k: u32,
+    #[comptime] weighted: bool,
+    #[define(F, G, I)] _dtypes: [StorageType; 3],
+) {
+    let count = comptime!(parts.len());
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let d = d as usize;
+    let k = k as usize;
+    let mut c = UNIT_POS_X as usize;
+    while c < d {
+        let mut acc = G::new(0.0);
+        for j in 0..k {
+            let slot = row * k + j;
+            let p = u32::cast_from(slots[slot]);
+            let mut term = G::new(0.0);
+            #[unroll]
+            for q in 0..count {
+                if p >= starts[q] && p < ends[q] {
+                    term += G::cast_from(parts.index(q)[(p - starts[q]) as usize * d + c]);
+                }
+            }
+            if weighted {
+                term *= gates[slot];
+            }
+            acc += term;
+        }
+        out[row * d + c] = acc;
+        c += CUBE_DIM_X as usize;
+    }
+}
+
+/// The weighted combine's backward (`GpuOps::combine_bwd`), one cube per grouped row `p` of
+/// slot `s = order[p]` and token `s / k`: the row's gradient `dout[token]·gates[s]`, cast to the
+/// parts' dtype, and the gate's, `dout[token]` · the row, by the cube's fixed tree.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn combine_bwd_kernel<F: Float, G: Float, I: Numeric>(
+    parts: &Sequence<Tensor<F>>, // [m_q, d] each, contiguous, grouped
+    starts: Sequence<u32>,
+    ends: Sequence<u32>,
+    order: &Tensor<I>,      // [rows]
+    dout: &Tensor<G>,       // [rows / k, d]
+    gates: &Tensor<G>,      // [rows]
+    dy: &mut Tensor<F>,     // [rows, d], grouped
+    dgates: &mut Tensor<G>, // [rows], slot order
+    rows: u32,
+    d: u32,
+    k: u32,
+    #[comptime] block: u32,
+    #[define(F, G, I)] _dtypes: [StorageType; 3],
+) {
+    let count = comptime!(parts.len());
+    let p = CUBE_POS;
+    if p >= rows as usize {
+        terminate!();
+    }
+    let d = d as usize;
+    let s = u32::cast_from(order[p]) as usize;
+    let from = s / k as usize * d;
+    let g = gates[s];
+    let at = p as u32;
+    let mut smem = SharedMemory::<G>::new(block as usize);
+    let mut local = G::new(0.0);
+    #[unroll]
+    for q in 0..count {
+        if at >= starts[q] && at < ends[q] {
+            let y = parts.index(q);
+            let base = (at - starts[q]) as usize * d;
+            let mut c = UNIT_POS_X as usize;
+            while c < d {
+                let o = dout[from + c];
+                local += o * G::cast_from(y[base + c]);
+                dy[p * d + c] = F::cast_from(o * g);
+                c += CUBE_DIM_X as usize;
+            }
+        }
+    }
+    let total = cube_reduce::<G>(&mut smem, local, false);
+    if UNIT_POS_X == 0 {
+        dgates[s] = total;
+    }
+}
+
 /// AdamW on a chunk of parameters, in place: parameter `t` on the grid's row `t`, each element
 /// through `colossus_kernels::adamw`'s operations in its order (a grid-stride loop, so any length
 /// fits the row). `decay` is 1 for undecayed parameters: multiplying by 1 is exact, so that is the
@@ -680,6 +784,28 @@ fn sequence<'a, R: CubeRuntime, T: LaunchArg<RuntimeArg<R> = TensorArg<R>>>(
     all: impl Fn(usize) -> &'a CubeTensor<R>,
 ) -> SequenceArg<R, T> {
     chunk.iter().map(|&i| all(i).clone().into_tensor_arg()).collect()
+}
+
+/// The combine kernels' parts as launch arguments (`GpuOps::slot_sum`): the tensors, and each
+/// one's grouped rows as `starts` and `ends`, every `per` consecutive parts sharing one range and
+/// the ranges following each other from row 0.
+#[allow(clippy::type_complexity)]
+fn part_args<R: CubeRuntime, T: LaunchArg<RuntimeArg<R> = TensorArg<R>>>(
+    parts: &[CubeTensor<R>],
+    per: usize,
+) -> (SequenceArg<R, T>, SequenceArg<R, u32>, SequenceArg<R, u32>) {
+    let (mut starts, mut ends, mut at) = (Vec::new(), Vec::new(), 0);
+    for range in parts.chunks(per.max(1)) {
+        let m = range[0].meta.shape[0] as u32;
+        for _ in range {
+            starts.push(at);
+            ends.push(at + m);
+        }
+        at += m;
+    }
+    let all: Vec<usize> = (0..parts.len()).collect();
+    let tensors = sequence(&all, |i| &parts[i]);
+    (tensors, starts.into_iter().collect(), ends.into_iter().collect())
 }
 
 /// The most tensors one launch of a multi-tensor kernel takes: the unrolled kernel holds one
@@ -1168,6 +1294,94 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         xs
     }
 
+    fn slot_sum(
+        parts: Vec<CubeTensor<R>>,
+        per: usize,
+        slots: CubeTensor<R>,
+        gates: Option<CubeTensor<R>>,
+        k: usize,
+        dtype: DType,
+    ) -> CubeTensor<R> {
+        let parts: Vec<_> = parts.into_iter().map(into_contiguous).collect();
+        let slots = into_contiguous(slots);
+        let (client, device) = (slots.client.clone(), slots.device.clone());
+        let d = parts[0].meta.shape[1];
+        let rows = slots.meta.shape.num_elements() / k;
+        let out = empty_device_dtype::<R>(client.clone(), device.clone(), Shape::new([rows, d]), dtype);
+        let weighted = gates.is_some();
+        // Unread when unweighted, but the kernel takes a tensor there.
+        let gates = gates
+            .map(into_contiguous)
+            .unwrap_or_else(|| empty_device_dtype::<R>(client.clone(), device, Shape::new([1]), dtype));
+        let (tensors, starts, ends) = part_args(&parts, per);
+        let dtypes = [parts[0].dtype.into(), dtype.into(), slots.dtype.into()];
+        slot_sum_kernel::launch::<R>(
+            &client,
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            tensors,
+            starts,
+            ends,
+            slots.into_tensor_arg(),
+            gates.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            k as u32,
+            weighted,
+            dtypes,
+        );
+        out
+    }
+
+    fn combine_bwd(
+        parts: Vec<CubeTensor<R>>,
+        order: CubeTensor<R>,
+        dout: CubeTensor<R>,
+        gates: CubeTensor<R>,
+        k: usize,
+    ) -> [CubeTensor<R>; 2] {
+        let parts: Vec<_> = parts.into_iter().map(into_contiguous).collect();
+        let (order, dout, gates) = (
+            into_contiguous(order),
+            into_contiguous(dout),
+            into_contiguous(gates),
+        );
+        let (_, d) = rows_cols(&dout);
+        let rows = order.meta.shape.num_elements();
+        let dy = empty(&parts[0], Shape::new([rows, d]));
+        let dgates = empty(&dout, Shape::new([rows]));
+        let (tensors, starts, ends) = part_args(&parts, 1);
+        let dtypes = [parts[0].dtype.into(), dout.dtype.into(), order.dtype.into()];
+        combine_bwd_kernel::launch::<R>(
+            &dout.client.clone(),
+            row_grid(rows),
+            CubeDim::new_1d(BLOCK),
+            tensors,
+            starts,
+            ends,
+            order.into_tensor_arg(),
+            dout.into_tensor_arg(),
+            gates.into_tensor_arg(),
+            dy.clone().into_tensor_arg(),
+            dgates.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            k as u32,
+            BLOCK,
+            dtypes,
+        );
+        [dy, dgates]
+    }
+
+    fn tensor_args(device: &Self::Device) -> usize {
+        R::client(device)
+            .properties()
+            .hardware
+            .max_bindings
+            .saturating_sub(RESERVED_BINDINGS) as usize
+    }
+
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
         // The memory manager's count for this thread's stream.
         let u = R::client(device).memory_usage().ok()?;
@@ -1245,6 +1459,10 @@ enum Kernel {
     CrossEntropyFwd,
     CrossEntropyBwd,
     RowsSum(usize),
+    /// The combine: parts per range, slots per row, weighted, the output's dtype.
+    SlotSum(usize, usize, bool, DType),
+    /// The combine's backward: slots per row.
+    CombineBwd(usize),
     Flash(FlashOp),
     FlashBwd(FlashOp, FlashBwdPlan),
     MatmulF32Out,
@@ -1268,6 +1486,8 @@ impl Kernel {
             Kernel::CrossEntropyFwd => "colossus_cross_entropy",
             Kernel::CrossEntropyBwd => "colossus_cross_entropy_backward",
             Kernel::RowsSum(_) => "colossus_rows_sum",
+            Kernel::SlotSum(..) => "colossus_slot_sum",
+            Kernel::CombineBwd(_) => "colossus_combine_backward",
             Kernel::Flash(_) => "colossus_flash_attention",
             Kernel::FlashBwd(..) => "colossus_flash_attention_backward",
             Kernel::MatmulF32Out => "colossus_matmul_f32_out",
@@ -1282,8 +1502,9 @@ impl Kernel {
         }
     }
 
-    /// Run on the inputs registered in `ins` (the targets, input 1 of the cross-entropy, and
-    /// inputs 1 and 2 of the rows sum are integers; every other input is a float tensor).
+    /// Run on the inputs registered in `ins` (the targets, input 1 of the cross-entropy, inputs
+    /// 1 and 2 of the rows sum and input 0 of the combine's two kernels are integers; every
+    /// other input is a float tensor).
     fn run<B: FusionBackend + GpuOps>(
         self,
         ins: &[TensorIr],
@@ -1311,6 +1532,19 @@ impl Kernel {
                 let order = handles.get_int_tensor::<B>(&ins[1]);
                 let seg = handles.get_int_tensor::<B>(&ins[2]);
                 vec![B::rows_sum(g, order, seg, rows)]
+            }
+            Kernel::SlotSum(per, k, weighted, dtype) => {
+                let first = if weighted { 2 } else { 1 };
+                let parts = (first..ins.len()).map(&mut f).collect();
+                let gates = weighted.then(|| f(1));
+                let slots = handles.get_int_tensor::<B>(&ins[0]);
+                vec![B::slot_sum(parts, per, slots, gates, k, dtype)]
+            }
+            Kernel::CombineBwd(k) => {
+                let parts = (3..ins.len()).map(&mut f).collect();
+                let (dout, gates) = (f(1), f(2));
+                let order = handles.get_int_tensor::<B>(&ins[0]);
+                B::combine_bwd(parts, order, dout, gates, k).into()
             }
             Kernel::Flash(op) => vec![B::flash_attention(f(0), f(1), f(2), op)],
             Kernel::FlashBwd(op, plan) => {
@@ -1390,11 +1624,21 @@ fn register_many<B: FusionBackend + GpuOps>(
     shapes: Vec<Shape>,
     dtype: DType,
 ) -> Vec<FusionTensor<B::FusionRuntime>> {
+    let outs = shapes.into_iter().map(|s| (s, dtype)).collect();
+    register_typed::<B>(kernel, ins, outs)
+}
+
+/// `register_many` with each output's own dtype.
+fn register_typed<B: FusionBackend + GpuOps>(
+    kernel: Kernel,
+    ins: Vec<FusionTensor<B::FusionRuntime>>,
+    outs: Vec<(Shape, DType)>,
+) -> Vec<FusionTensor<B::FusionRuntime>> {
     let client = ins[0].client.clone();
     let streams = OperationStreams::with_inputs(ins.iter());
-    let outs: Vec<TensorIr> = shapes
+    let outs: Vec<TensorIr> = outs
         .into_iter()
-        .map(|s| TensorIr::uninit(client.create_empty_handle(), s, dtype))
+        .map(|(s, dtype)| TensorIr::uninit(client.create_empty_handle(), s, dtype))
         .collect();
     let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new(kernel.name(), &ins, &outs);
@@ -1484,6 +1728,43 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
             [Shape::new([rows, d])],
         );
         out
+    }
+
+    fn slot_sum(
+        parts: Vec<FloatTensor<Self>>,
+        per: usize,
+        slots: IntTensor<Self>,
+        gates: Option<FloatTensor<Self>>,
+        k: usize,
+        dtype: DType,
+    ) -> FloatTensor<Self> {
+        let shape = Shape::new([slots.shape.num_elements() / k, parts[0].shape[1]]);
+        let kernel = Kernel::SlotSum(per, k, gates.is_some(), dtype);
+        let ins = std::iter::once(slots).chain(gates).chain(parts).collect();
+        let [out] = register_as::<B, 1>(kernel, ins, [shape], dtype);
+        out
+    }
+
+    fn combine_bwd(
+        parts: Vec<FloatTensor<Self>>,
+        order: IntTensor<Self>,
+        dout: FloatTensor<Self>,
+        gates: FloatTensor<Self>,
+        k: usize,
+    ) -> [FloatTensor<Self>; 2] {
+        let rows = order.shape.num_elements();
+        let outs = vec![
+            (Shape::new([rows, dout.shape[1]]), parts[0].dtype),
+            (Shape::new([rows]), dout.dtype),
+        ];
+        let ins = [order, dout, gates].into_iter().chain(parts).collect();
+        let mut outs = register_typed::<B>(Kernel::CombineBwd(k), ins, outs).into_iter();
+        let dy = outs.next().expect("two outputs");
+        [dy, outs.next().expect("two outputs")]
+    }
+
+    fn tensor_args(device: &Self::Device) -> usize {
+        B::tensor_args(device)
     }
 
     fn flash_attention(

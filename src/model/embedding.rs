@@ -22,7 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::IntTensor;
 use burn::tensor::{Int, Shape, Tensor, TensorMetadata};
 
-use super::fused::{plain_active, record, same, unwrap, wrap};
+use super::fused::{plain_active, record, unwrap, unwrap_int, wrap};
 use crate::backend::{GpuKernel, GpuOps, run_gpu_kernel};
 
 /// `weights: [vocab, d]`, `ids: [b, t]` → `[b, t, d]`, row `ids[i, j]` of the weights.
@@ -91,12 +91,6 @@ impl<B: Backend> GpuKernel for Lookup<B> {
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 3> {
         burn::tensor::module::embedding(self.weights, self.ids)
     }
-}
-
-/// The primitive of an integer tensor of `B`, which `run_gpu_kernel` has checked is `C`: an
-/// autodiff backend's integers are its inner backend's.
-fn unwrap_int<C: Backend, B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> IntTensor<C> {
-    same::<_, Tensor<C, D, Int>>(t).into_primitive()
 }
 
 #[cfg(test)]

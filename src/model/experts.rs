@@ -1,24 +1,26 @@
 //! Every routed expert of one MoE layer as a single autodiff node: the tokens' rows grouped by
-//! expert, each expert's gated-GELU product on its rows, and the outputs put back in slot order,
-//! with a hand-written backward that writes every expert's input gradient into its rows of one
-//! tensor.
+//! expert, each expert's gated-GELU product on its rows, and the outputs weighted by their gates
+//! and summed per token (`model::combine`), with a hand-written backward that brings every
+//! expert's input gradient back to its tokens in one pass.
 //!
 //! Why: with one autodiff node per expert, the gradient each expert's input gather sends to the
 //! layer's `[n, d]` tokens is a whole `[n, d]` tensor (zeros where other experts' tokens are),
 //! and autodiff adds the experts' tensors one by one. At `gpu-350m` (16 384 tokens, 8 experts,
 //! d = 1 024, 12 layers) that is ~25 GB a step, ~5.7 ms at an H200's 4.3 TB/s, 19% of the 30.5 ms
 //! step of the 50% MFU goal (docs/benchmarks.md, "One node for all experts"; arithmetic, not
-//! measured: no GPU yet). Here the backward moves each row once: the gradient comes in slot
-//! order, is grouped by expert, each expert's input gradient fills its rows of one `[n·k, d]`
-//! tensor, and each token's k rows are summed.
+//! measured: no GPU yet). Here the backward moves each row once: the output's gradient is
+//! brought to the grouped rows with the gates' (`combine::weighted_grads`), and each token's k
+//! rows of the experts' input-gradient terms are summed where they lie (`combine::pair_sum`).
 //!
-//! The node's parents are the tokens and each used expert's three weights as they are (no
-//! stacked copy), so an expert without tokens gets no gradient, as before; burn's nodes take a
-//! fixed number of parents, so there is one node type per count of used experts, up to
+//! The node's parents are the tokens, the gates and each used expert's three weights as they are
+//! (no stacked copy), so an expert without tokens gets no gradient, as before; burn's nodes take
+//! a fixed number of parents, so there is one node type per count of used experts, up to
 //! `MAX_EXPERTS`. The GELU gate's derivative is written out (`fused::gelu_gate_grads`: one
 //! fused chain on a GPU, the CPU kernel on the CPU) instead of burn's autodiff of its seven ops,
 //! and the node keeps the two pre-activation products in the matmul dtype (bf16 under bf16)
-//! rather than f32 copies, recomputing the gate in the backward.
+//! rather than f32 copies, recomputing the gate in the backward; for the gates' gradient it
+//! keeps each expert's output, also in the matmul dtype, where burn's autodiff of the weighting
+//! kept an `[n·k, d]` copy in the output's dtype.
 //!
 //! Numerics: the same products on the same rows in the same dtypes as the per-expert path
 //! (`Expert::forward` through `precision::matmul`), so on the CPU the output and the expert
@@ -38,12 +40,12 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 
 use super::fused::{gelu_gate, gelu_gate_grads, plain_active, record, unwrap, wrap};
 use super::moe::Expert;
-use super::{gemv, precision};
+use super::{combine, gemv, precision};
 use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
 
 thread_local! {
@@ -71,13 +73,14 @@ pub struct Plan {
     pub top_k: usize,
 }
 
-/// Each slot's expert output, `[n·k, d]` in slot order, from the tokens `h: [n, d]` and the
-/// routes' `plan` (built only when the node runs); `None` where this backend keeps the
-/// per-expert path (the CPU unless `grouped_scope` says otherwise, `fused::plain_scope`,
-/// backends without a dispatch).
+/// The layer's output `[n, d]`: each token's experts' outputs weighted by its `gates: [n, k]`
+/// and summed (`model::combine`), from the tokens `h: [n, d]` and the routes' `plan` (built only
+/// when the node runs); `None` where this backend keeps the per-expert path (the CPU unless
+/// `grouped_scope` says otherwise, `fused::plain_scope`, backends without a dispatch).
 pub fn grouped<B: Backend>(
     h: Tensor<B, 2>,
     experts: &[Expert<B>],
+    gates: Tensor<B, 2>,
     plan: impl FnOnce() -> Plan,
 ) -> Option<Tensor<B, 2>> {
     let forced = GROUPED.with(Cell::get);
@@ -88,6 +91,7 @@ pub fn grouped<B: Backend>(
     let plan = plan();
     let k = Grouped {
         h,
+        gates,
         experts,
         plan: &plan,
     };
@@ -100,6 +104,7 @@ pub fn grouped<B: Backend>(
 
 struct Grouped<'a, B: Backend> {
     h: Tensor<B, 2>,
+    gates: Tensor<B, 2>,
     experts: &'a [Expert<B>],
     plan: &'a Plan,
 }
@@ -131,7 +136,8 @@ impl<B: Backend> Grouped<'_, B> {
             dtype: self.dtype(),
             out_dtype: self.h.dtype(),
         };
-        let parents: Vec<FloatTensor<Autodiff<X>>> = std::iter::once(self.h.clone())
+        let parents: Vec<FloatTensor<Autodiff<X>>> = [self.h.clone(), self.gates.clone()]
+            .into_iter()
             .chain(self.weights())
             .map(unwrap::<Autodiff<X>, _, 2>)
             .collect();
@@ -139,7 +145,7 @@ impl<B: Backend> Grouped<'_, B> {
         macro_rules! by_count {
             ($($e:literal)*) => {
                 match plan.used.len() {
-                    $($e => node::<X, { 3 * $e + 1 }>(op, parents, plan),)*
+                    $($e => node::<X, { 3 * $e + 2 }>(op, parents, plan),)*
                     _ => return None,
                 }
             };
@@ -150,16 +156,18 @@ impl<B: Backend> Grouped<'_, B> {
 
     fn inner<X: Backend>(self) -> Tensor<B, 2> {
         let h = float::<X, 2>(unwrap::<X, _, 2>(self.h.clone()));
+        let gates = float::<X, 2>(unwrap::<X, _, 2>(self.gates.clone()));
         let ws = self
             .weights()
             .map(|w| float::<X, 2>(unwrap::<X, _, 2>(w)))
             .collect();
-        let (y, _) = forward(h, ws, self.plan, self.dtype());
-        wrap::<B, X, 2>(prim(y))
+        let (ys, _) = forward(h, ws, self.plan, self.dtype());
+        let to_slots = super::rows::ints::<X>(&self.plan.to_slots, &gates.device());
+        wrap::<B, X, 2>(prim(combine::weighted(&ys, &to_slots, gates)))
     }
 }
 
-/// The node, with `h` and the `N - 1` weights as its parents.
+/// The node, with `h`, the gates and the `N - 2` weights as its parents.
 fn node<X: Backend, const N: usize>(
     op: GroupedBackward,
     parents: Vec<FloatTensor<Autodiff<X>>>,
@@ -167,17 +175,19 @@ fn node<X: Backend, const N: usize>(
 ) -> FloatTensor<Autodiff<X>> {
     let parents: [FloatTensor<Autodiff<X>>; N] = match parents.try_into() {
         Ok(p) => p,
-        Err(_) => unreachable!("`by_count` picks N = 1 + 3 per used expert"),
+        Err(_) => unreachable!("`by_count` picks N = 2 + 3 per used expert"),
     };
     let dtype = op.dtype;
     record(op, parents, |parents| {
         let mut it = parents.into_iter().map(float::<X, 2>);
         let h = it.next().expect("h comes first");
+        let gates = it.next().expect("the gates come second");
         let device = h.device();
-        let (y, saved) = forward(h, it.collect(), plan, dtype);
-        let order = super::rows::ints::<X>(&plan.order, &device).into_primitive();
-        let to_slots = super::rows::ints::<X>(&plan.to_slots, &device).into_primitive();
-        ((saved, order, to_slots), prim(y))
+        let (ys, saved) = forward(h, it.collect(), plan, dtype);
+        let order = super::rows::ints::<X>(&plan.order, &device);
+        let to_slots = super::rows::ints::<X>(&plan.to_slots, &device);
+        let y = combine::weighted(&ys, &to_slots, gates.clone());
+        ((saved, [order, to_slots], prim(gates)), prim(y))
     })
 }
 
@@ -199,31 +209,32 @@ fn wide<X: Backend>(a: Tensor<X, 2>) -> Tensor<X, 2> {
     precision::upcast(a).0
 }
 
-/// What the backward needs, in the matmul dtype: the grouped input rows, each used expert's two
-/// pre-activation products and its weights `[w1, w3, w2]`; and the weights' own dtype, which
-/// their gradients take.
+/// What the backward needs, in the matmul dtype: the grouped input rows, each used expert's
+/// output (for the gates' gradient), its two pre-activation products and its weights `[w1, w3,
+/// w2]`; and the weights' own dtype, which their gradients take.
 #[derive(Debug, Clone)]
 struct Saved<X: Backend> {
     x: FloatTensor<X>,
+    y: Vec<FloatTensor<X>>,
     a: Vec<FloatTensor<X>>,
     b: Vec<FloatTensor<X>>,
     w: Vec<[FloatTensor<X>; 3]>,
     w_dtype: DType,
 }
 
-/// `h: [n, d]` and the used experts' weights (`[w1, w3, w2]` for each in turn) → `[n·k, d]` in
-/// slot order, in `h`'s dtype; the products in `dtype`.
+/// `h: [n, d]` and the used experts' weights (`[w1, w3, w2]` for each in turn) → each used
+/// expert's output `[m, d]` in turn (grouped order), in `dtype`, the products'.
 fn forward<X: Backend>(
     h: Tensor<X, 2>,
     ws: Vec<Tensor<X, 2>>,
     plan: &Plan,
     dtype: DType,
-) -> (Tensor<X, 2>, Saved<X>) {
-    let out_dtype = h.dtype();
+) -> (Vec<Tensor<X, 2>>, Saved<X>) {
     let device = h.device();
     let x = precision::restore(h, dtype).select(0, super::rows::ints::<X>(&plan.tokens, &device)); // [n·k, d]
     let mut saved = Saved {
         x: prim(x.clone()),
+        y: Vec::new(),
         a: Vec::new(),
         b: Vec::new(),
         w: Vec::new(),
@@ -238,14 +249,14 @@ fn forward<X: Backend>(
         let a = gemv::matmul(xi.clone(), w1.clone()); // [m, f]
         let b = gemv::matmul(xi, w3.clone()); // [m, f]
         let g = precision::restore(gelu_gate(wide(a.clone()), wide(b.clone())), dtype); // [m, f]
-        ys.push(gemv::matmul(g, w2.clone())); // [m, d]
+        let y = gemv::matmul(g, w2.clone()); // [m, d]
+        saved.y.push(prim(y.clone()));
+        ys.push(y);
         saved.a.push(prim(a));
         saved.b.push(prim(b));
         saved.w.push([w1, w3, w2].map(prim));
     }
-    let y = precision::restore(Tensor::cat(ys, 0), out_dtype) // [n·k, d], grouped
-        .select(0, super::rows::ints::<X>(&plan.to_slots, &device)); // slot order
-    (y, saved)
+    (ys, saved)
 }
 
 #[derive(Debug)]
@@ -258,19 +269,21 @@ struct GroupedBackward {
 }
 
 impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
-    /// The forward's tensors, and `order` and `to_slots` on the device.
-    type State = (Saved<X>, IntTensor<X>, IntTensor<X>);
+    /// The forward's tensors, `[order, to_slots]` on the device, and the gates.
+    type State = (Saved<X>, [Tensor<X, 1, Int>; 2], FloatTensor<X>);
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (saved, order, to_slots) = ops.state;
+        let (saved, [order, to_slots], gates) = ops.state;
         let mut parents = ops.parents.into_iter();
-        let ph = parents.next().flatten();
-        let dy = float::<X, 2>(grads.consume::<X>(&ops.node)); // [n·k, d], slot order
-        let [nk, d] = dy.dims();
-        let dy = precision::restore(
-            dy.select(0, Tensor::<X, 1, Int>::from_primitive(order)),
-            self.dtype,
-        ); // grouped
+        let (ph, pg) = (parents.next().flatten(), parents.next().flatten());
+        let dout = float::<X, 2>(grads.consume::<X>(&ops.node)); // [n, d]
+        let ys: Vec<Tensor<X, 2>> = saved.y.into_iter().map(float::<X, 2>).collect();
+        let gates = float::<X, 2>(gates); // [n, k]
+        let (dy, dgates) = combine::weighted_grads(&ys, [&order, &to_slots], gates, dout, self.dtype); // [n·k, d] grouped, [n, k]
+        drop(ys);
+        if let Some(node) = pg {
+            grads.register::<X>(node.id, prim(dgates));
+        }
         let x = float::<X, 2>(saved.x);
         let mut dx = Vec::with_capacity(self.used.len());
         for (i, r) in self.used.iter().enumerate() {
@@ -302,12 +315,10 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
             // per-expert graph's two casts of the input do.
             let da_x = precision::restore(gemv::matmul(da, w1.transpose()), self.out_dtype);
             let db_x = precision::restore(gemv::matmul(db, w3.transpose()), self.out_dtype);
-            dx.push(da_x + db_x); // [m, d]
+            dx.push([da_x, db_x]); // [m, d] each
         }
         if let Some(node) = ph {
-            let k = self.top_k;
-            let dx = Tensor::cat(dx, 0).select(0, Tensor::<X, 1, Int>::from_primitive(to_slots)); // [n·k, d], slot order
-            let dh = dx.reshape([nk / k, k, d]).sum_dim(1).reshape([nk / k, d]); // [n, d]
+            let dh = combine::pair_sum(dx, &to_slots, self.top_k); // [n, d]
             grads.register::<X>(node.id, prim(dh));
         }
     }

@@ -279,6 +279,12 @@ pub(super) fn unwrap<C: Backend, B: Backend, const D: usize>(x: Tensor<B, D>) ->
     same::<_, Tensor<C, D>>(x).into_primitive().tensor()
 }
 
+/// The primitive of an integer tensor of `B`, which `run_gpu_kernel` has checked is `C`: an
+/// autodiff backend's integers are its inner backend's.
+pub(super) fn unwrap_int<C: Backend, B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> IntTensor<C> {
+    same::<_, Tensor<C, D, Int>>(t).into_primitive()
+}
+
 /// Back from a primitive of `C` (= `B`) to `Tensor<B, D>`.
 pub(super) fn wrap<B: Backend, C: Backend, const D: usize>(p: FloatTensor<C>) -> Tensor<B, D> {
     same(Tensor::<C, D>::from_primitive(TensorPrimitive::Float(p)))

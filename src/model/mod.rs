@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod combine;
 pub mod embedding;
 pub mod experts;
 pub mod flash;

@@ -142,8 +142,8 @@ impl<B: Backend> Moe<B> {
         let load: Vec<f32> = routes.counts().map(|m| m as f32 / total_slots).collect();
 
         let gates = precision::restore(gates, dtype); // [n, k]
-        let out = match experts::grouped(h.clone(), &self.experts, || routes.plan()) {
-            Some(y) => routes.weigh(y, gates), // [n, d]
+        let out = match experts::grouped(h.clone(), &self.experts, gates.clone(), || routes.plan()) {
+            Some(y) => y, // [n, d]
             None => self.per_expert(h, &routes, gates),
         };
 
