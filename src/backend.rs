@@ -327,9 +327,11 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// tensor-core GEMM in the inputs' dtype with an f32 output (`model::wide`). `a: [.., m, k]`,
     /// `b: [.., k, n]` with equal batch dims; either may be a transposed view.
     fn matmul_f32_out(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// `gelu_tanh(a) ⊙ b` (`model::fused::gelu_gate`), `a` and `b` of one shape, in one pass.
+    /// `gelu_tanh(a) ⊙ b` (`model::fused::gelu_gate`), `a` and `b` of one shape and dtype (f32,
+    /// bf16 or f16), in one pass that computes in f32 and writes their dtype.
     fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// The gate's gradients `[da, db]` for the output's gradient `g`, in one pass.
+    /// The gate's gradients `[da, db]` for the output's gradient `g`, in one pass, as `gelu_gate`
+    /// computing in f32.
     fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2];
     /// RoPE (`model::fused::rope`) on `x: [batch, seq, heads, head_dim]` with the `cs` tables
     /// `[cos, sin]`, each `[.., seq, head_dim]` (pair i's angle in columns i and head_dim/2 + i,

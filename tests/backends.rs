@@ -394,20 +394,23 @@ fn issue_7_grouped_experts_node_matches_the_per_expert_graph_on_wgpu() {
 /// gradient's per-token sum of each expert's two terms. Cases: top-2 of 4 experts; top-3 of 5;
 /// 16 experts, whose 32 terms are more tensors than lavapipe takes a launch, so each pair is
 /// added first; 40 000 tokens, whose 80 000 grouped rows are more cubes than a grid axis holds
-/// (65 535), of 160 columns, more than a cube's 128 threads.
+/// (65 535), of 160 columns, more than a cube's 128 threads; and the experts' tensors in f16 (the
+/// gates, the output and its gradient in f32), as under mixed precision.
 #[test]
 fn issue_7_moe_combine_kernels_match_the_plain_path_on_wgpu() {
     use colossus::backend::GpuOps;
     use colossus::model::{combine, rows};
     let Some(device) = wgpu() else { return };
     let args = <Wgpu as GpuOps>::tensor_args(&device);
-    for (n, experts, k, d) in [
-        (37, 4, 2, 24),
-        (29, 5, 3, 16),
-        (50, 16, 2, 8),
-        (40_000, 8, 2, 160),
+    for (n, experts, k, d, half) in [
+        (37, 4, 2, 24, DType::F32),
+        (29, 5, 3, 16, DType::F32),
+        (50, 16, 2, 8, DType::F32),
+        (40_000, 8, 2, 160, DType::F32),
+        (37, 4, 2, 24, DType::F16),
+        (50, 16, 2, 8, DType::F16),
     ] {
-        let case = format!("{n} tokens, top-{k} of {experts}, d = {d}");
+        let case = format!("{n} tokens, top-{k} of {experts}, d = {d}, experts' tensors {half:?}");
         // k distinct experts per token (steps of 3 never wrap onto each other for these counts).
         let choice: Vec<i64> = (0..n * k)
             .map(|s| ((s / k * 7 + s % k * 3 + s / k / 5) % experts) as i64)
@@ -418,8 +421,9 @@ fn issue_7_moe_combine_kernels_match_the_plain_path_on_wgpu() {
             to_slots[s as usize] = p as i64;
         }
         let used: Vec<usize> = (0..experts).filter(|&e| start[e + 1] > start[e]).collect();
-        let part =
-            |e: usize, salt: usize| filled::<Wgpu, 2>([start[e + 1] - start[e], d], salt + e, 1.0, &device);
+        let part = |e: usize, salt: usize| {
+            filled::<Wgpu, 2>([start[e + 1] - start[e], d], salt + e, 1.0, &device).cast(half)
+        };
         let ys: Vec<_> = used.iter().map(|&e| part(e, 100)).collect();
         let pairs: Vec<_> = used.iter().map(|&e| [part(e, 200), part(e, 300)]).collect();
         let gates = filled::<Wgpu, 2>([n, k], 1, 1.0, &device);
@@ -440,8 +444,8 @@ fn issue_7_moe_combine_kernels_match_the_plain_path_on_wgpu() {
         let run = || {
             let y = combine::weighted(&ys, &to_slots, gates.clone());
             let (dy, dgates) =
-                combine::weighted_grads(&ys, [&order, &to_slots], gates.clone(), dout.clone(), DType::F32);
-            let dx = combine::pair_sum(pairs.clone(), &to_slots, k);
+                combine::weighted_grads(&ys, [&order, &to_slots], gates.clone(), dout.clone(), half);
+            let dx = combine::pair_sum(pairs.clone(), &to_slots, k, DType::F32);
             [floats(y), floats(dy), floats(dgates), floats(dx)]
         };
         let (ours, plain) = (run(), fused::plain_scope(run));
@@ -929,11 +933,11 @@ fn issue_7_gpu_wide_matmul_matches_the_cpu_emulation() {
 /// `gelu_gate(a, b)` on backend `B` with autodiff, under the upstream gradient `u`: the output,
 /// both gradients, and `fused::gelu_gate_grads` (the grouped experts node's backward) on the
 /// inner backend from the same values.
-fn gelu_gate_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2]) -> [Vec<f32>; 5] {
+fn gelu_gate_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2], dtype: DType) -> [Vec<f32>; 5] {
     // a spans where tanh saturates (|√(2/π)·(a + 0.044715a³)| > 9 beyond |a| ≈ 5).
-    let a = filled::<B, 2>(dims, 1, 6.0, device).require_grad();
-    let b = filled::<B, 2>(dims, 2, 2.0, device).require_grad();
-    let u = filled::<B, 2>(dims, 3, 1.0, device);
+    let a = filled::<B, 2>(dims, 1, 6.0, device).cast(dtype).require_grad();
+    let b = filled::<B, 2>(dims, 2, 2.0, device).cast(dtype).require_grad();
+    let u = filled::<B, 2>(dims, 3, 1.0, device).cast(dtype);
     let y = fused::gelu_gate(a.clone(), b.clone());
     let grads = (y.clone() * u.clone()).sum().backward();
     let (da, db) = fused::gelu_gate_grads(a.clone().inner(), b.clone().inner(), u.inner());
@@ -951,14 +955,44 @@ fn gelu_gate_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2]) -> [Ve
 /// gate alone into one: in the grouped experts node, whose experts run one after another, only
 /// the first expert's gate of each layer was fused and the others ran as nine kernels each
 /// (docs/benchmarks.md, "Launches per training step"). Shapes: a single element, a row count
-/// that is not a multiple of the cube, and one past the grid's first axis (units loop).
+/// that is not a multiple of the cube, and one past the grid's first axis (units loop). In f16
+/// too, as the grouped experts node hands them its half-precision products: the kernels compute
+/// in f32 and round once, as the plain path's widening, f32 gate and rounding back do.
 #[test]
 fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
     let Some(device) = wgpu() else { return };
+    for dims in [[37, 300], [300, 301]] {
+        let half = |plain| {
+            let go = || gelu_gate_on::<WgpuTrain>(&device, dims, DType::F16);
+            if plain { fused::plain_scope(go) } else { go() }
+        };
+        let before = fused::recorded();
+        let got = half(false);
+        assert!(
+            fused::recorded() > before,
+            "{dims:?}: the f16 gate's node did not run"
+        );
+        // One f16 rounding of nearly the same f32 values: at most a last-bit flip here and there.
+        let tol = |what| (what, 1e-3);
+        let checks = [
+            "output",
+            "a gradient",
+            "b gradient",
+            "gelu_gate_grads da",
+            "gelu_gate_grads db",
+        ];
+        let checks = checks.map(tol);
+        agree(
+            &format!("f16 gelu gate {dims:?} vs the plain path"),
+            &checks,
+            &got,
+            &half(true),
+        );
+    }
     for dims in [[1, 1], [37, 300], [4097, 4097]] {
-        let got = gelu_gate_on::<WgpuTrain>(&device, dims);
-        let plain = fused::plain_scope(|| gelu_gate_on::<WgpuTrain>(&device, dims));
-        let cpu = gelu_gate_on::<CpuTrain>(&Default::default(), dims);
+        let got = gelu_gate_on::<WgpuTrain>(&device, dims, DType::F32);
+        let plain = fused::plain_scope(|| gelu_gate_on::<WgpuTrain>(&device, dims, DType::F32));
+        let cpu = gelu_gate_on::<CpuTrain>(&Default::default(), dims, DType::F32);
         // The kernel and burn's composition share the shader's tanh: 6.6e-8 relative L2 apart
         // at most (a gradient, [37, 300], lavapipe 2026-12-05).
         let checks = |tol| {

@@ -666,7 +666,9 @@ const ELEMENTWISE_BLOCK: u32 = 256;
 const GELU_C: f32 = 0.797_884_6;
 const GELU_K: f32 = 0.044_715;
 
-/// `out = ½·a·(1 + tanh(√(2/π)·(a + 0.044715·a³)))·b`, `colossus_kernels::gelu_gate`'s formula.
+/// `out = ½·a·(1 + tanh(√(2/π)·(a + 0.044715·a³)))·b`, `colossus_kernels::gelu_gate`'s formula,
+/// computed in f32 whatever the tensors' dtype (f32, or bf16/f16 read and written as they are):
+/// what widening half inputs, the f32 gate and rounding back would give, without the casts.
 #[cube(launch)]
 fn gelu_gate_kernel<F: Float>(
     a: &Tensor<F>,       // [n], contiguous
@@ -678,15 +680,16 @@ fn gelu_gate_kernel<F: Float>(
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let mut i = ABSOLUTE_POS_X as usize;
     while i < n as usize {
-        let x = a[i];
-        let t = (F::cast_from(GELU_C) * (x + F::cast_from(GELU_K) * x * x * x)).tanh();
-        out[i] = F::new(0.5) * x * (F::new(1.0) + t) * b[i];
+        let x = f32::cast_from(a[i]);
+        let t = (GELU_C * (x + GELU_K * x * x * x)).tanh();
+        out[i] = F::cast_from(0.5 * x * (1.0 + t) * f32::cast_from(b[i]));
         i += stride;
     }
 }
 
 /// The gate's gradients: `da = g·b·gelu'(a)`, `db = g·gelu(a)`, with
-/// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), as the CPU's backward.
+/// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), as the CPU's backward; in f32
+/// whatever the tensors' dtype, as the forward.
 #[cube(launch)]
 fn gelu_gate_bwd_kernel<F: Float>(
     a: &Tensor<F>,      // [n], contiguous
@@ -699,15 +702,15 @@ fn gelu_gate_bwd_kernel<F: Float>(
 ) {
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let mut i = ABSOLUTE_POS_X as usize;
-    let (c, k) = (F::cast_from(GELU_C), F::cast_from(GELU_K));
-    let (half, one) = (F::new(0.5), F::new(1.0));
+    let (c, k) = (GELU_C, GELU_K);
     while i < n as usize {
-        let x = a[i];
+        let x = f32::cast_from(a[i]);
+        let gi = f32::cast_from(g[i]);
         let t = (c * (x + k * x * x * x)).tanh();
-        let gelu = half * x * (one + t);
-        let dgelu = half * (one + t) + half * x * (one - t * t) * c * (one + F::new(3.0) * k * x * x);
-        da[i] = g[i] * b[i] * dgelu;
-        db[i] = g[i] * gelu;
+        let gelu = 0.5 * x * (1.0 + t);
+        let dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * k * x * x);
+        da[i] = F::cast_from(gi * f32::cast_from(b[i]) * dgelu);
+        db[i] = F::cast_from(gi * gelu);
         i += stride;
     }
 }

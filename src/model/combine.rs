@@ -72,17 +72,19 @@ pub fn weighted_grads<X: Backend>(
 }
 
 /// Each token's `k` slots' rows of the grouped sum `a + b` over the used experts' pairs `[a, b]`
-/// (`[m, d]` each, in turn), summed: `[n, d]`, the node's input gradient from each expert's two
-/// products' terms.
+/// (`[m, d]` each, in turn), summed: `[n, d]` in `dtype`, each term cast to it first. The node's
+/// input gradient from each expert's two products' terms.
 pub fn pair_sum<X: Backend>(
     pairs: Vec<[Tensor<X, 2>; 2]>,
     to_slots: &Tensor<X, 1, Int>,
     k: usize,
+    dtype: DType,
 ) -> Tensor<X, 2> {
     let kernel = PairSum {
         pairs,
         to_slots: to_slots.clone(),
         k,
+        dtype,
     };
     if plain_active() {
         return kernel.plain();
@@ -194,14 +196,19 @@ struct PairSum<B: Backend> {
     pairs: Vec<[Tensor<B, 2>; 2]>,
     to_slots: Tensor<B, 1, Int>,
     k: usize,
+    dtype: DType,
 }
 
 impl<B: Backend> PairSum<B> {
+    /// Each pair cast and added, in `dtype`.
+    fn sums(pairs: Vec<[Tensor<B, 2>; 2]>, dtype: DType) -> Vec<Tensor<B, 2>> {
+        let cast = |t| precision::restore(t, dtype);
+        pairs.into_iter().map(|[a, b]| cast(a) + cast(b)).collect()
+    }
+
     fn plain(self) -> Tensor<B, 2> {
         let k = self.k;
-        let dtype = self.pairs[0][0].dtype();
-        let sums = self.pairs.into_iter().map(|[a, b]| a + b).collect();
-        let dx = slot_rows(sums, self.to_slots, dtype); // [n·k, d]
+        let dx = slot_rows(Self::sums(self.pairs, self.dtype), self.to_slots, self.dtype); // [n·k, d]
         let [nk, d] = dx.dims();
         token_sum(dx.reshape([nk / k, k, d]))
     }
@@ -215,13 +222,13 @@ impl<B: Backend> GpuKernel for PairSum<B> {
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 2> {
-        let dtype = self.pairs[0][0].dtype();
+        let dtype = self.dtype;
         let args = X::tensor_args(&device::<X, _, 2>(&self.pairs[0][0]));
         // Both terms of every expert, the slots, an unused gates tensor and the output; where
         // the device takes fewer tensors a launch, each pair added first (one more pass).
         let (parts, per): (Vec<Tensor<B, 2>>, usize) = match self.pairs.len() {
             e if 2 * e + 3 <= args => (self.pairs.into_iter().flatten().collect(), 2),
-            e if e + 3 <= args => (self.pairs.into_iter().map(|[a, b]| a + b).collect(), 1),
+            e if e + 3 <= args => (Self::sums(self.pairs, dtype), 1),
             _ => return self.plain(),
         };
         let parts = parts.into_iter().map(unwrap::<X, _, 2>).collect();

@@ -16,9 +16,10 @@
 //! (no stacked copy), so an expert without tokens gets no gradient, as before; burn's nodes take
 //! a fixed number of parents, so there is one node type per count of used experts, up to
 //! `MAX_EXPERTS`. The GELU gate's derivative is written out (`fused::gelu_gate_grads`: one
-//! fused chain on a GPU, the CPU kernel on the CPU) instead of burn's autodiff of its seven ops,
-//! and the node keeps the two pre-activation products in the matmul dtype (bf16 under bf16)
-//! rather than f32 copies, recomputing the gate in the backward; for the gates' gradient it
+//! kernel on a GPU, the CPU kernel on the CPU) instead of burn's autodiff of its seven ops, and
+//! the node keeps the two pre-activation products in the matmul dtype (bf16 under bf16) rather
+//! than f32 copies, recomputing the gate in the backward; on a GPU the gate's kernels read and
+//! write that dtype and compute in f32, so no casts surround them; for the gates' gradient it
 //! keeps each expert's output, also in the matmul dtype, where burn's autodiff of the weighting
 //! kept an `[n·k, d]` copy in the output's dtype.
 //!
@@ -204,11 +205,6 @@ fn rows<X: Backend>(x: &Tensor<X, 2>, r: &Range<usize>) -> Tensor<X, 2> {
     x.clone().slice([r.clone(), 0..d])
 }
 
-/// `a`, upcast to at least f32 for the GELU gate (`precision::upcast`'s rule).
-fn wide<X: Backend>(a: Tensor<X, 2>) -> Tensor<X, 2> {
-    precision::upcast(a).0
-}
-
 /// What the backward needs, in the matmul dtype: the grouped input rows, each used expert's
 /// output (for the gates' gradient), its two pre-activation products and its weights `[w1, w3,
 /// w2]`; and the weights' own dtype, which their gradients take.
@@ -248,7 +244,7 @@ fn forward<X: Backend>(
         let xi = rows(&x, r); // [m, d]
         let a = gemv::matmul(xi.clone(), w1.clone()); // [m, f]
         let b = gemv::matmul(xi, w3.clone()); // [m, f]
-        let g = precision::restore(gelu_gate(wide(a.clone()), wide(b.clone())), dtype); // [m, f]
+        let g = gelu_gate(a.clone(), b.clone()); // [m, f], computed in f32
         let y = gemv::matmul(g, w2.clone()); // [m, d]
         saved.y.push(prim(y.clone()));
         ys.push(y);
@@ -292,18 +288,13 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
             let (a, b) = (
                 float::<X, 2>(saved.a[i].clone()),
                 float::<X, 2>(saved.b[i].clone()),
-            );
-            let (a_wide, b_wide) = (wide(a), wide(b)); // [m, f]
-            let g = precision::restore(gelu_gate(a_wide.clone(), b_wide.clone()), self.dtype); // [m, f]
+            ); // [m, f]
+            let g = gelu_gate(a.clone(), b.clone()); // [m, f], computed in f32
             // As burn's matmul backward writes them (the same operands, transposed the same
             // way), so the CPU gives the per-expert graph's bits.
             let dw2 = g.transpose().matmul(dyi.clone()); // [f, d]
-            let dg = wide(gemv::matmul(dyi, w2.transpose())); // [m, f]
-            let (da, db) = gelu_gate_grads(a_wide, b_wide, dg);
-            let (da, db) = (
-                precision::restore(da, self.dtype),
-                precision::restore(db, self.dtype),
-            ); // [m, f]
+            let dg = gemv::matmul(dyi, w2.transpose()); // [m, f]
+            let (da, db) = gelu_gate_grads(a, b, dg); // [m, f], computed in f32
             let dw1 = xi.clone().transpose().matmul(da.clone()); // [d, f]
             let dw3 = xi.transpose().matmul(db.clone()); // [d, f]
             for dw in [dw1, dw3, dw2] {
@@ -311,14 +302,14 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
                     grads.register::<X>(node.id, prim(precision::restore(dw, saved.w_dtype)));
                 }
             }
-            // Each product's input gradient is widened before the two are added, as the
-            // per-expert graph's two casts of the input do.
-            let da_x = precision::restore(gemv::matmul(da, w1.transpose()), self.out_dtype);
-            let db_x = precision::restore(gemv::matmul(db, w3.transpose()), self.out_dtype);
-            dx.push([da_x, db_x]); // [m, d] each
+            let da_x = gemv::matmul(da, w1.transpose()); // [m, d]
+            let db_x = gemv::matmul(db, w3.transpose()); // [m, d]
+            dx.push([da_x, db_x]);
         }
         if let Some(node) = ph {
-            let dh = combine::pair_sum(dx, &to_slots, self.top_k); // [n, d]
+            // Each term is widened before the two are added, as the per-expert graph's two
+            // casts of the input do.
+            let dh = combine::pair_sum(dx, &to_slots, self.top_k, self.out_dtype); // [n, d]
             grads.register::<X>(node.id, prim(dh));
         }
     }

@@ -5,7 +5,8 @@
 //! one autodiff node whose backward is another single pass; on other backends, and for non-f32
 //! tensors, the plain burn composition below runs (GPUs fuse element-wise ops themselves), except
 //! RoPE, the softmax, the GELU gate, RMSNorm, the cross-entropy and AdamW, which have cubecl
-//! kernels there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`). `tests/fused.rs` and,
+//! kernels there (`backend/gpu.rs`, dispatched by `backend::run_gpu_kernel`; the GELU gate's take
+//! bf16 and f16 tensors too, computing in f32). `tests/fused.rs` and,
 //! on wgpu, `tests/backends.rs` check that both paths agree, forward and backward.
 
 use std::cell::Cell;
@@ -60,12 +61,30 @@ pub(crate) fn fused_allowed(dtype: DType) -> bool {
     dtype == DType::F32 && !PLAIN.with(|p| p.get())
 }
 
-/// `gelu_tanh(a) ⊙ b`, `[n, ffn]` each.
+/// Whether a GPU kernel that computes in f32 whatever its tensors' dtype may take `dtype`.
+fn gpu_allowed(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16) && !plain_active()
+}
+
+/// `gelu_tanh(a) ⊙ b`, `[n, ffn]` each, computed in at least f32 and returned in `a`'s dtype:
+/// half-precision tensors go through the GPU kernel as they are, and elsewhere are widened
+/// first and the result rounded back (the same values, two casts more).
 pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
-    if !fused_allowed(a.dtype()) {
-        return gelu_gate_plain(a, b);
+    let dtype = a.dtype();
+    let mut k = GeluGate { a, b };
+    if gpu_allowed(dtype) {
+        match run_gpu_kernel::<B, _>(k) {
+            Ok(y) => return y,
+            Err(back) => k = back,
+        }
     }
-    run_gpu_kernel::<B, _>(GeluGate { a, b }).unwrap_or_else(run_kernel::<B, _>)
+    let (a, b) = (precision::upcast(k.a).0, precision::upcast(k.b).0);
+    let y = if fused_allowed(a.dtype()) {
+        run_kernel::<B, _>(GeluGate { a, b })
+    } else {
+        gelu_gate_plain(a, b)
+    };
+    precision::restore(y, dtype)
 }
 
 fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -73,19 +92,31 @@ fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2>
 }
 
 /// `gelu_gate`'s gradients `(da, db)` for the upstream gradient `g`, outside autodiff (for a
-/// node that differentiates its own chain, `model::experts`): the CPU kernel on the CPU backend
-/// in f32, else one element-wise chain that GPU backends fuse, with
+/// node that differentiates its own chain, `model::experts`), computed in at least f32 and
+/// returned in `a`'s dtype as `gelu_gate` is: the GPU kernel, the CPU kernel on the CPU backend
+/// in f32, else one element-wise chain, with
 /// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), t = tanh(√(2/π)·(a + 0.044715·a³)).
 pub fn gelu_gate_grads<X: Backend>(
     a: Tensor<X, 2>,
     b: Tensor<X, 2>,
     g: Tensor<X, 2>,
 ) -> (Tensor<X, 2>, Tensor<X, 2>) {
-    let k = GeluGateGrads { a, b, g };
-    if !fused_allowed(k.a.dtype()) {
-        return k.plain();
+    let dtype = a.dtype();
+    let mut k = GeluGateGrads { a, b, g };
+    if gpu_allowed(dtype) {
+        match run_gpu_kernel::<X, _>(k) {
+            Ok(grads) => return grads,
+            Err(back) => k = back,
+        }
     }
-    run_gpu_kernel::<X, _>(k).unwrap_or_else(run_kernel::<X, _>)
+    let [a, b, g] = [k.a, k.b, k.g].map(|t| precision::upcast(t).0);
+    let k = GeluGateGrads { a, b, g };
+    let (da, db) = if fused_allowed(k.a.dtype()) {
+        run_kernel::<X, _>(k)
+    } else {
+        k.plain()
+    };
+    (precision::restore(da, dtype), precision::restore(db, dtype))
 }
 
 /// How attention logits become probabilities: ×`multiplier`, soft cap `cap` (0: none), causal
