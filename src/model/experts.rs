@@ -26,7 +26,9 @@
 //! Numerics: the same products on the same rows in the same dtypes as the per-expert path
 //! (`Expert::forward` through `precision::matmul`), so on the CPU the output and the expert
 //! weights' gradients are the same bits; the input gradient adds the same terms, in another
-//! order only where the router's gradient joins them (`tests/model.rs`).
+//! order only where the router's gradient joins them (`tests/model.rs`). On a GPU under mixed
+//! precision the weights' gradients come out of their GEMM in f32 (`weight_grad`), where the
+//! per-expert graph rounds them to half before widening.
 //!
 //! Where: the GPU backends (`run_gpu_kernel`). The CPU backend keeps one node per expert and its
 //! scatter-add combine unless `grouped_scope` asks for this node: there the tokens' gradients
@@ -290,16 +292,14 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
                 float::<X, 2>(saved.b[i].clone()),
             ); // [m, f]
             let g = gelu_gate(a.clone(), b.clone()); // [m, f], computed in f32
-            // As burn's matmul backward writes them (the same operands, transposed the same
-            // way), so the CPU gives the per-expert graph's bits.
-            let dw2 = g.transpose().matmul(dyi.clone()); // [f, d]
+            let dw2 = weight_grad(g.transpose(), dyi.clone(), saved.w_dtype); // [f, d]
             let dg = gemv::matmul(dyi, w2.transpose()); // [m, f]
             let (da, db) = gelu_gate_grads(a, b, dg); // [m, f], computed in f32
-            let dw1 = xi.clone().transpose().matmul(da.clone()); // [d, f]
-            let dw3 = xi.transpose().matmul(db.clone()); // [d, f]
+            let dw1 = weight_grad(xi.clone().transpose(), da.clone(), saved.w_dtype); // [d, f]
+            let dw3 = weight_grad(xi.transpose(), db.clone(), saved.w_dtype); // [d, f]
             for dw in [dw1, dw3, dw2] {
                 if let Some(node) = parents.next().flatten() {
-                    grads.register::<X>(node.id, prim(precision::restore(dw, saved.w_dtype)));
+                    grads.register::<X>(node.id, prim(dw));
                 }
             }
             let da_x = gemv::matmul(da, w1.transpose()); // [m, d]
@@ -312,6 +312,44 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
             let dh = combine::pair_sum(dx, &to_slots, self.top_k, self.out_dtype); // [n, d]
             grads.register::<X>(node.id, prim(dh));
         }
+    }
+}
+
+/// A weight's gradient `lhs · rhs` (`lhs` a transposed view) in the weight's dtype. Under mixed
+/// precision on a GPU backend, the half operands' product written in f32 by the GEMM that
+/// accumulates it (`GpuOps::matmul_f32_out`): the gradient is never rounded to half, and the
+/// cast to f32 that followed is gone. Elsewhere as burn's matmul backward writes it (the same
+/// operands, transposed the same way, so the CPU gives the per-expert graph's bits), then cast.
+fn weight_grad<X: Backend>(lhs: Tensor<X, 2>, rhs: Tensor<X, 2>, w_dtype: DType) -> Tensor<X, 2> {
+    let mixed = lhs.dtype() != w_dtype && w_dtype == DType::F32 && !plain_active();
+    let k = F32Product { lhs, rhs };
+    let k = match mixed {
+        true => match run_gpu_kernel::<X, _>(k) {
+            Ok(dw) => return dw,
+            Err(back) => back,
+        },
+        false => k,
+    };
+    precision::restore(k.lhs.matmul(k.rhs), w_dtype)
+}
+
+/// `lhs · rhs` of half operands with an f32 result, on a GPU backend (`weight_grad`).
+struct F32Product<B: Backend> {
+    lhs: Tensor<B, 2>,
+    rhs: Tensor<B, 2>,
+}
+
+impl<B: Backend> GpuKernel for F32Product<B> {
+    type Output = Tensor<B, 2>;
+
+    /// Only the node's inner tensors come here.
+    fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 2> {
+        precision::restore(self.lhs.matmul(self.rhs), DType::F32)
+    }
+
+    fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 2> {
+        let (a, b) = (unwrap::<X, _, 2>(self.lhs), unwrap::<X, _, 2>(self.rhs));
+        wrap::<B, X, 2>(X::matmul_f32_out(a, b))
     }
 }
 
