@@ -500,6 +500,19 @@ pub fn run_gpu_kernel<B: burn::tensor::backend::Backend, K: GpuKernel>(
     Err(k)
 }
 
+/// `k` on the GPU kernels when `gpu` allows it and `B` is a GPU backend; otherwise `other(k)`
+/// (the CPU kernel, the plain path, or a widened one).
+pub fn run_gpu_kernel_or<B: burn::tensor::backend::Backend, K: GpuKernel>(
+    k: K,
+    gpu: bool,
+    other: impl FnOnce(K) -> K::Output,
+) -> K::Output {
+    if !gpu {
+        return other(k);
+    }
+    run_gpu_kernel::<B, K>(k).unwrap_or_else(other)
+}
+
 #[allow(dead_code)]
 fn missing(kind: BackendKind, feature: &str) -> Error {
     Error::BackendMissing {

@@ -822,8 +822,16 @@ const RESERVED_BINDINGS: u32 = 4;
 /// How many tensors of `per` bindings each one launch takes on this device: wgpu's limit is the
 /// adapter's storage buffers per shader stage (31 on Metal), CUDA's 1 024.
 fn per_launch<R: CubeRuntime>(client: &ComputeClient<R>, per: u32) -> usize {
-    let max = client.properties().hardware.max_bindings;
-    (max.saturating_sub(RESERVED_BINDINGS) / per).clamp(1, MAX_PER_LAUNCH) as usize
+    (free_bindings(client) / per).clamp(1, MAX_PER_LAUNCH) as usize
+}
+
+/// The bindings a kernel has for its tensors on this device (`GpuOps::tensor_args`).
+fn free_bindings<R: CubeRuntime>(client: &ComputeClient<R>) -> u32 {
+    client
+        .properties()
+        .hardware
+        .max_bindings
+        .saturating_sub(RESERVED_BINDINGS)
 }
 
 /// The tensors of `sizes` by index in launches of at most `per`, largest first, so that each
@@ -1378,11 +1386,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
     }
 
     fn tensor_args(device: &Self::Device) -> usize {
-        R::client(device)
-            .properties()
-            .hardware
-            .max_bindings
-            .saturating_sub(RESERVED_BINDINGS) as usize
+        free_bindings(&R::client(device)) as usize
     }
 
     fn device_memory(device: &Self::Device) -> Option<DeviceMemory> {
@@ -1761,9 +1765,9 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
             (Shape::new([rows]), dout.dtype),
         ];
         let ins = [order, dout, gates].into_iter().chain(parts).collect();
-        let mut outs = register_typed::<B>(Kernel::CombineBwd(k), ins, outs).into_iter();
-        let dy = outs.next().expect("two outputs");
-        [dy, outs.next().expect("two outputs")]
+        register_typed::<B>(Kernel::CombineBwd(k), ins, outs)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one tensor per registered output"))
     }
 
     fn tensor_args(device: &Self::Device) -> usize {

@@ -26,7 +26,7 @@ use burn::tensor::{DType, Int, Tensor};
 
 use super::fused::{plain_active, unwrap, unwrap_int, wrap};
 use super::precision;
-use crate::backend::{GpuKernel, GpuOps, run_gpu_kernel};
+use crate::backend::{GpuKernel, GpuOps, run_gpu_kernel_or};
 
 /// Each token's `k` slots: row `to_slots[s]` of the grouped `ys` (each used expert's `[m, d]`
 /// output in turn) times `gates[s]` for slot `s = token·k + j`, summed: `[n, d]` in `gates`'
@@ -41,10 +41,7 @@ pub fn weighted<X: Backend>(
         to_slots: to_slots.clone(),
         gates,
     };
-    if plain_active() {
-        return k.plain();
-    }
-    run_gpu_kernel::<X, _>(k).unwrap_or_else(Weighted::plain)
+    run_gpu_kernel_or::<X, _>(k, !plain_active(), Weighted::plain)
 }
 
 /// `weighted`'s gradients for its output's gradient `dout: [n, d]`: the grouped rows' `[n·k,
@@ -65,10 +62,7 @@ pub fn weighted_grads<X: Backend>(
         dout,
         dtype,
     };
-    if plain_active() {
-        return k.plain();
-    }
-    run_gpu_kernel::<X, _>(k).unwrap_or_else(WeightedGrads::plain)
+    run_gpu_kernel_or::<X, _>(k, !plain_active(), WeightedGrads::plain)
 }
 
 /// Each token's `k` slots' rows of the grouped sum `a + b` over the used experts' pairs `[a, b]`
@@ -86,10 +80,7 @@ pub fn pair_sum<X: Backend>(
         k,
         dtype,
     };
-    if plain_active() {
-        return kernel.plain();
-    }
-    run_gpu_kernel::<X, _>(kernel).unwrap_or_else(PairSum::plain)
+    run_gpu_kernel_or::<X, _>(kernel, !plain_active(), PairSum::plain)
 }
 
 /// The grouped rows in slot order, `[n·k, d]` in `dtype`: the composition's stack and gather.

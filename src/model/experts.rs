@@ -49,7 +49,7 @@ use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 use super::fused::{gelu_gate, gelu_gate_grads, plain_active, record, unwrap, wrap};
 use super::moe::Expert;
 use super::{combine, gemv, precision};
-use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
+use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_gpu_kernel_or, run_kernel};
 
 thread_local! {
     static GROUPED: Cell<Option<bool>> = const { Cell::new(None) };
@@ -322,15 +322,9 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
 /// operands, transposed the same way, so the CPU gives the per-expert graph's bits), then cast.
 fn weight_grad<X: Backend>(lhs: Tensor<X, 2>, rhs: Tensor<X, 2>, w_dtype: DType) -> Tensor<X, 2> {
     let mixed = lhs.dtype() != w_dtype && w_dtype == DType::F32 && !plain_active();
-    let k = F32Product { lhs, rhs };
-    let k = match mixed {
-        true => match run_gpu_kernel::<X, _>(k) {
-            Ok(dw) => return dw,
-            Err(back) => back,
-        },
-        false => k,
-    };
-    precision::restore(k.lhs.matmul(k.rhs), w_dtype)
+    run_gpu_kernel_or::<X, _>(F32Product { lhs, rhs }, mixed, |k| {
+        precision::restore(k.lhs.matmul(k.rhs), w_dtype)
+    })
 }
 
 /// `lhs · rhs` of half operands with an f32 result, on a GPU backend (`weight_grad`).

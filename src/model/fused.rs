@@ -26,7 +26,7 @@ use colossus_kernels::{AdamWStep, AttentionShape, CappedSoftmax};
 
 use super::precision;
 use super::rope::RopeTables;
-use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_kernel};
+use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_gpu_kernel_or, run_kernel};
 use crate::config::Precision;
 
 thread_local! {
@@ -71,20 +71,15 @@ fn gpu_allowed(dtype: DType) -> bool {
 /// first and the result rounded back (the same values, two casts more).
 pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
     let dtype = a.dtype();
-    let mut k = GeluGate { a, b };
-    if gpu_allowed(dtype) {
-        match run_gpu_kernel::<B, _>(k) {
-            Ok(y) => return y,
-            Err(back) => k = back,
-        }
-    }
-    let (a, b) = (precision::upcast(k.a).0, precision::upcast(k.b).0);
-    let y = if fused_allowed(a.dtype()) {
-        run_kernel::<B, _>(GeluGate { a, b })
-    } else {
-        gelu_gate_plain(a, b)
-    };
-    precision::restore(y, dtype)
+    run_gpu_kernel_or::<B, _>(GeluGate { a, b }, gpu_allowed(dtype), |k| {
+        let (a, b) = (precision::upcast(k.a).0, precision::upcast(k.b).0);
+        let y = if fused_allowed(a.dtype()) {
+            run_kernel::<B, _>(GeluGate { a, b })
+        } else {
+            gelu_gate_plain(a, b)
+        };
+        precision::restore(y, dtype)
+    })
 }
 
 fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -102,21 +97,16 @@ pub fn gelu_gate_grads<X: Backend>(
     g: Tensor<X, 2>,
 ) -> (Tensor<X, 2>, Tensor<X, 2>) {
     let dtype = a.dtype();
-    let mut k = GeluGateGrads { a, b, g };
-    if gpu_allowed(dtype) {
-        match run_gpu_kernel::<X, _>(k) {
-            Ok(grads) => return grads,
-            Err(back) => k = back,
-        }
-    }
-    let [a, b, g] = [k.a, k.b, k.g].map(|t| precision::upcast(t).0);
-    let k = GeluGateGrads { a, b, g };
-    let (da, db) = if fused_allowed(k.a.dtype()) {
-        run_kernel::<X, _>(k)
-    } else {
-        k.plain()
-    };
-    (precision::restore(da, dtype), precision::restore(db, dtype))
+    run_gpu_kernel_or::<X, _>(GeluGateGrads { a, b, g }, gpu_allowed(dtype), |k| {
+        let [a, b, g] = [k.a, k.b, k.g].map(|t| precision::upcast(t).0);
+        let k = GeluGateGrads { a, b, g };
+        let (da, db) = if fused_allowed(k.a.dtype()) {
+            run_kernel::<X, _>(k)
+        } else {
+            k.plain()
+        };
+        (precision::restore(da, dtype), precision::restore(db, dtype))
+    })
 }
 
 /// How attention logits become probabilities: ×`multiplier`, soft cap `cap` (0: none), causal
