@@ -310,6 +310,68 @@ fn issue_7_gpu_capped_softmax_kernel_matches_the_plain_path() {
     );
 }
 
+/// The probabilities and the logits' gradient of `Σ softmax_rows(x)·w` on backend `B`, and how
+/// many nodes of our own the forward recorded.
+fn router_softmax_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2]) -> ([Vec<f32>; 2], usize) {
+    let x = filled::<B, 2>(dims, 7, 12.0, device).require_grad();
+    let before = fused::recorded();
+    let p = fused::softmax_rows(x.clone());
+    let recorded = fused::recorded() - before;
+    let w = filled::<B, 2>(dims, 8, 1.0, device);
+    let grads = (p.clone() * w).sum().backward();
+    let g = x.grad(&grads).expect("the logits are a leaf");
+    ([floats(p), floats(g)], recorded)
+}
+
+/// Issue 7: the router's softmax on a GPU is the attention softmax's kernel pair, uncapped and
+/// not causal (`fused::softmax_rows`), with fewer threads per row for short rows
+/// (`backend/gpu.rs` softmax_block): against burn's softmax on the same device and the CPU's,
+/// forward and backward. Shapes: the router's 8 experts (a 32-thread cube), 40 columns (64
+/// threads), 300 (128 threads striding), and 70 000 rows, past one grid axis.
+#[test]
+fn issue_7_router_softmax_kernel_matches_burns_softmax() {
+    let Some(device) = wgpu() else { return };
+    let mut bits_differ = false;
+    for dims in [[1000, 8], [33, 40], [5, 300], [70_000, 8]] {
+        let (got, recorded) = router_softmax_on::<WgpuTrain>(&device, dims);
+        assert_eq!(recorded, 1, "{dims:?}: the kernel's node did not run");
+        let (plain, _) = fused::plain_scope(|| router_softmax_on::<WgpuTrain>(&device, dims));
+        let (cpu, cpu_recorded) = router_softmax_on::<CpuTrain>(&Default::default(), dims);
+        assert_eq!(cpu_recorded, 0, "{dims:?}: the CPU keeps burn's softmax");
+        let checks = [("probabilities", 1e-5), ("logits' gradient", 1e-4)];
+        bits_differ |= agree(
+            &format!("router softmax {dims:?} vs burn's on wgpu"),
+            &checks,
+            &got,
+            &plain,
+        );
+        agree(
+            &format!("router softmax {dims:?} vs the CPU"),
+            &checks,
+            &got,
+            &cpu,
+        );
+        for (r, row) in got[0].chunks(dims[1]).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{dims:?}: row {r} sums to {sum}");
+        }
+    }
+    // Inference (no autodiff) takes the kernel's forward alone.
+    let x = filled::<Wgpu, 2>([300, 8], 7, 12.0, &device);
+    let p = floats(fused::softmax_rows(x.clone()));
+    let p0 = floats(fused::plain_scope(|| fused::softmax_rows(x)));
+    bits_differ |= agree(
+        "router softmax, inference",
+        &[("probabilities", 1e-5)],
+        &[p],
+        &[p0],
+    );
+    assert!(
+        bits_differ,
+        "the kernel gave burn's bits in every case: did it run?"
+    );
+}
+
 /// Issue 7: on wgpu the MoE moves its rows with gathers whose gradient is a gather
 /// (`model::rows`), not burn's `select_add`, whose cubecl kernel walks the rows serially: the
 /// output and every gradient match the `select` path's bits on the same device, and the CPU's
@@ -357,7 +419,11 @@ fn issue_7_grouped_experts_node_matches_the_per_expert_graph_on_wgpu() {
             let before = fused::recorded();
             let grouped =
                 precision::autocast(p, || moe_outputs::<WgpuTrain>(&device, shape, stand_in, false));
-            assert_eq!(fused::recorded() - before, 1, "{case}: one node for the layer");
+            assert_eq!(
+                fused::recorded() - before,
+                2,
+                "{case}: the router's softmax, then one node for the layer's experts"
+            );
             let per_expert = precision::autocast(p, || {
                 grouped_scope(false, || {
                     moe_outputs::<WgpuTrain>(&device, shape, stand_in, false)

@@ -1,5 +1,5 @@
 //! The GPU kernels of our fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
-//! cap + causal softmax, RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
+//! cap + causal softmax (also the router's plain softmax), RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
 //! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
 //! `attention: flash` (`model::flash`); the output head's bf16 × bf16 → f32 product
 //! (`model::wide`), burn's own matmul asked for an f32 output; the experts' GELU gate and RoPE,
@@ -31,7 +31,8 @@
 //! `[b, h, s, s]` write and read per layer (2.1 GB of traffic and 1.1 GB held per layer at
 //! `gpu-350m`, docs/benchmarks.md). The matmuls on either side stay burn's (tensor cores).
 //!
-//! One cube per row. A row's reductions (softmax and cross-entropy: max, then the sum of
+//! One cube per row (128 threads; a softmax row shorter than that, fewer: `softmax_block`). A
+//! row's reductions (softmax and cross-entropy: max, then the sum of
 //! exponentials, and Σ p·g in the softmax's backward; RMSNorm: Σ x², and Σ g·w·x̂ in the
 //! backward) are a fixed tree in shared memory, so results do not depend on scheduling. Masked
 //! columns are skipped, not set to −∞: WGSL has no −∞ literal.
@@ -758,6 +759,13 @@ fn elementwise_grid(n: usize) -> CubeCount {
 }
 
 /// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
+/// The softmax's threads per row: `BLOCK`, or fewer for rows that would leave most of them idle
+/// (the router's 8 experts), down to a warp. Fewer threads per cube let more cubes share a
+/// multiprocessor: the router's 16 384 rows at `gpu-350m` are 16 384 cubes.
+fn softmax_block(cols: usize) -> u32 {
+    (cols.next_power_of_two() as u32).clamp(32, BLOCK)
+}
+
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
     CubeCount::Static(x as u32, rows.div_ceil(x) as u32, 1)
@@ -869,6 +877,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
     fn capped_softmax_fwd(x: CubeTensor<R>, op: CappedSoftmax) -> (CubeTensor<R>, CubeTensor<R>) {
         let x = into_contiguous(x);
         let (rows, cols) = rows_cols(&x);
+        let block = softmax_block(cols);
         let (t, past, multiplier, cap) = scalars(&op);
         let p = empty(&x, x.meta.shape.clone());
         let lse = empty(&x, Shape::new([rows]));
@@ -876,7 +885,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         capped_softmax_fwd_kernel::launch::<R>(
             &x.client.clone(),
             row_grid(rows),
-            CubeDim::new_1d(BLOCK),
+            CubeDim::new_1d(block),
             x.into_tensor_arg(),
             p.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
@@ -887,7 +896,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             multiplier,
             cap,
             cap > 0.0,
-            BLOCK,
+            block,
             dtype.into(),
         );
         (p, lse)
@@ -901,12 +910,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
     ) -> CubeTensor<R> {
         let (p, lse, g) = (into_contiguous(p), into_contiguous(lse), into_contiguous(g));
         let (rows, cols) = rows_cols(&p);
+        let block = softmax_block(cols);
         let dx = empty(&p, p.meta.shape.clone());
         let dtype = p.dtype;
         capped_softmax_bwd_kernel::launch::<R>(
             &p.client.clone(),
             row_grid(rows),
-            CubeDim::new_1d(BLOCK),
+            CubeDim::new_1d(block),
             p.into_tensor_arg(),
             lse.into_tensor_arg(),
             g.into_tensor_arg(),
@@ -916,7 +926,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             op.multiplier,
             op.cap,
             op.cap > 0.0,
-            BLOCK,
+            block,
             dtype.into(),
         );
         dx

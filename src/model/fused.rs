@@ -141,9 +141,30 @@ pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor
     let k = Softmax {
         x: logits,
         op,
-        plain: s,
+        plain: Some(s),
     };
     run_gpu_kernel::<B, _>(k).unwrap_or_else(run_kernel::<B, _>)
+}
+
+/// Softmax over each row of `x: [rows, cols]` (the router's probabilities, f32). On a GPU the
+/// attention softmax's kernel pair, uncapped and not causal: one launch forward and one backward,
+/// where burn's composition (max, exp, sum, divide) takes four forward and five backward
+/// (counted on lavapipe: docs/benchmarks.md, "Launches per training step"). Elsewhere burn's
+/// softmax, so the CPU keeps its bits.
+pub fn softmax_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [rows, cols] = x.dims();
+    let allowed = fused_allowed(x.dtype());
+    let k = Softmax {
+        x: x.reshape([1, 1, rows, cols]),
+        op: CappedSoftmax {
+            cols,
+            multiplier: 1.0,
+            cap: 0.0,
+            causal: None,
+        },
+        plain: None,
+    };
+    run_gpu_kernel_or::<B, _>(k, allowed, HostKernel::plain).reshape([rows, cols])
 }
 
 /// Grouped-query attention `softmax(cap·tanh(multiplier·q·kᵀ/cap) + causal mask) · v`, with
@@ -525,7 +546,8 @@ impl<B: Backend> HostKernel for GeluGateGrads<B> {
 struct Softmax<B: Backend> {
     x: Tensor<B, 4>,
     op: CappedSoftmax,
-    plain: AttnScores,
+    /// The attention's scores for the plain path; `None`: a plain softmax over the last dimension.
+    plain: Option<AttnScores>,
 }
 
 /// Probabilities and tanh values.
@@ -577,7 +599,10 @@ impl<B: Backend> HostKernel for Softmax<B> {
     }
 
     fn plain(self) -> Tensor<B, 4> {
-        capped_softmax_plain(self.x, self.plain)
+        match self.plain {
+            Some(s) => capped_softmax_plain(self.x, s),
+            None => softmax(self.x, 3),
+        }
     }
 }
 

@@ -22,7 +22,6 @@
 use std::cell::Cell;
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
 use super::rows::{self, RowMap};
@@ -116,7 +115,7 @@ impl<B: Backend> Moe<B> {
         let device = h.device();
         let (router_in, dtype) = precision::upcast(h.clone());
         let (router_w, _) = precision::upcast(self.gate.val());
-        let probs = softmax(router_in.matmul(router_w), 1); // [n, E], at least f32
+        let probs = fused::softmax_rows(router_in.matmul(router_w)); // [n, E], at least f32
 
         // Which experts: decided on the host from detached probabilities (the choice has no
         // gradient; the routing below needs it there anyway); the gate values are gathered from
