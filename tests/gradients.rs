@@ -22,8 +22,9 @@ type F64Train = Autodiff<NdArray<f64>>;
 fn f64_loss(model: &Grok<F64Train>, cfg: &GrokConfig, device: &NdArrayDevice) -> Tensor<F64Train, 1> {
     let n = REFERENCE_IDS.len();
     let out = model.forward(ids(&REFERENCE_IDS[..n - 1], device), None);
+    let aux = out.aux_loss();
     let ce = cross_entropy(out.logits, ids(&REFERENCE_IDS[1..], device));
-    ce + out.aux_loss.mul_scalar(cfg.aux_loss_coef)
+    ce + aux.mul_scalar(cfg.aux_loss_coef)
 }
 
 /// Autodiff gradients of the full loss (cross-entropy + balancing loss) match central finite

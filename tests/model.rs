@@ -140,6 +140,46 @@ fn kv_cache_matches_full_forward() {
     assert!(max_err < 1e-4, "max |Δlogit| {max_err}");
 }
 
+/// Issue 7: the balancing loss's value is computed on the host from the probabilities the
+/// routing reads back (`RouterStats::aux_value`), and its tensor only when a run trains on it;
+/// the two must agree, per layer and averaged. The dense variant's is exactly 1 (one expert
+/// with all the load and all the probability).
+#[test]
+fn issue_7_balancing_loss_value_from_the_host_matches_its_tensor() {
+    let cfg = reference_model();
+    let device = Default::default();
+    let model: Grok<Cpu> = cfg.init(5, &device);
+    let out = model.forward(ids::<Cpu>(&REFERENCE_IDS, &device), None);
+    assert_eq!(out.routers.len(), 2);
+    for (i, r) in out.routers.iter().enumerate() {
+        let tensor = r.aux_loss().into_scalar().elem::<f64>();
+        assert!(
+            (tensor - r.aux_value).abs() < 1e-6 * tensor,
+            "layer {i}: host {} against the tensor's {tensor}",
+            r.aux_value
+        );
+        // Not balanced by accident: 12 tokens over 4 experts, a random router.
+        assert!(
+            r.aux_value > 1.0 && r.aux_value < 4.0,
+            "layer {i}: {}",
+            r.aux_value
+        );
+    }
+    let mean = out.aux_loss().into_scalar().elem::<f64>();
+    assert!(
+        (mean - out.aux_value()).abs() < 1e-6 * mean,
+        "{mean} against {}",
+        out.aux_value()
+    );
+
+    let mut dense = reference_model();
+    dense.n_experts = 1;
+    dense.top_k = 1;
+    let model: Grok<Cpu> = dense.init(5, &device);
+    let out = model.forward(ids::<Cpu>(&REFERENCE_IDS, &device), None);
+    assert_eq!(out.aux_value(), 1.0);
+}
+
 /// n_experts = 1 is the dense variant: every token goes through the single expert with gate 1.
 #[test]
 fn dense_variant_runs() {
@@ -150,7 +190,7 @@ fn dense_variant_runs() {
     let model: Grok<Cpu> = cfg.init(3, &device);
     let out = model.forward(ids::<Cpu>(&REFERENCE_IDS, &device), None);
     assert_eq!(out.logits.dims(), [1, 12, 300]);
-    assert_eq!(out.expert_load, vec![vec![1.0]; 2]);
+    assert_eq!(out.expert_load(), vec![vec![1.0]; 2]);
 }
 
 /// The config-only parameter list (used by export/import) matches the real module tree.

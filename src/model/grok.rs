@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::attention::{AttentionConfig, KvCache};
 use super::block::{Block, BlockConfig};
 use super::init;
-use super::moe::MoeConfig;
+use super::moe::{MoeConfig, RouterStats};
 use super::norm::{RmsNorm, RmsNormConfig};
 use super::rope::RopeTables;
 use super::{embedding, flash, precision};
@@ -136,10 +136,33 @@ pub struct Grok<B: Backend> {
 pub struct GrokOutput<B: Backend> {
     /// `[batch, seq, vocab]`
     pub logits: Tensor<B, 3>,
-    /// Mean over layers of the balancing loss, `[1]`.
-    pub aux_loss: Tensor<B, 1>,
+    /// Per layer, what its router did.
+    pub routers: Vec<RouterStats<B>>,
+}
+
+impl<B: Backend> GrokOutput<B> {
+    /// Mean over layers of the balancing loss, `[1]`, as a tensor to train on (built on demand:
+    /// `RouterStats::aux_loss`).
+    pub fn aux_loss(&self) -> Tensor<B, 1> {
+        let sum = self
+            .routers
+            .iter()
+            .map(RouterStats::aux_loss)
+            .reduce(|a, b| a + b);
+        let n = self.routers.len().max(1) as f64;
+        sum.map_or_else(|| Tensor::zeros([1], &self.logits.device()), |a| a.div_scalar(n))
+    }
+
+    /// The balancing loss's value, mean over layers, from the host (no launch, no read-back).
+    pub fn aux_value(&self) -> f64 {
+        let sum: f64 = self.routers.iter().map(|r| r.aux_value).sum();
+        sum / self.routers.len().max(1) as f64
+    }
+
     /// Per layer, the share of routed slots each expert received.
-    pub expert_load: Vec<Vec<f32>>,
+    pub fn expert_load(&self) -> Vec<Vec<f32>> {
+        self.routers.iter().map(|r| r.load.clone()).collect()
+    }
 }
 
 impl<B: Backend> Grok<B> {
@@ -182,18 +205,13 @@ impl<B: Backend> Grok<B> {
         let rope = RopeTables::new(self.head_dim, self.rope_theta, past, t, &device);
         let mut h = embedding::lookup(self.embed_tokens.val(), ids).mul_scalar(self.embedding_multiplier); // [b, t, d]
         let d = h.dims()[2];
-        let mut aux: Option<Tensor<B, 1>> = None;
-        let mut expert_load = Vec::with_capacity(self.layers.len());
+        let mut routers = Vec::with_capacity(self.layers.len());
         let mut caches = caches;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_mut().map(|c| &mut c[i]);
             let (next, stats) = layer.forward(h, &rope, cache);
             h = next;
-            aux = Some(match aux {
-                None => stats.aux_loss,
-                Some(a) => a + stats.aux_loss,
-            });
-            expert_load.push(stats.load);
+            routers.push(stats);
         }
         let h = self.norm.forward(h).reshape([b * t, d]); // [b·t, d]
         // Under bf16 the head's product rounds its operands to bf16 but keeps its result in f32
@@ -206,13 +224,7 @@ impl<B: Backend> Grok<B> {
         // the tiny-peer shape.
         let logits = precision::matmul_head(h.mul_scalar(self.output_multiplier), self.embed_tokens.val())
             .reshape([b, t, self.embed_tokens.val().dims()[0]]); // [b, t, vocab]
-        let n = self.layers.len().max(1) as f64;
-        let aux_loss = aux.map_or_else(|| Tensor::zeros([1], &device), |a| a.div_scalar(n));
-        GrokOutput {
-            logits,
-            aux_loss,
-            expert_load,
-        }
+        GrokOutput { logits, routers }
     }
 }
 

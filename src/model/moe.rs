@@ -95,14 +95,30 @@ pub struct Moe<B: Backend> {
     pub top_k: usize,
 }
 
-/// What the router did in one forward: for metrics and the optional balancing loss.
+/// What the router did in one forward: for metrics and the optional balancing loss, the
+/// Switch-Transformer's `E · Σ_e f_e · P_e` (f_e: share of routed slots that chose expert e; P_e:
+/// mean router probability of e), 1.0 when perfectly balanced.
 #[derive(Debug, Clone)]
 pub struct RouterStats<B: Backend> {
-    /// Switch-Transformer balancing loss `E · Σ_e f_e · P_e` (f_e: share of routed slots that chose
-    /// expert e; P_e: mean router probability of e); 1.0 when perfectly balanced. Shape `[1]`.
-    pub aux_loss: Tensor<B, 1>,
+    /// The router's probabilities `[n, E]`, live: the balancing loss's gradient flows through them.
+    probs: Tensor<B, 2>,
     /// f_e for each expert; sums to 1.
     pub load: Vec<f32>,
+    /// The balancing loss's value, from the probabilities the routing read back (in f64).
+    pub aux_value: f64,
+}
+
+impl<B: Backend> RouterStats<B> {
+    /// The balancing loss as a tensor to train on, `[1]`. Built when asked, not in every forward:
+    /// a run that does not train on it (`aux_loss_coef: 0`, the presets') launches nothing for it
+    /// (four launches a layer on a GPU backend) and reads its value from `aux_value`.
+    pub fn aux_loss(&self) -> Tensor<B, 1> {
+        let n_experts = self.load.len();
+        let device = self.probs.device();
+        let mean_prob = self.probs.clone().mean_dim(0).reshape([n_experts]); // [E]
+        let f = init::floats::<B, 1>(self.load.clone(), [n_experts], &device);
+        (mean_prob * f).sum().mul_scalar(n_experts as f64)
+    }
 }
 
 impl<B: Backend> Moe<B> {
@@ -123,16 +139,15 @@ impl<B: Backend> Moe<B> {
         // `topk_with_indices` would read the probabilities back too (burn-cubecl has no sort: the
         // default sorts each row on the host and uploads values and indices), then the indices
         // would come back for the routing: one read-back instead of two, no full sort, one upload.
-        let idx = stand_in_routing::next(n, n_experts, self.top_k).unwrap_or_else(|| {
-            let p: Vec<f64> = probs
-                .clone()
-                .detach()
-                .into_data()
-                .convert::<f64>()
-                .into_vec()
-                .expect("float probabilities");
-            top_k(&p, n_experts, self.top_k)
-        }); // [n, k] row-major
+        let p: Vec<f64> = probs
+            .clone()
+            .detach()
+            .into_data()
+            .convert::<f64>()
+            .into_vec()
+            .expect("float probabilities"); // [n, E] row-major
+        let idx = stand_in_routing::next(n, n_experts, self.top_k)
+            .unwrap_or_else(|| top_k(&p, n_experts, self.top_k)); // [n, k] row-major
         let idx_t = Tensor::<B, 2, Int>::from_data(TensorData::new(idx.clone(), [n, self.top_k]), &device);
         let gates = probs.clone().gather(1, idx_t); // [n, k]
 
@@ -146,10 +161,13 @@ impl<B: Backend> Moe<B> {
             None => self.per_expert(h, &routes, gates),
         };
 
-        let mean_prob = probs.mean_dim(0).reshape([n_experts]); // [E]
-        let f = init::floats::<B, 1>(load.clone(), [n_experts], &device);
-        let aux_loss = (mean_prob * f).sum().mul_scalar(n_experts as f64);
-        (out.reshape([b, t, d]), RouterStats { aux_loss, load })
+        let aux_value = balancing_loss(&p, &load);
+        let stats = RouterStats {
+            probs,
+            load,
+            aux_value,
+        };
+        (out.reshape([b, t, d]), stats)
     }
 
     /// `[n, d]` → `[n, d]`: each expert its own autodiff node, on the rows gathered for it (the
@@ -289,6 +307,21 @@ fn rows_of(slots: &[i64], rows: usize, per: usize) -> RowMap {
     }
     let fwd = slots.iter().map(|&slot| slot / per as i64).collect();
     RowMap { fwd, bwd }
+}
+
+/// `E · Σ_e f_e · P_e` from the router's probabilities `p` (`[n, E]` row-major) and the load
+/// `f` (`[E]`).
+fn balancing_loss(p: &[f64], load: &[f32]) -> f64 {
+    let n_experts = load.len();
+    let mut mean = vec![0f64; n_experts];
+    for row in p.chunks(n_experts) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    let rows = (p.len() / n_experts).max(1) as f64;
+    let dot: f64 = mean.iter().zip(load).map(|(m, f)| m / rows * *f as f64).sum();
+    dot * n_experts as f64
 }
 
 /// Each row's `k` largest entries' columns, largest first (the lower column on a tie; a NaN

@@ -65,20 +65,30 @@ pub struct TrainSummary {
 /// Loss and router statistics for one micro-batch.
 pub struct MicroStep<B: AutodiffBackend> {
     pub loss: Tensor<B, 1>,
-    pub aux_loss: Tensor<B, 1>,
+    /// The balancing loss to train on, when asked for (`forward_batch`'s `train_aux`).
+    pub aux_loss: Option<Tensor<B, 1>>,
+    /// Its value (whether or not it was asked for), from the host.
+    pub aux_value: f64,
     pub expert_load: Vec<Vec<f32>>,
 }
 
-/// Forward one batch: next-token cross-entropy (plus the router statistics).
-pub fn forward_batch<B: AutodiffBackend>(model: &Grok<B>, batch: &Batch, device: &B::Device) -> MicroStep<B> {
+/// Forward one batch: next-token cross-entropy (plus the router statistics, and the balancing
+/// loss as a tensor when `train_aux`).
+pub fn forward_batch<B: AutodiffBackend>(
+    model: &Grok<B>,
+    batch: &Batch,
+    device: &B::Device,
+    train_aux: bool,
+) -> MicroStep<B> {
     let shape = [batch.batch, batch.seq];
     let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.inputs.clone(), shape), device);
     let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), device);
     let out = model.forward(inputs, None);
     MicroStep {
+        aux_loss: train_aux.then(|| out.aux_loss()),
+        aux_value: out.aux_value(),
+        expert_load: out.expert_load(),
         loss: super::loss::cross_entropy(out.logits, targets),
-        aux_loss: out.aux_loss,
-        expert_load: out.expert_load,
     }
 }
 
@@ -191,15 +201,14 @@ fn micro_pass<B: AutodiffBackend>(
     weight: f64,
 ) -> StepGrads<B> {
     let start = Instant::now();
-    let s = forward_batch(model, batch, device);
+    let s = forward_batch(model, batch, device, coef > 0.0);
     let loss = scalar(&s.loss);
     let forward_s = start.elapsed().as_secs_f64();
     let device_mem = crate::backend::device_memory::<B>(device);
-    let aux_loss = scalar(&s.aux_loss);
-    let objective = if coef > 0.0 {
-        s.loss + s.aux_loss.mul_scalar(coef)
-    } else {
-        s.loss
+    let aux_loss = s.aux_value;
+    let objective = match s.aux_loss {
+        Some(aux) => s.loss + aux.mul_scalar(coef),
+        None => s.loss,
     };
     let mut objective = objective.div_scalar(accum as f64);
     if weight != 1.0 {
