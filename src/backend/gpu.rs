@@ -1,10 +1,10 @@
-//! The GPU kernels of our fused ops, as cubecl kernels on wgpu and CUDA: the attention soft
-//! cap + causal softmax (also the router's plain softmax), RMSNorm and the cross-entropy, twins of `colossus_kernels`' CPU passes
-//! (`backend::GpuOps`); the launch of the vendored cubek flash-attention kernel behind
-//! `attention: flash` (`model::flash`); the output head's bf16 × bf16 → f32 product
-//! (`model::wide`), burn's own matmul asked for an f32 output; the experts' GELU gate and RoPE,
-//! one launch each way (`model::fused::gelu_gate`, `model::fused::rope`); the MoE's combine of
-//! the experts' outputs and its backward (`model::combine`); and the optimizer's
+//! The GPU kernels of our fused ops, as cubecl kernels on wgpu and CUDA: the attention soft cap +
+//! causal softmax (also the router's plain softmax), RMSNorm and the cross-entropy, twins of
+//! `colossus_kernels`' CPU passes (`backend::GpuOps`); the launch of the vendored cubek
+//! flash-attention kernel behind `attention: flash` (`model::flash`); the output head's bf16 × bf16
+//! → f32 product (`model::wide`), burn's own matmul asked for an f32 output; the experts' GELU gate
+//! and RoPE, one launch each way (`model::fused::gelu_gate`, `model::fused::rope`); the MoE's
+//! combine of the experts' outputs and its backward (`model::combine`); and the optimizer's
 //! multi-tensor passes, up to 32 tensors a launch: AdamW (`model::fused::adamw`) and gradient
 //! clipping's sum of squares and rescale (`train::grads`).
 //!
@@ -31,11 +31,11 @@
 //! `[b, h, s, s]` write and read per layer (2.1 GB of traffic and 1.1 GB held per layer at
 //! `gpu-350m`, docs/benchmarks.md). The matmuls on either side stay burn's (tensor cores).
 //!
-//! One cube per row (128 threads; a softmax row shorter than that, fewer: `softmax_block`). A
-//! row's reductions (softmax and cross-entropy: max, then the sum of
-//! exponentials, and Σ p·g in the softmax's backward; RMSNorm: Σ x², and Σ g·w·x̂ in the
-//! backward) are a fixed tree in shared memory, so results do not depend on scheduling. Masked
-//! columns are skipped, not set to −∞: WGSL has no −∞ literal.
+//! One cube per row (128 threads; a softmax row shorter than that, fewer: `softmax_block`). A row's
+//! reductions (softmax and cross-entropy: max, then the sum of exponentials, and Σ p·g in the
+//! softmax's backward; RMSNorm: Σ x², and Σ g·w·x̂ in the backward) are a fixed tree in shared
+//! memory, so results do not depend on scheduling. Masked columns are skipped, not set to −∞: WGSL
+//! has no −∞ literal.
 
 use std::sync::Mutex;
 
@@ -758,7 +758,6 @@ fn elementwise_grid(n: usize) -> CubeCount {
     )
 }
 
-/// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 /// The softmax's threads per row: `BLOCK`, or fewer for rows that would leave most of them idle
 /// (the router's 8 experts), down to a warp. Fewer threads per cube let more cubes share a
 /// multiprocessor: the router's 16 384 rows at `gpu-350m` are 16 384 cubes.
@@ -766,6 +765,7 @@ fn softmax_block(cols: usize) -> u32 {
     (cols.next_power_of_two() as u32).clamp(32, BLOCK)
 }
 
+/// One cube per row on a grid that stays under the 65 535-cubes-per-axis limit of WGSL/Vulkan.
 fn row_grid(rows: usize) -> CubeCount {
     let x = rows.clamp(1, 65_535);
     CubeCount::Static(x as u32, rows.div_ceil(x) as u32, 1)
