@@ -88,6 +88,15 @@ fn slot_rows<X: Backend>(ys: Vec<Tensor<X, 2>>, to_slots: Tensor<X, 1, Int>, dty
     precision::restore(Tensor::cat(ys, 0), dtype).select(0, to_slots)
 }
 
+/// Each token's `k` rows of `y: [n·k, d]` (slot order) weighted by its `gates: [n, k]` and
+/// summed: `[n, d]`. Also the per-expert path's weighting on the GPU backends
+/// (`moe::Routes::gather_back`).
+pub(super) fn weigh<X: Backend>(y: Tensor<X, 2>, gates: Tensor<X, 2>) -> Tensor<X, 2> {
+    let [n, k] = gates.dims();
+    let d = y.dims()[1];
+    token_sum(y.reshape([n, k, d]) * gates.reshape([n, k, 1]))
+}
+
 /// Each token's `k` consecutive rows of `y: [n·k, d]` summed: `[n, d]`.
 fn token_sum<X: Backend>(y: Tensor<X, 3>) -> Tensor<X, 2> {
     let [n, _, d] = y.dims();
@@ -107,10 +116,7 @@ struct Weighted<B: Backend> {
 
 impl<B: Backend> Weighted<B> {
     fn plain(self) -> Tensor<B, 2> {
-        let [n, k] = self.gates.dims();
-        let y = slot_rows(self.ys, self.to_slots, self.gates.dtype());
-        let d = y.dims()[1];
-        token_sum(y.reshape([n, k, d]) * self.gates.reshape([n, k, 1]))
+        weigh(slot_rows(self.ys, self.to_slots, self.gates.dtype()), self.gates)
     }
 }
 

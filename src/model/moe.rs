@@ -5,8 +5,8 @@
 //!
 //! On the GPU backends all of a layer's experts are one autodiff node (`model::experts`), whose
 //! backward writes each expert's input gradient into its rows of one tensor rather than a whole
-//! `[n, d]` tensor per expert; the outputs come back in slot order and each token's k rows are
-//! weighted by its gates and summed (`Routes::weigh`).
+//! `[n, d]` tensor per expert; the gates are a parent of that node, which weighs each token's k
+//! expert outputs and sums them itself (`model::combine`).
 //!
 //! Elsewhere (the CPU backend, `fused::plain_scope`, and past `experts::MAX_EXPERTS` experts with
 //! rows) each expert is its own node and the rows move by gathers whose gradients are gathers too
@@ -25,7 +25,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
 
 use super::rows::{self, RowMap};
-use super::{experts, fused, init, precision, stand_in_routing};
+use super::{combine, experts, fused, init, precision, stand_in_routing};
 
 thread_local! {
     static GATHER_BACK: Cell<bool> = const { Cell::new(false) };
@@ -229,18 +229,7 @@ impl Routes {
     fn gather_back<B: Backend>(&self, ys: Vec<Tensor<B, 2>>, gates: Tensor<B, 2>) -> Tensor<B, 2> {
         let y = Tensor::cat(ys, 0); // [n·k, d], grouped by expert
         let y = rows::gather(y, &self.to_slots()); // [n·k, d], token-major: slot = token·k + j
-        self.weigh(y, gates)
-    }
-
-    /// Each token's k rows of `y: [n·k, d]` (slot order) weighted by its gates `[n, k]` and
-    /// summed: `[n, d]`.
-    fn weigh<B: Backend>(&self, y: Tensor<B, 2>, gates: Tensor<B, 2>) -> Tensor<B, 2> {
-        let k = self.top_k;
-        let [nk, d] = y.dims();
-        let n = nk / k;
-        (y.reshape([n, k, d]) * gates.reshape([n, k, 1]))
-            .sum_dim(1)
-            .reshape([n, d])
+        combine::weigh(y, gates)
     }
 
     /// The grouped node's description of these routes (`model::experts`).
