@@ -65,7 +65,7 @@ fn run(op: &str, device: &WgpuDevice) {
             let x = input([2, 64, 4, 32], 10, device).require_grad();
             let tables = RopeTables::<B>::new(32, 10_000.0, 0, 64, device);
             let y = fused::rope(x.clone(), &tables);
-            let grads = (y * input([2, 64, 4, 32], 11, device)).sum().backward();
+            let grads = (y * input([2, 4, 64, 32], 11, device)).sum().backward(); // [b, heads, seq, hd]
             let _ = x.grad(&grads).map(|g| g.into_data());
         }
         "cross entropy" => {

@@ -235,19 +235,21 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         g: FloatTensor<Self>,
         op: colossus_kernels::CappedSoftmax,
     ) -> FloatTensor<Self>;
-    /// RMSNorm of `x: [.., d]` with weight `w: [d]`: the output and each row's 1/rms, `[rows]`.
+    /// RMSNorm of `x: [.., d]` with weight `w: [d]`, plus `residual` (x's shape) when given: the
+    /// output and each row's 1/rms, `[rows]`.
     fn rms_norm_fwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        residual: Option<FloatTensor<Self>>,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    /// RMSNorm's `dx` from the forward's `x`, `w`, 1/rms and the output's gradient `g`.
+    /// RMSNorm's `[dx, dw]` from the forward's `x`, `w`, 1/rms and the output's gradient `g`.
     fn rms_norm_bwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         inv_rms: FloatTensor<Self>,
         g: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
+    ) -> [FloatTensor<Self>; 2];
     /// Cross-entropy of `logits: [n, vocab]` against `targets: [n]`: each row's negative
     /// log-likelihood and log-sum-exp, both `[n]`.
     fn cross_entropy_fwd(
@@ -331,12 +333,18 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// bf16 or f16), in one pass that computes in f32 and writes their dtype.
     fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gate's gradients `[da, db]` for the output's gradient `g`, in one pass, as `gelu_gate`
-    /// computing in f32.
-    fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2];
+    /// computing in f32; with `value`, also `gelu_gate(a, b)`, as that pass computes it.
+    #[allow(clippy::type_complexity)]
+    fn gelu_gate_bwd(
+        abg: [FloatTensor<Self>; 3],
+        value: bool,
+    ) -> ([FloatTensor<Self>; 2], Option<FloatTensor<Self>>);
     /// RoPE (`model::fused::rope`) on `x: [batch, seq, heads, head_dim]` with the `cs` tables
     /// `[cos, sin]`, each `[.., seq, head_dim]` (pair i's angle in columns i and head_dim/2 + i,
     /// `model::rope::RopeTables`), in one pass: [x1·c − x2·s, x2·c + x1·s], the operations of
-    /// `colossus_kernels::rope`; `inverse` rotates by the opposite angle (the backward).
+    /// `colossus_kernels::rope`, written as `[batch, heads, seq, head_dim]`. `inverse` is the
+    /// backward: `x` is then `[batch, heads, seq, head_dim]`, rotated by the opposite angle and
+    /// written as `[batch, seq, heads, head_dim]`.
     fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self>;
     /// AdamW updates of parameters that share `step`'s scalars (`model::fused::adamw`): `[p, m,
     /// v]` after the gradient for each `[p, g, m, v]`, all `[n]` and f32, in the order and f32

@@ -599,8 +599,9 @@ fn rms_norm_on_wgpu<const D: usize>(device: &WgpuDevice, dims: [usize; D], plain
 }
 
 /// Issue 7: the RMSNorm kernels (`backend/gpu.rs`) against the plain burn composition on wgpu:
-/// the output and both gradients, at widths under and over the kernel's 128 threads, and in
-/// inference.
+/// the output and both gradients (dw from the backward kernel's partial sums and their column
+/// sum), at widths under and over the kernel's 128 threads, with one row and several rows a
+/// cube, and in inference.
 #[test]
 fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
     let Some(device) = wgpu() else { return };
@@ -619,6 +620,12 @@ fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
         rms_norm_on_wgpu(&device, [50, 300], false),
         rms_norm_on_wgpu(&device, [50, 300], true),
     );
+    // 5 000 rows: dw's partial sums take 3 rows a cube, the last cube 2.
+    check(
+        "[2, 2500, 200]",
+        rms_norm_on_wgpu(&device, [2, 2500, 200], false),
+        rms_norm_on_wgpu(&device, [2, 2500, 200], true),
+    );
     let x = filled::<Wgpu, 2>([50, 96], 7, 3.0, &device);
     let w = filled::<Wgpu, 1>([96], 8, 1.5, &device);
     let y = floats(fused::rms_norm(x.clone(), w.clone(), 1e-5));
@@ -628,6 +635,76 @@ fn issue_7_gpu_rms_norm_kernel_matches_the_plain_path() {
         bits_differ,
         "the kernel path gave the plain path's bits everywhere"
     );
+}
+
+/// Output and the gradients of x, w and h of `Σ (h + rms_norm(x, w))·u + Σ h·v` on wgpu (`h`
+/// read twice, as the residual stream is by the next norm), kernel or plain path, and how many
+/// nodes of our own the forward recorded.
+fn rms_norm_residual_on_wgpu(device: &WgpuDevice, dims: [usize; 3], plain: bool) -> ([Vec<f32>; 4], usize) {
+    let d = dims[2];
+    let go = || {
+        let x = filled::<WgpuTrain, 3>(dims, 7, 3.0, device).require_grad();
+        let w = filled::<WgpuTrain, 1>([d], 8, 1.5, device).require_grad();
+        let h = filled::<WgpuTrain, 3>(dims, 10, 2.0, device).require_grad();
+        let before = fused::recorded();
+        let y = fused::rms_norm_residual(h.clone(), x.clone(), w.clone(), 1e-5);
+        let recorded = fused::recorded() - before;
+        let u = filled::<WgpuTrain, 3>(dims, 9, 1.0, device);
+        let v = filled::<WgpuTrain, 3>(dims, 11, 1.0, device);
+        let grads = ((y.clone() * u).sum() + (h.clone() * v).sum()).backward();
+        let got = [
+            floats(y),
+            floats(x.grad(&grads).unwrap()),
+            floats(w.grad(&grads).unwrap()),
+            floats(h.grad(&grads).unwrap()),
+        ];
+        (got, recorded)
+    };
+    if plain { fused::plain_scope(go) } else { go() }
+}
+
+/// Issue 7: the sandwich norm's output and its residual add in one kernel
+/// (`fused::rms_norm_residual`) against the norm and the add on wgpu's plain path and on the
+/// CPU: the sum, and the gradients of x, w and the residual (which joins the gradient of its
+/// other use), at widths under and over the kernel's 128 threads, and in inference.
+#[test]
+fn issue_7_rms_norm_residual_kernel_matches_the_norm_and_the_add() {
+    let Some(device) = wgpu() else { return };
+    let checks = [("output", 1e-6), ("dx", 1e-5), ("dw", 1e-5), ("dh", 1e-7)];
+    for dims in [[3, 7, 64], [2, 25, 300]] {
+        let (got, recorded) = rms_norm_residual_on_wgpu(&device, dims, false);
+        assert_eq!(recorded, 1, "{dims:?}: the kernel's node did not run");
+        let (plain, recorded) = rms_norm_residual_on_wgpu(&device, dims, true);
+        assert_eq!(recorded, 0, "{dims:?}: the plain path recorded a node");
+        agree(&format!("{dims:?} vs the plain path"), &checks, &got, &plain);
+        let cpu = {
+            let c = Default::default();
+            let (x, w, h) = (
+                filled::<CpuTrain, 3>(dims, 7, 3.0, &c).require_grad(),
+                filled::<CpuTrain, 1>([dims[2]], 8, 1.5, &c).require_grad(),
+                filled::<CpuTrain, 3>(dims, 10, 2.0, &c).require_grad(),
+            );
+            let y = fused::rms_norm_residual(h.clone(), x.clone(), w.clone(), 1e-5);
+            let (u, v) = (
+                filled::<CpuTrain, 3>(dims, 9, 1.0, &c),
+                filled::<CpuTrain, 3>(dims, 11, 1.0, &c),
+            );
+            let grads = ((y.clone() * u).sum() + (h.clone() * v).sum()).backward();
+            [
+                floats(y),
+                floats(x.grad(&grads).unwrap()),
+                floats(w.grad(&grads).unwrap()),
+                floats(h.grad(&grads).unwrap()),
+            ]
+        };
+        agree(&format!("{dims:?} vs the CPU"), &checks, &got, &cpu);
+    }
+    let x = filled::<Wgpu, 2>([50, 96], 7, 3.0, &device);
+    let w = filled::<Wgpu, 1>([96], 8, 1.5, &device);
+    let h = filled::<Wgpu, 2>([50, 96], 10, 2.0, &device);
+    let y = floats(fused::rms_norm_residual(h.clone(), x.clone(), w.clone(), 1e-5));
+    let y0 = floats(fused::plain_scope(|| fused::rms_norm_residual(h, x, w, 1e-5)));
+    agree("inference", &[("output", 1e-6)], &[y], &[y0]);
 }
 
 /// Loss and the logits' gradient (under an upstream gradient of 3) of the mean cross-entropy
@@ -997,22 +1074,23 @@ fn issue_7_gpu_wide_matmul_matches_the_cpu_emulation() {
 }
 
 /// `gelu_gate(a, b)` on backend `B` with autodiff, under the upstream gradient `u`: the output,
-/// both gradients, and `fused::gelu_gate_grads` (the grouped experts node's backward) on the
-/// inner backend from the same values.
-fn gelu_gate_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2], dtype: DType) -> [Vec<f32>; 5] {
+/// both gradients, and `fused::gelu_gate_grads` (the grouped experts node's backward: both
+/// gradients and the gate's value) on the inner backend from the same values.
+fn gelu_gate_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 2], dtype: DType) -> [Vec<f32>; 6] {
     // a spans where tanh saturates (|√(2/π)·(a + 0.044715a³)| > 9 beyond |a| ≈ 5).
     let a = filled::<B, 2>(dims, 1, 6.0, device).cast(dtype).require_grad();
     let b = filled::<B, 2>(dims, 2, 2.0, device).cast(dtype).require_grad();
     let u = filled::<B, 2>(dims, 3, 1.0, device).cast(dtype);
     let y = fused::gelu_gate(a.clone(), b.clone());
     let grads = (y.clone() * u.clone()).sum().backward();
-    let (da, db) = fused::gelu_gate_grads(a.clone().inner(), b.clone().inner(), u.inner());
+    let (da, db, value) = fused::gelu_gate_grads(a.clone().inner(), b.clone().inner(), u.inner());
     [
         floats(y),
         floats(a.grad(&grads).expect("a's gradient")),
         floats(b.grad(&grads).expect("b's gradient")),
         floats(da),
         floats(db),
+        floats(value),
     ]
 }
 
@@ -1046,6 +1124,7 @@ fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
             "b gradient",
             "gelu_gate_grads da",
             "gelu_gate_grads db",
+            "gelu_gate_grads value",
         ];
         let checks = checks.map(tol);
         agree(
@@ -1068,6 +1147,7 @@ fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
                 ("b gradient", tol),
                 ("gelu_gate_grads da", tol),
                 ("gelu_gate_grads db", tol),
+                ("gelu_gate_grads value", tol),
             ]
         };
         agree(
@@ -1076,6 +1156,14 @@ fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
             &got,
             &plain,
         );
+        // The backward's value is the forward's operations in the forward's order.
+        let value = [got[5].clone()];
+        agree(
+            &format!("gate value {dims:?} vs the forward"),
+            &[("value", 1e-7)],
+            &value,
+            &got[..1],
+        );
         // The CPU's tanh is Rust's: 1.2e-6 from the shader's on the a gradient, whose tanh'
         // term (1 - t²) cancels where t → ±1 and so magnifies the last bits of t.
         let cpu_checks = checks(1e-5);
@@ -1083,13 +1171,14 @@ fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
     }
 }
 
-/// RoPE on backend `B` (positions 3.., the angles of a decoding step's offset) under the upstream
-/// gradient `u`: the output, the input's gradient, the inference path's output (no autodiff),
-/// and how many nodes of our own the autodiff forward recorded.
+/// RoPE on backend `B` (positions 3.., the angles of a decoding step's offset) of `x: dims`
+/// (`[batch, seq, heads, head_dim]`) under the upstream gradient `u` (`[batch, heads, seq,
+/// head_dim]`, the output's layout): the output, the input's gradient, the inference path's
+/// output (no autodiff), and how many nodes of our own the autodiff forward recorded.
 fn rope_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 4]) -> ([Vec<f32>; 3], usize) {
-    let [_, t, _, hd] = dims;
+    let [b, t, heads, hd] = dims;
     let x = filled::<B, 4>(dims, 1, 2.0, device).require_grad();
-    let u = filled::<B, 4>(dims, 2, 1.0, device);
+    let u = filled::<B, 4>([b, heads, t, hd], 2, 1.0, device);
     let tables = RopeTables::<B>::new(hd, 10_000.0, 3, t, device);
     let before = fused::recorded();
     let y = fused::rope(x.clone(), &tables);
@@ -1101,8 +1190,10 @@ fn rope_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 4]) -> ([Vec<f3
     ([floats(y), floats(dx), floats(y_inner)], recorded)
 }
 
-/// Issue 7: RoPE's GPU kernel (`GpuOps::rope`, one pass each way) against the plain burn
-/// composition on wgpu (halves, negation, concatenation, products) and the CPU's kernel.
+/// Issue 7: RoPE's GPU kernel (`GpuOps::rope`, one pass each way, transposing as it writes)
+/// against the plain burn composition on wgpu (halves, negation, concatenation, products) and
+/// the CPU's kernel. The outputs are compared in their logical order, so a kernel that wrote the
+/// right values in the input's layout fails.
 /// Shapes: one pair; odd sequence and head counts; a head width of `gpu-350m`. Not past the
 /// grid's first axis: that takes 65 535 · 256 pairs, a 134 MB f32 tensor over wgpu's 128 MiB
 /// buffer limit; the grid-stride loop is the GELU gate's, checked past it above.

@@ -95,7 +95,7 @@ fn issue_7_gelu_gate_grads_match_autodiff() {
         values(37 * 53, 2, 2.0),
         values(37 * 53, 99, 1.0),
     );
-    let (_, want) = run(
+    let (y, want) = run(
         [(a.clone(), dims), (b.clone(), dims)],
         |[a, b]| fused::gelu_gate(a, b),
         true,
@@ -103,9 +103,10 @@ fn issue_7_gelu_gate_grads_match_autodiff() {
     let inner =
         |v: &Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v.clone(), dims), &Default::default());
     let grads = || fused::gelu_gate_grads(inner(&a), inner(&b), inner(&g));
-    for (path, (da, db)) in [("kernel", grads()), ("formula", fused::plain_scope(grads))] {
+    for (path, (da, db, value)) in [("kernel", grads()), ("formula", fused::plain_scope(grads))] {
         assert_close(&floats(da), &want[0], 1e-5, &format!("{path}: da"));
         assert_close(&floats(db), &want[1], 1e-5, &format!("{path}: db"));
+        assert_close(&floats(value), &y, 1e-6, &format!("{path}: the gate's value"));
     }
 }
 

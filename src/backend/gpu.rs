@@ -11,15 +11,18 @@
 //! Which ops: the ones burn's fusion leaves in pieces. Counted on lavapipe (`cargo run --features
 //! wgpu --example kernel_launches`, forward + backward and the same small harness on both paths):
 //! the softmax takes 8 launches with these kernels against 15 on the plain burn composition,
-//! RMSNorm 9 against 17 (its dw stays burn's fused multiply and row reduction), the cross-entropy 4
-//! against 19. The cross-entropy matters most on a GPU preset: its `[tokens, vocab]` logits are the
+//! RMSNorm 9 against 17 (its dw summed from the backward kernel's per-chunk partials by
+//! `col_sum_kernel`), the cross-entropy 4 against 19. The cross-entropy matters most on a GPU preset: its `[tokens, vocab]` logits are the
 //! step's largest activation, and each extra pass over them is one more read or write of it. The
 //! AdamW and GELU-gate kernels pay off only in a whole step: alone, the GELU gate fuses into one
 //! kernel each way (8 launches with its kernels against 7: the harness's `· u` no longer joins it),
 //! but in the grouped experts node only each layer's first expert's gate fused, the others ran as
 //! nine kernels each; and fusion's 64-op blocks split the optimizer's updates, leaving 348 stray
 //! multiplies a step at `gpu-350m` (docs/benchmarks.md, "Launches per training step"). RoPE takes 8
-//! launches against 18, its two kernels in place of twelve.
+//! launches against 17, its two kernels in place of eleven, and writes attention's head-major
+//! layout itself (each way), where a transposed view left a copy to the matrix products.
+//! Passes that followed a kernel are folded into it where it already reads their inputs: the
+//! sandwich norm's residual add, the gate's value in its backward, RMSNorm's weight gradient.
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
@@ -241,17 +244,21 @@ fn capped_softmax_bwd_kernel<F: Float>(
     }
 }
 
+/// `y = x̂ ⊙ w`, or `h + x̂ ⊙ w` with `residual` (the sandwich norm's output and its residual add
+/// in one pass: `h` is not read otherwise, and `x` is bound in its place).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn rms_norm_fwd_kernel<F: Float>(
     x: &Tensor<F>,       // [rows, d], contiguous
     w: &Tensor<F>,       // [d]
+    h: &Tensor<F>,       // [rows, d], contiguous
     y: &mut Tensor<F>,   // [rows, d]
     inv: &mut Tensor<F>, // [rows]
     rows: u32,
     d: u32,
     eps: f32,
     #[comptime] block: u32,
+    #[comptime] residual: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let row = CUBE_POS;
@@ -275,45 +282,101 @@ fn rms_norm_fwd_kernel<F: Float>(
     }
     let mut j = UNIT_POS_X as usize;
     while j < d as usize {
-        y[base + j] = x[base + j] * r * w[j];
+        let n = x[base + j] * r * w[j];
+        if residual {
+            y[base + j] = h[base + j] + n;
+        } else {
+            y[base + j] = n;
+        }
         j += step;
     }
 }
 
+/// RMSNorm's backward for `per` rows a cube: each row's `dx` (its reduction a fixed tree), and
+/// the chunk's share of `dw`, Σ over its rows in order of `g ⊙ x·(1/rms)`, each thread keeping
+/// its `cols` columns' sums in registers, for `col_sum_kernel` to add up in chunk order. The
+/// weight's gradient was burn's product and row reduction, two more launches and passes over
+/// `[rows, d]` per norm.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn rms_norm_bwd_kernel<F: Float>(
-    x: &Tensor<F>,      // [rows, d], contiguous
-    w: &Tensor<F>,      // [d]
-    inv: &Tensor<F>,    // [rows]
-    g: &Tensor<F>,      // [rows, d]
-    dx: &mut Tensor<F>, // [rows, d]
+    x: &Tensor<F>,           // [rows, d], contiguous
+    w: &Tensor<F>,           // [d]
+    inv: &Tensor<F>,         // [rows]
+    g: &Tensor<F>,           // [rows, d]
+    dx: &mut Tensor<F>,      // [rows, d]
+    dw_part: &mut Tensor<F>, // [chunks, d]
     rows: u32,
     d: u32,
+    per: u32,
     #[comptime] block: u32,
+    #[comptime] cols: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let row = CUBE_POS;
-    if row >= rows as usize {
+    let chunk = CUBE_POS;
+    let first = chunk * per as usize;
+    if first >= rows as usize {
         terminate!();
     }
-    let base = row * d as usize;
+    let mut last = first + per as usize;
+    if last > rows as usize {
+        last = rows as usize;
+    }
+    let d = d as usize;
     let step = CUBE_DIM_X as usize;
-    let r = inv[row];
     let mut smem = SharedMemory::<F>::new(block as usize);
-    let mut local = F::new(0.0);
-    let mut j = UNIT_POS_X as usize;
-    while j < d as usize {
-        local += g[base + j] * w[j] * x[base + j] * r;
-        j += step;
+    let mut part = Array::<F>::new(cols);
+    #[unroll]
+    for c in 0..cols {
+        part[c] = F::new(0.0);
     }
-    let mean = cube_reduce::<F>(&mut smem, local, false) / F::cast_from(d);
-    // dx = r·(g⊙w − x̂·mean(g⊙w⊙x̂)), x̂ = x·r.
-    let mut j = UNIT_POS_X as usize;
-    while j < d as usize {
-        dx[base + j] = r * (g[base + j] * w[j] - x[base + j] * r * mean);
-        j += step;
+    for row in first..last {
+        let base = row * d;
+        let r = inv[row];
+        let mut local = F::new(0.0);
+        let mut j = UNIT_POS_X as usize;
+        while j < d {
+            local += g[base + j] * w[j] * x[base + j] * r;
+            j += step;
+        }
+        let mean = cube_reduce::<F>(&mut smem, local, false) / F::cast_from(d);
+        // dx = r·(g⊙w − x̂·mean(g⊙w⊙x̂)), x̂ = x·r.
+        #[unroll]
+        for c in 0..cols {
+            let j = UNIT_POS_X as usize + c * step;
+            if j < d {
+                dx[base + j] = r * (g[base + j] * w[j] - x[base + j] * r * mean);
+                part[c] += g[base + j] * x[base + j] * r;
+            }
+        }
     }
+    #[unroll]
+    for c in 0..cols {
+        let j = UNIT_POS_X as usize + c * step;
+        if j < d {
+            dw_part[chunk * d + j] = part[c];
+        }
+    }
+}
+
+/// `out[j] = Σ_c part[c, j]`, in chunk order: one unit per column.
+#[cube(launch)]
+fn col_sum_kernel<F: Float>(
+    part: &Tensor<F>,    // [chunks, d], contiguous
+    out: &mut Tensor<F>, // [d]
+    chunks: u32,
+    d: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let j = ABSOLUTE_POS_X as usize;
+    if j >= d as usize {
+        terminate!();
+    }
+    let mut acc = F::new(0.0);
+    for c in 0..chunks as usize {
+        acc += part[c * d as usize + j];
+    }
+    out[j] = acc;
 }
 
 #[cube(launch)]
@@ -690,7 +753,10 @@ fn gelu_gate_kernel<F: Float>(
 
 /// The gate's gradients: `da = g·b·gelu'(a)`, `db = g·gelu(a)`, with
 /// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), as the CPU's backward; in f32
-/// whatever the tensors' dtype, as the forward.
+/// whatever the tensors' dtype, as the forward. With `value`, also the forward's output
+/// `gelu(a)·b` (the forward's operations in its order), which the experts' backward needs for
+/// the down projection's weight gradient and would otherwise recompute in a launch of its own.
+#[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn gelu_gate_bwd_kernel<F: Float>(
     a: &Tensor<F>,      // [n], contiguous
@@ -698,7 +764,9 @@ fn gelu_gate_bwd_kernel<F: Float>(
     g: &Tensor<F>,      // [n]
     da: &mut Tensor<F>, // [n]
     db: &mut Tensor<F>, // [n]
+    y: &mut Tensor<F>,  // [n]; one unused element without `value`
     n: u32,
+    #[comptime] value: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
@@ -712,38 +780,51 @@ fn gelu_gate_bwd_kernel<F: Float>(
         let dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * k * x * x);
         da[i] = F::cast_from(gi * f32::cast_from(b[i]) * dgelu);
         db[i] = F::cast_from(gi * gelu);
+        if value {
+            y[i] = F::cast_from(gelu * f32::cast_from(b[i]));
+        }
         i += stride;
     }
 }
 
 /// RoPE, one unit per (row, head, pair) in a grid-stride loop: [x1·c − x2·s, x2·c + x1·s] with
 /// `s` the sine times `sign` (−1 rotates back), `colossus_kernels::rope`'s operations. Each unit
-/// reads its pair and writes both halves, so a head's two halves are read once.
+/// reads its pair and writes both halves, so a head's two halves are read once. The output swaps
+/// the input's two middle dimensions, so the transpose between the projection's `[b, t, heads,
+/// hd]` and attention's `[b, heads, t, hd]` costs no pass of its own either way: the forward
+/// reads the former (positions on the first of them, `pos_first`), the backward the latter.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn rope_kernel<F: Float>(
-    x: &Tensor<F>,       // [b, t, heads, hd], contiguous
+    x: &Tensor<F>,       // [b, d1, d2, hd], contiguous
     cos: &Tensor<F>,     // [t, hd], contiguous: pair i at columns i and half + i
     sin: &Tensor<F>,     // [t, hd]
-    out: &mut Tensor<F>, // [b, t, heads, hd]
+    out: &mut Tensor<F>, // [b, d2, d1, hd], contiguous
     pairs: u32,
-    t: u32,
-    heads: u32,
+    d1: u32,
+    d2: u32,
     half: u32,
     sign: f32,
+    #[comptime] pos_first: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let (half, hd) = (half as usize, 2 * half as usize);
+    let (d1, d2) = (d1 as usize, d2 as usize);
     let mut i = ABSOLUTE_POS_X as usize;
     while i < pairs as usize {
-        let (j, head) = (i % half, i / half); // pair, (row·heads + head)
-        let pos = (head / heads as usize) % t as usize;
-        let (c, sn) = (cos[pos * hd + j], sin[pos * hd + j] * F::cast_from(sign));
-        let at = head * hd + j;
-        let (a, b) = (x[at], x[at + half]);
-        out[at] = a * c - b * sn;
-        out[at + half] = b * c + a * sn;
+        let (j, row) = (i % half, i / half); // pair, ((batch·d1 + a)·d2 + c)
+        let (c, a, batch) = (row % d2, (row / d2) % d1, row / (d1 * d2));
+        let mut pos = c;
+        if pos_first {
+            pos = a;
+        }
+        let (cs, sn) = (cos[pos * hd + j], sin[pos * hd + j] * F::cast_from(sign));
+        let at = row * hd + j;
+        let to = ((batch * d2 + c) * d1 + a) * hd + j;
+        let (p, q) = (x[at], x[at + half]);
+        out[to] = p * cs - q * sn;
+        out[to + half] = q * cs + p * sn;
         i += stride;
     }
 }
@@ -932,8 +1013,15 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         dx
     }
 
-    fn rms_norm_fwd(x: CubeTensor<R>, w: CubeTensor<R>, eps: f32) -> (CubeTensor<R>, CubeTensor<R>) {
+    fn rms_norm_fwd(
+        x: CubeTensor<R>,
+        w: CubeTensor<R>,
+        residual: Option<CubeTensor<R>>,
+        eps: f32,
+    ) -> (CubeTensor<R>, CubeTensor<R>) {
         let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let has_residual = residual.is_some();
+        let h = residual.map_or_else(|| x.clone(), into_contiguous);
         let (rows, d) = rows_cols(&x);
         let y = empty(&x, x.meta.shape.clone());
         let inv = empty(&x, Shape::new([rows]));
@@ -944,12 +1032,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             CubeDim::new_1d(BLOCK),
             x.into_tensor_arg(),
             w.into_tensor_arg(),
+            h.into_tensor_arg(),
             y.clone().into_tensor_arg(),
             inv.clone().into_tensor_arg(),
             rows as u32,
             d as u32,
             eps,
             BLOCK,
+            has_residual,
             dtype.into(),
         );
         (y, inv)
@@ -960,7 +1050,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         w: CubeTensor<R>,
         inv: CubeTensor<R>,
         g: CubeTensor<R>,
-    ) -> CubeTensor<R> {
+    ) -> [CubeTensor<R>; 2] {
         let (x, w, inv, g) = (
             into_contiguous(x),
             into_contiguous(w),
@@ -968,23 +1058,44 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             into_contiguous(g),
         );
         let (rows, d) = rows_cols(&x);
+        // Chunks of rows for dw's partial sums: enough cubes to fill a GPU (2 048 at most), and
+        // `col_sum_kernel` then reads at most 2 048 × d partials, where burn's reduction read a
+        // `[rows, d]` product (16 384 × 1 024 at `gpu-350m`).
+        let per = rows.div_ceil(2048).max(1);
+        let chunks = rows.div_ceil(per).max(1);
         let dx = empty(&x, x.meta.shape.clone());
+        let part = empty(&x, Shape::new([chunks, d]));
+        let dw = empty(&x, Shape::new([d]));
         let dtype = x.dtype;
+        let client = x.client.clone();
         rms_norm_bwd_kernel::launch::<R>(
-            &x.client.clone(),
-            row_grid(rows),
+            &client,
+            row_grid(chunks),
             CubeDim::new_1d(BLOCK),
             x.into_tensor_arg(),
             w.into_tensor_arg(),
             inv.into_tensor_arg(),
             g.into_tensor_arg(),
             dx.clone().into_tensor_arg(),
+            part.clone().into_tensor_arg(),
             rows as u32,
             d as u32,
+            per as u32,
             BLOCK,
+            d.div_ceil(BLOCK as usize).max(1),
             dtype.into(),
         );
-        dx
+        col_sum_kernel::launch::<R>(
+            &client,
+            elementwise_grid(d),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK),
+            part.into_tensor_arg(),
+            dw.clone().into_tensor_arg(),
+            chunks as u32,
+            d as u32,
+            dtype.into(),
+        );
+        [dx, dw]
     }
 
     fn cross_entropy_fwd(x: CubeTensor<R>, targets: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
@@ -1168,10 +1279,18 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         out
     }
 
-    fn gelu_gate_bwd(abg: [CubeTensor<R>; 3]) -> [CubeTensor<R>; 2] {
+    fn gelu_gate_bwd(abg: [CubeTensor<R>; 3], value: bool) -> ([CubeTensor<R>; 2], Option<CubeTensor<R>>) {
         let [a, b, g] = abg.map(into_contiguous);
         let n = a.meta.shape.num_elements();
         let (da, db) = (empty(&a, a.meta.shape.clone()), empty(&a, a.meta.shape.clone()));
+        let y = empty(
+            &a,
+            if value {
+                a.meta.shape.clone()
+            } else {
+                Shape::new([1])
+            },
+        );
         let dtype = a.dtype;
         gelu_gate_bwd_kernel::launch::<R>(
             &a.client.clone(),
@@ -1182,19 +1301,21 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             g.into_tensor_arg(),
             da.clone().into_tensor_arg(),
             db.clone().into_tensor_arg(),
+            y.clone().into_tensor_arg(),
             n as u32,
+            value,
             dtype.into(),
         );
-        [da, db]
+        ([da, db], value.then_some(y))
     }
 
     fn rope(x: CubeTensor<R>, cs: [CubeTensor<R>; 2], inverse: bool) -> CubeTensor<R> {
         let x = into_contiguous(x);
         let [cos, sin] = cs.map(into_contiguous);
         let s = x.meta.shape.clone();
-        let (t, heads, half) = (s[1], s[2], s[3] / 2);
+        let (d1, d2, half) = (s[1], s[2], s[3] / 2);
         let pairs = s.num_elements() / 2;
-        let out = empty(&x, s);
+        let out = empty(&x, Shape::new([s[0], d2, d1, s[3]]));
         let dtype = x.dtype;
         rope_kernel::launch::<R>(
             &x.client.clone(),
@@ -1205,10 +1326,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             sin.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             pairs as u32,
-            t as u32,
-            heads as u32,
+            d1 as u32,
+            d2 as u32,
             half as u32,
             if inverse { -1.0 } else { 1.0 },
+            !inverse,
             dtype.into(),
         );
         out
@@ -1488,7 +1610,8 @@ enum Kernel {
     Sum,
     Scale(f32),
     GeluGate,
-    GeluGateBwd,
+    /// Writing the forward's output too when set.
+    GeluGateBwd(bool),
     /// RoPE, rotating back when set.
     Rope(bool),
 }
@@ -1513,7 +1636,8 @@ impl Kernel {
             Kernel::Sum => "colossus_sum",
             Kernel::Scale(_) => "colossus_scale",
             Kernel::GeluGate => "colossus_gelu_gate",
-            Kernel::GeluGateBwd => "colossus_gelu_gate_backward",
+            Kernel::GeluGateBwd(false) => "colossus_gelu_gate_backward",
+            Kernel::GeluGateBwd(true) => "colossus_gelu_gate_backward_and_value",
             Kernel::Rope(false) => "colossus_rope",
             Kernel::Rope(true) => "colossus_rope_backward",
         }
@@ -1535,10 +1659,11 @@ impl Kernel {
             }
             Kernel::SoftmaxBwd(op) => vec![B::capped_softmax_bwd(f(0), f(1), f(2), op)],
             Kernel::RmsNormFwd(eps) => {
-                let (y, inv) = B::rms_norm_fwd(f(0), f(1), eps);
+                let residual = (ins.len() == 3).then(|| f(2));
+                let (y, inv) = B::rms_norm_fwd(f(0), f(1), residual, eps);
                 vec![y, inv]
             }
-            Kernel::RmsNormBwd => vec![B::rms_norm_bwd(f(0), f(1), f(2), f(3))],
+            Kernel::RmsNormBwd => B::rms_norm_bwd(f(0), f(1), f(2), f(3)).into(),
             Kernel::CrossEntropyFwd => {
                 let x = f(0);
                 let (nll, lse) = B::cross_entropy_fwd(x, handles.get_int_tensor::<B>(&ins[1]));
@@ -1578,7 +1703,10 @@ impl Kernel {
             Kernel::Sum => vec![B::sum(f(0))],
             Kernel::Scale(factor) => B::scale((0..ins.len()).map(f).collect(), factor),
             Kernel::GeluGate => vec![B::gelu_gate(f(0), f(1))],
-            Kernel::GeluGateBwd => B::gelu_gate_bwd([f(0), f(1), f(2)]).into(),
+            Kernel::GeluGateBwd(value) => {
+                let ([da, db], y) = B::gelu_gate_bwd([f(0), f(1), f(2)], value);
+                [da, db].into_iter().chain(y).collect()
+            }
             Kernel::Rope(inverse) => vec![B::rope(f(0), [f(1), f(2)], inverse)],
             Kernel::CrossEntropyBwd => {
                 let (x, lse, g) = (f(0), f(2), f(3));
@@ -1689,11 +1817,13 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     fn rms_norm_fwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        residual: Option<FloatTensor<Self>>,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = x.shape.clone();
         let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
-        let [y, inv] = register::<B, 2>(Kernel::RmsNormFwd(eps), vec![x, w], [shape, Shape::new([rows])]);
+        let ins = [x, w].into_iter().chain(residual).collect();
+        let [y, inv] = register::<B, 2>(Kernel::RmsNormFwd(eps), ins, [shape, Shape::new([rows])]);
         (y, inv)
     }
 
@@ -1702,10 +1832,9 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         w: FloatTensor<Self>,
         inv: FloatTensor<Self>,
         g: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let shape = x.shape.clone();
-        let [dx] = register::<B, 1>(Kernel::RmsNormBwd, vec![x, w, inv, g], [shape]);
-        dx
+    ) -> [FloatTensor<Self>; 2] {
+        let (shape, dw) = (x.shape.clone(), w.shape.clone());
+        register::<B, 2>(Kernel::RmsNormBwd, vec![x, w, inv, g], [shape, dw])
     }
 
     fn cross_entropy_fwd(
@@ -1824,13 +1953,22 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         out
     }
 
-    fn gelu_gate_bwd(abg: [FloatTensor<Self>; 3]) -> [FloatTensor<Self>; 2] {
+    fn gelu_gate_bwd(
+        abg: [FloatTensor<Self>; 3],
+        value: bool,
+    ) -> ([FloatTensor<Self>; 2], Option<FloatTensor<Self>>) {
         let shape = abg[0].shape.clone();
-        register::<B, 2>(Kernel::GeluGateBwd, abg.into(), [shape.clone(), shape])
+        let dtype = abg[0].dtype;
+        let n = if value { 3 } else { 2 };
+        let shapes = vec![shape; n];
+        let mut outs = register_many::<B>(Kernel::GeluGateBwd(value), abg.into(), shapes, dtype).into_iter();
+        let mut next = || outs.next().expect("one tensor per registered output");
+        ([next(), next()], value.then(next))
     }
 
     fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self> {
-        let shape = x.shape.clone();
+        let mut shape = x.shape.clone();
+        shape.swap(1, 2);
         let [cos, sin] = cs;
         let [out] = register::<B, 1>(Kernel::Rope(inverse), vec![x, cos, sin], [shape]);
         out

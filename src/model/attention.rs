@@ -87,8 +87,8 @@ impl<B: Backend> Attention<B> {
         let heads = |w: &Param<Tensor<B, 2>>, n: usize| {
             precision::matmul(x2.clone(), w.val()).reshape([b, t, n, hd]) // [b, t, n, hd]
         };
-        let q = fused::rope(heads(&self.q_proj, nq), rope).swap_dims(1, 2); // [b, nq, t, hd]
-        let mut k = fused::rope(heads(&self.k_proj, nkv), rope).swap_dims(1, 2); // [b, nkv, t, hd]
+        let q = fused::rope(heads(&self.q_proj, nq), rope); // [b, nq, t, hd]
+        let mut k = fused::rope(heads(&self.k_proj, nkv), rope); // [b, nkv, t, hd]
         let mut v = heads(&self.v_proj, nkv).swap_dims(1, 2); // [b, nkv, t, hd]
         let mut past = 0;
         if let Some(cache) = cache {

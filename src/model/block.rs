@@ -51,10 +51,10 @@ impl<B: Backend> Block<B> {
         let a = self
             .self_attn
             .forward(self.pre_attn_norm.forward(h.clone()), rope, cache);
-        let h = h + self.post_attn_norm.forward(a);
+        let h = self.post_attn_norm.forward_residual(h, a);
         let (m, stats) = self
             .block_sparse_moe
             .forward(self.pre_moe_norm.forward(h.clone()));
-        (h + self.post_moe_norm.forward(m), stats)
+        (self.post_moe_norm.forward_residual(h, m), stats)
     }
 }

@@ -291,10 +291,11 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
                 float::<X, 2>(saved.a[i].clone()),
                 float::<X, 2>(saved.b[i].clone()),
             ); // [m, f]
-            let g = gelu_gate(a.clone(), b.clone()); // [m, f], computed in f32
-            let dw2 = weight_grad(g.transpose(), dyi.clone(), saved.w_dtype); // [f, d]
-            let dg = gemv::matmul(dyi, w2.transpose()); // [m, f]
-            let (da, db) = gelu_gate_grads(a, b, dg); // [m, f], computed in f32
+            let dg = gemv::matmul(dyi.clone(), w2.transpose()); // [m, f]
+            // The gate's value comes back with its gradients, recomputed rather than kept from
+            // the forward (one [m, f] less held per expert).
+            let (da, db, g) = gelu_gate_grads(a, b, dg); // [m, f] each, computed in f32
+            let dw2 = weight_grad(g.transpose(), dyi, saved.w_dtype); // [f, d]
             let dw1 = weight_grad(xi.clone().transpose(), da.clone(), saved.w_dtype); // [d, f]
             let dw3 = weight_grad(xi.transpose(), db.clone(), saved.w_dtype); // [d, f]
             for dw in [dw1, dw3, dw2] {

@@ -87,17 +87,21 @@ fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2>
 }
 
 /// `gelu_gate`'s gradients `(da, db)` for the upstream gradient `g`, outside autodiff (for a
-/// node that differentiates its own chain, `model::experts`), computed in at least f32 and
-/// returned in `a`'s dtype as `gelu_gate` is: the GPU kernel, the CPU kernel on the CPU backend
-/// in f32, else one element-wise chain, with
+/// node that differentiates its own chain, `model::experts`), and the gate's value `gelu_gate(a,
+/// b)` beside them, computed in at least f32 and returned in `a`'s dtype as `gelu_gate` is: the
+/// GPU kernel (one pass for all three, where the value was a launch of its own that read `a` and
+/// `b` again), the CPU kernel on the CPU backend in f32, else one element-wise chain, with
 /// gelu'(a) = ½(1 + t) + ½·a·(1 − t²)·√(2/π)·(1 + 3·0.044715·a²), t = tanh(√(2/π)·(a + 0.044715·a³)).
+/// Off the GPU the value is `gelu_gate`'s, its bits.
+#[allow(clippy::type_complexity)]
 pub fn gelu_gate_grads<X: Backend>(
     a: Tensor<X, 2>,
     b: Tensor<X, 2>,
     g: Tensor<X, 2>,
-) -> (Tensor<X, 2>, Tensor<X, 2>) {
+) -> (Tensor<X, 2>, Tensor<X, 2>, Tensor<X, 2>) {
     let dtype = a.dtype();
     run_gpu_kernel_or::<X, _>(GeluGateGrads { a, b, g }, gpu_allowed(dtype), |k| {
+        let y = gelu_gate(k.a.clone(), k.b.clone());
         let [a, b, g] = [k.a, k.b, k.g].map(|t| precision::upcast(t).0);
         let k = GeluGateGrads { a, b, g };
         let (da, db) = if fused_allowed(k.a.dtype()) {
@@ -105,7 +109,7 @@ pub fn gelu_gate_grads<X: Backend>(
         } else {
             k.plain()
         };
-        (precision::restore(da, dtype), precision::restore(db, dtype))
+        (precision::restore(da, dtype), precision::restore(db, dtype), y)
     })
 }
 
@@ -469,7 +473,7 @@ impl<X: GpuOps> Backward<X, 2> for GpuGeluGateBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let dadb = X::gelu_gate_bwd([a, b, grads.consume::<X>(&ops.node)]);
+        let (dadb, _) = X::gelu_gate_bwd([a, b, grads.consume::<X>(&ops.node)], false);
         register_each::<X, 2>(ops.parents.map(|p| p.map(|n| n.id)), dadb, grads);
     }
 }
@@ -498,17 +502,22 @@ struct GeluGateGrads<B: Backend> {
     g: Tensor<B, 2>,
 }
 
+/// With the gate's value: `gelu_gate_grads`'s GPU pass.
 impl<B: Backend> GpuKernel for GeluGateGrads<B> {
-    type Output = (Tensor<B, 2>, Tensor<B, 2>);
+    type Output = (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>);
 
+    /// Only the node's inner tensors come here.
     fn gpu_autodiff<X: GpuOps>(self) -> Self::Output {
-        self.plain()
+        let y = gelu_gate_plain(self.a.clone(), self.b.clone());
+        let (da, db) = self.plain();
+        (da, db, y)
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Self::Output {
         let [a, b, g] = [self.a, self.b, self.g].map(unwrap::<X, _, 2>);
-        let [da, db] = X::gelu_gate_bwd([a, b, g]);
-        (wrap::<B, X, 2>(da), wrap::<B, X, 2>(db))
+        let ([da, db], y) = X::gelu_gate_bwd([a, b, g], true);
+        let y = y.expect("asked for the value");
+        (wrap::<B, X, 2>(da), wrap::<B, X, 2>(db), wrap::<B, X, 2>(y))
     }
 }
 
@@ -878,7 +887,14 @@ pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, ep
     if !fused_allowed(x.dtype()) || w.dtype() != DType::F32 {
         return rms_norm_plain(x, w, eps);
     }
-    run_gpu_kernel::<B, _>(RmsNorm { x, w, eps }).unwrap_or_else(run_kernel::<B, _>)
+    let k = GpuRmsNorm { x, w, h: None, eps };
+    run_gpu_kernel::<B, _>(k).unwrap_or_else(|k| {
+        run_kernel::<B, _>(RmsNorm {
+            x: k.x,
+            w: k.w,
+            eps: k.eps,
+        })
+    })
 }
 
 fn rms_norm_plain<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
@@ -886,9 +902,40 @@ fn rms_norm_plain<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, 
     x.div(rms).mul(w.unsqueeze::<D>())
 }
 
+/// `h + rms_norm(x, w, eps)`: a sandwich norm's output joined to the residual stream `h`. On a
+/// GPU in f32, one kernel writes the sum (`GpuOps::rms_norm_fwd` with a residual), where the
+/// add was a launch of its own that read the norm's output back: two passes over `[tokens,
+/// d_model]` and a launch saved per sub-layer. Its backward is the norm's, `h` taking the
+/// output's gradient as it is. Elsewhere the norm and the add (the CPU's bits).
+pub fn rms_norm_residual<B: Backend, const D: usize>(
+    h: Tensor<B, D>,
+    x: Tensor<B, D>,
+    w: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let gpu = fused_allowed(x.dtype()) && h.dtype() == DType::F32 && w.dtype() == DType::F32;
+    let k = GpuRmsNorm {
+        x,
+        w,
+        h: Some(h),
+        eps,
+    };
+    run_gpu_kernel_or::<B, _>(k, gpu, |k| {
+        k.h.expect("built with the residual") + rms_norm(k.x, k.w, k.eps)
+    })
+}
+
 struct RmsNorm<B: Backend, const D: usize> {
     x: Tensor<B, D>,
     w: Tensor<B, 1>,
+    eps: f64,
+}
+
+/// The GPU's node, with the residual `h` added in the kernel when given.
+struct GpuRmsNorm<B: Backend, const D: usize> {
+    x: Tensor<B, D>,
+    w: Tensor<B, 1>,
+    h: Option<Tensor<B, D>>,
     eps: f64,
 }
 
@@ -963,52 +1010,71 @@ impl<B: Backend, const D: usize> HostKernel for RmsNorm<B, D> {
 #[derive(Debug)]
 struct GpuRmsNormBackward<const D: usize>;
 
+impl<const D: usize> GpuRmsNormBackward<D> {
+    /// The gradients of `x` and `w` from the forward's `x`, `w` and 1/rms and the output's `g`,
+    /// in one launch and a column sum (`GpuOps::rms_norm_bwd`).
+    fn grads<X: GpuOps>(
+        state: (FloatTensor<X>, FloatTensor<X>, FloatTensor<X>),
+        g: FloatTensor<X>,
+        parents: [Option<NodeId>; 2],
+        grads: &mut Gradients,
+    ) {
+        let (x, w, inv) = state;
+        register_each::<X, 2>(parents, X::rms_norm_bwd(x, w, inv, g), grads);
+    }
+}
+
 impl<X: GpuOps, const D: usize> Backward<X, 2> for GpuRmsNormBackward<D> {
     type State = (FloatTensor<X>, FloatTensor<X>, FloatTensor<X>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, w, inv) = ops.state;
         let g = grads.consume::<X>(&ops.node);
-        let [px, pw] = ops.parents;
-        if let Some(node) = pw {
-            // dw = Σ_rows g ⊙ x·(1/rms): burn fuses the products into its row reduction.
-            let t = |p: FloatTensor<X>| Tensor::<X, D>::from_primitive(TensorPrimitive::Float(p));
-            let d = w.shape()[0];
-            let rows = inv.shape()[0];
-            let x = t(x.clone()).reshape([rows, d]);
-            let g = t(g.clone()).reshape([rows, d]);
-            let inv = Tensor::<X, 1>::from_primitive(TensorPrimitive::Float(inv.clone())).reshape([rows, 1]);
-            let dw = (g * x * inv).sum_dim(0).reshape([d]);
-            grads.register::<X>(node.id, dw.into_primitive().tensor());
-        }
-        if let Some(node) = px {
-            grads.register::<X>(node.id, X::rms_norm_bwd(x, w, inv, g));
-        }
+        let parents = ops.parents.map(|p| p.map(|n| n.id));
+        Self::grads::<X>(ops.state, g, parents, grads);
     }
 }
 
-impl<B: Backend, const D: usize> GpuKernel for RmsNorm<B, D> {
+/// With the residual `h` as the third parent: its gradient is the output's.
+impl<X: GpuOps, const D: usize> Backward<X, 3> for GpuRmsNormBackward<D> {
+    type State = (FloatTensor<X>, FloatTensor<X>, FloatTensor<X>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<X>(&ops.node);
+        let [px, pw, ph] = ops.parents.map(|p| p.map(|n| n.id));
+        if let Some(id) = ph {
+            grads.register::<X>(id, g.clone());
+        }
+        Self::grads::<X>(ops.state, g, [px, pw], grads);
+    }
+}
+
+impl<B: Backend, const D: usize> GpuKernel for GpuRmsNorm<B, D> {
     type Output = Tensor<B, D>;
 
     fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, D> {
-        let xw = [
+        let (x, w) = (
             unwrap::<Autodiff<X>, _, _>(self.x),
             unwrap::<Autodiff<X>, _, _>(self.w),
-        ];
+        );
         let eps = self.eps as f32;
-        wrap::<B, Autodiff<X>, _>(record(GpuRmsNormBackward::<D>, xw, |[x, w]| {
-            let (y, inv) = X::rms_norm_fwd(x.clone(), w.clone(), eps);
-            ((x, w, inv), y)
-        }))
+        let op = GpuRmsNormBackward::<D>;
+        let y = match self.h.map(unwrap::<Autodiff<X>, _, _>) {
+            None => record(op, [x, w], |[x, w]| {
+                let (y, inv) = X::rms_norm_fwd(x.clone(), w.clone(), None, eps);
+                ((x, w, inv), y)
+            }),
+            Some(h) => record(op, [x, w, h], |[x, w, h]| {
+                let (y, inv) = X::rms_norm_fwd(x.clone(), w.clone(), Some(h), eps);
+                ((x, w, inv), y)
+            }),
+        };
+        wrap::<B, Autodiff<X>, _>(y)
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, D> {
-        let (y, _) = X::rms_norm_fwd(
-            unwrap::<X, _, _>(self.x),
-            unwrap::<X, _, _>(self.w),
-            self.eps as f32,
-        );
-        wrap::<B, X, _>(y)
+        let h = self.h.map(unwrap::<X, _, _>);
+        let (x, w) = (unwrap::<X, _, _>(self.x), unwrap::<X, _, _>(self.w));
+        wrap::<B, X, _>(X::rms_norm_fwd(x, w, h, self.eps as f32).0)
     }
 }
 
@@ -1159,8 +1225,11 @@ impl<B: Backend> GpuKernel for CrossEntropy<B> {
 
 // ---- RoPE ------------------------------------------------------------------------------------
 
-/// RoPE on `[batch, seq, heads, head_dim]` (the projection's own layout) for the positions of
-/// `tables`.
+/// RoPE on `x: [batch, seq, heads, head_dim]` (the projection's own layout) for the positions
+/// of `tables`, returned as `[batch, heads, seq, head_dim]`, attention's layout. On a GPU the
+/// kernel writes that layout itself, each way, where a rotation followed by a transposed view
+/// left the matrix products a copy to make in the forward and the kernel one in the backward
+/// (four passes over q and k a layer). The CPU rotates in place and returns a transposed view.
 pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
     if !fused_allowed(x.dtype()) {
         return rope_plain(x, tables);
@@ -1169,7 +1238,7 @@ pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4>
 }
 
 fn rope_plain<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
-    tables.apply(x.swap_dims(1, 2)).swap_dims(1, 2)
+    tables.apply(x.swap_dims(1, 2))
 }
 
 struct RopeKernel<'a, B: Backend> {
@@ -1236,15 +1305,17 @@ impl<B: Backend> HostKernel for RopeKernel<'_, B> {
     fn autodiff<X: Backend>(self) -> Tensor<B, 4> {
         let state = self.state();
         let x = unwrap::<Autodiff<X>, _, _>(self.x);
-        wrap::<B, Autodiff<X>, _>(record(RopeBackward, [x], |[x]| {
+        let y: Tensor<B, 4> = wrap::<B, Autodiff<X>, _>(record(RopeBackward, [x], |[x]| {
             let y = state.apply::<X>(x, false);
             (state, y)
-        }))
+        }));
+        y.swap_dims(1, 2)
     }
 
     fn inner<X: Backend>(self) -> Tensor<B, 4> {
         let state = self.state();
-        wrap::<B, X, _>(state.apply::<X>(unwrap::<X, _, _>(self.x), false))
+        let y: Tensor<B, 4> = wrap::<B, X, _>(state.apply::<X>(unwrap::<X, _, _>(self.x), false));
+        y.swap_dims(1, 2)
     }
 
     fn plain(self) -> Tensor<B, 4> {
