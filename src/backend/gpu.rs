@@ -12,17 +12,18 @@
 //! wgpu --example kernel_launches`, forward + backward and the same small harness on both paths):
 //! the softmax takes 8 launches with these kernels against 15 on the plain burn composition,
 //! RMSNorm 9 against 17 (its dw summed from the backward kernel's per-chunk partials by
-//! `col_sum_kernel`), the cross-entropy 4 against 19. The cross-entropy matters most on a GPU preset: its `[tokens, vocab]` logits are the
-//! step's largest activation, and each extra pass over them is one more read or write of it. The
-//! AdamW and GELU-gate kernels pay off only in a whole step: alone, the GELU gate fuses into one
-//! kernel each way (8 launches with its kernels against 7: the harness's `· u` no longer joins it),
-//! but in the grouped experts node only each layer's first expert's gate fused, the others ran as
-//! nine kernels each; and fusion's 64-op blocks split the optimizer's updates, leaving 348 stray
-//! multiplies a step at `gpu-350m` (docs/benchmarks.md, "Launches per training step"). RoPE takes 8
-//! launches against 17, its two kernels in place of eleven, and writes attention's head-major
-//! layout itself (each way), where a transposed view left a copy to the matrix products.
-//! Passes that followed a kernel are folded into it where it already reads their inputs: the
-//! sandwich norm's residual add, the gate's value in its backward, RMSNorm's weight gradient.
+//! `col_sum_kernel`), the cross-entropy 4 against 19. The cross-entropy matters most on a GPU
+//! preset: its `[tokens, vocab]` logits are the step's largest activation, and each extra pass over
+//! them is one more read or write of it. The AdamW and GELU-gate kernels pay off only in a whole
+//! step: alone, the GELU gate fuses into one kernel each way (8 launches with its kernels against
+//! 7: the harness's `· u` no longer joins it), but in the grouped experts node only each layer's
+//! first expert's gate fused, the others ran as nine kernels each; and fusion's 64-op blocks split
+//! the optimizer's updates, leaving 348 stray multiplies a step at `gpu-350m` (docs/benchmarks.md,
+//! "Launches per training step"). RoPE takes 8 launches against 17, its two kernels in place of
+//! eleven, and writes attention's head-major layout itself (each way), where a transposed view left
+//! a copy to the matrix products. Passes that followed a kernel are folded into it where it already
+//! reads their inputs: the sandwich norm's residual add, the gate's value in its backward,
+//! RMSNorm's weight gradient.
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
