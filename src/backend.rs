@@ -277,8 +277,9 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// its slots `s = t·k + j` (j < k, in order) of grouped row `slots[s]` times `gates[s]`
     /// (1 when `gates` is `None`), where a grouped row is the sum, in order, of the rows the
     /// parts holding it have there. `parts`: `[m_q, d]` each, in grouped order, every `per`
-    /// consecutive parts sharing one range of rows (1: each expert's output; 2: each expert's
-    /// two input-gradient terms); `slots: [rows·k]` (integers); `gates: [rows·k]` in `dtype`. One
+    /// consecutive parts sharing one range of rows (1: each expert's output, or its one
+    /// input-gradient term; 2: its two terms where its up projections were two products);
+    /// `slots: [rows·k]` (integers); `gates: [rows·k]` in `dtype`. One
     /// launch: the parts are read where they lie, not stacked into one tensor first.
     fn slot_sum(
         parts: Vec<FloatTensor<Self>>,
@@ -329,16 +330,31 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// tensor-core GEMM in the inputs' dtype with an f32 output (`model::wide`). `a: [.., m, k]`,
     /// `b: [.., k, n]` with equal batch dims; either may be a transposed view.
     fn matmul_f32_out(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// An expert's weights as its packed forward reads them (`model::experts`): `w1` and `w3`
+    /// (`[d, f]` each) side by side, `[d, 2f]` in `dtype`, and `w2` (`[f, d]`), when given, cast
+    /// to `dtype` in the same pass.
+    fn pack_up(
+        w1: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        w2: Option<FloatTensor<Self>>,
+        dtype: DType,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
     /// `gelu_tanh(a) ⊙ b` (`model::fused::gelu_gate`), `a` and `b` of one shape and dtype (f32,
-    /// bf16 or f16), in one pass that computes in f32 and writes their dtype.
-    fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// The gate's gradients `[da, db]` for the output's gradient `g`, in one pass, as `gelu_gate`
-    /// computing in f32; with `value`, also `gelu_gate(a, b)`, as that pass computes it.
+    /// bf16 or f16), in one pass that computes in f32 and writes their dtype. Without `b`, `a`
+    /// holds both, `[rows, 2f]` with the gate's input in columns `..f` and `b` in `f..` (the
+    /// experts' two up projections as one product, `model::experts`), and the output is
+    /// `[rows, f]`.
+    fn gelu_gate(a: FloatTensor<Self>, b: Option<FloatTensor<Self>>) -> FloatTensor<Self>;
+    /// The gate's gradients for the output's gradient `g`, in one pass, as `gelu_gate` computing
+    /// in f32, laid out as the inputs: `[da, db]`, or without `b` one tensor of `a`'s shape
+    /// holding both; with `value`, also `gelu_gate(a, b)`, as that pass computes it.
     #[allow(clippy::type_complexity)]
     fn gelu_gate_bwd(
-        abg: [FloatTensor<Self>; 3],
+        a: FloatTensor<Self>,
+        b: Option<FloatTensor<Self>>,
+        g: FloatTensor<Self>,
         value: bool,
-    ) -> ([FloatTensor<Self>; 2], Option<FloatTensor<Self>>);
+    ) -> (Vec<FloatTensor<Self>>, Option<FloatTensor<Self>>);
     /// RoPE (`model::fused::rope`) on `x: [batch, seq, heads, head_dim]` with the `cs` tables
     /// `[cos, sin]`, each `[.., seq, head_dim]` (pair i's angle in columns i and head_dim/2 + i,
     /// `model::rope::RopeTables`), in one pass: [x1·c − x2·s, x2·c + x1·s], the operations of

@@ -411,12 +411,12 @@ fn issue_7_moe_row_gathers_match_burns_select_on_wgpu() {
 #[test]
 fn issue_7_grouped_experts_node_matches_the_per_expert_graph_on_wgpu() {
     use colossus::config::Precision;
-    use colossus::model::{experts::grouped_scope, precision};
+    use colossus::model::{experts, experts::grouped_scope, precision};
     let Some(device) = wgpu() else { return };
     for (p, tol) in [(Precision::F32, 1e-5), (Precision::F16, 2e-3)] {
         for (shape, stand_in) in [([18, 4, 2], false), ([18, 4, 3], false), ([3, 4, 2], true)] {
             let case = format!("{p:?} {shape:?} stand-in {stand_in}");
-            let before = fused::recorded();
+            let (before, packed) = (fused::recorded(), experts::packed());
             let grouped =
                 precision::autocast(p, || moe_outputs::<WgpuTrain>(&device, shape, stand_in, false));
             assert_eq!(
@@ -424,11 +424,24 @@ fn issue_7_grouped_experts_node_matches_the_per_expert_graph_on_wgpu() {
                 2,
                 "{case}: the router's softmax, then one node for the layer's experts"
             );
+            // Each expert with rows: at most 4, at least 1 (the stand-in routing sends every
+            // token to the same experts).
+            let used = experts::packed() - packed;
+            assert!(
+                (1..=4).contains(&used),
+                "{case}: {used} experts ran with their up projections packed"
+            );
+            let packed = experts::packed();
             let per_expert = precision::autocast(p, || {
                 grouped_scope(false, || {
                     moe_outputs::<WgpuTrain>(&device, shape, stand_in, false)
                 })
             });
+            assert_eq!(
+                experts::packed(),
+                packed,
+                "{case}: the per-expert graph packs nothing"
+            );
             let cpu = moe_outputs::<CpuTrain>(&Default::default(), shape, stand_in, false);
             for (i, (g, e)) in grouped.iter().zip(&per_expert).enumerate() {
                 assert_eq!(
@@ -491,7 +504,7 @@ fn issue_7_moe_combine_kernels_match_the_plain_path_on_wgpu() {
             filled::<Wgpu, 2>([start[e + 1] - start[e], d], salt + e, 1.0, &device).cast(half)
         };
         let ys: Vec<_> = used.iter().map(|&e| part(e, 100)).collect();
-        let pairs: Vec<_> = used.iter().map(|&e| [part(e, 200), part(e, 300)]).collect();
+        let pairs: Vec<_> = used.iter().map(|&e| vec![part(e, 200), part(e, 300)]).collect();
         let gates = filled::<Wgpu, 2>([n, k], 1, 1.0, &device);
         let dout = filled::<Wgpu, 2>([n, d], 2, 1.0, &device);
         let order = rows::ints::<Wgpu>(&order, &device);
@@ -511,7 +524,7 @@ fn issue_7_moe_combine_kernels_match_the_plain_path_on_wgpu() {
             let y = combine::weighted(&ys, &to_slots, gates.clone());
             let (dy, dgates) =
                 combine::weighted_grads(&ys, [&order, &to_slots], gates.clone(), dout.clone(), half);
-            let dx = combine::pair_sum(pairs.clone(), &to_slots, k, DType::F32);
+            let dx = combine::term_sum(pairs.clone(), &to_slots, k, DType::F32);
             [floats(y), floats(dy), floats(dgates), floats(dx)]
         };
         let (ours, plain) = (run(), fused::plain_scope(run));
@@ -1168,6 +1181,89 @@ fn issue_7_gpu_gelu_gate_kernels_match_the_plain_path_and_the_cpu() {
         // term (1 - t²) cancels where t → ±1 and so magnifies the last bits of t.
         let cpu_checks = checks(1e-5);
         agree(&format!("gelu gate {dims:?} vs the CPU"), &cpu_checks, &got, &cpu);
+    }
+}
+
+/// Issue 7: the packed forms the grouped experts node runs on a GPU (`model::experts`, one
+/// product for an expert's two up projections): the GELU gate's kernels reading a and b side by
+/// side in one `[rows, 2f]` tensor (`GpuOps::gelu_gate` and `gelu_gate_bwd` without `b`, the
+/// gradients written the same way) against the unpacked kernels, and `GpuOps::pack_up` against
+/// burn's cast and concatenation. The same operations on the same elements: the same bits.
+/// Shapes: one element a side; a width that is no multiple of the cube; and more elements than
+/// the grid's first axis holds (units loop). In f32 and f16; `pack_up` from f32 to f16 and to
+/// f32, with `w2` and without.
+#[test]
+fn issue_7_packed_gate_kernels_and_weight_packing_match_the_unpacked_path() {
+    use burn::tensor::TensorPrimitive;
+    use colossus::backend::GpuOps;
+    type G = Wgpu;
+    let Some(device) = wgpu() else { return };
+    let prim = |t: Tensor<G, 2>| t.into_primitive().tensor();
+    let tensor = |p| Tensor::<G, 2>::from_primitive(TensorPrimitive::Float(p));
+    for (rows, f, dtype) in [
+        (1, 1, DType::F32),
+        (37, 300, DType::F32),
+        (37, 300, DType::F16),
+        // In f16: lavapipe allocates at most 128 MiB a buffer, and `ab` is 128.2 MiB in f32.
+        (4097, 4097, DType::F16),
+    ] {
+        let case = format!("[{rows}, {f}] {dtype:?}");
+        let a = filled::<G, 2>([rows, f], 1, 6.0, &device).cast(dtype);
+        let b = filled::<G, 2>([rows, f], 2, 2.0, &device).cast(dtype);
+        let g = filled::<G, 2>([rows, f], 3, 1.0, &device).cast(dtype);
+        let ab = Tensor::cat(vec![a.clone(), b.clone()], 1); // [rows, 2f]
+        let y = G::gelu_gate(prim(a.clone()), Some(prim(b.clone())));
+        let packed = G::gelu_gate(prim(ab.clone()), None);
+        assert_eq!(floats(tensor(packed)), floats(tensor(y)), "{case}: the gate");
+        let (grads, value) = G::gelu_gate_bwd(prim(a), Some(prim(b)), prim(g.clone()), true);
+        let (mut packed, packed_value) = G::gelu_gate_bwd(prim(ab), None, prim(g), true);
+        assert_eq!(
+            packed.len(),
+            1,
+            "{case}: one gradient tensor for the packed input"
+        );
+        let dab = tensor(packed.pop().expect("the packed gradient"));
+        assert_eq!(
+            dab.dims(),
+            [rows, 2 * f],
+            "{case}: the gradient in the input's layout"
+        );
+        let want = Tensor::cat(grads.into_iter().map(tensor).collect(), 1);
+        let dab = floats(dab);
+        assert!(dab.iter().any(|v| *v != 0.0), "{case}: the gradient is all zeros");
+        assert_eq!(dab, floats(want), "{case}: [da | db]");
+        let [value, packed_value] = [value, packed_value].map(|v| floats(tensor(v.expect("asked for it"))));
+        assert_eq!(packed_value, value, "{case}: the backward's value");
+    }
+    for (d, f, to) in [
+        (1, 1, DType::F16),
+        (24, 300, DType::F16),
+        (24, 300, DType::F32),
+        (4097, 4097, DType::F16),
+    ] {
+        let case = format!("pack_up [{d}, {f}] to {to:?}");
+        let w = [[d, f], [d, f], [f, d]]
+            .into_iter()
+            .enumerate()
+            .map(|(i, dims)| filled::<G, 2>(dims, 10 + i, 1.0, &device))
+            .collect::<Vec<_>>();
+        let want = Tensor::cat(vec![w[0].clone().cast(to), w[1].clone().cast(to)], 1);
+        for with_w2 in [true, false] {
+            let w2 = with_w2.then(|| prim(w[2].clone()));
+            let (w13, w2) = G::pack_up(prim(w[0].clone()), prim(w[1].clone()), w2, to);
+            let w13 = tensor(w13);
+            assert_eq!(w13.dtype(), to, "{case}: w13's dtype");
+            assert_eq!(
+                floats(w13),
+                floats(want.clone()),
+                "{case}: w1 and w3 side by side"
+            );
+            assert_eq!(w2.is_some(), with_w2, "{case}: w2 back only when given");
+            if let Some(w2) = w2.map(tensor) {
+                assert_eq!(w2.dtype(), to, "{case}: w2's dtype");
+                assert_eq!(floats(w2), floats(w[2].clone().cast(to)), "{case}: w2");
+            }
+        }
     }
 }
 

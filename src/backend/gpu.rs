@@ -23,7 +23,9 @@
 //! eleven, and writes attention's head-major layout itself (each way), where a transposed view left
 //! a copy to the matrix products. Passes that followed a kernel are folded into it where it already
 //! reads their inputs: the sandwich norm's residual add, the gate's value in its backward,
-//! RMSNorm's weight gradient.
+//! RMSNorm's weight gradient. The gate also reads its two inputs side by side from one product
+//! (`packed`), so that an expert's two up projections are one GEMM each way (`model::experts`),
+//! with `pack_up_kernel` putting their weights so and casting them in the launch the casts took.
 //!
 //! The softmax: the plain path (×multiplier, ÷cap, tanh, ×cap, + causal bias, then softmax's max,
 //! subtract, exp, sum, divide) is two reductions with element-wise chains between them, and its
@@ -731,23 +733,67 @@ const ELEMENTWISE_BLOCK: u32 = 256;
 const GELU_C: f32 = 0.797_884_6;
 const GELU_K: f32 = 0.044_715;
 
+/// An expert's weights as its packed forward reads them (`GpuOps::pack_up`): `w1` and `w3`
+/// (`[d, f]` each) side by side in `w13` (`[d, 2f]`), and, with `with_w2`, `w2` (`[f, d]`, as
+/// many elements) copied into `w2h`; each written in the outputs' dtype. One unit per element
+/// of `w1`, in a grid-stride loop.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn pack_up_kernel<F: Float, G: Float>(
+    w1: &Tensor<F>,      // [d, f], contiguous
+    w3: &Tensor<F>,      // [d, f]
+    w2: &Tensor<F>,      // [f, d]; unread without with_w2
+    w13: &mut Tensor<G>, // [d, 2f]
+    w2h: &mut Tensor<G>, // [f, d]; unwritten without with_w2
+    n: u32,
+    f: u32,
+    #[comptime] with_w2: bool,
+    #[define(F, G)] _dtypes: [StorageType; 2],
+) {
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let f = f as usize;
+    let mut i = ABSOLUTE_POS_X as usize;
+    while i < n as usize {
+        let to = i / f * 2 * f + i % f;
+        w13[to] = G::cast_from(w1[i]);
+        w13[to + f] = G::cast_from(w3[i]);
+        if with_w2 {
+            w2h[i] = G::cast_from(w2[i]);
+        }
+        i += stride;
+    }
+}
+
 /// `out = ½·a·(1 + tanh(√(2/π)·(a + 0.044715·a³)))·b`, `colossus_kernels::gelu_gate`'s formula,
 /// computed in f32 whatever the tensors' dtype (f32, or bf16/f16 read and written as they are):
 /// what widening half inputs, the f32 gate and rounding back would give, without the casts.
+/// `packed`: `a` is `[rows, 2f]` with the gate's input in columns `..f` and `b` in `f..` (the
+/// experts' two up projections as one product), and `b` is not read.
+#[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn gelu_gate_kernel<F: Float>(
-    a: &Tensor<F>,       // [n], contiguous
-    b: &Tensor<F>,       // [n]
+    a: &Tensor<F>,       // [n] contiguous, or [rows, 2f] when packed
+    b: &Tensor<F>,       // [n]; unread when packed
     out: &mut Tensor<F>, // [n]
     n: u32,
+    f: u32,
+    #[comptime] packed: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let f = f as usize;
     let mut i = ABSOLUTE_POS_X as usize;
     while i < n as usize {
-        let x = f32::cast_from(a[i]);
+        // Where a lies; b lies f further on when packed.
+        let ai = if packed { i / f * 2 * f + i % f } else { i };
+        let x = f32::cast_from(a[ai]);
+        let bv = if packed {
+            f32::cast_from(a[ai + f])
+        } else {
+            f32::cast_from(b[i])
+        };
         let t = (GELU_C * (x + GELU_K * x * x * x)).tanh();
-        out[i] = F::cast_from(0.5 * x * (1.0 + t) * f32::cast_from(b[i]));
+        out[i] = F::cast_from(0.5 * x * (1.0 + t) * bv);
         i += stride;
     }
 }
@@ -757,32 +803,49 @@ fn gelu_gate_kernel<F: Float>(
 /// whatever the tensors' dtype, as the forward. With `value`, also the forward's output
 /// `gelu(a)·b` (the forward's operations in its order), which the experts' backward needs for
 /// the down projection's weight gradient and would otherwise recompute in a launch of its own.
+/// `packed` as the forward's: `a` holds a and b, and `da` takes both gradients in that layout.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn gelu_gate_bwd_kernel<F: Float>(
-    a: &Tensor<F>,      // [n], contiguous
-    b: &Tensor<F>,      // [n]
+    a: &Tensor<F>,      // [n] contiguous, or [rows, 2f] when packed
+    b: &Tensor<F>,      // [n]; unread when packed
     g: &Tensor<F>,      // [n]
-    da: &mut Tensor<F>, // [n]
-    db: &mut Tensor<F>, // [n]
+    da: &mut Tensor<F>, // a's shape
+    db: &mut Tensor<F>, // [n]; unwritten when packed
     y: &mut Tensor<F>,  // [n]; one unused element without `value`
     n: u32,
+    f: u32,
     #[comptime] value: bool,
+    #[comptime] packed: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let f = f as usize;
     let mut i = ABSOLUTE_POS_X as usize;
     let (c, k) = (GELU_C, GELU_K);
     while i < n as usize {
-        let x = f32::cast_from(a[i]);
+        // Where a is read and its gradient written; b and its gradient lie f further on when
+        // packed.
+        let ai = if packed { i / f * 2 * f + i % f } else { i };
+        let x = f32::cast_from(a[ai]);
+        let bv = if packed {
+            f32::cast_from(a[ai + f])
+        } else {
+            f32::cast_from(b[i])
+        };
         let gi = f32::cast_from(g[i]);
         let t = (c * (x + k * x * x * x)).tanh();
         let gelu = 0.5 * x * (1.0 + t);
         let dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * k * x * x);
-        da[i] = F::cast_from(gi * f32::cast_from(b[i]) * dgelu);
-        db[i] = F::cast_from(gi * gelu);
+        if packed {
+            da[ai] = F::cast_from(gi * bv * dgelu);
+            da[ai + f] = F::cast_from(gi * gelu);
+        } else {
+            da[i] = F::cast_from(gi * bv * dgelu);
+            db[i] = F::cast_from(gi * gelu);
+        }
         if value {
-            y[i] = F::cast_from(gelu * f32::cast_from(b[i]));
+            y[i] = F::cast_from(gelu * bv);
         }
         i += stride;
     }
@@ -828,6 +891,20 @@ fn rope_kernel<F: Float>(
         out[to + half] = q * cs + p * sn;
         i += stride;
     }
+}
+
+/// The GELU gate's output shape and half-width `f` for its input of shape `s`: `s` itself, or,
+/// when `packed` (the input holding both of the gate's inputs side by side), `[rows, f]` of
+/// `[rows, 2f]`.
+fn gate_shape(s: &Shape, packed: bool) -> (Shape, usize) {
+    let mut out = s.clone();
+    if !packed {
+        return (out, 1);
+    }
+    let last = out.num_dims() - 1;
+    let f = out[last] / 2;
+    out[last] = f;
+    (out, f)
 }
 
 /// Cubes for `n` elements of a grid-stride kernel: one unit per element up to the grid's
@@ -1262,10 +1339,51 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         }
     }
 
-    fn gelu_gate(a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
-        let (a, b) = (into_contiguous(a), into_contiguous(b));
-        let n = a.meta.shape.num_elements();
-        let out = empty(&a, a.meta.shape.clone());
+    fn pack_up(
+        w1: CubeTensor<R>,
+        w3: CubeTensor<R>,
+        w2: Option<CubeTensor<R>>,
+        dtype: DType,
+    ) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
+        let [w1, w3] = [w1, w3].map(into_contiguous);
+        let (client, device) = (w1.client.clone(), w1.device.clone());
+        let (d, f) = (w1.meta.shape[0], w1.meta.shape[1]);
+        let n = d * f;
+        let w13 = empty_device_dtype::<R>(client.clone(), device.clone(), Shape::new([d, 2 * f]), dtype);
+        let with_w2 = w2.is_some();
+        // Unread and unwritten without w2, but the kernel takes tensors there.
+        let w2 = w2.map_or_else(|| empty(&w1, Shape::new([1])), into_contiguous);
+        let w2h_shape = if with_w2 {
+            w2.meta.shape.clone()
+        } else {
+            Shape::new([1])
+        };
+        let w2h = empty_device_dtype::<R>(client.clone(), device, w2h_shape, dtype);
+        let dtypes = [w1.dtype.into(), dtype.into()];
+        pack_up_kernel::launch::<R>(
+            &client,
+            elementwise_grid(n),
+            CubeDim::new_1d(ELEMENTWISE_BLOCK),
+            w1.into_tensor_arg(),
+            w3.into_tensor_arg(),
+            w2.into_tensor_arg(),
+            w13.clone().into_tensor_arg(),
+            w2h.clone().into_tensor_arg(),
+            n as u32,
+            f as u32,
+            with_w2,
+            dtypes,
+        );
+        (w13, with_w2.then_some(w2h))
+    }
+
+    fn gelu_gate(a: CubeTensor<R>, b: Option<CubeTensor<R>>) -> CubeTensor<R> {
+        let a = into_contiguous(a);
+        let packed = b.is_none();
+        let (shape, f) = gate_shape(&a.meta.shape, packed);
+        let n = shape.num_elements();
+        let out = empty(&a, shape);
+        let b = b.map_or_else(|| empty(&a, Shape::new([1])), into_contiguous);
         let dtype = a.dtype;
         gelu_gate_kernel::launch::<R>(
             &a.client.clone(),
@@ -1275,23 +1393,27 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             b.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             n as u32,
+            f as u32,
+            packed,
             dtype.into(),
         );
         out
     }
 
-    fn gelu_gate_bwd(abg: [CubeTensor<R>; 3], value: bool) -> ([CubeTensor<R>; 2], Option<CubeTensor<R>>) {
-        let [a, b, g] = abg.map(into_contiguous);
-        let n = a.meta.shape.num_elements();
-        let (da, db) = (empty(&a, a.meta.shape.clone()), empty(&a, a.meta.shape.clone()));
-        let y = empty(
-            &a,
-            if value {
-                a.meta.shape.clone()
-            } else {
-                Shape::new([1])
-            },
-        );
+    fn gelu_gate_bwd(
+        a: CubeTensor<R>,
+        b: Option<CubeTensor<R>>,
+        g: CubeTensor<R>,
+        value: bool,
+    ) -> (Vec<CubeTensor<R>>, Option<CubeTensor<R>>) {
+        let (a, g) = (into_contiguous(a), into_contiguous(g));
+        let packed = b.is_none();
+        let (shape, f) = gate_shape(&a.meta.shape, packed);
+        let n = shape.num_elements();
+        let da = empty(&a, a.meta.shape.clone());
+        let db = empty(&a, if packed { Shape::new([1]) } else { shape.clone() });
+        let y = empty(&a, if value { shape } else { Shape::new([1]) });
+        let b = b.map_or_else(|| empty(&a, Shape::new([1])), into_contiguous);
         let dtype = a.dtype;
         gelu_gate_bwd_kernel::launch::<R>(
             &a.client.clone(),
@@ -1304,10 +1426,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             db.clone().into_tensor_arg(),
             y.clone().into_tensor_arg(),
             n as u32,
+            f as u32,
             value,
+            packed,
             dtype.into(),
         );
-        ([da, db], value.then_some(y))
+        let grads = if packed { vec![da] } else { vec![da, db] };
+        (grads, value.then_some(y))
     }
 
     fn rope(x: CubeTensor<R>, cs: [CubeTensor<R>; 2], inverse: bool) -> CubeTensor<R> {
@@ -1610,9 +1735,12 @@ enum Kernel {
     SumSquares,
     Sum,
     Scale(f32),
-    GeluGate,
-    /// Writing the forward's output too when set.
-    GeluGateBwd(bool),
+    /// An expert's weights packed, in this dtype; `w2` cast too when set.
+    PackUp(DType, bool),
+    /// The gate, its two inputs packed in one tensor when set.
+    GeluGate(bool),
+    /// Writing the forward's output too when the first is set; packed inputs when the second is.
+    GeluGateBwd(bool, bool),
     /// RoPE, rotating back when set.
     Rope(bool),
 }
@@ -1636,9 +1764,13 @@ impl Kernel {
             Kernel::SumSquares => "colossus_sum_squares",
             Kernel::Sum => "colossus_sum",
             Kernel::Scale(_) => "colossus_scale",
-            Kernel::GeluGate => "colossus_gelu_gate",
-            Kernel::GeluGateBwd(false) => "colossus_gelu_gate_backward",
-            Kernel::GeluGateBwd(true) => "colossus_gelu_gate_backward_and_value",
+            Kernel::PackUp(..) => "colossus_pack_up",
+            Kernel::GeluGate(false) => "colossus_gelu_gate",
+            Kernel::GeluGate(true) => "colossus_gelu_gate_packed",
+            Kernel::GeluGateBwd(false, false) => "colossus_gelu_gate_backward",
+            Kernel::GeluGateBwd(true, false) => "colossus_gelu_gate_backward_and_value",
+            Kernel::GeluGateBwd(false, true) => "colossus_gelu_gate_packed_backward",
+            Kernel::GeluGateBwd(true, true) => "colossus_gelu_gate_packed_backward_and_value",
             Kernel::Rope(false) => "colossus_rope",
             Kernel::Rope(true) => "colossus_rope_backward",
         }
@@ -1703,10 +1835,16 @@ impl Kernel {
             Kernel::SumSquares => vec![B::sum_squares((0..ins.len()).map(f).collect())],
             Kernel::Sum => vec![B::sum(f(0))],
             Kernel::Scale(factor) => B::scale((0..ins.len()).map(f).collect(), factor),
-            Kernel::GeluGate => vec![B::gelu_gate(f(0), f(1))],
-            Kernel::GeluGateBwd(value) => {
-                let ([da, db], y) = B::gelu_gate_bwd([f(0), f(1), f(2)], value);
-                [da, db].into_iter().chain(y).collect()
+            Kernel::PackUp(dtype, with_w2) => {
+                let (w13, w2) = B::pack_up(f(0), f(1), with_w2.then(|| f(2)), dtype);
+                [w13].into_iter().chain(w2).collect()
+            }
+            Kernel::GeluGate(packed) => vec![B::gelu_gate(f(0), (!packed).then(|| f(1)))],
+            Kernel::GeluGateBwd(value, packed) => {
+                // Inputs [a, b, g], or [ab, g] when packed.
+                let b = (!packed).then(|| f(1));
+                let (grads, y) = B::gelu_gate_bwd(f(0), b, f(ins.len() - 1), value);
+                grads.into_iter().chain(y).collect()
             }
             Kernel::Rope(inverse) => vec![B::rope(f(0), [f(1), f(2)], inverse)],
             Kernel::CrossEntropyBwd => {
@@ -1948,23 +2086,52 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         out
     }
 
-    fn gelu_gate(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        let shape = a.shape.clone();
-        let [out] = register::<B, 1>(Kernel::GeluGate, vec![a, b], [shape]);
+    fn pack_up(
+        w1: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        w2: Option<FloatTensor<Self>>,
+        dtype: DType,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let [d, f] = [w1.shape[0], w1.shape[1]];
+        let shapes = [Shape::new([d, 2 * f])]
+            .into_iter()
+            .chain(w2.as_ref().map(|w| w.shape.clone()));
+        let kernel = Kernel::PackUp(dtype, w2.is_some());
+        let ins = [w1, w3].into_iter().chain(w2).collect();
+        let mut outs = register_many::<B>(kernel, ins, shapes.collect(), dtype).into_iter();
+        let w13 = outs.next().expect("w13 comes first");
+        (w13, outs.next())
+    }
+
+    fn gelu_gate(a: FloatTensor<Self>, b: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+        let packed = b.is_none();
+        let (shape, _) = gate_shape(&a.shape, packed);
+        let [out] = register::<B, 1>(
+            Kernel::GeluGate(packed),
+            [a].into_iter().chain(b).collect(),
+            [shape],
+        );
         out
     }
 
     fn gelu_gate_bwd(
-        abg: [FloatTensor<Self>; 3],
+        a: FloatTensor<Self>,
+        b: Option<FloatTensor<Self>>,
+        g: FloatTensor<Self>,
         value: bool,
-    ) -> ([FloatTensor<Self>; 2], Option<FloatTensor<Self>>) {
-        let shape = abg[0].shape.clone();
-        let dtype = abg[0].dtype;
-        let n = if value { 3 } else { 2 };
-        let shapes = vec![shape; n];
-        let mut outs = register_many::<B>(Kernel::GeluGateBwd(value), abg.into(), shapes, dtype).into_iter();
-        let mut next = || outs.next().expect("one tensor per registered output");
-        ([next(), next()], value.then(next))
+    ) -> (Vec<FloatTensor<Self>>, Option<FloatTensor<Self>>) {
+        let packed = b.is_none();
+        let (shape, dtype) = (g.shape.clone(), a.dtype);
+        // [da, db] or [dab] in the inputs' shapes, then the value in the output's.
+        let mut shapes = match &b {
+            Some(b) => vec![a.shape.clone(), b.shape.clone()],
+            None => vec![a.shape.clone()],
+        };
+        shapes.extend(value.then_some(shape));
+        let ins = [a].into_iter().chain(b).chain([g]).collect();
+        let mut outs = register_many::<B>(Kernel::GeluGateBwd(value, packed), ins, shapes, dtype);
+        let y = value.then(|| outs.pop().expect("the value is the last output"));
+        (outs, y)
     }
 
     fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self> {

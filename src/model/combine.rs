@@ -65,22 +65,23 @@ pub fn weighted_grads<X: Backend>(
     run_gpu_kernel_or::<X, _>(k, !plain_active(), WeightedGrads::plain)
 }
 
-/// Each token's `k` slots' rows of the grouped sum `a + b` over the used experts' pairs `[a, b]`
-/// (`[m, d]` each, in turn), summed: `[n, d]` in `dtype`, each term cast to it first. The node's
-/// input gradient from each expert's two products' terms.
-pub fn pair_sum<X: Backend>(
-    pairs: Vec<[Tensor<X, 2>; 2]>,
+/// Each token's `k` slots' rows of the grouped sum of the used experts' terms (`[m, d]` each,
+/// the same count for every expert, the experts in turn), summed: `[n, d]` in `dtype`, each term
+/// cast to it first. The node's input gradient from each expert's products' terms: two where the
+/// expert's up projections were two products, one where they were one (`experts::Up`).
+pub fn term_sum<X: Backend>(
+    terms: Vec<Vec<Tensor<X, 2>>>,
     to_slots: &Tensor<X, 1, Int>,
     k: usize,
     dtype: DType,
 ) -> Tensor<X, 2> {
-    let kernel = PairSum {
-        pairs,
+    let kernel = TermSum {
+        terms,
         to_slots: to_slots.clone(),
         k,
         dtype,
     };
-    run_gpu_kernel_or::<X, _>(kernel, !plain_active(), PairSum::plain)
+    run_gpu_kernel_or::<X, _>(kernel, !plain_active(), TermSum::plain)
 }
 
 /// The grouped rows in slot order, `[n·k, d]` in `dtype`: the composition's stack and gather.
@@ -189,29 +190,33 @@ impl<B: Backend> GpuKernel for WeightedGrads<B> {
     }
 }
 
-struct PairSum<B: Backend> {
-    pairs: Vec<[Tensor<B, 2>; 2]>,
+struct TermSum<B: Backend> {
+    terms: Vec<Vec<Tensor<B, 2>>>,
     to_slots: Tensor<B, 1, Int>,
     k: usize,
     dtype: DType,
 }
 
-impl<B: Backend> PairSum<B> {
-    /// Each pair cast and added, in `dtype`.
-    fn sums(pairs: Vec<[Tensor<B, 2>; 2]>, dtype: DType) -> Vec<Tensor<B, 2>> {
+impl<B: Backend> TermSum<B> {
+    /// Each expert's terms cast and added in turn, in `dtype`.
+    fn sums(terms: Vec<Vec<Tensor<B, 2>>>, dtype: DType) -> Vec<Tensor<B, 2>> {
         let cast = |t| precision::restore(t, dtype);
-        pairs.into_iter().map(|[a, b]| cast(a) + cast(b)).collect()
+        let add = |ts: Vec<Tensor<B, 2>>| ts.into_iter().map(cast).reduce(|a, b| a + b);
+        terms
+            .into_iter()
+            .map(|ts| add(ts).expect("a term per expert"))
+            .collect()
     }
 
     fn plain(self) -> Tensor<B, 2> {
         let k = self.k;
-        let dx = slot_rows(Self::sums(self.pairs, self.dtype), self.to_slots, self.dtype); // [n·k, d]
+        let dx = slot_rows(Self::sums(self.terms, self.dtype), self.to_slots, self.dtype); // [n·k, d]
         let [nk, d] = dx.dims();
         token_sum(dx.reshape([nk / k, k, d]))
     }
 }
 
-impl<B: Backend> GpuKernel for PairSum<B> {
+impl<B: Backend> GpuKernel for TermSum<B> {
     type Output = Tensor<B, 2>;
 
     fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 2> {
@@ -220,12 +225,15 @@ impl<B: Backend> GpuKernel for PairSum<B> {
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 2> {
         let dtype = self.dtype;
-        let args = X::tensor_args(&device::<X, _, 2>(&self.pairs[0][0]));
-        // Both terms of every expert, the slots, an unused gates tensor and the output; where
-        // the device takes fewer tensors a launch, each pair added first (one more pass).
-        let (parts, per): (Vec<Tensor<B, 2>>, usize) = match self.pairs.len() {
-            e if 2 * e + 3 <= args => (self.pairs.into_iter().flatten().collect(), 2),
-            e if e + 3 <= args => (Self::sums(self.pairs, dtype), 1),
+        let args = X::tensor_args(&device::<X, _, 2>(&self.terms[0][0]));
+        // Every term of every expert, the slots, an unused gates tensor and the output; where
+        // the device takes fewer tensors a launch, each expert's terms added first (one more
+        // pass). The kernel's ranges need as many terms for each expert.
+        let per = self.terms[0].len();
+        let even = self.terms.iter().all(|ts| ts.len() == per);
+        let (parts, per): (Vec<Tensor<B, 2>>, usize) = match self.terms.len() {
+            e if even && per * e + 3 <= args => (self.terms.into_iter().flatten().collect(), per),
+            e if e + 3 <= args => (Self::sums(self.terms, dtype), 1),
             _ => return self.plain(),
         };
         let parts = parts.into_iter().map(unwrap::<X, _, 2>).collect();

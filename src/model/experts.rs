@@ -10,7 +10,7 @@
 //! step of the 50% MFU goal (docs/benchmarks.md, "One node for all experts"; arithmetic, not
 //! measured: no GPU yet). Here the backward moves each row once: the output's gradient is
 //! brought to the grouped rows with the gates' (`combine::weighted_grads`), and each token's k
-//! rows of the experts' input-gradient terms are summed where they lie (`combine::pair_sum`).
+//! rows of the experts' input-gradient terms are summed where they lie (`combine::term_sum`).
 //!
 //! The node's parents are the tokens, the gates and each used expert's three weights as they are
 //! (no stacked copy), so an expert without tokens gets no gradient, as before; burn's nodes take
@@ -23,12 +23,23 @@
 //! keeps each expert's output, also in the matmul dtype, where burn's autodiff of the weighting
 //! kept an `[n·k, d]` copy in the output's dtype.
 //!
+//! On the GPU backends an expert's two up projections are one product, its rows by `w1` and `w3`
+//! side by side (`Up::Packed`; one kernel puts them so each step and casts them, with `w2`, to
+//! the products' dtype, `GpuOps::pack_up`), which the gate's kernels read and whose gradient
+//! they write as it lies; the backward takes the input's gradient from one product, `[da | db]`
+//! by the weights' transpose. Per expert that is 4 launches forward and 6 backward where there
+//! were 5 and 7 under mixed precision (4 and 7 in f32), GEMMs twice as wide, and one `[m, d]`
+//! input-gradient term instead of two to write and sum (docs/benchmarks.md, "Launches per
+//! training step").
+//!
 //! Numerics: the same products on the same rows in the same dtypes as the per-expert path
 //! (`Expert::forward` through `precision::matmul`), so on the CPU the output and the expert
 //! weights' gradients are the same bits; the input gradient adds the same terms, in another
 //! order only where the router's gradient joins them (`tests/model.rs`). On a GPU under mixed
 //! precision the weights' gradients come out of their GEMM in f32 (`weight_grad`), where the
-//! per-expert graph rounds them to half before widening.
+//! per-expert graph rounds them to half before widening, and the input gradient's two terms are
+//! summed in the packed product's f32 accumulator and rounded once, where the per-expert graph
+//! rounds each.
 //!
 //! Where: the GPU backends (`run_gpu_kernel`). The CPU backend keeps one node per expert and its
 //! scatter-add combine unless `grouped_scope` asks for this node: there the tokens' gradients
@@ -53,6 +64,13 @@ use crate::backend::{GpuKernel, GpuOps, HostKernel, run_gpu_kernel, run_gpu_kern
 
 thread_local! {
     static GROUPED: Cell<Option<bool>> = const { Cell::new(None) };
+    static PACKED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many experts this thread has run with their up projections packed (`Up::Packed`): a
+/// test's proof that a GPU backend took that path.
+pub fn packed() -> usize {
+    PACKED.with(Cell::get)
 }
 
 /// Run `f` with the grouped node on every backend (`true`: how the CPU tests check it) or on
@@ -208,16 +226,32 @@ fn rows<X: Backend>(x: &Tensor<X, 2>, r: &Range<usize>) -> Tensor<X, 2> {
 }
 
 /// What the backward needs, in the matmul dtype: the grouped input rows, each used expert's
-/// output (for the gates' gradient), its two pre-activation products and its weights `[w1, w3,
-/// w2]`; and the weights' own dtype, which their gradients take.
+/// output (for the gates' gradient), its up projections (`Up`) and its down projection's
+/// weight; and the weights' own dtype, which their gradients take.
 #[derive(Debug, Clone)]
 struct Saved<X: Backend> {
     x: FloatTensor<X>,
     y: Vec<FloatTensor<X>>,
-    a: Vec<FloatTensor<X>>,
-    b: Vec<FloatTensor<X>>,
-    w: Vec<[FloatTensor<X>; 3]>,
+    up: Vec<Up<X>>,
+    w2: Vec<FloatTensor<X>>,
     w_dtype: DType,
+}
+
+/// One expert's two up projections as the forward computed and kept them, in the matmul dtype.
+#[derive(Debug, Clone)]
+enum Up<X: Backend> {
+    /// `a = x·w1` and `b = x·w3`, `[m, f]` each, and `[w1, w3]`: two products, as the
+    /// per-expert path computes them (so the CPU's bits are that path's).
+    Split {
+        a: FloatTensor<X>,
+        b: FloatTensor<X>,
+        w: [FloatTensor<X>; 2],
+    },
+    /// `[a | b] = x·[w1 | w3]`, `[m, 2f]`, and the weights side by side, `[d, 2f]`: on the GPU
+    /// backends one GEMM of twice the width where there were two, read by the gate's kernel as
+    /// it lies; the backward likewise takes the input's gradient from one GEMM, `[da | db]` by
+    /// the weights' transpose, where there were two and their sum.
+    Packed { ab: FloatTensor<X>, w13: FloatTensor<X> },
 }
 
 /// `h: [n, d]` and the used experts' weights (`[w1, w3, w2]` for each in turn) → each used
@@ -233,28 +267,133 @@ fn forward<X: Backend>(
     let mut saved = Saved {
         x: prim(x.clone()),
         y: Vec::new(),
-        a: Vec::new(),
-        b: Vec::new(),
-        w: Vec::new(),
+        up: Vec::new(),
+        w2: Vec::new(),
         w_dtype: ws.first().map_or(dtype, Tensor::dtype),
     };
-    let mut ws = ws.into_iter().map(|w| precision::restore(w, dtype));
+    let mut ws = ws.into_iter();
     let mut ys = Vec::with_capacity(plan.used.len());
     for (_, r) in &plan.used {
         let mut next = || ws.next().expect("three weights per used expert");
-        let (w1, w3, w2) = (next(), next(), next()); // [d, f], [d, f], [f, d]
-        let xi = rows(&x, r); // [m, d]
-        let a = gemv::matmul(xi.clone(), w1.clone()); // [m, f]
-        let b = gemv::matmul(xi, w3.clone()); // [m, f]
-        let g = gelu_gate(a.clone(), b.clone()); // [m, f], computed in f32
-        let y = gemv::matmul(g, w2.clone()); // [m, d]
+        let w = [next(), next(), next()]; // [w1, w3, w2]: [d, f], [d, f], [f, d]
+        let (y, up, w2) = expert(rows(&x, r), w, dtype); // [m, d]
         saved.y.push(prim(y.clone()));
         ys.push(y);
-        saved.a.push(prim(a));
-        saved.b.push(prim(b));
-        saved.w.push([w1, w3, w2].map(prim));
+        saved.up.push(up);
+        saved.w2.push(prim(w2));
     }
     (ys, saved)
+}
+
+/// One expert on its rows `x: [m, d]` (in `dtype`) from its weights `[w1, w3, w2]` (in theirs):
+/// the output `w2 · gelu_gate(x·w1, x·w3)`, `[m, d]` in `dtype`, what the backward keeps of the
+/// up projections, and `w2` in `dtype`. On the GPU backends the up projections are one product
+/// of `x` and the weights side by side (`Up::Packed`); elsewhere two.
+fn expert<X: Backend>(
+    x: Tensor<X, 2>,
+    w: [Tensor<X, 2>; 3],
+    dtype: DType,
+) -> (Tensor<X, 2>, Up<X>, Tensor<X, 2>) {
+    run_gpu_kernel_or::<X, _>(OneExpert { x, w, dtype }, !plain_active(), OneExpert::split)
+}
+
+struct OneExpert<X: Backend> {
+    x: Tensor<X, 2>,
+    w: [Tensor<X, 2>; 3],
+    dtype: DType,
+}
+
+impl<X: Backend> OneExpert<X> {
+    fn split(self) -> (Tensor<X, 2>, Up<X>, Tensor<X, 2>) {
+        let [w1, w3, w2] = self.w.map(|w| precision::restore(w, self.dtype));
+        let a = gemv::matmul(self.x.clone(), w1.clone()); // [m, f]
+        let b = gemv::matmul(self.x, w3.clone()); // [m, f]
+        let g = gelu_gate(a.clone(), b.clone()); // [m, f], computed in f32
+        let y = gemv::matmul(g, w2.clone()); // [m, d]
+        let w = [prim(w1), prim(w3)];
+        (
+            y,
+            Up::Split {
+                a: prim(a),
+                b: prim(b),
+                w,
+            },
+            w2,
+        )
+    }
+}
+
+impl<X: Backend> GpuKernel for OneExpert<X> {
+    type Output = (Tensor<X, 2>, Up<X>, Tensor<X, 2>);
+
+    /// Only the node's inner tensors come here.
+    fn gpu_autodiff<Y: GpuOps>(self) -> Self::Output {
+        self.split()
+    }
+
+    /// The weights are put side by side every step, in the launch that casts them to the
+    /// products' dtype anyway under mixed precision (a `[d, 2f]` write, 6 MB an expert at
+    /// `gpu-350m` in bf16), rather than stored so: checkpoints and the exported layout keep
+    /// `w1` and `w3` apart, as Grok-1's.
+    fn gpu_inner<Y: GpuOps>(self) -> Self::Output {
+        PACKED.with(|c| c.set(c.get() + 1));
+        let [w1, w3, w2] = self.w;
+        let cast_w2 = (w2.dtype() != self.dtype).then(|| unwrap::<Y, _, 2>(w2.clone()));
+        let [w1, w3] = [w1, w3].map(unwrap::<Y, _, 2>);
+        let (w13, cast) = Y::pack_up(w1, w3, cast_w2, self.dtype);
+        let w13 = wrap::<X, Y, 2>(w13); // [d, 2f]
+        let w2 = cast.map_or(w2, wrap::<X, Y, 2>); // [f, d]
+        let ab = gemv::matmul(self.x, w13.clone()); // [m, 2f]
+        let g = wrap::<X, Y, 2>(Y::gelu_gate(unwrap::<Y, _, 2>(ab.clone()), None)); // [m, f]
+        let y = gemv::matmul(g, w2.clone()); // [m, d]
+        (
+            y,
+            Up::Packed {
+                ab: prim(ab),
+                w13: prim(w13),
+            },
+            w2,
+        )
+    }
+}
+
+/// The gate's gradients `[da | db]`, `[m, 2f]` in `ab`'s layout, for the output's gradient `g`,
+/// and its value: the packed kernel on a GPU backend.
+fn packed_gate_grads<X: Backend>(ab: Tensor<X, 2>, g: Tensor<X, 2>) -> (Tensor<X, 2>, Tensor<X, 2>) {
+    run_gpu_kernel::<X, _>(PackedGateGrads { ab, g }).unwrap_or_else(PackedGateGrads::plain)
+}
+
+struct PackedGateGrads<X: Backend> {
+    ab: Tensor<X, 2>,
+    g: Tensor<X, 2>,
+}
+
+impl<X: Backend> PackedGateGrads<X> {
+    /// Only `Up::Packed` asks, which only a GPU backend makes; this is for completeness.
+    fn plain(self) -> (Tensor<X, 2>, Tensor<X, 2>) {
+        let [m, f2] = self.ab.dims();
+        let f = f2 / 2;
+        let (a, b) = (self.ab.clone().slice([0..m, 0..f]), self.ab.slice([0..m, f..f2]));
+        let (da, db, y) = gelu_gate_grads(a, b, self.g);
+        (Tensor::cat(vec![da, db], 1), y)
+    }
+}
+
+impl<X: Backend> GpuKernel for PackedGateGrads<X> {
+    type Output = (Tensor<X, 2>, Tensor<X, 2>);
+
+    /// Only the node's inner tensors come here.
+    fn gpu_autodiff<Y: GpuOps>(self) -> Self::Output {
+        self.plain()
+    }
+
+    fn gpu_inner<Y: GpuOps>(self) -> Self::Output {
+        let (ab, g) = (unwrap::<Y, _, 2>(self.ab), unwrap::<Y, _, 2>(self.g));
+        let (mut grads, y) = Y::gelu_gate_bwd(ab, None, g, true);
+        let dab = grads.pop().expect("one gradient for the packed input");
+        let y = y.expect("asked for the value");
+        (wrap::<X, Y, 2>(dab), wrap::<X, Y, 2>(y))
+    }
 }
 
 #[derive(Debug)]
@@ -283,34 +422,47 @@ impl<X: Backend, const N: usize> Backward<X, N> for GroupedBackward {
             grads.register::<X>(node.id, prim(dgates));
         }
         let x = float::<X, 2>(saved.x);
+        let w_dtype = saved.w_dtype;
         let mut dx = Vec::with_capacity(self.used.len());
-        for (i, r) in self.used.iter().enumerate() {
-            let [w1, w3, w2] = saved.w[i].clone().map(float::<X, 2>);
+        for ((r, up), w2) in self.used.iter().zip(saved.up).zip(saved.w2) {
+            let w2 = float::<X, 2>(w2);
             let (xi, dyi) = (rows(&x, r), rows(&dy, r)); // [m, d]
-            let (a, b) = (
-                float::<X, 2>(saved.a[i].clone()),
-                float::<X, 2>(saved.b[i].clone()),
-            ); // [m, f]
             let dg = gemv::matmul(dyi.clone(), w2.transpose()); // [m, f]
             // The gate's value comes back with its gradients, recomputed rather than kept from
             // the forward (one [m, f] less held per expert).
-            let (da, db, g) = gelu_gate_grads(a, b, dg); // [m, f] each, computed in f32
-            let dw2 = weight_grad(g.transpose(), dyi, saved.w_dtype); // [f, d]
-            let dw1 = weight_grad(xi.clone().transpose(), da.clone(), saved.w_dtype); // [d, f]
-            let dw3 = weight_grad(xi.transpose(), db.clone(), saved.w_dtype); // [d, f]
+            let (dw13, terms, g) = match up {
+                Up::Split { a, b, w: [w1, w3] } => {
+                    let (a, b) = (float::<X, 2>(a), float::<X, 2>(b)); // [m, f]
+                    let (da, db, g) = gelu_gate_grads(a, b, dg); // [m, f] each, computed in f32
+                    let dw1 = weight_grad(xi.clone().transpose(), da.clone(), w_dtype); // [d, f]
+                    let dw3 = weight_grad(xi.transpose(), db.clone(), w_dtype); // [d, f]
+                    let da_x = gemv::matmul(da, float::<X, 2>(w1).transpose()); // [m, d]
+                    let db_x = gemv::matmul(db, float::<X, 2>(w3).transpose()); // [m, d]
+                    ([dw1, dw3], vec![da_x, db_x], g)
+                }
+                Up::Packed { ab, w13 } => {
+                    let (dab, g) = packed_gate_grads(float::<X, 2>(ab), dg); // [m, 2f], [m, f]
+                    let [m, f2] = dab.dims();
+                    let half = |cols| dab.clone().slice([0..m, cols]); // [m, f], a view
+                    let dw1 = weight_grad(xi.clone().transpose(), half(0..f2 / 2), w_dtype); // [d, f]
+                    let dw3 = weight_grad(xi.transpose(), half(f2 / 2..f2), w_dtype); // [d, f]
+                    let dab_x = gemv::matmul(dab, float::<X, 2>(w13).transpose()); // [m, d]
+                    ([dw1, dw3], vec![dab_x], g)
+                }
+            };
+            let dw2 = weight_grad(g.transpose(), dyi, w_dtype); // [f, d]
+            let [dw1, dw3] = dw13;
             for dw in [dw1, dw3, dw2] {
                 if let Some(node) = parents.next().flatten() {
                     grads.register::<X>(node.id, prim(dw));
                 }
             }
-            let da_x = gemv::matmul(da, w1.transpose()); // [m, d]
-            let db_x = gemv::matmul(db, w3.transpose()); // [m, d]
-            dx.push([da_x, db_x]);
+            dx.push(terms);
         }
         if let Some(node) = ph {
-            // Each term is widened before the two are added, as the per-expert graph's two
+            // Each term is widened before the terms are added, as the per-expert graph's two
             // casts of the input do.
-            let dh = combine::pair_sum(dx, &to_slots, self.top_k, self.out_dtype); // [n, d]
+            let dh = combine::term_sum(dx, &to_slots, self.top_k, self.out_dtype); // [n, d]
             grads.register::<X>(node.id, prim(dh));
         }
     }

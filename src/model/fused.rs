@@ -473,7 +473,10 @@ impl<X: GpuOps> Backward<X, 2> for GpuGeluGateBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let (dadb, _) = X::gelu_gate_bwd([a, b, grads.consume::<X>(&ops.node)], false);
+        let (dadb, _) = X::gelu_gate_bwd(a, Some(b), grads.consume::<X>(&ops.node), false);
+        let dadb = dadb
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two inputs, two gradients"));
         register_each::<X, 2>(ops.parents.map(|p| p.map(|n| n.id)), dadb, grads);
     }
 }
@@ -487,12 +490,15 @@ impl<B: Backend> GpuKernel for GeluGate<B> {
             unwrap::<Autodiff<X>, _, _>(self.b),
         ];
         wrap::<B, Autodiff<X>, _>(record(GpuGeluGateBackward, ab, |[a, b]| {
-            ((a.clone(), b.clone()), X::gelu_gate(a, b))
+            ((a.clone(), b.clone()), X::gelu_gate(a, Some(b)))
         }))
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 2> {
-        wrap::<B, X, _>(X::gelu_gate(unwrap::<X, _, _>(self.a), unwrap::<X, _, _>(self.b)))
+        wrap::<B, X, _>(X::gelu_gate(
+            unwrap::<X, _, _>(self.a),
+            Some(unwrap::<X, _, _>(self.b)),
+        ))
     }
 }
 
@@ -515,7 +521,10 @@ impl<B: Backend> GpuKernel for GeluGateGrads<B> {
 
     fn gpu_inner<X: GpuOps>(self) -> Self::Output {
         let [a, b, g] = [self.a, self.b, self.g].map(unwrap::<X, _, 2>);
-        let ([da, db], y) = X::gelu_gate_bwd([a, b, g], true);
+        let (grads, y) = X::gelu_gate_bwd(a, Some(b), g, true);
+        let [da, db] = grads
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two inputs, two gradients"));
         let y = y.expect("asked for the value");
         (wrap::<B, X, 2>(da), wrap::<B, X, 2>(db), wrap::<B, X, 2>(y))
     }
