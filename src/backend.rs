@@ -360,7 +360,8 @@ pub trait GpuOps: burn::tensor::backend::Backend {
     /// `model::rope::RopeTables`), in one pass: [x1·c − x2·s, x2·c + x1·s], the operations of
     /// `colossus_kernels::rope`, written as `[batch, heads, seq, head_dim]`. `inverse` is the
     /// backward: `x` is then `[batch, heads, seq, head_dim]`, rotated by the opposite angle and
-    /// written as `[batch, seq, heads, head_dim]`.
+    /// written as `[batch, seq, heads, head_dim]`. `x` may be f32, bf16 or f16, and the output
+    /// is in its dtype; the tables are f32, and the rotation is computed in f32.
     fn rope(x: FloatTensor<Self>, cs: [FloatTensor<Self>; 2], inverse: bool) -> FloatTensor<Self>;
     /// AdamW updates of parameters that share `step`'s scalars (`model::fused::adamw`): `[p, m,
     /// v]` after the gradient for each `[p, g, m, v]`, all `[n]` and f32, in the order and f32

@@ -1269,42 +1269,93 @@ fn issue_7_packed_gate_kernels_and_weight_packing_match_the_unpacked_path() {
 
 /// RoPE on backend `B` (positions 3.., the angles of a decoding step's offset) of `x: dims`
 /// (`[batch, seq, heads, head_dim]`) under the upstream gradient `u` (`[batch, heads, seq,
-/// head_dim]`, the output's layout): the output, the input's gradient, the inference path's
-/// output (no autodiff), and how many nodes of our own the autodiff forward recorded.
-fn rope_on<B: AutodiffBackend>(device: &B::Device, dims: [usize; 4]) -> ([Vec<f32>; 3], usize) {
+/// head_dim]`, the output's layout), both in `dtype` and holding values that `round` can hold:
+/// the output, the input's gradient, the inference path's output (no autodiff), each rounded to
+/// `round`, and how many nodes of our own the autodiff forward recorded.
+fn rope_on<B: AutodiffBackend>(
+    device: &B::Device,
+    dims: [usize; 4],
+    dtype: DType,
+    round: DType,
+) -> ([Vec<f32>; 3], usize) {
     let [b, t, heads, hd] = dims;
-    let x = filled::<B, 4>(dims, 1, 2.0, device).require_grad();
-    let u = filled::<B, 4>([b, heads, t, hd], 2, 1.0, device);
+    let input = |dims, salt, scale| filled::<B, 4>(dims, salt, scale, device).cast(round).cast(dtype);
+    let x = input(dims, 1, 2.0).require_grad();
+    let u = input([b, heads, t, hd], 2, 1.0);
     let tables = RopeTables::<B>::new(hd, 10_000.0, 3, t, device);
     let before = fused::recorded();
     let y = fused::rope(x.clone(), &tables);
     let recorded = fused::recorded() - before;
+    assert_eq!(y.dtype(), dtype, "{dims:?}: the output's dtype");
     let grads = (y.clone() * u).sum().backward();
     let inner = RopeTables::<B::InnerBackend>::new(hd, 10_000.0, 3, t, device);
     let y_inner = fused::rope(x.clone().inner(), &inner);
     let dx = x.grad(&grads).expect("x's gradient");
-    ([floats(y), floats(dx), floats(y_inner)], recorded)
+    assert_eq!(dx.dtype(), dtype, "{dims:?}: the gradient's dtype");
+    let rounded = |y: Tensor<B, 4>| floats(y.cast(round));
+    (
+        [rounded(y), floats(dx.cast(round)), floats(y_inner.cast(round))],
+        recorded,
+    )
 }
+
+/// The shapes RoPE is checked at: one pair; odd sequence and head counts; a head width of
+/// `gpu-350m`. Not past the grid's first axis: that takes 65 535 · 256 pairs, a 134 MB f32
+/// tensor over wgpu's 128 MiB buffer limit; the grid-stride loop is the GELU gate's, checked
+/// past it above.
+const ROPE_SHAPES: [[usize; 4]; 3] = [[1, 1, 1, 2], [2, 37, 3, 8], [4, 300, 16, 64]];
 
 /// Issue 7: RoPE's GPU kernel (`GpuOps::rope`, one pass each way, transposing as it writes)
 /// against the plain burn composition on wgpu (halves, negation, concatenation, products) and
 /// the CPU's kernel. The outputs are compared in their logical order, so a kernel that wrote the
 /// right values in the input's layout fails.
-/// Shapes: one pair; odd sequence and head counts; a head width of `gpu-350m`. Not past the
-/// grid's first axis: that takes 65 535 · 256 pairs, a 134 MB f32 tensor over wgpu's 128 MiB
-/// buffer limit; the grid-stride loop is the GELU gate's, checked past it above.
 #[test]
 fn issue_7_gpu_rope_kernel_matches_the_plain_path_and_the_cpu() {
     let Some(device) = wgpu() else { return };
-    for dims in [[1, 1, 1, 2], [2, 37, 3, 8], [4, 300, 16, 64]] {
-        let (got, recorded) = rope_on::<WgpuTrain>(&device, dims);
+    let f32 = DType::F32;
+    for dims in ROPE_SHAPES {
+        let (got, recorded) = rope_on::<WgpuTrain>(&device, dims, f32, f32);
         assert_eq!(recorded, 1, "{dims:?}: the GPU node did not run");
-        let (plain, recorded) = fused::plain_scope(|| rope_on::<WgpuTrain>(&device, dims));
+        let (plain, recorded) = fused::plain_scope(|| rope_on::<WgpuTrain>(&device, dims, f32, f32));
         assert_eq!(recorded, 0, "{dims:?}: the plain path recorded a node");
-        let (cpu, _) = rope_on::<CpuTrain>(&Default::default(), dims);
+        let (cpu, _) = rope_on::<CpuTrain>(&Default::default(), dims, f32, f32);
         let checks = [("output", 1e-6), ("x gradient", 1e-6), ("inference", 1e-6)];
         agree(&format!("rope {dims:?} vs the plain path"), &checks, &got, &plain);
         agree(&format!("rope {dims:?} vs the CPU"), &checks, &got, &cpu);
+    }
+}
+
+/// Issue 7: RoPE on half-precision q and k. Under mixed precision attention's projections stay
+/// in the products' type (`precision::matmul_half`), and the kernel reads and writes that type
+/// and rotates in f32 with the f32 tables. That must give the same bits, each way and on the
+/// inference path, as widening to f32, the f32 kernel and rounding back, which is what the
+/// forward and backward did before (an f32 copy of q and k and two casts around each). The
+/// plain path (widening, burn's composition, rounding) agrees within f16's rounding. In f16:
+/// lavapipe has no bf16.
+#[test]
+fn issue_7_rope_kernel_on_half_inputs_matches_widening_and_rounding_back() {
+    let Some(device) = wgpu() else { return };
+    let (f16, f32) = (DType::F16, DType::F32);
+    for dims in ROPE_SHAPES {
+        let (half, recorded) = rope_on::<WgpuTrain>(&device, dims, f16, f16);
+        assert_eq!(recorded, 1, "{dims:?}: the GPU node did not run on f16");
+        let (widened, _) = rope_on::<WgpuTrain>(&device, dims, f32, f16);
+        for (name, (h, w)) in ["output", "x gradient", "inference"]
+            .iter()
+            .zip(half.iter().zip(&widened))
+        {
+            assert!(h.iter().any(|v| *v != 0.0), "{dims:?}: {name} is all zeros");
+            assert_eq!(h, w, "{dims:?}: f16 {name} against the f32 kernel's rounded");
+        }
+        let (plain, recorded) = fused::plain_scope(|| rope_on::<WgpuTrain>(&device, dims, f16, f16));
+        assert_eq!(recorded, 0, "{dims:?}: the plain path recorded a node");
+        let checks = [("output", 1e-3), ("x gradient", 1e-3), ("inference", 1e-3)];
+        agree(
+            &format!("f16 rope {dims:?} vs the plain path"),
+            &checks,
+            &half,
+            &plain,
+        );
     }
 }
 

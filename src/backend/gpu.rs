@@ -754,7 +754,7 @@ fn pack_up_kernel<F: Float, G: Float>(
     let f = f as usize;
     let mut i = ABSOLUTE_POS_X as usize;
     while i < n as usize {
-        let to = i / f * 2 * f + i % f;
+        let to = packed_at(i, f);
         w13[to] = G::cast_from(w1[i]);
         w13[to + f] = G::cast_from(w3[i]);
         if with_w2 {
@@ -762,6 +762,14 @@ fn pack_up_kernel<F: Float, G: Float>(
         }
         i += stride;
     }
+}
+
+/// Where element `i` of a `[rows, f]` operand lies in the `[rows, 2f]` tensor that holds it and
+/// a second one side by side (`w1 | w3`, `a | b`, `da | db`): the second's element is `f`
+/// further on.
+#[cube]
+fn packed_at(i: usize, f: usize) -> usize {
+    i / f * 2 * f + i % f
 }
 
 /// `out = ½·a·(1 + tanh(√(2/π)·(a + 0.044715·a³)))·b`, `colossus_kernels::gelu_gate`'s formula,
@@ -785,7 +793,7 @@ fn gelu_gate_kernel<F: Float>(
     let mut i = ABSOLUTE_POS_X as usize;
     while i < n as usize {
         // Where a lies; b lies f further on when packed.
-        let ai = if packed { i / f * 2 * f + i % f } else { i };
+        let ai = if packed { packed_at(i, f) } else { i };
         let x = f32::cast_from(a[ai]);
         let bv = if packed {
             f32::cast_from(a[ai + f])
@@ -826,7 +834,7 @@ fn gelu_gate_bwd_kernel<F: Float>(
     while i < n as usize {
         // Where a is read and its gradient written; b and its gradient lie f further on when
         // packed.
-        let ai = if packed { i / f * 2 * f + i % f } else { i };
+        let ai = if packed { packed_at(i, f) } else { i };
         let x = f32::cast_from(a[ai]);
         let bv = if packed {
             f32::cast_from(a[ai + f])
@@ -857,12 +865,15 @@ fn gelu_gate_bwd_kernel<F: Float>(
 /// the input's two middle dimensions, so the transpose between the projection's `[b, t, heads,
 /// hd]` and attention's `[b, heads, t, hd]` costs no pass of its own either way: the forward
 /// reads the former (positions on the first of them, `pos_first`), the backward the latter.
+/// `x` and `out` are f32, or bf16/f16 read and written as they are (the products' dtype under
+/// mixed precision), and the tables f32: the rotation is computed in f32 and rounded once, as
+/// widening `x`, rotating in f32 and rounding back would, without those two passes.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn rope_kernel<F: Float>(
+fn rope_kernel<F: Float, G: Float>(
     x: &Tensor<F>,       // [b, d1, d2, hd], contiguous
-    cos: &Tensor<F>,     // [t, hd], contiguous: pair i at columns i and half + i
-    sin: &Tensor<F>,     // [t, hd]
+    cos: &Tensor<G>,     // [t, hd], contiguous: pair i at columns i and half + i
+    sin: &Tensor<G>,     // [t, hd]
     out: &mut Tensor<F>, // [b, d2, d1, hd], contiguous
     pairs: u32,
     d1: u32,
@@ -870,7 +881,7 @@ fn rope_kernel<F: Float>(
     half: u32,
     sign: f32,
     #[comptime] pos_first: bool,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, G)] _dtypes: [StorageType; 2],
 ) {
     let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let (half, hd) = (half as usize, 2 * half as usize);
@@ -883,12 +894,13 @@ fn rope_kernel<F: Float>(
         if pos_first {
             pos = a;
         }
-        let (cs, sn) = (cos[pos * hd + j], sin[pos * hd + j] * F::cast_from(sign));
+        let cs = f32::cast_from(cos[pos * hd + j]);
+        let sn = f32::cast_from(sin[pos * hd + j]) * sign;
         let at = row * hd + j;
         let to = ((batch * d2 + c) * d1 + a) * hd + j;
-        let (p, q) = (x[at], x[at + half]);
-        out[to] = p * cs - q * sn;
-        out[to + half] = q * cs + p * sn;
+        let (p, q) = (f32::cast_from(x[at]), f32::cast_from(x[at + half]));
+        out[to] = F::cast_from(p * cs - q * sn);
+        out[to + half] = F::cast_from(q * cs + p * sn);
         i += stride;
     }
 }
@@ -1442,7 +1454,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let (d1, d2, half) = (s[1], s[2], s[3] / 2);
         let pairs = s.num_elements() / 2;
         let out = empty(&x, Shape::new([s[0], d2, d1, s[3]]));
-        let dtype = x.dtype;
+        let dtypes = [x.dtype.into(), cos.dtype.into()];
         rope_kernel::launch::<R>(
             &x.client.clone(),
             elementwise_grid(pairs),
@@ -1457,7 +1469,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             half as u32,
             if inverse { -1.0 } else { 1.0 },
             !inverse,
-            dtype.into(),
+            dtypes,
         );
         out
     }

@@ -53,7 +53,9 @@ pub fn attention<B: Backend>(
     s: AttnScores,
 ) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
     let wanted = KERNEL.with(|c| c.get()) == AttentionKernel::Flash;
-    if !wanted || s.past > 0 || s.t < 2 || !super::fused::fused_allowed(q.dtype()) {
+    let dtype = q.dtype();
+    let takes = dtype == DType::F32 || Some(dtype) == kernel_dtype();
+    if !wanted || s.past > 0 || s.t < 2 || !takes || !super::fused::gpu_allowed(dtype) {
         return Err((q, k, v));
     }
     let rep = q.dims()[2] / s.t;
@@ -81,8 +83,9 @@ struct FlashCore<B: Backend> {
     op: FlashOp,
     softmax: CappedSoftmax,
     /// Under bf16 or f16 the kernel reads q, k and v in that type, as the composed path's
-    /// matmuls do, and its output is widened back (`kernel_dtype`). The casts are autodiff ops of their own, made
-    /// only once the backend is known to be a GPU one (elsewhere q, k and v go back untouched).
+    /// matmuls do (`kernel_dtype`), and its output is returned in q's dtype as it came
+    /// (`widened`). Any casts are autodiff ops of their own, made only once the backend is
+    /// known to be a GPU one (elsewhere q, k and v go back untouched).
     half: Option<DType>,
 }
 
@@ -105,17 +108,18 @@ fn kernel_dtype() -> Option<DType> {
     KERNEL_DTYPE.with(|c| c.get()).or(precision)
 }
 
-/// q, k and v as the kernel reads them.
+/// q, k and v as the kernel reads them (as they come when already in `half`).
 fn kernel_inputs<B: Backend>(half: Option<DType>, qkv: [Tensor<B, 4>; 3]) -> [Tensor<B, 4>; 3] {
     qkv.map(|x| match half {
-        Some(dtype) => x.cast(dtype),
+        Some(dtype) => precision::restore(x, dtype),
         None => x,
     })
 }
 
-/// The kernel's output back in f32.
-fn widened<B: Backend>(half: Option<DType>, out: Tensor<B, 4>) -> Tensor<B, 4> {
-    if half.is_some() { out.cast(DType::F32) } else { out }
+/// The kernel's output in q's dtype as it came: widened back to f32 where q was f32, as it is
+/// where q came in the half type already (mixed precision's projections, `Attention::forward`).
+fn widened<B: Backend>(dtype: DType, out: Tensor<B, 4>) -> Tensor<B, 4> {
+    precision::restore(out, dtype)
 }
 
 impl<B: Backend> GpuKernel for FlashCore<B> {
@@ -130,6 +134,7 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
             softmax,
             half,
         } = self;
+        let dtype = q.dtype();
         let qkv = kernel_inputs(half, [q, k, v]).map(unwrap::<Autodiff<X>, _, 4>);
         let plan = backward_plan::<X>(&qkv[0].primitive);
         let backward = FlashBackward { softmax, op, plan };
@@ -139,15 +144,16 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
             let kept = plan.map(|_| out.clone());
             (([q, k, v], kept), out)
         }));
-        widened(half, out)
+        widened(dtype, out)
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
         let FlashCore {
             q, k, v, op, half, ..
         } = self;
+        let dtype = q.dtype();
         let [q, k, v] = kernel_inputs(half, [q, k, v]).map(unwrap::<X, _, 4>);
-        widened(half, wrap::<B, X, 4>(X::flash_attention(q, k, v, op)))
+        widened(dtype, wrap::<B, X, 4>(X::flash_attention(q, k, v, op)))
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) fn fused_allowed(dtype: DType) -> bool {
 }
 
 /// Whether a GPU kernel that computes in f32 whatever its tensors' dtype may take `dtype`.
-fn gpu_allowed(dtype: DType) -> bool {
+pub(crate) fn gpu_allowed(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16) && !plain_active()
 }
 
@@ -177,6 +177,8 @@ pub fn softmax_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 /// On the CPU backend in f32, one blockwise kernel that never writes the `[rep·t, past + t]`
 /// probabilities to memory and skips the key blocks a causal block cannot see
 /// (`colossus_kernels::attention`); elsewhere two matrix products around `capped_softmax`.
+/// Under mixed precision q, k and v come in the products' half type (`Attention::forward`) and
+/// the output is in it too; the softmax runs in f32 either way.
 pub fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -212,9 +214,9 @@ fn attention_plain<B: Backend>(
     v: Tensor<B, 4>,
     s: AttnScores,
 ) -> Tensor<B, 4> {
-    let (logits, dtype) = precision::upcast(precision::matmul(q, k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
+    let (logits, dtype) = precision::upcast(precision::matmul_half(q, k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
     let probs = precision::restore(capped_softmax(logits, s), dtype);
-    precision::matmul(probs, v) // [b, nkv, rep·t, hd]
+    precision::matmul_half(probs, v) // [b, nkv, rep·t, hd]
 }
 
 fn capped_softmax_plain<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
@@ -465,6 +467,20 @@ fn register_each<X: Backend, const N: usize>(
     }
 }
 
+/// `GpuOps::gelu_gate_bwd` on the unpacked gate: `[da, db]`, and with `value` the gate's output.
+fn gelu_gate_grads_gpu<X: GpuOps>(
+    a: FloatTensor<X>,
+    b: FloatTensor<X>,
+    g: FloatTensor<X>,
+    value: bool,
+) -> ([FloatTensor<X>; 2], Option<FloatTensor<X>>) {
+    let (grads, y) = X::gelu_gate_bwd(a, Some(b), g, value);
+    let dadb = grads
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("two inputs, two gradients"));
+    (dadb, y)
+}
+
 #[derive(Debug)]
 struct GpuGeluGateBackward;
 
@@ -473,10 +489,7 @@ impl<X: GpuOps> Backward<X, 2> for GpuGeluGateBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let (dadb, _) = X::gelu_gate_bwd(a, Some(b), grads.consume::<X>(&ops.node), false);
-        let dadb = dadb
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two inputs, two gradients"));
+        let (dadb, _) = gelu_gate_grads_gpu::<X>(a, b, grads.consume::<X>(&ops.node), false);
         register_each::<X, 2>(ops.parents.map(|p| p.map(|n| n.id)), dadb, grads);
     }
 }
@@ -521,10 +534,7 @@ impl<B: Backend> GpuKernel for GeluGateGrads<B> {
 
     fn gpu_inner<X: GpuOps>(self) -> Self::Output {
         let [a, b, g] = [self.a, self.b, self.g].map(unwrap::<X, _, 2>);
-        let (grads, y) = X::gelu_gate_bwd(a, Some(b), g, true);
-        let [da, db] = grads
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two inputs, two gradients"));
+        let ([da, db], y) = gelu_gate_grads_gpu::<X>(a, b, g, true);
         let y = y.expect("asked for the value");
         (wrap::<B, X, 2>(da), wrap::<B, X, 2>(db), wrap::<B, X, 2>(y))
     }
@@ -1239,11 +1249,20 @@ impl<B: Backend> GpuKernel for CrossEntropy<B> {
 /// kernel writes that layout itself, each way, where a rotation followed by a transposed view
 /// left the matrix products a copy to make in the forward and the kernel one in the backward
 /// (four passes over q and k a layer). The CPU rotates in place and returns a transposed view.
+/// A bf16 or f16 `x` (a projection's product under mixed precision) comes back in its dtype,
+/// rotated in f32 and rounded once: the GPU kernel reads and writes it as it is, elsewhere it
+/// is widened first and the result rounded back (the same values, two casts more).
 pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
-    if !fused_allowed(x.dtype()) {
-        return rope_plain(x, tables);
-    }
-    run_gpu_kernel::<B, _>(RopeKernel { x, tables }).unwrap_or_else(run_kernel::<B, _>)
+    let dtype = x.dtype();
+    run_gpu_kernel_or::<B, _>(RopeKernel { x, tables }, gpu_allowed(dtype), |k| {
+        let (x, dtype) = precision::upcast(k.x);
+        let y = if fused_allowed(x.dtype()) {
+            run_kernel::<B, _>(RopeKernel { x, tables })
+        } else {
+            rope_plain(x, tables)
+        };
+        precision::restore(y, dtype)
+    })
 }
 
 fn rope_plain<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {

@@ -77,13 +77,36 @@ pub fn half(p: Precision) -> Option<FloatDType> {
 /// product accumulates in f32 (tensor cores, and the CPU backend's emulation), is written in bf16
 /// as a bf16 GEMM writes it, and is widened back to f32, so the caller's tensors never change
 /// dtype. Costs two casts of the inputs and one of the output per call, which burn's fusion
-/// folds into neighbouring kernels on GPU backends. f16 likewise. One-row and one-column
-/// products go through `gemv::matmul`, off burn's faulty vector kernels.
+/// folds into neighbouring kernels on GPU backends. f16 likewise. An input already in the half
+/// type is taken as it is (`matmul_half`'s products). One-row and one-column products go
+/// through `gemv::matmul`, off burn's faulty vector kernels.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     match half(current()) {
-        Some(h) if a.dtype() == DType::F32 => gemv::matmul(a.cast(h), b.cast(h)).cast(DType::F32),
+        Some(h) if autocast_takes(&a, h) => product_in(h, a, b).cast(DType::F32),
         _ => gemv::matmul(a, b),
     }
+}
+
+/// `matmul` without the widening: under bf16 (f16) the product is returned in bf16 (f16) as the
+/// GEMM writes it. For products whose consumers round to the half type anyway (attention's
+/// q, k and v, RoPE rotating q and k in f32 and rounding once), which saves the f32 copy's
+/// write and read and the casts on each side, forward and backward; the values are the same.
+pub fn matmul_half<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    match half(current()) {
+        Some(h) if autocast_takes(&a, h) => product_in(h, a, b),
+        _ => gemv::matmul(a, b),
+    }
+}
+
+/// Whether autocast to `h` applies to an operand: f32, or already `h`.
+fn autocast_takes<B: Backend, const D: usize>(a: &Tensor<B, D>, h: FloatDType) -> bool {
+    a.dtype() == DType::F32 || a.dtype() == DType::from(h)
+}
+
+/// `a · b` with both rounded to `h` (no-ops for an operand already in it), written in `h`.
+fn product_in<B: Backend, const D: usize>(h: FloatDType, a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    let h = DType::from(h);
+    gemv::matmul(restore(a, h), restore(b, h))
 }
 
 /// `a · wᵀ` for the tied output head (`a: [m, k]` hidden states, `w: [n, k]` the embedding
