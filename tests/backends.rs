@@ -11,12 +11,11 @@ use std::sync::Once;
 
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
-use burn::module::Param;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use colossus::backend::{self, Cpu, CpuTrain, WgpuTrain};
 use colossus::config::{AttentionKernel, BackendKind, Config, Precision};
-use colossus::model::attention::{AttentionConfig, KvCache};
+use colossus::model::attention::KvCache;
 use colossus::model::fused::{self, AttnScores};
 use colossus::model::rope::RopeTables;
 use colossus::model::{Grok, flash, precision, wide};
@@ -1359,75 +1358,6 @@ fn issue_7_rope_kernel_on_half_inputs_matches_widening_and_rounding_back() {
     }
 }
 
-/// Attention's output and gradients (x's, then `q_proj`, `k_proj`, `v_proj` and `o_proj`'s)
-/// under mixed precision `p` on wgpu with the attention core `kind`, from fixed weights and
-/// input: as `Attention::forward` computes it (q, k and v in the products' half type), or,
-/// `widened`, with q, k and v widened to f32 as `precision::matmul` returns them and RoPE on
-/// f32, as before 3b9b6b6.
-fn attention_module_on_wgpu(
-    device: &WgpuDevice,
-    p: Precision,
-    kind: AttentionKernel,
-    widened: bool,
-) -> [Vec<f32>; 6] {
-    let (b, t, d, nq, nkv, hd) = (2, 37, 32, 4, 2, 8);
-    let (multiplier, cap) = (0.35, 30.0);
-    let cfg = AttentionConfig {
-        d_model: d,
-        n_q_heads: nq,
-        n_kv_heads: nkv,
-        head_dim: hd,
-        output_multiplier: multiplier,
-        softcap: cap,
-        init_std: 0.3,
-    };
-    let attn = cfg.init::<WgpuTrain>(5, "attn", device);
-    let x = filled::<WgpuTrain, 3>([b, t, d], 1, 1.0, device).require_grad();
-    let u = filled::<WgpuTrain, 3>([b, t, d], 2, 1.0, device);
-    let rope = RopeTables::<WgpuTrain>::new(hd, 10_000.0, 0, t, device);
-    let y = flash::scope(kind, || {
-        precision::autocast(p, || {
-            if !widened {
-                return attn.forward(x.clone(), &rope, None);
-            }
-            let x2 = x.clone().reshape([b * t, d]);
-            let heads = |w: &Param<Tensor<WgpuTrain, 2>>, n: usize| {
-                precision::matmul(x2.clone(), w.val()).reshape([b, t, n, hd])
-            };
-            let q = fused::rope(heads(&attn.q_proj, nq), &rope).reshape([b, nkv, nq / nkv * t, hd]);
-            let k = fused::rope(heads(&attn.k_proj, nkv), &rope);
-            let v = heads(&attn.v_proj, nkv).swap_dims(1, 2);
-            assert_eq!(
-                [q.dtype(), k.dtype(), v.dtype()],
-                [DType::F32; 3],
-                "widened q, k, v"
-            );
-            let s = AttnScores {
-                multiplier,
-                cap,
-                t,
-                past: 0,
-            };
-            let out = fused::attention(q, k, v, s)
-                .reshape([b, nq, t, hd])
-                .swap_dims(1, 2)
-                .reshape([b * t, nq * hd]);
-            precision::matmul(out, attn.o_proj.val()).reshape([b, t, d])
-        })
-    });
-    assert_eq!(y.dtype(), DType::F32, "attention's output");
-    let grads = (y.clone() * u).sum().backward();
-    let grad = |w: &Param<Tensor<WgpuTrain, 2>>| floats(w.val().grad(&grads).expect("a weight's gradient"));
-    [
-        floats(y),
-        floats(x.grad(&grads).expect("x's gradient")),
-        grad(&attn.q_proj),
-        grad(&attn.k_proj),
-        grad(&attn.v_proj),
-        grad(&attn.o_proj),
-    ]
-}
-
 /// Issue 7: under mixed precision attention keeps q, k and v in the products' half type
 /// (3b9b6b6: the projections' products as the GEMM writes them, RoPE's kernel reading and
 /// writing them, the attention output half up to `o_proj`). That saves passes and changes no
@@ -1437,11 +1367,10 @@ fn attention_module_on_wgpu(
 #[test]
 fn issue_7_attention_on_half_q_k_v_matches_widening_them_to_the_bit() {
     let Some(device) = wgpu() else { return };
-    let names = ["output", "x gradient", "q_proj", "k_proj", "v_proj", "o_proj"];
     for kind in [AttentionKernel::Composed, AttentionKernel::Flash] {
-        let half = attention_module_on_wgpu(&device, Precision::F16, kind, false);
-        let widened = attention_module_on_wgpu(&device, Precision::F16, kind, true);
-        for (name, (h, w)) in names.iter().zip(half.iter().zip(&widened)) {
+        let half = attention_module_on::<WgpuTrain>(&device, Precision::F16, kind, false);
+        let widened = attention_module_on::<WgpuTrain>(&device, Precision::F16, kind, true);
+        for (name, (h, w)) in ATTENTION_RESULTS.iter().zip(half.iter().zip(&widened)) {
             assert!(h.iter().any(|v| *v != 0.0), "{kind:?}: {name} is all zeros");
             assert_eq!(h, w, "{kind:?}: {name}, half q, k, v against widened");
         }

@@ -273,6 +273,86 @@ pub fn moe_outputs<B: AutodiffBackend>(
     }
 }
 
+/// Attention's output and gradients (x's, then `q_proj`, `k_proj`, `v_proj` and `o_proj`'s)
+/// under mixed precision `p` on backend `B` with the attention core `kind`, from fixed weights
+/// and input: as `Attention::forward` computes it (q, k and v in the products' half type), or,
+/// `widened`, with q, k and v widened to f32 as `precision::matmul` returns them and RoPE on
+/// f32, as before 3b9b6b6 (issue 7).
+pub fn attention_module_on<B: AutodiffBackend>(
+    device: &B::Device,
+    p: colossus::config::Precision,
+    kind: colossus::config::AttentionKernel,
+    widened: bool,
+) -> [Vec<f32>; 6] {
+    use burn::module::Param;
+    use burn::tensor::DType;
+    use colossus::model::attention::AttentionConfig;
+    use colossus::model::fused::{self, AttnScores};
+    use colossus::model::rope::RopeTables;
+    use colossus::model::{flash, init, precision};
+    let (b, t, d, nq, nkv, hd) = (2, 37, 32, 4, 2, 8);
+    let (multiplier, cap) = (0.35, 30.0);
+    let cfg = AttentionConfig {
+        d_model: d,
+        n_q_heads: nq,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        output_multiplier: multiplier,
+        softcap: cap,
+        init_std: 0.3,
+    };
+    let attn = cfg.init::<B>(5, "attn", device);
+    let x = init::normal::<B, 3>([b, t, d], 1.0, 6, "x", device)
+        .val()
+        .require_grad();
+    let u = init::normal::<B, 3>([b, t, d], 1.0, 7, "u", device).val();
+    let rope = RopeTables::<B>::new(hd, 10_000.0, 0, t, device);
+    let y = flash::scope(kind, || {
+        precision::autocast(p, || {
+            if !widened {
+                return attn.forward(x.clone(), &rope, None);
+            }
+            let x2 = x.clone().reshape([b * t, d]);
+            let heads = |w: &Param<Tensor<B, 2>>, n: usize| {
+                precision::matmul(x2.clone(), w.val()).reshape([b, t, n, hd])
+            };
+            let q = fused::rope(heads(&attn.q_proj, nq), &rope).reshape([b, nkv, nq / nkv * t, hd]);
+            let k = fused::rope(heads(&attn.k_proj, nkv), &rope);
+            let v = heads(&attn.v_proj, nkv).swap_dims(1, 2);
+            assert_eq!(
+                [q.dtype(), k.dtype(), v.dtype()],
+                [DType::F32; 3],
+                "widened q, k, v"
+            );
+            let s = AttnScores {
+                multiplier,
+                cap,
+                t,
+                past: 0,
+            };
+            let out = fused::attention(q, k, v, s)
+                .reshape([b, nq, t, hd])
+                .swap_dims(1, 2)
+                .reshape([b * t, nq * hd]);
+            precision::matmul(out, attn.o_proj.val()).reshape([b, t, d])
+        })
+    });
+    assert_eq!(y.dtype(), DType::F32, "attention's output");
+    let grads = (y.clone() * u).sum().backward();
+    let grad = |w: &Param<Tensor<B, 2>>| floats(w.val().grad(&grads).expect("a weight's gradient"));
+    [
+        floats(y),
+        floats(x.grad(&grads).expect("x's gradient")),
+        grad(&attn.q_proj),
+        grad(&attn.k_proj),
+        grad(&attn.v_proj),
+        grad(&attn.o_proj),
+    ]
+}
+
+/// The names of `attention_module_on`'s results, in order.
+pub const ATTENTION_RESULTS: [&str; 6] = ["output", "x gradient", "q_proj", "k_proj", "v_proj", "o_proj"];
+
 /// AdamW's scalars as `train::optim` computes them at `step` (1-based) for learning rate `lr`:
 /// betas 0.9/0.95, eps 1e-8, both bias corrections.
 pub fn adamw_scalars(step: i32, lr: f64, decay: Option<f64>) -> colossus::model::fused::AdamWScalars {
