@@ -273,6 +273,20 @@ pub fn moe_outputs<B: AutodiffBackend>(
     }
 }
 
+/// Asserts that each result in `got` is the same bits as its counterpart in `want` and is not
+/// all zeros; `names` names the results, `what` the comparison.
+pub fn assert_same_bits(what: &str, names: &[&str], got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(
+        (got.len(), want.len()),
+        (names.len(), names.len()),
+        "{what}: result counts"
+    );
+    for (name, (g, w)) in names.iter().zip(got.iter().zip(want)) {
+        assert!(g.iter().any(|v| *v != 0.0), "{what}: {name} is all zeros");
+        assert_eq!(g, w, "{what}: {name}");
+    }
+}
+
 /// Attention's output and gradients (x's, then `q_proj`, `k_proj`, `v_proj` and `o_proj`'s)
 /// under mixed precision `p` on backend `B` with the attention core `kind`, from fixed weights
 /// and input: as `Attention::forward` computes it (q, k and v in the products' half type), or,
