@@ -223,17 +223,22 @@ pub mod cuda_cache;
 /// the kernels make strided inputs contiguous first.
 pub trait GpuOps: burn::tensor::backend::Backend {
     /// Probabilities of the soft-capped causal softmax (`x`'s shape) and each row's log-sum-exp of
-    /// the capped logits (`[rows]`), all the backward needs.
+    /// the capped logits (`[rows]`), all the backward needs, computed and written in f32 when
+    /// `x` is bf16 or f16 (read as it is); with `half`, the probabilities also rounded to that
+    /// dtype, the products' input under mixed precision, in the same pass.
     fn capped_softmax_fwd(
         x: FloatTensor<Self>,
         op: colossus_kernels::CappedSoftmax,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    /// The logits' gradient from the forward's `(p, lse)` and the probabilities' gradient `g`.
+        half: Option<DType>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>);
+    /// The logits' gradient in `dtype` from the forward's `(p, lse)` and the probabilities'
+    /// gradient `g` (read in its dtype, computed in `p`'s).
     fn capped_softmax_bwd(
         p: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
         op: colossus_kernels::CappedSoftmax,
+        dtype: DType,
     ) -> FloatTensor<Self>;
     /// RMSNorm of `x: [.., d]` with weight `w: [d]`, plus `residual` (x's shape) when given: the
     /// output and each row's 1/rms, `[rows]`.

@@ -1352,6 +1352,79 @@ fn issue_7_rope_kernel_on_half_inputs_matches_widening_and_rounding_back() {
     }
 }
 
+/// `capped_softmax` on logits of `dims` in `dtype`, holding values exact in `round`: the
+/// probabilities, the logits' gradient of `Σ p·w` and the inference probabilities, each rounded
+/// to `round`, and how many nodes of our own the forward recorded.
+fn half_softmax_on<B: AutodiffBackend>(
+    device: &B::Device,
+    dims: [usize; 4],
+    s: AttnScores,
+    dtype: DType,
+    round: DType,
+) -> ([Vec<f32>; 3], usize) {
+    let input = |salt, scale| filled::<B, 4>(dims, salt, scale, device).cast(round).cast(dtype);
+    let x = input(3, 20.0).require_grad();
+    let w = input(99, 1.0);
+    let before = fused::recorded();
+    let p = fused::capped_softmax(x.clone(), s);
+    let recorded = fused::recorded() - before;
+    assert_eq!(p.dtype(), dtype, "{dims:?}: the probabilities' dtype");
+    let grads = (p.clone() * w).sum().backward();
+    let dx = x.grad(&grads).expect("the logits are a leaf");
+    assert_eq!(dx.dtype(), dtype, "{dims:?}: the gradient's dtype");
+    let p_inner = fused::capped_softmax(x.inner(), s);
+    let rounded = |y: Tensor<B::InnerBackend, 4>| floats(y.cast(round));
+    ([rounded(p.inner()), rounded(dx), rounded(p_inner)], recorded)
+}
+
+/// Issue 7: the attention softmax on half logits. Under mixed precision the composed attention's
+/// logits come from a half product and its probabilities feed one; the kernels read the half
+/// logits, write the probabilities in f32 (the backward's state) and in half in one pass, and
+/// the backward reads the half gradient and writes the logits' gradient in half. That must give
+/// the same bits, each way and at inference, as widening the logits, the f32 kernels and
+/// rounding back, which is what ran before (two casts of the `[rows, keys]` matrix each way).
+/// The plain path agrees within f16's rounding. In f16: lavapipe has no bf16.
+#[test]
+fn issue_7_softmax_kernels_on_half_logits_match_widening_and_rounding_back() {
+    let Some(device) = wgpu() else { return };
+    let (f16, f32) = (DType::F16, DType::F32);
+    let scores = |multiplier, cap, t, past| AttnScores {
+        multiplier,
+        cap,
+        t,
+        past,
+    };
+    let cases = [
+        ([2, 2, 15, 9], scores(0.35, 30.0, 5, 4)),
+        ([2, 2, 15, 9], scores(0.35, 0.0, 5, 4)),
+        ([1, 2, 600, 300], scores(0.2, 30.0, 300, 0)),
+        // Saturated caps: probabilities that underflow f16 (and f32).
+        ([1, 2, 40, 40], scores(10.0, 50.0, 40, 0)),
+    ];
+    let names = ["probabilities", "logits' gradient", "inference"];
+    for (dims, s) in cases {
+        let (half, recorded) = half_softmax_on::<WgpuTrain>(&device, dims, s, f16, f16);
+        assert_eq!(recorded, 1, "{dims:?}: the GPU node did not run on f16");
+        let (widened, _) = half_softmax_on::<WgpuTrain>(&device, dims, s, f32, f16);
+        let what = format!("{dims:?}: f16 against the f32 kernels' rounded");
+        assert_same_bits(&what, &names, &half, &widened);
+        let (plain, recorded) =
+            fused::plain_scope(|| half_softmax_on::<WgpuTrain>(&device, dims, s, f16, f16));
+        assert_eq!(recorded, 0, "{dims:?}: the plain path recorded a node");
+        let checks = [
+            ("probabilities", 1e-3),
+            ("logits' gradient", 2e-3),
+            ("inference", 1e-3),
+        ];
+        agree(
+            &format!("f16 softmax {dims:?} vs the plain path"),
+            &checks,
+            &half,
+            &plain,
+        );
+    }
+}
+
 /// Issue 7: under mixed precision attention keeps q, k and v in the products' half type
 /// (3b9b6b6: the projections' products as the GEMM writes them, RoPE's kernel reading and
 /// writing them, the attention output half up to `o_proj`). That saves passes and changes no

@@ -482,7 +482,8 @@ fn f16_keys_parse_and_a_loss_scale_that_is_no_power_of_two_is_refused() {
 /// Issue 7: under mixed precision attention keeps q, k and v in the products' half type
 /// (3b9b6b6); on the CPU backend RoPE widens them, rotates in f32 and rounds back, and the
 /// attention products take them as they are. The output and every gradient must be the same
-/// bits as with q, k and v widened to f32 first, as before, in bf16 and in f16.
+/// bits as with q, k and v widened to f32 first, as before, in bf16 and in f16. The reference
+/// also rounds x once per product: x's gradient guards `model::shared_half`'s f32 sum too.
 /// `tests/backends.rs` holds the GPU kernels to the same on wgpu.
 #[test]
 fn issue_7_attention_on_half_q_k_v_matches_widening_them_to_the_bit_on_the_cpu() {

@@ -119,12 +119,17 @@ fn capped<F: Float>(x: F, multiplier: F, cap: F, #[comptime] has_cap: bool) -> (
     }
 }
 
+/// The forward's probabilities `p` and `lse` in `F` (f32 for half logits: the backward's state);
+/// the logits read in their own dtype `X`; with `has_half`, `p` also rounded to `H` in `ph`
+/// (else `ph` is a one-element placeholder): as widening the logits, the f32 kernel and a cast
+/// of `p` would give, without the f32 logits' and the cast's passes.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn capped_softmax_fwd_kernel<F: Float>(
-    x: &Tensor<F>,       // [rows, cols], contiguous
+fn capped_softmax_fwd_kernel<F: Float, X: Float, H: Float>(
+    x: &Tensor<X>,       // [rows, cols], contiguous
     p: &mut Tensor<F>,   // [rows, cols]
     lse: &mut Tensor<F>, // [rows]: ln Σ exp(capped logit)
+    ph: &mut Tensor<H>,  // [rows, cols] with has_half, else [1]
     rows: u32,
     cols: u32,
     t: u32,
@@ -132,8 +137,9 @@ fn capped_softmax_fwd_kernel<F: Float>(
     multiplier: f32,
     cap: f32,
     #[comptime] has_cap: bool,
+    #[comptime] has_half: bool,
     #[comptime] block: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, X, H)] _dtypes: [StorageType; 3],
 ) {
     // The grid's spare cubes (`row_grid`) have no row.
     let row = CUBE_POS;
@@ -155,7 +161,7 @@ fn capped_softmax_fwd_kernel<F: Float>(
     let mut local = F::new(-3.0e38);
     let mut j = UNIT_POS_X as usize;
     while j < visible {
-        let (z, _) = capped::<F>(x[base + j], multiplier, cap, has_cap);
+        let (z, _) = capped::<F>(F::cast_from(x[base + j]), multiplier, cap, has_cap);
         if z > local {
             local = z;
         }
@@ -166,7 +172,7 @@ fn capped_softmax_fwd_kernel<F: Float>(
     let mut local = F::new(0.0);
     let mut j = UNIT_POS_X as usize;
     while j < visible {
-        let (z, _) = capped::<F>(x[base + j], multiplier, cap, has_cap);
+        let (z, _) = capped::<F>(F::cast_from(x[base + j]), multiplier, cap, has_cap);
         local += (z - row_max).exp();
         j += step;
     }
@@ -178,30 +184,35 @@ fn capped_softmax_fwd_kernel<F: Float>(
 
     let mut j = UNIT_POS_X as usize;
     while j < cols {
+        let mut pj = F::new(0.0);
         if j < visible {
-            let (z, _) = capped::<F>(x[base + j], multiplier, cap, has_cap);
-            p[base + j] = (z - row_max).exp() * inv;
-        } else {
-            p[base + j] = F::new(0.0);
+            let (z, _) = capped::<F>(F::cast_from(x[base + j]), multiplier, cap, has_cap);
+            pj = (z - row_max).exp() * inv;
+        }
+        p[base + j] = pj;
+        if has_half {
+            ph[base + j] = H::cast_from(pj);
         }
         j += step;
     }
 }
 
+/// The logits' gradient in `D` from `p` and `lse` in `F` and the probabilities' gradient in `G`,
+/// computed in `F`: as widening `g`, the f32 kernel and a cast of its result would give.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn capped_softmax_bwd_kernel<F: Float>(
+fn capped_softmax_bwd_kernel<F: Float, G: Float, D: Float>(
     p: &Tensor<F>,      // [rows, cols], contiguous
     lse: &Tensor<F>,    // [rows]
-    g: &Tensor<F>,      // [rows, cols]
-    dx: &mut Tensor<F>, // [rows, cols]
+    g: &Tensor<G>,      // [rows, cols]
+    dx: &mut Tensor<D>, // [rows, cols]
     rows: u32,
     cols: u32,
     multiplier: f32,
     cap: f32,
     #[comptime] has_cap: bool,
     #[comptime] block: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, G, D)] _dtypes: [StorageType; 3],
 ) {
     // The grid's spare cubes (`row_grid`) have no row.
     let row = CUBE_POS;
@@ -220,7 +231,7 @@ fn capped_softmax_bwd_kernel<F: Float>(
     let mut local = F::new(0.0);
     let mut j = UNIT_POS_X as usize;
     while j < cols {
-        local += p[base + j] * g[base + j];
+        local += p[base + j] * F::cast_from(g[base + j]);
         j += step;
     }
     let pg = cube_reduce::<F>(&mut smem, local, false);
@@ -229,7 +240,7 @@ fn capped_softmax_bwd_kernel<F: Float>(
     while j < cols {
         // d softmax, then d(cap·tanh(m·x/cap))/dx = m·(1 − tanh²).
         let pj = p[base + j];
-        let dz = pj * (g[base + j] - pg);
+        let dz = pj * (F::cast_from(g[base + j]) - pg);
         if has_cap {
             // tanh = z / cap with the capped logit z = ln p + lse, from the forward's p =
             // exp(z − lse). A zero p (masked, or underflowed) has dz = 0 and no logarithm. The
@@ -239,9 +250,9 @@ fn capped_softmax_bwd_kernel<F: Float>(
                 let tv = (pj.ln() + row_lse) / cap;
                 d = dz * multiplier * F::max(F::new(1.0) - tv * tv, F::new(0.0));
             }
-            dx[base + j] = d;
+            dx[base + j] = D::cast_from(d);
         } else {
-            dx[base + j] = dz * multiplier;
+            dx[base + j] = D::cast_from(dz * multiplier);
         }
         j += step;
     }
@@ -948,6 +959,14 @@ fn rows_cols<R: CubeRuntime>(x: &CubeTensor<R>) -> (usize, usize) {
     (dims.iter().product::<usize>() / cols.max(1), cols)
 }
 
+/// The dtype a kernel that reads half tensors as they are computes in: f32 for bf16 and f16.
+fn computed_in(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
 fn empty<R: CubeRuntime>(x: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, x.dtype)
 }
@@ -1045,14 +1064,24 @@ fn sum_squares_widths(sizes: &[usize]) -> Vec<usize> {
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for CubeBackend<R, F, I, BT> {
-    fn capped_softmax_fwd(x: CubeTensor<R>, op: CappedSoftmax) -> (CubeTensor<R>, CubeTensor<R>) {
+    fn capped_softmax_fwd(
+        x: CubeTensor<R>,
+        op: CappedSoftmax,
+        half: Option<DType>,
+    ) -> (CubeTensor<R>, CubeTensor<R>, Option<CubeTensor<R>>) {
         let x = into_contiguous(x);
         let (rows, cols) = rows_cols(&x);
         let block = softmax_block(cols);
         let (t, past, multiplier, cap) = scalars(&op);
-        let p = empty(&x, x.meta.shape.clone());
-        let lse = empty(&x, Shape::new([rows]));
-        let dtype = x.dtype;
+        let wide = computed_in(x.dtype);
+        let out = |shape, dtype| empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, dtype);
+        let p = out(x.meta.shape.clone(), wide);
+        let lse = out(Shape::new([rows]), wide);
+        let ph = out(
+            half.map_or(Shape::new([1]), |_| x.meta.shape.clone()),
+            half.unwrap_or(wide),
+        );
+        let dtypes = [wide.into(), x.dtype.into(), ph.dtype.into()];
         capped_softmax_fwd_kernel::launch::<R>(
             &x.client.clone(),
             row_grid(rows),
@@ -1060,6 +1089,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             x.into_tensor_arg(),
             p.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
+            ph.clone().into_tensor_arg(),
             rows as u32,
             cols as u32,
             t,
@@ -1067,10 +1097,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             multiplier,
             cap,
             cap > 0.0,
+            half.is_some(),
             block,
-            dtype.into(),
+            dtypes,
         );
-        (p, lse)
+        (p, lse, half.map(|_| ph))
     }
 
     fn capped_softmax_bwd(
@@ -1078,12 +1109,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         lse: CubeTensor<R>,
         g: CubeTensor<R>,
         op: CappedSoftmax,
+        dtype: DType,
     ) -> CubeTensor<R> {
         let (p, lse, g) = (into_contiguous(p), into_contiguous(lse), into_contiguous(g));
         let (rows, cols) = rows_cols(&p);
         let block = softmax_block(cols);
-        let dx = empty(&p, p.meta.shape.clone());
-        let dtype = p.dtype;
+        let dx = empty_device_dtype::<R>(p.client.clone(), p.device.clone(), p.meta.shape.clone(), dtype);
+        let dtypes = [p.dtype.into(), g.dtype.into(), dtype.into()];
         capped_softmax_bwd_kernel::launch::<R>(
             &p.client.clone(),
             row_grid(rows),
@@ -1098,7 +1130,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             op.cap,
             op.cap > 0.0,
             block,
-            dtype.into(),
+            dtypes,
         );
         dx
     }
@@ -1311,8 +1343,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         }
         // Neither kernel can be set up here: the composed path, on the folded layout.
         note_routine("composed", &errors);
-        // The softmax in f32 whatever the inputs' dtype, as `model::fused::attention` has it.
-        let dtype = FloatDType::from(q.dtype);
+        // The softmax in f32 whatever the inputs' dtype, as `model::fused::attention` has it,
+        // reading the logits and writing the probabilities in the inputs' dtype.
+        let half = (q.dtype != DType::F32).then_some(q.dtype);
         let q = Self::float_reshape(q, folded);
         let logits = Self::float_matmul(q, Self::float_swap_dims(k, 2, 3));
         let softmax = CappedSoftmax {
@@ -1321,8 +1354,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             cap: op.cap,
             causal: Some((t, 0)),
         };
-        let (p, _) = Self::capped_softmax_fwd(Self::float_cast(logits, FloatDType::F32), softmax);
-        Self::float_matmul(Self::float_cast(p, dtype), v)
+        let (p, _, ph) = Self::capped_softmax_fwd(logits, softmax, half);
+        Self::float_matmul(ph.unwrap_or(p), v)
     }
 
     fn flash_bwd_plan(device: &Self::Device, dtype: DType, hd: usize) -> Option<FlashBwdPlan> {
@@ -1729,8 +1762,10 @@ fn repeat_heads<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
 /// Which `GpuOps` method a custom operation of a fusion stream runs.
 #[derive(Debug, Clone, Copy)]
 enum Kernel {
-    SoftmaxFwd(CappedSoftmax),
-    SoftmaxBwd(CappedSoftmax),
+    /// The softmax, its probabilities also rounded to this dtype when set.
+    SoftmaxFwd(CappedSoftmax, Option<DType>),
+    /// The softmax's backward, writing the logits' gradient in this dtype.
+    SoftmaxBwd(CappedSoftmax, DType),
     RmsNormFwd(f32),
     RmsNormBwd,
     CrossEntropyFwd,
@@ -1760,8 +1795,8 @@ enum Kernel {
 impl Kernel {
     fn name(self) -> &'static str {
         match self {
-            Kernel::SoftmaxFwd(_) => "colossus_capped_softmax",
-            Kernel::SoftmaxBwd(_) => "colossus_capped_softmax_backward",
+            Kernel::SoftmaxFwd(..) => "colossus_capped_softmax",
+            Kernel::SoftmaxBwd(..) => "colossus_capped_softmax_backward",
             Kernel::RmsNormFwd(_) => "colossus_rms_norm",
             Kernel::RmsNormBwd => "colossus_rms_norm_backward",
             Kernel::CrossEntropyFwd => "colossus_cross_entropy",
@@ -1798,11 +1833,11 @@ impl Kernel {
     ) -> Vec<FloatTensor<B>> {
         let mut f = |i: usize| handles.get_float_tensor::<B>(&ins[i]);
         match self {
-            Kernel::SoftmaxFwd(op) => {
-                let (p, lse) = B::capped_softmax_fwd(f(0), op);
-                vec![p, lse]
+            Kernel::SoftmaxFwd(op, half) => {
+                let (p, lse, ph) = B::capped_softmax_fwd(f(0), op, half);
+                [p, lse].into_iter().chain(ph).collect()
             }
-            Kernel::SoftmaxBwd(op) => vec![B::capped_softmax_bwd(f(0), f(1), f(2), op)],
+            Kernel::SoftmaxBwd(op, dtype) => vec![B::capped_softmax_bwd(f(0), f(1), f(2), op, dtype)],
             Kernel::RmsNormFwd(eps) => {
                 let residual = (ins.len() == 3).then(|| f(2));
                 let (y, inv) = B::rms_norm_fwd(f(0), f(1), residual, eps);
@@ -1947,11 +1982,20 @@ fn register_typed<B: FusionBackend + GpuOps>(
 }
 
 impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
-    fn capped_softmax_fwd(x: FloatTensor<Self>, op: CappedSoftmax) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn capped_softmax_fwd(
+        x: FloatTensor<Self>,
+        op: CappedSoftmax,
+        half: Option<DType>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let shape = x.shape.clone();
         let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
-        let [p, lse] = register::<B, 2>(Kernel::SoftmaxFwd(op), vec![x], [shape, Shape::new([rows])]);
-        (p, lse)
+        let wide = computed_in(x.dtype);
+        let mut outs = vec![(shape.clone(), wide), (Shape::new([rows]), wide)];
+        outs.extend(half.map(|h| (shape, h)));
+        let mut outs = register_typed::<B>(Kernel::SoftmaxFwd(op, half), vec![x], outs).into_iter();
+        let (p, lse) = (outs.next(), outs.next());
+        let p = p.expect("the probabilities");
+        (p, lse.expect("the log-sum-exp"), outs.next())
     }
 
     fn capped_softmax_bwd(
@@ -1959,9 +2003,10 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         lse: FloatTensor<Self>,
         g: FloatTensor<Self>,
         op: CappedSoftmax,
+        dtype: DType,
     ) -> FloatTensor<Self> {
         let shape = p.shape.clone();
-        let [dx] = register::<B, 1>(Kernel::SoftmaxBwd(op), vec![p, lse, g], [shape]);
+        let [dx] = register_as::<B, 1>(Kernel::SoftmaxBwd(op, dtype), vec![p, lse, g], [shape], dtype);
         dx
     }
 

@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::rope::RopeTables;
+use super::shared_half::SharedHalf;
 use super::{fused, init, precision};
 
 #[derive(Debug, Clone)]
@@ -83,13 +84,14 @@ impl<B: Backend> Attention<B> {
         let [b, t, d] = x.dims();
         let (nq, nkv, hd) = (self.n_q_heads, self.n_kv_heads, self.head_dim);
         let rep = nq / nkv;
-        // x stays f32 and each product rounds it: rounding it once would sum the three
-        // products' input gradients in the half type (measured: the f16 loss moved).
-        let x2 = x.reshape([b * t, d]);
+        // Under mixed precision x is rounded to the half type once for the three products, and
+        // each product's input gradient still comes back widened to f32 before they are summed
+        // (`SharedHalf`): summing them in the half type moved the f16 loss (measured).
+        let x2 = SharedHalf::new(x.reshape([b * t, d])); // [b·t, d]
         // Under mixed precision q, k and v stay in the products' half type: every consumer
         // (RoPE, the attention products, the KV cache's) would round them to it anyway.
         let heads = |w: &Param<Tensor<B, 2>>, n: usize| {
-            precision::matmul_half(x2.clone(), w.val()).reshape([b, t, n, hd]) // [b, t, n, hd]
+            precision::matmul_half(x2.get(), w.val()).reshape([b, t, n, hd]) // [b, t, n, hd]
         };
         let q = fused::rope(heads(&self.q_proj, nq), rope); // [b, nq, t, hd]
         let mut k = fused::rope(heads(&self.k_proj, nkv), rope); // [b, nkv, t, hd]

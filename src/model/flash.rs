@@ -84,7 +84,8 @@ struct FlashCore<B: Backend> {
     softmax: CappedSoftmax,
     /// Under bf16 or f16 the kernel reads q, k and v in that type, as the composed path's
     /// matmuls do (`kernel_dtype`), and its output is returned in q's dtype as it came
-    /// (`widened`). Any casts are autodiff ops of their own, made only once the backend is
+    /// (`precision::restore`: widened back to f32 where q was f32, as it is where q came in the
+    /// half type already, mixed precision's projections in `Attention::forward`). Any casts are autodiff ops of their own, made only once the backend is
     /// known to be a GPU one (elsewhere q, k and v go back untouched).
     half: Option<DType>,
 }
@@ -116,12 +117,6 @@ fn kernel_inputs<B: Backend>(half: Option<DType>, qkv: [Tensor<B, 4>; 3]) -> [Te
     })
 }
 
-/// The kernel's output in q's dtype as it came: widened back to f32 where q was f32, as it is
-/// where q came in the half type already (mixed precision's projections, `Attention::forward`).
-fn widened<B: Backend>(dtype: DType, out: Tensor<B, 4>) -> Tensor<B, 4> {
-    precision::restore(out, dtype)
-}
-
 impl<B: Backend> GpuKernel for FlashCore<B> {
     type Output = Tensor<B, 4>;
 
@@ -144,7 +139,7 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
             let kept = plan.map(|_| out.clone());
             (([q, k, v], kept), out)
         }));
-        widened(dtype, out)
+        precision::restore(out, dtype)
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
@@ -153,7 +148,7 @@ impl<B: Backend> GpuKernel for FlashCore<B> {
         } = self;
         let dtype = q.dtype();
         let [q, k, v] = kernel_inputs(half, [q, k, v]).map(unwrap::<X, _, 4>);
-        widened(dtype, wrap::<B, X, 4>(X::flash_attention(q, k, v, op)))
+        precision::restore(wrap::<B, X, 4>(X::flash_attention(q, k, v, op)), dtype)
     }
 }
 
@@ -257,20 +252,14 @@ fn composed_backward<X: GpuOps>(
     let [q, k, v] = qkv.map(tensor);
     let g = tensor(g);
     let dtype = q.dtype();
-    // The softmax pair runs in f32, as on the composed path; the products in q's dtype.
-    let f32 = |x: Tensor<X, 4>| precision::restore(x, DType::F32);
-    let logits = f32(q.clone().matmul(k.clone().swap_dims(2, 3))); // [b, n_kv, rep·t, t]
-    let (p, lse) = X::capped_softmax_fwd(logits.into_primitive().tensor(), softmax);
-    let p = tensor(p);
-    let dp = f32(g.clone().matmul(v.swap_dims(2, 3)));
-    let dl = X::capped_softmax_bwd(
-        p.clone().into_primitive().tensor(),
-        lse,
-        dp.into_primitive().tensor(),
-        softmax,
-    );
-    let dl = precision::restore(tensor(dl), dtype);
-    let p = precision::restore(p, dtype);
+    // The softmax pair computes in f32, as on the composed path, reading the products in q's
+    // dtype and writing the probabilities and the logits' gradient in it for the products.
+    let half = (dtype != DType::F32).then_some(dtype);
+    let logits = q.clone().matmul(k.clone().swap_dims(2, 3)); // [b, n_kv, rep·t, t]
+    let (p, lse, ph) = X::capped_softmax_fwd(logits.into_primitive().tensor(), softmax, half);
+    let dp = g.clone().matmul(v.swap_dims(2, 3));
+    let dl = X::capped_softmax_bwd(p.clone(), lse, dp.into_primitive().tensor(), softmax, dtype);
+    let (dl, p) = (tensor(dl), tensor(ph.unwrap_or(p)));
     [
         dl.clone().matmul(k),
         dl.swap_dims(2, 3).matmul(q),

@@ -73,13 +73,22 @@ pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
     let dtype = a.dtype();
     run_gpu_kernel_or::<B, _>(GeluGate { a, b }, gpu_allowed(dtype), |k| {
         let (a, b) = (precision::upcast(k.a).0, precision::upcast(k.b).0);
-        let y = if fused_allowed(a.dtype()) {
-            run_kernel::<B, _>(GeluGate { a, b })
-        } else {
-            gelu_gate_plain(a, b)
-        };
+        let wide = a.dtype();
+        let y = host_or_plain::<B, _>(GeluGate { a, b }, wide);
         precision::restore(y, dtype)
     })
+}
+
+/// The fallback of the GPU kernels that compute in f32 whatever their tensors' dtype
+/// (`gelu_gate`, `gelu_gate_grads`, `rope`), for `k` with its tensors already widened to
+/// `dtype`: the CPU kernel where the fused paths may run on it (f32, not f64), else the plain
+/// path. The callers round the result back to the dtype they were given.
+fn host_or_plain<B: Backend, K: HostKernel>(k: K, dtype: DType) -> K::Output {
+    if fused_allowed(dtype) {
+        run_kernel::<B, K>(k)
+    } else {
+        k.plain()
+    }
 }
 
 fn gelu_gate_plain<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -103,12 +112,8 @@ pub fn gelu_gate_grads<X: Backend>(
     run_gpu_kernel_or::<X, _>(GeluGateGrads { a, b, g }, gpu_allowed(dtype), |k| {
         let y = gelu_gate(k.a.clone(), k.b.clone());
         let [a, b, g] = [k.a, k.b, k.g].map(|t| precision::upcast(t).0);
-        let k = GeluGateGrads { a, b, g };
-        let (da, db) = if fused_allowed(k.a.dtype()) {
-            run_kernel::<X, _>(k)
-        } else {
-            k.plain()
-        };
+        let wide = a.dtype();
+        let (da, db) = host_or_plain::<X, _>(GeluGateGrads { a, b, g }, wide);
         (precision::restore(da, dtype), precision::restore(db, dtype), y)
     })
 }
@@ -136,18 +141,27 @@ impl AttnScores {
 }
 
 /// Attention probabilities from raw logits `[batch, n_kv, rep·t, past + t]` (query rows in blocks
-/// of t positions): softmax(cap·tanh(multiplier·x/cap) + causal mask) over the last dimension.
+/// of t positions): softmax(cap·tanh(multiplier·x/cap) + causal mask) over the last dimension,
+/// computed in at least f32 and returned in the logits' dtype. Under mixed precision the logits
+/// come from a half product and the probabilities feed one: on a GPU the kernels read the half
+/// logits and write the half probabilities (and the f32 ones the backward reads) in one pass
+/// each way, and the backward reads the half gradient and writes the logits' in half; elsewhere
+/// the logits are widened first and the probabilities rounded back (the same values; on a GPU
+/// that was two casts forward and two backward over the `[rows, keys]` matrix).
 pub fn capped_softmax<B: Backend>(logits: Tensor<B, 4>, s: AttnScores) -> Tensor<B, 4> {
-    if !fused_allowed(logits.dtype()) {
-        return capped_softmax_plain(logits, s);
-    }
+    let dtype = logits.dtype();
     let op = s.softmax_op(logits.dims()[3]);
     let k = Softmax {
         x: logits,
         op,
         plain: Some(s),
     };
-    run_gpu_kernel::<B, _>(k).unwrap_or_else(run_kernel::<B, _>)
+    run_gpu_kernel_or::<B, _>(k, gpu_allowed(dtype), |k| {
+        let (x, dtype) = precision::upcast(k.x);
+        let wide = x.dtype();
+        let p = host_or_plain::<B, _>(Softmax { x, ..k }, wide);
+        precision::restore(p, dtype)
+    })
 }
 
 /// Softmax over each row of `x: [rows, cols]` (the router's probabilities, f32). On a GPU the
@@ -214,8 +228,8 @@ fn attention_plain<B: Backend>(
     v: Tensor<B, 4>,
     s: AttnScores,
 ) -> Tensor<B, 4> {
-    let (logits, dtype) = precision::upcast(precision::matmul_half(q, k.swap_dims(2, 3))); // [b, nkv, rep·t, s]
-    let probs = precision::restore(capped_softmax(logits, s), dtype);
+    let logits = precision::matmul_half(q, k.swap_dims(2, 3)); // [b, nkv, rep·t, s]
+    let probs = capped_softmax(logits, s); // the logits' dtype, computed in f32
     precision::matmul_half(probs, v) // [b, nkv, rep·t, hd]
 }
 
@@ -635,8 +649,10 @@ impl<B: Backend> HostKernel for Softmax<B> {
 }
 
 #[derive(Debug)]
+/// The softmax's backward; `dtype`, the logits' (the gradient's).
 struct GpuSoftmaxBackward {
     op: CappedSoftmax,
+    dtype: DType,
 }
 
 impl<X: GpuOps> Backward<X, 1> for GpuSoftmaxBackward {
@@ -647,25 +663,36 @@ impl<X: GpuOps> Backward<X, 1> for GpuSoftmaxBackward {
         let g = grads.consume::<X>(&ops.node);
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            grads.register::<X>(node.id, X::capped_softmax_bwd(p, lse, g, self.op));
+            grads.register::<X>(node.id, X::capped_softmax_bwd(p, lse, g, self.op, self.dtype));
         }
     }
+}
+
+/// `(p, lse)` in f32 and the probabilities in `x`'s dtype (`p` itself for f32 logits).
+fn gpu_softmax<X: GpuOps>(
+    x: FloatTensor<X>,
+    op: CappedSoftmax,
+) -> ((FloatTensor<X>, FloatTensor<X>), FloatTensor<X>) {
+    let dtype = x.dtype();
+    let half = (dtype != DType::F32).then_some(dtype);
+    let (p, lse, ph) = X::capped_softmax_fwd(x, op, half);
+    let out = ph.unwrap_or_else(|| p.clone());
+    ((p, lse), out)
 }
 
 impl<B: Backend> GpuKernel for Softmax<B> {
     type Output = Tensor<B, 4>;
 
     fn gpu_autodiff<X: GpuOps>(self) -> Tensor<B, 4> {
+        let dtype = self.x.dtype();
         let x = unwrap::<Autodiff<X>, _, _>(self.x);
-        wrap::<B, Autodiff<X>, _>(record(GpuSoftmaxBackward { op: self.op }, [x], |[x]| {
-            let (p, lse) = X::capped_softmax_fwd(x, self.op);
-            ((p.clone(), lse), p)
-        }))
+        let op = GpuSoftmaxBackward { op: self.op, dtype };
+        wrap::<B, Autodiff<X>, _>(record(op, [x], |[x]| gpu_softmax::<X>(x, self.op)))
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
-        let (p, _) = X::capped_softmax_fwd(unwrap::<X, _, _>(self.x), self.op);
-        wrap::<B, X, _>(p)
+        let (_, out) = gpu_softmax::<X>(unwrap::<X, _, _>(self.x), self.op);
+        wrap::<B, X, _>(out)
     }
 }
 
@@ -1256,11 +1283,8 @@ pub fn rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4>
     let dtype = x.dtype();
     run_gpu_kernel_or::<B, _>(RopeKernel { x, tables }, gpu_allowed(dtype), |k| {
         let (x, dtype) = precision::upcast(k.x);
-        let y = if fused_allowed(x.dtype()) {
-            run_kernel::<B, _>(RopeKernel { x, tables })
-        } else {
-            rope_plain(x, tables)
-        };
+        let wide = x.dtype();
+        let y = host_or_plain::<B, _>(RopeKernel { x, tables }, wide);
         precision::restore(y, dtype)
     })
 }

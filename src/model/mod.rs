@@ -17,6 +17,7 @@ pub mod params;
 pub mod precision;
 pub mod rope;
 pub mod rows;
+pub mod shared_half;
 pub mod stand_in_routing;
 pub mod wide;
 

@@ -291,7 +291,8 @@ pub fn assert_same_bits(what: &str, names: &[&str], got: &[Vec<f32>], want: &[Ve
 /// under mixed precision `p` on backend `B` with the attention core `kind`, from fixed weights
 /// and input: as `Attention::forward` computes it (q, k and v in the products' half type), or,
 /// `widened`, with q, k and v widened to f32 as `precision::matmul` returns them and RoPE on
-/// f32, as before 3b9b6b6 (issue 7).
+/// f32, as before 3b9b6b6, and x rounded once per product, as before `model::shared_half`
+/// (issue 7).
 pub fn attention_module_on<B: AutodiffBackend>(
     device: &B::Device,
     p: colossus::config::Precision,
