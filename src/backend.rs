@@ -241,14 +241,16 @@ pub trait GpuOps: burn::tensor::backend::Backend {
         dtype: DType,
     ) -> FloatTensor<Self>;
     /// RMSNorm of `x: [.., d]` with weight `w: [d]`, plus `residual` (x's shape) when given: the
-    /// output and each row's 1/rms, `[rows]`.
+    /// output and each row's 1/rms, `[rows]`, in `w`'s dtype; `x` is read in its own (a half
+    /// product joining the f32 residual stream, widened in the kernel).
     fn rms_norm_fwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         residual: Option<FloatTensor<Self>>,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    /// RMSNorm's `[dx, dw]` from the forward's `x`, `w`, 1/rms and the output's gradient `g`.
+    /// RMSNorm's `[dx, dw]` from the forward's `x`, `w`, 1/rms and the output's gradient `g`;
+    /// `dx` in `x`'s dtype (computed in `w`'s and rounded once).
     fn rms_norm_bwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,

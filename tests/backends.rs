@@ -719,6 +719,72 @@ fn issue_7_rms_norm_residual_kernel_matches_the_norm_and_the_add() {
     agree("inference", &[("output", 1e-6)], &[y], &[y0]);
 }
 
+/// `h + rms_norm(x, w)` with `x` in `dtype` holding values exact in `round` (`h`, `w` f32): the
+/// output, x's gradient rounded to `round`, the gradients of w and h, and the inference output,
+/// and how many nodes of our own the forward recorded.
+fn half_norm_residual_on<B: AutodiffBackend>(
+    device: &B::Device,
+    dims: [usize; 3],
+    dtype: DType,
+    round: DType,
+) -> ([Vec<f32>; 5], usize) {
+    let x = filled::<B, 3>(dims, 7, 3.0, device)
+        .cast(round)
+        .cast(dtype)
+        .require_grad();
+    let w = filled::<B, 1>([dims[2]], 8, 1.5, device).require_grad();
+    let h = filled::<B, 3>(dims, 10, 2.0, device).require_grad();
+    let before = fused::recorded();
+    let y = fused::rms_norm_residual(h.clone(), x.clone(), w.clone(), 1e-5);
+    let recorded = fused::recorded() - before;
+    assert_eq!(y.dtype(), DType::F32, "{dims:?}: the residual stream's dtype");
+    let (u, v) = (
+        filled::<B, 3>(dims, 9, 1.0, device),
+        filled::<B, 3>(dims, 11, 1.0, device),
+    );
+    let grads = ((y.clone() * u).sum() + (h.clone() * v).sum()).backward();
+    let dx = x.grad(&grads).expect("x's gradient");
+    assert_eq!(dx.dtype(), dtype, "{dims:?}: x's gradient's dtype");
+    let inference = fused::rms_norm_residual(h.clone().inner(), x.inner(), w.clone().inner(), 1e-5);
+    let got = [
+        floats(y),
+        floats(dx.cast(round)),
+        floats(w.grad(&grads).expect("w's gradient")),
+        floats(h.grad(&grads).expect("h's gradient")),
+        floats(inference),
+    ];
+    (got, recorded)
+}
+
+/// Issue 7: the sandwich norm on a half input. Under mixed precision attention's output stays in
+/// the products' half type and the post-attention norm's kernels read it as it is, computing in
+/// f32, and write its gradient in it. That must give the same bits, each way and at inference,
+/// as widening it first and rounding its f32 gradient, which is what ran before (a cast each
+/// way over `[tokens, d_model]`). The plain path agrees within f16's rounding. In f16: lavapipe
+/// has no bf16.
+#[test]
+fn issue_7_rms_norm_residual_on_a_half_input_matches_widening_it_to_the_bit() {
+    let Some(device) = wgpu() else { return };
+    let (f16, f32) = (DType::F16, DType::F32);
+    let names = ["output", "dx", "dw", "dh", "inference"];
+    for dims in [[3, 7, 64], [2, 25, 300]] {
+        let (half, recorded) = half_norm_residual_on::<WgpuTrain>(&device, dims, f16, f16);
+        assert_eq!(recorded, 1, "{dims:?}: the kernel's node did not run on f16");
+        let (widened, _) = half_norm_residual_on::<WgpuTrain>(&device, dims, f32, f16);
+        assert_same_bits(&format!("{dims:?}: f16 x against f32"), &names, &half, &widened);
+        let (plain, recorded) =
+            fused::plain_scope(|| half_norm_residual_on::<WgpuTrain>(&device, dims, f16, f16));
+        assert_eq!(recorded, 0, "{dims:?}: the plain path recorded a node");
+        let checks = names.map(|n| (n, 1e-3));
+        agree(
+            &format!("f16 x {dims:?} vs the plain path"),
+            &checks,
+            &half,
+            &plain,
+        );
+    }
+}
+
 /// Loss and the logits' gradient (under an upstream gradient of 3) of the mean cross-entropy
 /// on backend `B`; under `fused::plain_scope`, the plain path.
 fn cross_entropy_on<B: AutodiffBackend>(device: &B::Device, rows: usize, vocab: usize) -> [Vec<f32>; 2] {

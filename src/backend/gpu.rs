@@ -262,8 +262,8 @@ fn capped_softmax_bwd_kernel<F: Float, G: Float, D: Float>(
 /// in one pass: `h` is not read otherwise, and `x` is bound in its place).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn rms_norm_fwd_kernel<F: Float>(
-    x: &Tensor<F>,       // [rows, d], contiguous
+fn rms_norm_fwd_kernel<F: Float, X: Float>(
+    x: &Tensor<X>,       // [rows, d], contiguous; read in its dtype, computed in F
     w: &Tensor<F>,       // [d]
     h: &Tensor<F>,       // [rows, d], contiguous
     y: &mut Tensor<F>,   // [rows, d]
@@ -273,7 +273,7 @@ fn rms_norm_fwd_kernel<F: Float>(
     eps: f32,
     #[comptime] block: u32,
     #[comptime] residual: bool,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, X)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -285,7 +285,7 @@ fn rms_norm_fwd_kernel<F: Float>(
     let mut local = F::new(0.0);
     let mut j = UNIT_POS_X as usize;
     while j < d as usize {
-        let v = x[base + j];
+        let v = F::cast_from(x[base + j]);
         local += v * v;
         j += step;
     }
@@ -296,7 +296,7 @@ fn rms_norm_fwd_kernel<F: Float>(
     }
     let mut j = UNIT_POS_X as usize;
     while j < d as usize {
-        let n = x[base + j] * r * w[j];
+        let n = F::cast_from(x[base + j]) * r * w[j];
         if residual {
             y[base + j] = h[base + j] + n;
         } else {
@@ -313,19 +313,19 @@ fn rms_norm_fwd_kernel<F: Float>(
 /// `[rows, d]` per norm.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn rms_norm_bwd_kernel<F: Float>(
-    x: &Tensor<F>,           // [rows, d], contiguous
+fn rms_norm_bwd_kernel<F: Float, X: Float>(
+    x: &Tensor<X>,           // [rows, d], contiguous; read in its dtype
     w: &Tensor<F>,           // [d]
     inv: &Tensor<F>,         // [rows]
     g: &Tensor<F>,           // [rows, d]
-    dx: &mut Tensor<F>,      // [rows, d]
+    dx: &mut Tensor<X>,      // [rows, d]: x's dtype, rounded once from F
     dw_part: &mut Tensor<F>, // [chunks, d]
     rows: u32,
     d: u32,
     per: u32,
     #[comptime] block: u32,
     #[comptime] cols: usize,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, X)] _dtypes: [StorageType; 2],
 ) {
     let chunk = CUBE_POS;
     let first = chunk * per as usize;
@@ -350,7 +350,7 @@ fn rms_norm_bwd_kernel<F: Float>(
         let mut local = F::new(0.0);
         let mut j = UNIT_POS_X as usize;
         while j < d {
-            local += g[base + j] * w[j] * x[base + j] * r;
+            local += g[base + j] * w[j] * F::cast_from(x[base + j]) * r;
             j += step;
         }
         let mean = cube_reduce::<F>(&mut smem, local, false) / F::cast_from(d);
@@ -359,8 +359,9 @@ fn rms_norm_bwd_kernel<F: Float>(
         for c in 0..cols {
             let j = UNIT_POS_X as usize + c * step;
             if j < d {
-                dx[base + j] = r * (g[base + j] * w[j] - x[base + j] * r * mean);
-                part[c] += g[base + j] * x[base + j] * r;
+                let xj = F::cast_from(x[base + j]);
+                dx[base + j] = X::cast_from(r * (g[base + j] * w[j] - xj * r * mean));
+                part[c] += g[base + j] * xj * r;
             }
         }
     }
@@ -1143,11 +1144,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
     ) -> (CubeTensor<R>, CubeTensor<R>) {
         let (x, w) = (into_contiguous(x), into_contiguous(w));
         let has_residual = residual.is_some();
-        let h = residual.map_or_else(|| x.clone(), into_contiguous);
+        // Without a residual `h` is not read: `w` (of the computing dtype) stands in.
+        let h = residual.map_or_else(|| w.clone(), into_contiguous);
         let (rows, d) = rows_cols(&x);
-        let y = empty(&x, x.meta.shape.clone());
-        let inv = empty(&x, Shape::new([rows]));
-        let dtype = x.dtype;
+        let y = empty(&w, x.meta.shape.clone());
+        let inv = empty(&w, Shape::new([rows]));
+        let dtypes = [w.dtype.into(), x.dtype.into()];
         rms_norm_fwd_kernel::launch::<R>(
             &x.client.clone(),
             row_grid(rows),
@@ -1162,7 +1164,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             eps,
             BLOCK,
             has_residual,
-            dtype.into(),
+            dtypes,
         );
         (y, inv)
     }
@@ -1186,9 +1188,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let per = rows.div_ceil(2048).max(1);
         let chunks = rows.div_ceil(per).max(1);
         let dx = empty(&x, x.meta.shape.clone());
-        let part = empty(&x, Shape::new([chunks, d]));
-        let dw = empty(&x, Shape::new([d]));
-        let dtype = x.dtype;
+        let part = empty(&w, Shape::new([chunks, d]));
+        let dw = empty(&w, Shape::new([d]));
+        let (dtype, dtypes) = (w.dtype, [w.dtype.into(), x.dtype.into()]);
         let client = x.client.clone();
         rms_norm_bwd_kernel::launch::<R>(
             &client,
@@ -1205,7 +1207,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             per as u32,
             BLOCK,
             d.div_ceil(BLOCK as usize).max(1),
-            dtype.into(),
+            dtypes,
         );
         col_sum_kernel::launch::<R>(
             &client,
@@ -2018,8 +2020,10 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = x.shape.clone();
         let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
+        let dtype = w.dtype;
         let ins = [x, w].into_iter().chain(residual).collect();
-        let [y, inv] = register::<B, 2>(Kernel::RmsNormFwd(eps), ins, [shape, Shape::new([rows])]);
+        let outs = [shape, Shape::new([rows])];
+        let [y, inv] = register_as::<B, 2>(Kernel::RmsNormFwd(eps), ins, outs, dtype);
         (y, inv)
     }
 
@@ -2029,8 +2033,11 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         inv: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 2] {
-        let (shape, dw) = (x.shape.clone(), w.shape.clone());
-        register::<B, 2>(Kernel::RmsNormBwd, vec![x, w, inv, g], [shape, dw])
+        let outs = vec![(x.shape.clone(), x.dtype), (w.shape.clone(), w.dtype)];
+        let [dx, dw] = register_typed::<B>(Kernel::RmsNormBwd, vec![x, w, inv, g], outs)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the norm's two gradients"));
+        [dx, dw]
     }
 
     fn cross_entropy_fwd(

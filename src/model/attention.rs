@@ -73,8 +73,10 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// `x: [batch, seq, d_model]` → `[batch, seq, d_model]`. `rope` covers this call's positions;
-    /// with a cache, those positions come after the cached ones and the cache is extended.
+    /// `x: [batch, seq, d_model]` → `[batch, seq, d_model]`, in the products' half type under
+    /// mixed precision (its consumer, the post-attention norm, widens it as it reads it).
+    /// `rope` covers this call's positions; with a cache, those positions come after the cached
+    /// ones and the cache is extended.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -124,6 +126,6 @@ impl<B: Backend> Attention<B> {
             .reshape([b, nq, t, hd])
             .swap_dims(1, 2)
             .reshape([b * t, nq * hd]);
-        precision::matmul(out, self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
+        precision::matmul_half(out, self.o_proj.val()).reshape([b, t, d]) // [b, t, d]
     }
 }

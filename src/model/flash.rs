@@ -85,8 +85,9 @@ struct FlashCore<B: Backend> {
     /// Under bf16 or f16 the kernel reads q, k and v in that type, as the composed path's
     /// matmuls do (`kernel_dtype`), and its output is returned in q's dtype as it came
     /// (`precision::restore`: widened back to f32 where q was f32, as it is where q came in the
-    /// half type already, mixed precision's projections in `Attention::forward`). Any casts are autodiff ops of their own, made only once the backend is
-    /// known to be a GPU one (elsewhere q, k and v go back untouched).
+    /// half type already, mixed precision's projections in `Attention::forward`). Any casts are
+    /// autodiff ops of their own, made only once the backend is known to be a GPU one
+    /// (elsewhere q, k and v go back untouched).
     half: Option<DType>,
 }
 

@@ -949,17 +949,21 @@ fn rms_norm_plain<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, 
 }
 
 /// `h + rms_norm(x, w, eps)`: a sandwich norm's output joined to the residual stream `h`. On a
-/// GPU in f32, one kernel writes the sum (`GpuOps::rms_norm_fwd` with a residual), where the
-/// add was a launch of its own that read the norm's output back: two passes over `[tokens,
-/// d_model]` and a launch saved per sub-layer. Its backward is the norm's, `h` taking the
-/// output's gradient as it is. Elsewhere the norm and the add (the CPU's bits).
+/// GPU with `h` and `w` in f32, one kernel writes the sum (`GpuOps::rms_norm_fwd` with a
+/// residual), where the add was a launch of its own that read the norm's output back: two
+/// passes over `[tokens, d_model]` and a launch saved per sub-layer. Its backward is the
+/// norm's, `h` taking the output's gradient as it is. `x` may be bf16 or f16 (attention's
+/// output under mixed precision): the kernel reads it as it is and computes in f32, and the
+/// backward writes its gradient in that dtype, where a cast each way widened it before and
+/// rounded its gradient after (the same values). Elsewhere `x` is widened, then the norm and
+/// the add (the CPU's bits).
 pub fn rms_norm_residual<B: Backend, const D: usize>(
     h: Tensor<B, D>,
     x: Tensor<B, D>,
     w: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, D> {
-    let gpu = fused_allowed(x.dtype()) && h.dtype() == DType::F32 && w.dtype() == DType::F32;
+    let gpu = gpu_allowed(x.dtype()) && h.dtype() == DType::F32 && w.dtype() == DType::F32;
     let k = GpuRmsNorm {
         x,
         w,
@@ -967,7 +971,8 @@ pub fn rms_norm_residual<B: Backend, const D: usize>(
         eps,
     };
     run_gpu_kernel_or::<B, _>(k, gpu, |k| {
-        k.h.expect("built with the residual") + rms_norm(k.x, k.w, k.eps)
+        let x = precision::upcast(k.x).0;
+        k.h.expect("built with the residual") + rms_norm(x, k.w, k.eps)
     })
 }
 

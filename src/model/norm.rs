@@ -1,7 +1,7 @@
 //! RMSNorm with a learned scale and no bias, always computed in f32 (Grok-1 does the same).
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 use super::{fused, init, precision};
 
@@ -36,12 +36,10 @@ impl<B: Backend> RmsNorm<B> {
         precision::restore(y, dtype)
     }
 
-    /// `residual + self.forward(x)`: the sandwich norm's output added to the residual stream, in
-    /// one pass on a GPU (`fused::rms_norm_residual`).
+    /// `residual + norm(x)` in the residual stream's dtype: the sandwich norm's output added to
+    /// the residual stream, in one pass on a GPU (`fused::rms_norm_residual`). A bf16 or f16 `x`
+    /// (attention's output under mixed precision) is normed in f32 and never rounded back.
     pub fn forward_residual<const D: usize>(&self, residual: Tensor<B, D>, x: Tensor<B, D>) -> Tensor<B, D> {
-        if x.dtype() != DType::F32 {
-            return residual + self.forward(x);
-        }
         fused::rms_norm_residual(residual, x, self.weight.val(), self.eps)
     }
 }

@@ -4,7 +4,10 @@
 //! the matrix products take bf16 inputs and return f32, torch.autocast's recipe: weights,
 //! gradients, optimizer state and everything between the matmuls stay f32. One exception to
 //! autocast: the output head's product (the logits feeding the f32 loss) rounds its operands to
-//! bf16 but not its result (`matmul_head`, `model::wide`). `precision: f16` is the same recipe
+//! bf16 but not its result (`matmul_head`, `model::wide`). Where the product's consumers would
+//! round it to bf16 again, or widen it exactly as they read it, it stays bf16 (`matmul_half`:
+//! attention's q, k, v, logits, probabilities and output; the same values, fewer passes).
+//! `precision: f16` is the same recipe
 //! with f16 in place of bf16, for devices without bf16; its loss scaling is the training loop's
 //! (`train::loss_scale`), not the model's.
 
@@ -89,8 +92,10 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
 
 /// `matmul` without the widening: under bf16 (f16) the product is returned in bf16 (f16) as the
 /// GEMM writes it. For products whose consumers round to the half type anyway (attention's
-/// q, k and v, RoPE rotating q and k in f32 and rounding once), which saves the f32 copy's
-/// write and read and the casts on each side, forward and backward; the values are the same.
+/// q, k and v, RoPE rotating q and k in f32 and rounding once) or widen it as they read it
+/// (attention's output, which the post-attention norm's kernel reads), which saves the f32
+/// copy's write and read and the casts on each side, forward and backward; the values are the
+/// same.
 pub fn matmul_half<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     match half(current()) {
         Some(h) if autocast_takes(&a, h) => product_in(h, a, b),
