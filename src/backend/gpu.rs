@@ -259,7 +259,7 @@ fn capped_softmax_bwd_kernel<F: Float, G: Float, D: Float>(
 }
 
 /// `y = x̂ ⊙ w`, or `h + x̂ ⊙ w` with `residual` (the sandwich norm's output and its residual add
-/// in one pass: `h` is not read otherwise, and `x` is bound in its place).
+/// in one pass: `h` is not read otherwise, and `w` is bound in its place).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn rms_norm_fwd_kernel<F: Float, X: Float>(

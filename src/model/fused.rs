@@ -80,9 +80,9 @@ pub fn gelu_gate<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 /// The fallback of the GPU kernels that compute in f32 whatever their tensors' dtype
-/// (`gelu_gate`, `gelu_gate_grads`, `rope`), for `k` with its tensors already widened to
-/// `dtype`: the CPU kernel where the fused paths may run on it (f32, not f64), else the plain
-/// path. The callers round the result back to the dtype they were given.
+/// (`gelu_gate`, `gelu_gate_grads`, `rope`, `capped_softmax`), for `k` with its tensors
+/// already widened to `dtype`: the CPU kernel where the fused paths may run on it (f32, not
+/// f64), else the plain path. The callers round the result back to the dtype they were given.
 fn host_or_plain<B: Backend, K: HostKernel>(k: K, dtype: DType) -> K::Output {
     if fused_allowed(dtype) {
         run_kernel::<B, K>(k)
