@@ -7,9 +7,8 @@
 //! bf16 but not its result (`matmul_head`, `model::wide`). Where the product's consumers would
 //! round it to bf16 again, or widen it exactly as they read it, it stays bf16 (`matmul_half`:
 //! attention's q, k, v, logits, probabilities and output; the same values, fewer passes).
-//! `precision: f16` is the same recipe
-//! with f16 in place of bf16, for devices without bf16; its loss scaling is the training loop's
-//! (`train::loss_scale`), not the model's.
+//! `precision: f16` is the same recipe with f16 in place of bf16, for devices without bf16; its
+//! loss scaling is the training loop's (`train::loss_scale`), not the model's.
 
 use std::cell::Cell;
 
