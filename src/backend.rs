@@ -222,14 +222,15 @@ pub mod cuda_cache;
 /// without autodiff; `model::fused` wraps them in autodiff nodes. Shapes are the logical ones;
 /// the kernels make strided inputs contiguous first.
 pub trait GpuOps: burn::tensor::backend::Backend {
-    /// Probabilities of the soft-capped causal softmax (`x`'s shape) and each row's log-sum-exp of
-    /// the capped logits (`[rows]`), all the backward needs, computed and written in f32 when
-    /// `x` is bf16 or f16 (read as it is); with `half`, the probabilities also rounded to that
-    /// dtype, the products' input under mixed precision, in the same pass.
+    /// The soft-capped causal softmax of `x`, computed in f32 with `x` read as it is (bf16 or f16
+    /// under mixed precision): its probabilities in `x`'s dtype (`x`'s shape; the products'
+    /// input), each row's log-sum-exp of the capped logits in f32 (`[rows]`) and, with `state`,
+    /// the probabilities in f32 (the first output itself for f32 logits), all the backward needs.
+    /// Without `state`, half logits cost no f32 `[rows, cols]` write.
     fn capped_softmax_fwd(
         x: FloatTensor<Self>,
         op: colossus_kernels::CappedSoftmax,
-        half: Option<DType>,
+        state: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>);
     /// The logits' gradient in `dtype` from the forward's `(p, lse)` and the probabilities'
     /// gradient `g` (read in its dtype, computed in `p`'s).

@@ -1491,6 +1491,84 @@ fn issue_7_softmax_kernels_on_half_logits_match_widening_and_rounding_back() {
     }
 }
 
+/// Issue 7: forward only (evaluation, `generate`, the flash forward's fallback) the softmax kernel
+/// on half logits writes the half probabilities and no f32 ones, which only the backward needs
+/// (before, an f32 `[rows, keys]` write at every forward). Kept for the backward, the f32
+/// probabilities round to the same half bits as the forward-only kernel writes; for f32 logits
+/// the state is the probabilities themselves.
+#[test]
+fn issue_7_softmax_kernel_keeps_f32_probabilities_only_for_the_backward() {
+    use burn::tensor::TensorPrimitive;
+    use colossus::backend::GpuOps;
+    type G = Wgpu;
+    let Some(device) = wgpu() else { return };
+    let dims = [2, 2, 15, 9];
+    let op = colossus_kernels::CappedSoftmax {
+        cols: 9,
+        multiplier: 0.35,
+        cap: 30.0,
+        causal: Some((5, 4)),
+    };
+    let logits = |dtype: DType| {
+        filled::<G, 4>(dims, 3, 20.0, &device)
+            .cast(dtype)
+            .into_primitive()
+            .tensor()
+    };
+    let tensor = |p| Tensor::<G, 4>::from_primitive(TensorPrimitive::Float(p));
+    let (f16, f32) = (DType::F16, DType::F32);
+
+    let (probs, lse, state) = G::capped_softmax_fwd(logits(f16), op, false);
+    assert!(
+        state.is_none(),
+        "forward only, f16: f32 probabilities were returned"
+    );
+    let probs = tensor(probs);
+    let lse = Tensor::<G, 1>::from_primitive(TensorPrimitive::Float(lse));
+    assert_eq!(
+        (probs.dtype(), lse.dtype()),
+        (f16, f32),
+        "forward only, f16: dtypes"
+    );
+    let (kept_probs, _, kept) = G::capped_softmax_fwd(logits(f16), op, true);
+    let kept = tensor(kept.expect("f16 with the state: the f32 probabilities"));
+    assert_eq!(kept.dtype(), f32, "f16 with the state: the state's dtype");
+    let probs = floats(probs);
+    assert_eq!(
+        probs,
+        floats(tensor(kept_probs)),
+        "f16: the half probabilities with and without the state"
+    );
+    assert_eq!(
+        probs,
+        floats(kept.clone().cast(f16)),
+        "f16: the state rounded against the half probabilities"
+    );
+    // Each row sums to 1 (in f32, before rounding): the kernel ran.
+    for (r, row) in floats(kept).chunks(dims[3]).enumerate() {
+        let sum: f32 = row.iter().sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-5,
+            "f16 with the state: row {r} sums to {sum}"
+        );
+    }
+
+    let (probs, _, state) = G::capped_softmax_fwd(logits(f32), op, true);
+    let wide = floats(tensor(state.expect("f32 with the state: the probabilities")));
+    assert_eq!(
+        wide,
+        floats(tensor(probs)),
+        "f32: the state against the probabilities"
+    );
+    let (probs, _, state) = G::capped_softmax_fwd(logits(f32), op, false);
+    assert!(state.is_none(), "forward only, f32: a state was returned");
+    assert_eq!(
+        floats(tensor(probs)),
+        wide,
+        "f32: the probabilities with and without the state"
+    );
+}
+
 /// Issue 7: under mixed precision attention keeps q, k and v in the products' half type
 /// (3b9b6b6: the projections' products as the GEMM writes them, RoPE's kernel reading and
 /// writing them, the attention output half up to `o_proj`). That saves passes and changes no

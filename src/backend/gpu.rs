@@ -119,17 +119,18 @@ fn capped<F: Float>(x: F, multiplier: F, cap: F, #[comptime] has_cap: bool) -> (
     }
 }
 
-/// The forward's probabilities `p` and `lse` in `F` (f32 for half logits: the backward's state);
-/// the logits read in their own dtype `X`; with `has_half`, `p` also rounded to `H` in `ph`
-/// (else `ph` is a one-element placeholder): as widening the logits, the f32 kernel and a cast
-/// of `p` would give, without the f32 logits' and the cast's passes.
+/// The probabilities in the logits' dtype `X` (the products' input), each row's `lse` in `F` (f32
+/// for half logits) and, with `keep_wide`, the probabilities in `F` too (the backward's state;
+/// else `p` is a one-element placeholder): computed in `F` from the logits read as they are, as
+/// widening them, the f32 kernel and a cast of its output would give, without the f32 logits'
+/// and the cast's passes. For f32 logits `X` is `F` and `probs` is all there is to write.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn capped_softmax_fwd_kernel<F: Float, X: Float, H: Float>(
-    x: &Tensor<X>,       // [rows, cols], contiguous
-    p: &mut Tensor<F>,   // [rows, cols]
-    lse: &mut Tensor<F>, // [rows]: ln Σ exp(capped logit)
-    ph: &mut Tensor<H>,  // [rows, cols] with has_half, else [1]
+fn capped_softmax_fwd_kernel<F: Float, X: Float>(
+    x: &Tensor<X>,         // [rows, cols], contiguous
+    probs: &mut Tensor<X>, // [rows, cols]
+    p: &mut Tensor<F>,     // [rows, cols] with keep_wide, else [1]
+    lse: &mut Tensor<F>,   // [rows]: ln Σ exp(capped logit)
     rows: u32,
     cols: u32,
     t: u32,
@@ -137,9 +138,9 @@ fn capped_softmax_fwd_kernel<F: Float, X: Float, H: Float>(
     multiplier: f32,
     cap: f32,
     #[comptime] has_cap: bool,
-    #[comptime] has_half: bool,
+    #[comptime] keep_wide: bool,
     #[comptime] block: u32,
-    #[define(F, X, H)] _dtypes: [StorageType; 3],
+    #[define(F, X)] _dtypes: [StorageType; 2],
 ) {
     // The grid's spare cubes (`row_grid`) have no row.
     let row = CUBE_POS;
@@ -189,9 +190,9 @@ fn capped_softmax_fwd_kernel<F: Float, X: Float, H: Float>(
             let (z, _) = capped::<F>(F::cast_from(x[base + j]), multiplier, cap, has_cap);
             pj = (z - row_max).exp() * inv;
         }
-        p[base + j] = pj;
-        if has_half {
-            ph[base + j] = H::cast_from(pj);
+        probs[base + j] = X::cast_from(pj);
+        if keep_wide {
+            p[base + j] = pj;
         }
         j += step;
     }
@@ -1068,29 +1069,34 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
     fn capped_softmax_fwd(
         x: CubeTensor<R>,
         op: CappedSoftmax,
-        half: Option<DType>,
+        state: bool,
     ) -> (CubeTensor<R>, CubeTensor<R>, Option<CubeTensor<R>>) {
         let x = into_contiguous(x);
         let (rows, cols) = rows_cols(&x);
         let block = softmax_block(cols);
         let (t, past, multiplier, cap) = scalars(&op);
         let wide = computed_in(x.dtype);
+        let keep_wide = state && wide != x.dtype;
         let out = |shape, dtype| empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, dtype);
-        let p = out(x.meta.shape.clone(), wide);
-        let lse = out(Shape::new([rows]), wide);
-        let ph = out(
-            half.map_or(Shape::new([1]), |_| x.meta.shape.clone()),
-            half.unwrap_or(wide),
+        let probs = out(x.meta.shape.clone(), x.dtype);
+        let p = out(
+            if keep_wide {
+                x.meta.shape.clone()
+            } else {
+                Shape::new([1])
+            },
+            wide,
         );
-        let dtypes = [wide.into(), x.dtype.into(), ph.dtype.into()];
+        let lse = out(Shape::new([rows]), wide);
+        let dtypes = [wide.into(), x.dtype.into()];
         capped_softmax_fwd_kernel::launch::<R>(
             &x.client.clone(),
             row_grid(rows),
             CubeDim::new_1d(block),
             x.into_tensor_arg(),
+            probs.clone().into_tensor_arg(),
             p.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
-            ph.clone().into_tensor_arg(),
             rows as u32,
             cols as u32,
             t,
@@ -1098,11 +1104,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             multiplier,
             cap,
             cap > 0.0,
-            half.is_some(),
+            keep_wide,
             block,
             dtypes,
         );
-        (p, lse, half.map(|_| ph))
+        let p = state.then(|| if keep_wide { p } else { probs.clone() });
+        (probs, lse, p)
     }
 
     fn capped_softmax_bwd(
@@ -1346,8 +1353,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         // Neither kernel can be set up here: the composed path, on the folded layout.
         note_routine("composed", &errors);
         // The softmax in f32 whatever the inputs' dtype, as `model::fused::attention` has it,
-        // reading the logits and writing the probabilities in the inputs' dtype.
-        let half = (q.dtype != DType::F32).then_some(q.dtype);
+        // reading the logits and writing the probabilities in the inputs' dtype; forward only, so
+        // without the f32 probabilities the backward would keep.
         let q = Self::float_reshape(q, folded);
         let logits = Self::float_matmul(q, Self::float_swap_dims(k, 2, 3));
         let softmax = CappedSoftmax {
@@ -1356,8 +1363,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
             cap: op.cap,
             causal: Some((t, 0)),
         };
-        let (p, _, ph) = Self::capped_softmax_fwd(logits, softmax, half);
-        Self::float_matmul(ph.unwrap_or(p), v)
+        let (probs, _, _) = Self::capped_softmax_fwd(logits, softmax, false);
+        Self::float_matmul(probs, v)
     }
 
     fn flash_bwd_plan(device: &Self::Device, dtype: DType, hd: usize) -> Option<FlashBwdPlan> {
@@ -1764,8 +1771,9 @@ fn repeat_heads<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
 /// Which `GpuOps` method a custom operation of a fusion stream runs.
 #[derive(Debug, Clone, Copy)]
 enum Kernel {
-    /// The softmax, its probabilities also rounded to this dtype when set.
-    SoftmaxFwd(CappedSoftmax, Option<DType>),
+    /// The softmax, keeping its f32 probabilities beside the half ones when set (the
+    /// backward's state; f32 logits have one set of probabilities, the first output).
+    SoftmaxFwd(CappedSoftmax, bool),
     /// The softmax's backward, writing the logits' gradient in this dtype.
     SoftmaxBwd(CappedSoftmax, DType),
     RmsNormFwd(f32),
@@ -1835,9 +1843,9 @@ impl Kernel {
     ) -> Vec<FloatTensor<B>> {
         let mut f = |i: usize| handles.get_float_tensor::<B>(&ins[i]);
         match self {
-            Kernel::SoftmaxFwd(op, half) => {
-                let (p, lse, ph) = B::capped_softmax_fwd(f(0), op, half);
-                [p, lse].into_iter().chain(ph).collect()
+            Kernel::SoftmaxFwd(op, keep_wide) => {
+                let (probs, lse, p) = B::capped_softmax_fwd(f(0), op, keep_wide);
+                [probs, lse].into_iter().chain(p).collect()
             }
             Kernel::SoftmaxBwd(op, dtype) => vec![B::capped_softmax_bwd(f(0), f(1), f(2), op, dtype)],
             Kernel::RmsNormFwd(eps) => {
@@ -1987,17 +1995,20 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
     fn capped_softmax_fwd(
         x: FloatTensor<Self>,
         op: CappedSoftmax,
-        half: Option<DType>,
+        state: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let shape = x.shape.clone();
         let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
         let wide = computed_in(x.dtype);
-        let mut outs = vec![(shape.clone(), wide), (Shape::new([rows]), wide)];
-        outs.extend(half.map(|h| (shape, h)));
-        let mut outs = register_typed::<B>(Kernel::SoftmaxFwd(op, half), vec![x], outs).into_iter();
-        let (p, lse) = (outs.next(), outs.next());
-        let p = p.expect("the probabilities");
-        (p, lse.expect("the log-sum-exp"), outs.next())
+        let keep_wide = state && wide != x.dtype;
+        let mut outs = vec![(shape.clone(), x.dtype), (Shape::new([rows]), wide)];
+        outs.extend(keep_wide.then_some((shape, wide)));
+        let kernel = Kernel::SoftmaxFwd(op, keep_wide);
+        let mut outs = register_typed::<B>(kernel, vec![x], outs).into_iter();
+        let probs = outs.next().expect("the probabilities");
+        let lse = outs.next().expect("the log-sum-exp");
+        let p = state.then(|| outs.next().unwrap_or_else(|| probs.clone()));
+        (probs, lse, p)
     }
 
     fn capped_softmax_bwd(

@@ -17,7 +17,7 @@
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::IntTensor;
 use burn::tensor::{Int, Shape, Tensor, TensorMetadata};
@@ -53,14 +53,13 @@ impl<X: GpuOps> Backward<X, 1> for LookupBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (order, seg) = ops.state;
-        let g = grads.consume::<X>(&ops.node); // [b, t, d]
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
+        unary::<X, _>(ops.parents, ops.node, grads, |g| {
+            // [b, t, d] → [vocab, d]
             let d = g.shape()[2];
             let n = g.shape().num_elements() / d.max(1);
             let g = X::float_reshape(g, Shape::new([n, d]));
-            grads.register::<X>(node.id, X::rows_sum(g, order, seg, self.rows)); // [vocab, d]
-        }
+            X::rows_sum(g, order, seg, self.rows)
+        });
     }
 }
 

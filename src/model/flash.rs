@@ -255,12 +255,12 @@ fn composed_backward<X: GpuOps>(
     let dtype = q.dtype();
     // The softmax pair computes in f32, as on the composed path, reading the products in q's
     // dtype and writing the probabilities and the logits' gradient in it for the products.
-    let half = (dtype != DType::F32).then_some(dtype);
     let logits = q.clone().matmul(k.clone().swap_dims(2, 3)); // [b, n_kv, rep·t, t]
-    let (p, lse, ph) = X::capped_softmax_fwd(logits.into_primitive().tensor(), softmax, half);
+    let (probs, lse, p) = X::capped_softmax_fwd(logits.into_primitive().tensor(), softmax, true);
+    let p = p.expect("kept for the backward");
     let dp = g.clone().matmul(v.swap_dims(2, 3));
-    let dl = X::capped_softmax_bwd(p.clone(), lse, dp.into_primitive().tensor(), softmax, dtype);
-    let (dl, p) = (tensor(dl), tensor(ph.unwrap_or(p)));
+    let dl = X::capped_softmax_bwd(p, lse, dp.into_primitive().tensor(), softmax, dtype);
+    let (dl, p) = (tensor(dl), tensor(probs));
     [
         dl.clone().matmul(k),
         dl.swap_dims(2, 3).matmul(q),

@@ -17,7 +17,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::activation::{gelu_approximate, log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
@@ -613,14 +613,13 @@ impl<X: Backend> Backward<X, 1> for SoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (p, t) = ops.state;
-        let (mut g, dims, device) = host::<X, 4>(grads.consume::<X>(&ops.node));
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
+        unary::<X, _>(ops.parents, ops.node, grads, |g| {
+            let (mut g, dims, device) = host::<X, 4>(g);
             let (p, _, _) = host::<X, 4>(p);
             let (t, _, _) = host::<X, 4>(t);
             colossus_kernels::capped_softmax_backward(self.op, &p, &t, &mut g);
-            grads.register::<X>(node.id, primitive::<X, 4>(g, dims, &device));
-        }
+            primitive::<X, 4>(g, dims, &device)
+        });
     }
 }
 
@@ -660,24 +659,20 @@ impl<X: GpuOps> Backward<X, 1> for GpuSoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (p, lse) = ops.state;
-        let g = grads.consume::<X>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<X>(node.id, X::capped_softmax_bwd(p, lse, g, self.op, self.dtype));
-        }
+        unary::<X, _>(ops.parents, ops.node, grads, |g| {
+            X::capped_softmax_bwd(p, lse, g, self.op, self.dtype)
+        });
     }
 }
 
-/// `(p, lse)` in f32 and the probabilities in `x`'s dtype (`p` itself for f32 logits).
+/// `(p, lse)` in f32 for the backward and the probabilities in `x`'s dtype (`p` itself for f32
+/// logits).
 fn gpu_softmax<X: GpuOps>(
     x: FloatTensor<X>,
     op: CappedSoftmax,
 ) -> ((FloatTensor<X>, FloatTensor<X>), FloatTensor<X>) {
-    let dtype = x.dtype();
-    let half = (dtype != DType::F32).then_some(dtype);
-    let (p, lse, ph) = X::capped_softmax_fwd(x, op, half);
-    let out = ph.unwrap_or_else(|| p.clone());
-    ((p, lse), out)
+    let (probs, lse, p) = X::capped_softmax_fwd(x, op, true);
+    ((p.expect("kept for the backward"), lse), probs)
 }
 
 impl<B: Backend> GpuKernel for Softmax<B> {
@@ -691,8 +686,8 @@ impl<B: Backend> GpuKernel for Softmax<B> {
     }
 
     fn gpu_inner<X: GpuOps>(self) -> Tensor<B, 4> {
-        let (_, out) = gpu_softmax::<X>(unwrap::<X, _, _>(self.x), self.op);
-        wrap::<B, X, _>(out)
+        let (probs, _, _) = X::capped_softmax_fwd(unwrap::<X, _, _>(self.x), self.op, false);
+        wrap::<B, X, _>(probs)
     }
 }
 
@@ -1194,14 +1189,13 @@ impl<X: Backend> Backward<X, 1> for CrossEntropyBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, targets, lse) = ops.state;
-        let (g, _, _) = host::<X, 1>(grads.consume::<X>(&ops.node));
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
+        unary::<X, _>(ops.parents, ops.node, grads, |g| {
+            let (g, _, _) = host::<X, 1>(g);
             let (mut d, dims, device) = host::<X, 2>(logits);
             let scale = g[0] / targets.len() as f32;
             colossus_kernels::cross_entropy_backward(&mut d, dims[1], &targets, &lse, scale);
-            grads.register::<X>(node.id, primitive::<X, 2>(d, dims, &device));
-        }
+            primitive::<X, 2>(d, dims, &device)
+        });
     }
 }
 
@@ -1236,11 +1230,9 @@ impl<X: GpuOps> Backward<X, 1> for GpuCrossEntropyBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, targets, lse) = ops.state;
-        let g = grads.consume::<X>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<X>(node.id, X::cross_entropy_bwd(logits, targets, lse, g));
-        }
+        unary::<X, _>(ops.parents, ops.node, grads, |g| {
+            X::cross_entropy_bwd(logits, targets, lse, g)
+        });
     }
 }
 
@@ -1335,11 +1327,7 @@ impl<X: Backend> Backward<X, 1> for RopeBackward {
     type State = RopeState;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let g = grads.consume::<X>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<X>(node.id, ops.state.apply::<X>(g, true));
-        }
+        unary::<X, _>(ops.parents, ops.node, grads, |g| ops.state.apply::<X>(g, true));
     }
 }
 
@@ -1388,12 +1376,7 @@ impl<X: GpuOps> Backward<X, 1> for GpuRopeBackward {
     type State = [FloatTensor<X>; 2];
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let g = grads.consume::<X>(&ops.node);
-        register_each::<X, 1>(
-            ops.parents.map(|p| p.map(|n| n.id)),
-            [X::rope(g, ops.state, true)],
-            grads,
-        );
+        unary::<X, _>(ops.parents, ops.node, grads, |g| X::rope(g, ops.state, true));
     }
 }
 

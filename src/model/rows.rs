@@ -24,7 +24,7 @@
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Shape, Tensor, TensorData, TensorMetadata};
@@ -134,11 +134,7 @@ impl<X: Backend> Backward<X, 1> for GatherBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (bwd, zero) = ops.state;
-        let g = grads.consume::<X>(&ops.node); // [out, d]
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<X>(node.id, pick::<X>(g, bwd, zero)); // [src, d]
-        }
+        unary::<X, _>(ops.parents, ops.node, grads, |g| pick::<X>(g, bwd, zero)); // [out, d] → [src, d]
     }
 }
 

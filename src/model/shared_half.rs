@@ -16,7 +16,7 @@
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
@@ -89,10 +89,9 @@ impl<X: Backend> Backward<X, 1> for Widen {
     type State = DType;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<X>(&ops.node);
-        if let [Some(parent)] = ops.parents {
-            grads.register::<X>(parent.id, X::float_cast(grad, ops.state.into()));
-        }
+        unary::<X, _>(ops.parents, ops.node, grads, |g| {
+            X::float_cast(g, ops.state.into())
+        });
     }
 }
 
