@@ -175,8 +175,9 @@ fn check_flash_backward_on_the_cpu_backend_says_it_checks_gpu_kernels() {
     );
 }
 
-/// `colossus bench` on the CPU (issue 7): one line with the peer's fields, and the measured
-/// steps' spread (`step_ms_spread`), which must bracket the mean step the phases add up to.
+/// `colossus bench` on the CPU (issue 7): one line with the peer's fields, the measured steps'
+/// spread (`step_ms_spread`), which must bracket the mean step the phases add up to, and the
+/// host's routing time (`route_ms`), within the forward.
 #[test]
 fn bench_prints_throughput_and_the_spread_of_its_steps() {
     let out = colossus(&[
@@ -214,6 +215,9 @@ fn bench_prints_throughput_and_the_spread_of_its_steps() {
     // The phases are printed to the millisecond: each is off by up to half of one.
     let mean: f64 = phases.iter().sum();
     assert!(min - 1.5 <= mean && mean <= max + 1.5, "{stdout}");
+    // The tiny preset routes in each of its 2 layers; the host's routing is part of the forward.
+    let route: f64 = field("route_ms").parse().unwrap();
+    assert!(0.0 < route && route <= phases[0] + 0.5, "{stdout}");
 }
 
 /// `bench --per-expert-moe` (issue 7) labels its line and, on the CPU, whose MoE is per-expert

@@ -13,8 +13,8 @@ use crate::config::{self, Config, Precision};
 use crate::data::{Batch, BatchSource};
 use crate::dist::Dist;
 use crate::error::Result;
-use crate::model::Grok;
 use crate::model::params::{count, train_flops_per_token};
+use crate::model::{Grok, moe};
 use crate::rng::Rng;
 use crate::train::loss_scale::LossScale;
 use crate::train::optim::{AdamW, AdamWSettings};
@@ -60,6 +60,9 @@ pub struct BenchResult {
     pub step_ms: Phases,
     /// The fastest, median and slowest measured step, whole (milliseconds).
     pub step_spread: Spread,
+    /// The host's routing time per step, in milliseconds (`moe::take_route_time`): on a GPU,
+    /// time the device waits on the host, once per MoE layer and micro-batch.
+    pub route_ms: f64,
     /// The process's peak resident memory.
     pub host_rss_gib: f64,
     /// On a GPU, the high-water mark of the device memory over the measured steps, sampled at
@@ -145,6 +148,7 @@ impl Job for BenchJob {
                 phases = Phases::default();
                 device_mem = None;
                 step_ms.clear();
+                let _ = moe::take_route_time();
             }
             // `accumulate` reads the loss back to the host every micro-batch, so each forward
             // is complete (no queued device work) when its clock is read; the syncs below close
@@ -173,6 +177,7 @@ impl Job for BenchJob {
             loss = sg.loss;
         }
         let wall = start.elapsed().as_secs_f64();
+        let route_s = moe::take_route_time().as_secs_f64();
         let per_step = |s: f64| 1e3 * s / self.steps.max(1) as f64;
         let tokens = (self.steps * cfg.train.tokens_per_step(cfg.data.seq_len)) as f64;
         let tokens_per_s = tokens / wall;
@@ -192,6 +197,7 @@ impl Job for BenchJob {
                 optimizer: per_step(phases.optimizer),
             },
             step_spread: Spread::of(&step_ms),
+            route_ms: per_step(route_s),
             host_rss_gib: mfu::peak_rss_bytes().map_or(f64::NAN, gib),
             device_mem,
             loss_scale: scaler.map(|s| (s.factor(), overflows)),
@@ -259,7 +265,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     });
     println!(
         "backend={}{} precision={}{}{}{scale} attention={attention} params={} active={} batch={batch} seq={seq} steps={} loss={:.3} tokens_per_s={:.0} \
-         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} \
+         model_tflops={:.4} peak_tflops={:.4} ({}) mfu={mfu} {memory} route_ms={:.3} \
          step_ms=forward:{:.0},backward:{:.0},optimizer:{:.0} step_ms_spread=min:{:.1},median:{:.1},max:{:.1}",
         kind.name(),
         if args.plain_kernels { " kernels=plain" } else { "" },
@@ -278,6 +284,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         r.model_tflops,
         r.peak_tflops,
         r.peak_source,
+        r.route_ms,
         r.step_ms.forward,
         r.step_ms.backward,
         r.step_ms.optimizer,

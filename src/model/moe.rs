@@ -20,6 +20,8 @@
 //! two terms add the same either way).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use burn::module::{Module, Param};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
@@ -29,6 +31,24 @@ use super::{combine, experts, fused, init, precision, stand_in_routing};
 
 thread_local! {
     static GATHER_BACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Nanoseconds of routing since `take_route_time` last read them, over every thread (the CPU
+/// backend's shards route on threads of their own, `dist::workers`).
+static ROUTING_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The host time the MoE layers spent routing since the last call, which resets it: from the
+/// router probabilities' read-back to the experts' node, with the grouped node's plan but not
+/// its uploads or launches, summed over layers (and over the CPU backend's shards, which route
+/// at the same time). On a GPU the read-back has drained the device's queue, so for this long
+/// the device waits on the host (`colossus bench` prints it per step as `route_ms`).
+pub fn take_route_time() -> Duration {
+    Duration::from_nanos(ROUTING_NS.swap(0, Ordering::Relaxed))
+}
+
+fn add_route_time(since: Instant) {
+    let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    ROUTING_NS.fetch_add(ns, Ordering::Relaxed);
 }
 
 /// Run `f` with the experts' outputs brought back by the GPU backends' gather on this thread,
@@ -139,13 +159,16 @@ impl<B: Backend> Moe<B> {
         // `topk_with_indices` would read the probabilities back too (burn-cubecl has no sort: the
         // default sorts each row on the host and uploads values and indices), then the indices
         // would come back for the routing: one read-back instead of two, no full sort, one upload.
-        let p: Vec<f64> = probs
+        // In f32, as computed: the f64 copy this once was cost a pass over the `[n, E]` values
+        // while the device waits on the host (the read-back drained its queue).
+        let p: Vec<f32> = probs
             .clone()
             .detach()
             .into_data()
-            .convert::<f64>()
+            .convert::<f32>()
             .into_vec()
             .expect("float probabilities"); // [n, E] row-major
+        let routing = Instant::now();
         let idx = stand_in_routing::next(n, n_experts, self.top_k)
             .unwrap_or_else(|| top_k(&p, n_experts, self.top_k)); // [n, k] row-major
         let idx_t = Tensor::<B, 2, Int>::from_data(TensorData::new(idx.clone(), [n, self.top_k]), &device);
@@ -156,12 +179,19 @@ impl<B: Backend> Moe<B> {
         let load: Vec<f32> = routes.counts().map(|m| m as f32 / total_slots).collect();
 
         let gates = precision::restore(gates, dtype); // [n, k]
-        let out = match experts::grouped(h.clone(), &self.experts, gates.clone(), || routes.plan()) {
+        let aux_value = balancing_loss(&p, &load);
+        add_route_time(routing);
+        let plan = || {
+            let planning = Instant::now();
+            let plan = routes.plan();
+            add_route_time(planning);
+            plan
+        };
+        let out = match experts::grouped(h.clone(), &self.experts, gates.clone(), plan) {
             Some(y) => y, // [n, d]
             None => self.per_expert(h, &routes, gates),
         };
 
-        let aux_value = balancing_loss(&p, &load);
         let stats = RouterStats {
             probs,
             load,
@@ -299,13 +329,13 @@ fn rows_of(slots: &[i64], rows: usize, per: usize) -> RowMap {
 }
 
 /// `E · Σ_e f_e · P_e` from the router's probabilities `p` (`[n, E]` row-major) and the load
-/// `f` (`[E]`).
-fn balancing_loss(p: &[f64], load: &[f32]) -> f64 {
+/// `f` (`[E]`), summed in f64.
+fn balancing_loss(p: &[f32], load: &[f32]) -> f64 {
     let n_experts = load.len();
     let mut mean = vec![0f64; n_experts];
     for row in p.chunks(n_experts) {
         for (m, v) in mean.iter_mut().zip(row) {
-            *m += v;
+            *m += *v as f64;
         }
     }
     let rows = (p.len() / n_experts).max(1) as f64;
@@ -314,22 +344,41 @@ fn balancing_loss(p: &[f64], load: &[f32]) -> f64 {
 }
 
 /// Each row's `k` largest entries' columns, largest first (the lower column on a tie; a NaN
-/// where `f64::total_cmp` puts it, so a non-finite step still routes, deterministically):
-/// `[rows, k]` row-major, of a `[rows, cols]` row-major matrix.
-fn top_k(values: &[f64], cols: usize, k: usize) -> Vec<i64> {
-    let mut out = Vec::with_capacity(values.len() / cols * k);
-    for row in values.chunks(cols) {
-        let start = out.len();
-        for (c, v) in row.iter().enumerate() {
-            // Insertion into the row's sorted top-k so far: k is 2 for Grok, a few at most.
-            let mut at = out.len();
-            while at > start && row[out[at - 1] as usize].total_cmp(v).is_lt() {
-                at -= 1;
+/// where `f32::total_cmp` puts it, so a non-finite step still routes, deterministically):
+/// `[rows, k]` row-major (`min(k, cols)` a row), of a `[rows, cols]` row-major matrix.
+///
+/// This runs on the host between the probabilities' read-back and the experts' first launch,
+/// while a GPU has nothing queued, once a layer. So it takes k passes of a branch-free arg-max
+/// over each row's integer sort keys (k is 2 for Grok) instead of inserting each entry into a
+/// sorted list, whose comparisons the branch predictor cannot guess on router probabilities:
+/// `[16 384, 8]`, k = 2 (`gpu-350m`'s batch) went from ~1.0–1.4 ms with the old f64 copy and
+/// insertion to ~0.25 ms (docs/benchmarks.md, "The router's top-k on the host").
+fn top_k(values: &[f32], cols: usize, k: usize) -> Vec<i64> {
+    let keep = k.min(cols);
+    let mut out = Vec::with_capacity(values.len() / cols.max(1) * keep);
+    if keep == 0 {
+        return out;
+    }
+    // `total_cmp`'s order as i32 keys, widened so a taken column (i64::MIN) is below them all.
+    let sort_key = |v: f32| {
+        let x = v.to_bits() as i32;
+        (x ^ ((((x >> 31) as u32) >> 1) as i32)) as i64
+    };
+    let mut keys = vec![0i64; cols];
+    for row in values.chunks_exact(cols) {
+        for (key, &v) in keys.iter_mut().zip(row) {
+            *key = sort_key(v);
+        }
+        for _ in 0..keep {
+            // Strictly greater: the lower column wins a tie.
+            let (mut best, mut at) = (keys[0], 0);
+            for (c, &key) in keys.iter().enumerate().skip(1) {
+                let better = key > best;
+                best = if better { key } else { best };
+                at = if better { c } else { at };
             }
-            if at < start + k {
-                out.insert(at, c as i64);
-                out.truncate(start + k);
-            }
+            keys[at] = i64::MIN;
+            out.push(at as i64);
         }
     }
     out
@@ -347,6 +396,50 @@ mod tests {
         assert_eq!(top_k(&m, 4, 2), vec![1, 3, 0, 1, 3, 0]);
         assert_eq!(top_k(&m, 4, 1), vec![1, 0, 3]);
         assert_eq!(top_k(&m, 4, 4), vec![1, 3, 2, 0, 0, 1, 3, 2, 3, 0, 1, 2]);
-        assert_eq!(top_k(&[1.0, f64::NAN, 2.0], 3, 2), vec![1, 2]);
+        assert_eq!(top_k(&[1.0, f32::NAN, 2.0], 3, 2), vec![1, 2]);
+        assert_eq!(top_k(&m, 4, 0), Vec::<i64>::new());
+    }
+
+    /// Against an independent rule: each row's columns stably sorted by value, largest first
+    /// (`f32::total_cmp`), the first `min(k, cols)` kept. Values from a few levels so that rows
+    /// tie often, with NaNs and infinities among them; k from 1 past the column count.
+    #[test]
+    fn top_k_matches_a_stable_sort_of_each_row() {
+        let levels = [
+            0.25,
+            0.5,
+            0.5,
+            1.0,
+            -0.0,
+            0.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            1e-30,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for cols in [1, 2, 3, 8, 13] {
+            let rows = 200;
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|_| levels[(next() % levels.len() as u64) as usize])
+                .collect();
+            for k in 1..=cols + 1 {
+                let want: Vec<i64> = values
+                    .chunks(cols)
+                    .flat_map(|row| {
+                        let mut c: Vec<usize> = (0..cols).collect();
+                        c.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                        c.into_iter().take(k).map(|c| c as i64)
+                    })
+                    .collect();
+                assert_eq!(top_k(&values, cols, k), want, "cols {cols}, k {k}");
+            }
+        }
     }
 }
