@@ -969,6 +969,13 @@ fn computed_in(dtype: DType) -> DType {
     }
 }
 
+/// Whether the softmax forward on `dtype` logits writes its f32 probabilities beside the half
+/// ones: only for the backward (`state`), and only where the logits are half. The CubeBackend
+/// impl sizes the kernel's outputs by it and the Fusion impl declares them by it, so the two agree.
+fn keeps_wide(dtype: DType, state: bool) -> bool {
+    state && computed_in(dtype) != dtype
+}
+
 fn empty<R: CubeRuntime>(x: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, x.dtype)
 }
@@ -1076,7 +1083,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
         let block = softmax_block(cols);
         let (t, past, multiplier, cap) = scalars(&op);
         let wide = computed_in(x.dtype);
-        let keep_wide = state && wide != x.dtype;
+        let keep_wide = keeps_wide(x.dtype, state);
         let out = |shape, dtype| empty_device_dtype::<R>(x.client.clone(), x.device.clone(), shape, dtype);
         let probs = out(x.meta.shape.clone(), x.dtype);
         let p = out(
@@ -1953,7 +1960,16 @@ fn register_as<B: FusionBackend + GpuOps, const N: usize>(
     shapes: [Shape; N],
     dtype: DType,
 ) -> [FusionTensor<B::FusionRuntime>; N] {
-    register_many::<B>(kernel, ins, shapes.into(), dtype)
+    register_typed_n::<B, N>(kernel, ins, shapes.map(|s| (s, dtype)))
+}
+
+/// `register_typed` with a fixed number of outputs, each of its own dtype.
+fn register_typed_n<B: FusionBackend + GpuOps, const N: usize>(
+    kernel: Kernel,
+    ins: Vec<FusionTensor<B::FusionRuntime>>,
+    outs: [(Shape, DType); N],
+) -> [FusionTensor<B::FusionRuntime>; N] {
+    register_typed::<B>(kernel, ins, outs.into())
         .try_into()
         .unwrap_or_else(|_| unreachable!("one tensor per registered output"))
 }
@@ -2000,7 +2016,7 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         let shape = x.shape.clone();
         let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
         let wide = computed_in(x.dtype);
-        let keep_wide = state && wide != x.dtype;
+        let keep_wide = keeps_wide(x.dtype, state);
         let mut outs = vec![(shape.clone(), x.dtype), (Shape::new([rows]), wide)];
         outs.extend(keep_wide.then_some((shape, wide)));
         let kernel = Kernel::SoftmaxFwd(op, keep_wide);
@@ -2044,11 +2060,8 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         inv: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 2] {
-        let outs = vec![(x.shape.clone(), x.dtype), (w.shape.clone(), w.dtype)];
-        let [dx, dw] = register_typed::<B>(Kernel::RmsNormBwd, vec![x, w, inv, g], outs)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("the norm's two gradients"));
-        [dx, dw]
+        let outs = [(x.shape.clone(), x.dtype), (w.shape.clone(), w.dtype)];
+        register_typed_n::<B, 2>(Kernel::RmsNormBwd, vec![x, w, inv, g], outs)
     }
 
     fn cross_entropy_fwd(
@@ -2113,14 +2126,12 @@ impl<B: FusionBackend + GpuOps> GpuOps for Fusion<B> {
         k: usize,
     ) -> [FloatTensor<Self>; 2] {
         let rows = order.shape.num_elements();
-        let outs = vec![
+        let outs = [
             (Shape::new([rows, dout.shape[1]]), parts[0].dtype),
             (Shape::new([rows]), dout.dtype),
         ];
         let ins = [order, dout, gates].into_iter().chain(parts).collect();
-        register_typed::<B>(Kernel::CombineBwd(k), ins, outs)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one tensor per registered output"))
+        register_typed_n::<B, 2>(Kernel::CombineBwd(k), ins, outs)
     }
 
     fn tensor_args(device: &Self::Device) -> usize {
