@@ -112,6 +112,14 @@ fn missing_files_and_bad_flags_exit_2() {
         &["stepz"],
     );
     refused(&["train", "configs/tiny.yaml", "--bogus"], &["--bogus"]);
+    refused(
+        &["bench", "configs/tiny.yaml", "--steps", "0"],
+        &["--steps 0", "at least 1"],
+    );
+    refused(
+        &["train", "configs/tiny.yaml", "--stop-after", "0"],
+        &["--stop-after 0", "at least 1"],
+    );
 }
 
 #[test]
@@ -273,6 +281,59 @@ fn train_runs_from_the_command_line() {
     assert!(stderr.contains("step 3/3"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("done: 3 steps this run"));
     assert!(dir.join("tiny/step-000003/model.safetensors").is_file());
+    // Resuming a run that has reached train.steps is a success with nothing to do (it once
+    // printed "0 steps this run, loss NaN -> NaN").
+    let out = train_tiny(&dir, &["--resume"], &["train.steps=3", "train.warmup_steps=1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("nothing to train") && stdout.contains("train.steps = 3") && !stdout.contains("NaN"),
+        "{stdout}"
+    );
+}
+
+/// `eval` and `generate` on inputs a checkpoint cannot serve: a file with no text, a prompt that
+/// fills the model's context; and a continuation cut by the context says so (each once ended
+/// with exit 0 and no word: "loss NaN over 0 tokens", or fewer tokens than asked; 2026-12-06).
+#[test]
+fn eval_and_generate_refuse_what_the_model_cannot_score_or_continue() {
+    let dir = common::temp_dir("cli-generate");
+    let out = train_tiny(&dir, &[], &["train.steps=2", "train.warmup_steps=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpt = dir.join("tiny").display().to_string();
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.display().to_string();
+    refused(
+        &["eval", &ckpt, "--data", &empty],
+        &["--data", "empty.txt", "no text"],
+    );
+    // The tiny preset's context is 64 tokens: a prompt of more fills it.
+    let long = "So are you to my thoughts as food to life. ".repeat(40);
+    refused(
+        &["generate", &ckpt, "--prompt", &long],
+        &["--prompt", "max_seq_len", "64"],
+    );
+    let out = colossus(&[
+        "generate",
+        &ckpt,
+        "--prompt",
+        "So",
+        "--max-new-tokens",
+        "500",
+        "--top-k",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Training and sampling are seeded, so this run is known not to draw end-of-text: it fills
+    // the 62 positions the 2-token prompt leaves.
+    assert!(
+        stderr.contains("[62 tokens") && stderr.contains("stopped at the model's context of 64 tokens"),
+        "{stderr}"
+    );
+    let out = colossus(&["generate", &ckpt, "--prompt", "So", "--max-new-tokens", "3"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("stopped at"));
 }
 
 /// A rerun in a new process reproduces every logged loss to the last bit (metrics.jsonl prints

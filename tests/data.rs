@@ -578,6 +578,41 @@ fn prepare_command_writes_shards_and_refuses_bad_input_with_exit_2() {
     assert!(!dir.join("x").exists());
 }
 
+/// Problems found after validation name the config file, or the flag, the value came from: a
+/// vocabulary too small for a byte-level BPE once said `config config:` whatever its origin
+/// (found 2026-12-06).
+#[test]
+fn errors_after_validation_name_the_file_or_flag() {
+    let dir = temp_dir("data-source");
+    let cfg = tiny_config(&dir, &["model.vocab_size=100"]);
+    let err = data::training_data(&cfg, true).err().unwrap().to_string();
+    assert!(
+        err.contains("configs/tiny.yaml") && err.contains("`model.vocab_size`") && err.contains("259"),
+        "{err}"
+    );
+    // The validation split's check names the file too.
+    let cfg = tiny_config(&dir, &["data.val_fraction=0", "train.eval_every=5"]);
+    let (ds, _) = data::training_data(&cfg, true).unwrap();
+    let err = colossus::train::eval::validation_set(&cfg, &ds)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("configs/tiny.yaml") && err.contains("`data.val_fraction`"),
+        "{err}"
+    );
+
+    let out = dir.join("shards").display().to_string();
+    let sonnets = sonnets().display().to_string();
+    let flag = ["prepare", &sonnets, "--vocab-size", "100", "--out", &out];
+    refused(&flag, &["flag --vocab-size", "259"]);
+    let corpus = format!("data.corpus=[{sonnets}]");
+    let set = ["--set", &corpus, "--set", "model.vocab_size=100", "--out", &out];
+    let from_config = [&["prepare", "--config", "configs/tiny.yaml"][..], &set].concat();
+    refused(&from_config, &["configs/tiny.yaml", "`model.vocab_size`"]);
+    assert!(!dir.join("shards").exists());
+}
+
 /// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.
 #[test]
 fn hand_written_shards_following_the_docs_open() {

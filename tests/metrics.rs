@@ -122,4 +122,15 @@ fn plot_names_bad_input_with_exit_2() {
     .unwrap();
     let err = plot(&dir);
     assert!(err.contains("metrics.jsonl: line 2: not JSON"), "{err}");
+    // The image is a PNG whatever --out says: another extension is refused before any work
+    // (it once wrote PNG bytes into `metrics.svg`).
+    let out = Command::new(env!("CARGO_BIN_EXE_colossus"))
+        .args(["plot", &dir.display().to_string(), "--out"])
+        .arg(dir.join("metrics.svg"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("metrics.svg") && err.contains("PNG"), "{err}");
+    assert!(!dir.join("metrics.svg").exists());
 }

@@ -115,6 +115,18 @@ fn same_seed_gives_bit_identical_runs() {
     assert_ne!(bits(&s.losses), bits(&la));
 }
 
+/// The error of a run expected to stop before it trains.
+fn train_err(cfg: &colossus::config::Config, overwrite: bool) -> String {
+    let opts = TrainOptions {
+        quiet: true,
+        overwrite,
+        ..Default::default()
+    };
+    train::train::<CpuTrain>(cfg, &opts, &Default::default())
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn tiny_preset_learns_and_its_checkpoint_loads_back() {
     let dir = temp_dir("learn");
@@ -176,6 +188,44 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
     );
     assert!(again.unwrap_err().to_string().contains("--overwrite"));
     assert!(latest.join(checkpoint::WEIGHTS_FILE).is_file());
+
+    // With --overwrite, a run that stops on a bad input (here a corpus file that is not there,
+    // then a vocabulary too small for a BPE) keeps the earlier run: the directory is emptied
+    // only once the inputs have passed (found 2026-12-06: it was emptied first).
+    let saved: Vec<_> = std::fs::read_dir(cfg.train.out_dir.clone() + "/" + &cfg.run_name)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for bad in ["data.corpus=[/nonexistent/corpus.txt]", "model.vocab_size=100"] {
+        let cfg = tiny_config(&dir, &["train.steps=40", "train.checkpoint_every=20", bad]);
+        let err = train_err(&cfg, true);
+        assert!(
+            err.contains("/nonexistent/corpus.txt") || err.contains("model.vocab_size"),
+            "{err}"
+        );
+        assert!(latest.join(checkpoint::WEIGHTS_FILE).is_file(), "{bad}: {err}");
+        let now: Vec<_> = std::fs::read_dir(cfg.train.out_dir.clone() + "/" + &cfg.run_name)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(now, saved, "{bad}");
+    }
+
+    // A resumed checkpoint of another shape is refused by a key of the config's own file (the
+    // first of the changed keys: the width's multiplier follows it).
+    let other = tiny_config(
+        &dir,
+        &[
+            "model.d_model=32",
+            "model.head_dim=8",
+            &format!("train.resume={}", latest.display()),
+        ],
+    );
+    let err = train_err(&other, false);
+    assert!(
+        err.contains("configs/tiny.yaml: key `model.") && err.contains("cannot change shape"),
+        "{err}"
+    );
 }
 
 #[test]

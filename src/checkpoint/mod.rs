@@ -31,7 +31,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use tokenizers::Tokenizer;
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::error::{Error, Result};
 use crate::train::params::ParamInfo;
 
@@ -265,7 +265,10 @@ pub fn read_config(dir: &Path) -> Result<Config> {
     let path = dir.join(CONFIG_FILE);
     let text =
         std::fs::read_to_string(&path).map_err(|e| Error::input(&path, format!("cannot read: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("not a Colossus config: {e}")))
+    let mut cfg: Config = serde_json::from_str(&text)
+        .map_err(|e| Error::input(&path, format!("not a Colossus config: {e}")))?;
+    cfg.source = Source(path.display().to_string());
+    Ok(cfg)
 }
 
 /// Load a checkpoint's weights into `module` (built from the checkpoint's own config).

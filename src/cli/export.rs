@@ -11,7 +11,7 @@ use crate::backend::{self, Job};
 use crate::checkpoint::{self, export, import, weights};
 use crate::config::BackendKind;
 use crate::data::{corpus, tokenizer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Grok, GrokConfig};
 use crate::train::eval::{EvalResult, evaluate};
 use crate::train::params;
@@ -134,6 +134,16 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     for f in &files {
         tokens.extend(tokenizer::encode(&loaded.tokenizer, &corpus::read_document(f)?)?);
         tokens.push(eot);
+    }
+    // Each file adds its end-of-text token, so only files with no text at all get here.
+    if tokens.len() < files.len() + 1 {
+        return Err(Error::Flag {
+            flag: "--data".into(),
+            msg: format!(
+                "{} holds no text to score (a loss needs at least one token after the first)",
+                entries.join(", ")
+            ),
+        });
     }
     let seq = args
         .seq

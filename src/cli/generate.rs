@@ -29,9 +29,22 @@ impl Job for GenerateJob {
         if ids.is_empty() {
             ids.push(tokenizer::eot_id(tok)); // an empty prompt starts a new document
         }
+        // The model has no positions past max_seq_len: the prompt must leave room, and the
+        // continuation stops there (said below, rather than ending short without a word).
+        let room = max_seq_len.saturating_sub(ids.len());
+        if room == 0 {
+            return Err(Error::Flag {
+                flag: "--prompt".into(),
+                msg: format!(
+                    "{} tokens fill the model's context of {max_seq_len} (max_seq_len); shorten it",
+                    ids.len()
+                ),
+            });
+        }
         let mut opts = self.opts;
         opts.stop = Some(tokenizer::eot_id(tok));
-        opts.max_new_tokens = opts.max_new_tokens.min(max_seq_len.saturating_sub(ids.len()));
+        let clipped = opts.max_new_tokens > room;
+        opts.max_new_tokens = opts.max_new_tokens.min(room);
         let mut stdout = std::io::stdout();
         print!("{}", self.prompt);
         // Byte-level BPE tokens need not end on a character boundary: decode the whole
@@ -58,6 +71,12 @@ impl Job for GenerateJob {
             new.len() as f64 / dt,
             if opts.no_cache { "no KV cache" } else { "KV cache" }
         );
+        if clipped && new.len() == room {
+            eprintln!(
+                "[stopped at the model's context of {max_seq_len} tokens (max_seq_len), before \
+                 --max-new-tokens]"
+            );
+        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::config;
-use crate::data::{self, prepare, shard::Dtype};
+use crate::data::{self, prepare, shard::Dtype, tokenizer};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
@@ -59,11 +59,12 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         flag: flag.into(),
         msg: msg.into(),
     };
-    let (mut opts, cfg_out) = match &args.config {
-        Some(path) => {
-            let cfg = config::load(path, &args.set)?;
-            (data::prepare_options(&cfg, args.quiet), cfg.data.shards.clone())
-        }
+    let cfg = match &args.config {
+        Some(path) => Some(config::load(path, &args.set)?),
+        None => None,
+    };
+    let (mut opts, cfg_out) = match &cfg {
+        Some(cfg) => (data::prepare_options(cfg, args.quiet), cfg.data.shards.clone()),
         None => {
             if !args.set.is_empty() {
                 return Err(flag("--set", "needs --config"));
@@ -111,6 +112,14 @@ pub fn run(args: PrepareArgs) -> Result<()> {
             };
         }
         None => {}
+    }
+    if opts.tokenizer.is_none()
+        && let Err(why) = tokenizer::check_bpe_size(opts.vocab_size)
+    {
+        return Err(match &cfg {
+            Some(cfg) if args.vocab_size.is_none() => cfg.error("model.vocab_size", why),
+            _ => flag("--vocab-size", &why),
+        });
     }
     if let Some(f) = args.jsonl_field {
         opts.jsonl_field = f;

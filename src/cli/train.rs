@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::TrainArgs;
 use crate::backend::{self, Job};
 use crate::config::{self, Config};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::train::{self, TrainOptions, TrainSummary};
 
 struct TrainJob {
@@ -32,6 +32,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(r) = &args.resume {
         cfg.train.resume = config::Resume::parse(r);
     }
+    if args.stop_after == Some(0) {
+        return Err(Error::Flag {
+            flag: "--stop-after 0".into(),
+            msg: "expected at least 1 step (to stop before training, do not start it)".into(),
+        });
+    }
     let opts = TrainOptions {
         log_lines: args.quiet,
         overwrite: args.overwrite,
@@ -39,12 +45,27 @@ pub fn run(args: TrainArgs) -> Result<()> {
         stop: Some(stop_on_signal()?),
         ..Default::default()
     };
-    let (kind, device) = (cfg.backend, cfg.device);
+    let (kind, device, steps) = (cfg.backend, cfg.device, cfg.train.steps);
     let s = backend::dispatch(kind, device, TrainJob { cfg, opts })?;
-    let first = s.losses.first().copied().unwrap_or(f64::NAN);
-    let last = s.losses.last().copied().unwrap_or(f64::NAN);
+    // A resumed run that had already reached train.steps (a finished job rerun by a scheduler,
+    // say) is a success with nothing to do, not a loss of NaN -> NaN.
+    if s.losses.is_empty() && !s.interrupted {
+        println!(
+            "done: nothing to train: the resumed run has reached train.steps = {steps} (raise it to \
+             continue){}",
+            s.checkpoint
+                .map(|c| format!(", checkpoint {}", c.display()))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    // An interrupt can land before the first step ends: then there is no loss to report.
+    let loss = match (s.losses.first(), s.losses.last()) {
+        (Some(first), Some(last)) => format!(", loss {first:.4} -> {last:.4}"),
+        _ => String::new(),
+    };
     println!(
-        "done: {} steps this run, loss {first:.4} -> {last:.4}, {} tokens in {:.1}s ({:.0} tokens/s){}",
+        "done: {} steps this run{loss}, {} tokens in {:.1}s ({:.0} tokens/s){}",
         s.losses.len(),
         s.tokens,
         s.wall_s,

@@ -174,8 +174,12 @@ pub struct ModelFile {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataFile {
-    /// Text files or directories of `.txt` files.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Text files or directories of `.txt` files: a list, or one path written as a string.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "one_or_many"
+    )]
     pub corpus: Option<Vec<String>>,
     /// A Hugging Face tokenizer.json; without one a byte-level BPE is trained on the corpus.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -417,4 +421,18 @@ impl Overlay for FileConfig {
             distributed: self.distributed.overlay(top.distributed),
         }
     }
+}
+
+/// `corpus: notes.txt` as well as `corpus: [notes.txt, more/]`: a lone path is a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(ps) => ps,
+    }))
 }

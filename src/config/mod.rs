@@ -5,4 +5,6 @@ pub mod preset;
 pub mod resolve;
 
 pub use file::{AttentionKernel, BackendKind, Precision, PresetName};
-pub use resolve::{Config, DataConfig, DistributedConfig, Resume, TrainConfig, ffn_size, from_yaml, load};
+pub use resolve::{
+    Config, DataConfig, DistributedConfig, Resume, Source, TrainConfig, ffn_size, from_yaml, load,
+};

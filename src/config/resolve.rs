@@ -30,6 +30,35 @@ pub struct Config {
     /// Absent in checkpoints written before data parallelism: those were single-rank runs.
     #[serde(default)]
     pub distributed: DistributedConfig,
+    /// Where this config was read from, for errors found after validation (a data set too
+    /// small for the validation split, a checkpoint of another shape): the YAML file, or a
+    /// checkpoint's config.json. Not saved, and not part of a config's identity.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// A config's file, named in errors. Any two compare equal: the same settings read from two
+/// places are the same config (a run's config and the copy in its checkpoint, say).
+#[derive(Debug, Clone, Default)]
+pub struct Source(pub String);
+
+impl PartialEq for Source {
+    fn eq(&self, _: &Source) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// An error about `key` of this config, naming its file.
+    pub fn error(&self, key: &str, msg: impl Into<String>) -> Error {
+        value_err(&self.source.0, key, msg)
+    }
 }
 
 /// Data parallelism (`src/dist/`): who this process is and where the others are.
@@ -215,7 +244,7 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
 pub fn from_yaml(text: &str, file: &str, sets: &[String]) -> Result<Config> {
     let parsed: FileConfig = serde_saphyr::from_str(text).map_err(|e| Error::ConfigParse {
         file: file.to_string(),
-        msg: e.to_string(),
+        msg: yaml_message(&e),
     })?;
     let mut layered = parsed;
     for set in sets {
@@ -243,7 +272,7 @@ fn parse_set(set: &str) -> Result<FileConfig> {
     };
     let value: serde_json::Value = serde_saphyr::from_str(value).map_err(|e| Error::Flag {
         flag: flag.clone(),
-        msg: format!("value is not valid YAML: {e}"),
+        msg: format!("value is not valid YAML: {}", yaml_message(&e)),
     })?;
     let mut tree = value;
     for part in key.trim().rsplit('.') {
@@ -261,6 +290,15 @@ fn parse_set(set: &str) -> Result<FileConfig> {
         flag,
         msg: e.to_string(),
     })
+}
+
+/// The YAML reader's message, less its advice to the programmer: a duplicated key ends "set
+/// DuplicateKeyPolicy in Options if acceptable", a setting of the library our users cannot reach.
+fn yaml_message(e: &impl std::fmt::Display) -> String {
+    e.to_string().replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        " (each key may appear once)",
+    )
 }
 
 fn value_err(file: &str, key: &str, msg: impl Into<String>) -> Error {
@@ -573,6 +611,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         data,
         train,
         distributed,
+        source: Source(file.to_string()),
     })
 }
 
@@ -669,6 +708,27 @@ mod tests {
     fn err(yaml: &str, sets: &[&str]) -> String {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         from_yaml(yaml, "t.yaml", &sets).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn corpus_takes_one_path_or_a_list() {
+        let one = ok("preset: tiny\ndata: {corpus: notes.txt}\n", &[]);
+        assert_eq!(one.data.corpus, ["notes.txt"]);
+        let many = ok("preset: tiny\ndata:\n  corpus: [a.txt, b/]\n", &[]);
+        assert_eq!(many.data.corpus, ["a.txt", "b/"]);
+        let set = ok("preset: tiny\n", &["data.corpus=c.txt"]);
+        assert_eq!(set.data.corpus, ["c.txt"]);
+        assert!(err("preset: tiny\ndata: {corpus: 3}\n", &[]).contains("t.yaml"));
+    }
+
+    #[test]
+    fn a_repeated_key_is_named_without_the_libraries_advice() {
+        let e = err("preset: tiny\ntrain: {lr: 1.0e-3, lr: 2.0e-3}\n", &[]);
+        assert!(
+            e.contains("t.yaml") && e.contains("duplicate mapping key: lr"),
+            "{e}"
+        );
+        assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use dataset::Dataset;
 pub use sampler::{Cursor, Sampler};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Default `data.jsonl_field`.
 pub const DEFAULT_JSONL_FIELD: &str = "text";
@@ -59,6 +59,10 @@ pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
     let (dir, note) = match &cfg.data.shards {
         Some(dir) => (PathBuf::from(dir), format!("data: shards in {dir}")),
         None => {
+            if cfg.data.tokenizer.is_none() {
+                tokenizer::check_bpe_size(cfg.model.vocab_size)
+                    .map_err(|why| cfg.error("model.vocab_size", why))?;
+            }
             let (dir, prepared) = cache::prepare_cached(&prepare_options(cfg, quiet), &cache_root(cfg))?;
             let note = match prepared {
                 Some(p) => format!("data: {}", p.summary()),
@@ -74,16 +78,15 @@ pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
         data.check_tokenizer(Path::new(tok), "data.tokenizer")?;
     }
     if data.manifest.vocab_size > cfg.model.vocab_size {
-        return Err(Error::ConfigValue {
-            file: "config".into(),
-            key: "model.vocab_size".into(),
-            msg: format!(
+        return Err(cfg.error(
+            "model.vocab_size",
+            format!(
                 "{} is smaller than the {} entries of the tokenizer in {}",
                 cfg.model.vocab_size,
                 data.manifest.vocab_size,
                 dir.display()
             ),
-        });
+        ));
     }
     Ok((data, note))
 }

@@ -46,16 +46,22 @@ type BpeTokenizer = tokenizers::TokenizerImpl<
     ByteLevel,
 >;
 
-fn bpe_parts(vocab_size: usize) -> Result<(tokenizers::models::bpe::BpeTrainer, BpeTokenizer)> {
+/// Why a byte-level BPE of `vocab_size` entries cannot be trained, if it cannot. The callers
+/// that know where the size came from check first and name it (`model.vocab_size` of a config
+/// file, `prepare --vocab-size`).
+pub fn check_bpe_size(vocab_size: usize) -> std::result::Result<(), String> {
     if vocab_size < MIN_VOCAB {
-        return Err(Error::ConfigValue {
-            file: "config".into(),
-            key: "model.vocab_size".into(),
-            msg: format!(
-                "{vocab_size} is too small to train a byte-level BPE; expected at least {MIN_VOCAB}"
-            ),
-        });
+        return Err(format!(
+            "{vocab_size} is too small to train a byte-level BPE; expected at least {MIN_VOCAB} \
+             (256 bytes and 3 special tokens)"
+        ));
     }
+    Ok(())
+}
+
+fn bpe_parts(vocab_size: usize) -> Result<(tokenizers::models::bpe::BpeTrainer, BpeTokenizer)> {
+    check_bpe_size(vocab_size)
+        .map_err(|why| Error::Train(format!("training the BPE tokenizer: vocab_size {why}")))?;
     let trainer = BpeTrainerBuilder::new()
         .show_progress(false)
         .vocab_size(vocab_size)

@@ -11,7 +11,7 @@ use burn_communication::Address;
 
 use super::comm::Dist;
 use super::watchdog::Roster;
-use crate::config::{BackendKind, Config, DistributedConfig};
+use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::train::{TrainOptions, TrainSummary, trainer::train_rank};
 
@@ -33,12 +33,12 @@ pub fn run<B: AutodiffBackend>(cfg: &Config, opts: &TrainOptions, device: B::Dev
     let mut collective = CollectiveConfig::default().with_num_devices(d.local_ranks);
     let mut data_addr = None;
     if processes > 1 {
-        let host = node_host(d)?;
+        let host = node_host(cfg)?;
         // Process p serves tensors to the others on master_port + 1 + p (distinct on one host).
         let data_port = d.master_port + 1 + process as u16;
-        port_free(data_port, &format!("process {process}'s tensor-data server"))?;
+        port_free(cfg, data_port, &format!("process {process}'s tensor-data server"))?;
         if process == 0 {
-            start_orchestrator(d.master_port)?;
+            start_orchestrator(cfg, d.master_port)?;
         }
         let addr = |h: &str, p: u16| Address::from_str(&format!("ws://{h}:{p}")).expect("infallible");
         collective = collective
@@ -117,28 +117,28 @@ fn local_device<B: Backend>(kind: BackendKind, device: &B::Device, i: usize) -> 
 }
 
 /// This process's address as the others reach it.
-fn node_host(d: &DistributedConfig) -> Result<String> {
+fn node_host(cfg: &Config) -> Result<String> {
+    let d = &cfg.distributed;
     if let Some(h) = &d.node_addr {
         return Ok(h.clone());
     }
     if matches!(d.master_addr.as_str(), "127.0.0.1" | "localhost" | "::1") {
         return Ok(d.master_addr.clone());
     }
-    Err(Error::ConfigValue {
-        file: "config".into(),
-        key: "distributed.node_addr".into(),
-        msg: format!(
+    Err(cfg.error(
+        "distributed.node_addr",
+        format!(
             "needed when distributed.master_addr ({}) is not a loopback address: this machine's \
              address as the other machines reach it (or set NODE_ADDR, e.g. NODE_ADDR=$(hostname))",
             d.master_addr
         ),
-    })
+    ))
 }
 
 /// Host burn-collective's global orchestrator on `port` (all interfaces), on its own thread and
 /// tokio runtime, for the life of this process.
-fn start_orchestrator(port: u16) -> Result<()> {
-    port_free(port, "the collective orchestrator")?;
+fn start_orchestrator(cfg: &Config, port: u16) -> Result<()> {
+    port_free(cfg, port, "the collective orchestrator")?;
     std::thread::Builder::new()
         .name("collective-orchestrator".into())
         .spawn(move || {
@@ -155,14 +155,15 @@ fn start_orchestrator(port: u16) -> Result<()> {
 
 /// burn only logs a failed bind (the orchestrator) or dies in its first all-reduce (a tensor-data
 /// server whose port another program holds), so check first: a busy port is a clear error.
-fn port_free(port: u16, what: &str) -> Result<()> {
-    std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| Error::ConfigValue {
-        file: "config".into(),
-        key: "distributed.master_port".into(),
-        msg: format!(
-            "cannot listen on port {port} for {what}: {e} (a job uses master_port for the orchestrator \
-             and master_port + 1 + p for process p's tensor data)"
-        ),
+fn port_free(cfg: &Config, port: u16, what: &str) -> Result<()> {
+    std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+        cfg.error(
+            "distributed.master_port",
+            format!(
+                "cannot listen on port {port} for {what}: {e} (a job uses master_port for the \
+                 orchestrator and master_port + 1 + p for process p's tensor data)"
+            ),
+        )
     })?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use super::loss::cross_entropy;
 use crate::config::Config;
 use crate::data::{Batch, Dataset};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Grok;
 
 #[derive(Debug, Clone, Copy)]
@@ -89,17 +89,16 @@ pub fn validation_set(cfg: &Config, dataset: &Dataset) -> Result<Vec<Batch>> {
     }
     let batches = dataset.val_batches(t.eval_batches, t.micro_batch, cfg.data.seq_len);
     if batches.is_empty() {
-        return Err(Error::ConfigValue {
-            file: "config".into(),
-            key: "data.val_fraction".into(),
-            msg: format!(
+        return Err(cfg.error(
+            "data.val_fraction",
+            format!(
                 "the validation split of {} has {} tokens, not one window of data.seq_len + 1 = {}; \
                  raise data.val_fraction or set train.eval_every: 0",
                 dataset.dir.display(),
                 dataset.manifest.val_tokens(),
                 cfg.data.seq_len + 1
             ),
-        });
+        ));
     }
     Ok(batches)
 }

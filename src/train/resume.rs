@@ -124,14 +124,13 @@ pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Res
         for (key, was) in a {
             let now = &b[key];
             if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef" | "widening") {
-                return Err(Error::ConfigValue {
-                    file: "config".into(),
-                    key: format!("model.{key}"),
-                    msg: format!(
+                return Err(cfg.error(
+                    &format!("model.{key}"),
+                    format!(
                         "is {now} but checkpoint {} was trained with {was}; the model cannot change shape on resume",
                         dir.display()
                     ),
-                });
+                ));
             }
         }
     }

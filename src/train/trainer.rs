@@ -256,27 +256,12 @@ pub fn train_rank<B: AutodiffBackend>(
     let mut notes = Vec::new();
     let resumed = resume::load(cfg, &candidates, &model, &params, settings, device, &mut notes)?;
     let has_output = leader && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_some());
-    if resumed.is_none() && has_output && cfg.train.resume != Resume::Auto {
-        if !opts.overwrite {
-            return Err(Error::input(
-                &run,
-                "run directory already holds output of an earlier run; continue it with --resume, \
-                 choose another name (--set run_name=NAME), or pass --overwrite to replace it",
-            ));
-        }
-        std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
-    }
-    if leader {
-        std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
-    }
-    for stale in if leader {
-        resume::remove_stale_temps(&run)?
-    } else {
-        Vec::new()
-    } {
-        notes.push(format!(
-            "removed {}, left half-written by an earlier process",
-            stale.display()
+    let replace = resumed.is_none() && has_output && cfg.train.resume != Resume::Auto;
+    if replace && !opts.overwrite {
+        return Err(Error::input(
+            &run,
+            "run directory already holds output of an earlier run; continue it with --resume, \
+             choose another name (--set run_name=NAME), or pass --overwrite to replace it",
         ));
     }
 
@@ -322,6 +307,25 @@ pub fn train_rank<B: AutodiffBackend>(
                 r.dir.display()
             )),
         }
+    }
+    // --overwrite empties the run directory only here, after every check of the inputs (the
+    // data, its validation split, a resumed checkpoint's tokenizer): a run that stops on a bad
+    // input leaves the earlier run's checkpoints as they were.
+    if replace {
+        std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    }
+    if leader {
+        std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    }
+    for stale in if leader {
+        resume::remove_stale_temps(&run)?
+    } else {
+        Vec::new()
+    } {
+        notes.push(format!(
+            "removed {}, left half-written by an earlier process",
+            stale.display()
+        ));
     }
     // Records past the checkpoint (or all of them, on a fresh start) belong to a run that died.
     let dropped = if leader {
