@@ -308,6 +308,21 @@ fn eval_and_generate_refuse_what_the_model_cannot_score_or_continue() {
         &["eval", &ckpt, "--data", &empty],
         &["--data", "empty.txt", "no text"],
     );
+    // A window of 0 tokens never advanced: eval looped, filling memory until killed.
+    let sonnets = "data/shakespeare/sonnets.txt";
+    refused(
+        &["eval", &ckpt, "--data", sonnets, "--seq", "0"],
+        &["--seq", "at least 1"],
+    );
+    refused(
+        &["eval", &ckpt, "--data", sonnets, "--batch", "0"],
+        &["--batch", "at least 1"],
+    );
+    refused(&["generate", &ckpt, "--temperature=-1"], &["--temperature", "-1"]);
+    refused(
+        &["generate", &ckpt, "--temperature", "nan"],
+        &["--temperature", "NaN"],
+    );
     // The tiny preset's context is 64 tokens: a prompt of more fills it.
     let long = "So are you to my thoughts as food to life. ".repeat(40);
     refused(

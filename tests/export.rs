@@ -253,6 +253,72 @@ fn import_names_missing_and_misshapen_tensors() {
     assert!(!dir.join("o1").exists() && !dir.join("o2").exists() && !dir.join("o3").exists());
 }
 
+/// config.json values that cannot describe this model are errors naming the key: another
+/// architecture, a zero count (0 heads without a head_dim divided by zero, a panic, until
+/// 2026-12-06), a non-positive RoPE base.
+#[test]
+fn import_refuses_config_json_it_cannot_build() {
+    let dir = temp_dir("bad-import-config");
+    let ckpt = trained_tiny(&dir);
+    let opts = ExportOptions {
+        dtype: StoreDtype::F32,
+        max_shard_bytes: u64::MAX,
+    };
+    let good = export(&ckpt, &dir.join("hf"), &opts).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(good.dir.join("config.json")).unwrap()).unwrap();
+    type Edit = dyn Fn(&mut serde_json::Value);
+    let cases: [(&str, &Edit, &str); 4] = [
+        (
+            "llama",
+            &|c| c["architectures"] = serde_json::json!(["LlamaForCausalLM"]),
+            "LlamaForCausalLM",
+        ),
+        (
+            "heads",
+            &|c| {
+                c["num_attention_heads"] = 0.into();
+                c.as_object_mut().unwrap().remove("head_dim");
+            },
+            "num_attention_heads",
+        ),
+        (
+            "experts",
+            &|c| c["num_experts_per_tok"] = 0.into(),
+            "num_experts_per_tok",
+        ),
+        ("rope", &|c| c["rope_theta"] = (-1.0).into(), "rope_theta"),
+    ];
+    for (name, edit, key) in cases {
+        let target = dir.join(name);
+        std::fs::create_dir_all(&target).unwrap();
+        for f in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(good.dir.join(f), target.join(f)).unwrap();
+        }
+        let mut c = config.clone();
+        edit(&mut c);
+        std::fs::write(target.join("config.json"), c.to_string()).unwrap();
+        let err = import::import(&target, &dir.join(format!("{name}-out")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.json") && err.contains(key), "{name}: {err}");
+        assert!(!dir.join(format!("{name}-out")).exists());
+    }
+    // eval and generate read such a folder the same way, and say the same.
+    let out = colossus(&[
+        "eval",
+        &dir.join("llama").display().to_string(),
+        "--data",
+        "data/shakespeare/sonnets.txt",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("architectures") && stderr.contains("LlamaForCausalLM"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn greedy_decoding_with_and_without_cache_agree_for_64_tokens() {
     // A briefly trained tiny model (random weights fall straight into one repeated token).

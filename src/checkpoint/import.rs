@@ -31,9 +31,25 @@ pub struct Imported {
 pub fn model_config(path: &Path) -> Result<GrokConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
     let c: Value = serde_json::from_str(&text).map_err(|e| Error::input(path, format!("not JSON: {e}")))?;
+    // Another architecture's folder would fail later on a tensor name; say what it is instead.
+    if let Some(archs) = c.get("architectures").and_then(Value::as_array)
+        && !archs
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("Grok1")))
+    {
+        return Err(Error::input(
+            path,
+            format!(
+                "key `architectures` is {}; expected [\"Grok1ForCausalLM\"]",
+                Value::Array(archs.clone())
+            ),
+        ));
+    }
+    // Every integer here is a count or a width: 0 would divide by zero or build an empty model.
     let int = |key: &str| -> Result<usize> {
         c.get(key)
             .and_then(Value::as_u64)
+            .filter(|&v| v > 0)
             .map(|v| v as usize)
             .ok_or_else(|| Error::input(path, format!("key `{key}` is missing or not a positive integer")))
     };
@@ -75,10 +91,10 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
         // Informational only: the width itself is stored.
         widening: ffn as f64 * 1.5 / d as f64,
         ffn_size: ffn,
-        max_seq_len: c
-            .get("max_position_embeddings")
-            .and_then(Value::as_u64)
-            .unwrap_or(8192) as usize,
+        max_seq_len: match c.get("max_position_embeddings") {
+            None | Some(Value::Null) => 8192,
+            Some(_) => int("max_position_embeddings")?,
+        },
         rope_theta: float("rope_theta", 10_000.0)?,
         attn_softcap: float("attn_logit_softcapping", 30.0)?,
         attn_output_multiplier: float("attn_output_multiplier", (1.0 / head_dim as f64).sqrt())?,
@@ -88,11 +104,24 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
         init_std: 0.02,
         aux_loss_coef: 0.0,
     };
-    if m.n_kv_heads == 0
-        || !m.n_q_heads.is_multiple_of(m.n_kv_heads)
-        || m.top_k > m.n_experts
-        || !m.head_dim.is_multiple_of(2)
-    {
+    for (key, v) in [("rope_theta", m.rope_theta), ("rms_norm_eps", m.norm_eps)] {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(Error::input(
+                path,
+                format!("key `{key}` is {v}; expected a positive number"),
+            ));
+        }
+    }
+    if !(m.attn_softcap >= 0.0 && m.attn_softcap.is_finite()) {
+        return Err(Error::input(
+            path,
+            format!(
+                "key `attn_logit_softcapping` is {}; expected 0 (off) or a positive number",
+                m.attn_softcap
+            ),
+        ));
+    }
+    if !m.n_q_heads.is_multiple_of(m.n_kv_heads) || m.top_k > m.n_experts || !m.head_dim.is_multiple_of(2) {
         return Err(Error::input(
             path,
             "inconsistent shape: heads, experts or head_dim do not fit together",

@@ -92,6 +92,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop: None,
         no_cache: args.no_cache,
     };
+    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
+        return Err(Error::Flag {
+            flag: "--temperature".into(),
+            msg: format!("{} must be 0 (greedy) or a positive number", opts.temperature),
+        });
+    }
     if !(0.0..=1.0).contains(&opts.top_p) || opts.top_p == 0.0 {
         return Err(Error::Flag {
             flag: "--top-p".into(),

@@ -86,12 +86,21 @@ pub struct EvalArgs {
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
     /// Window length (default: the model's max_seq_len).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub seq: Option<usize>,
-    #[arg(long, default_value_t = 8)]
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     pub batch: usize,
     #[arg(long, value_enum)]
     pub backend: Option<crate::config::BackendKind>,
+}
+
+/// A count flag that 0 would make meaningless (`eval --seq 0` once looped forever).
+fn at_least_one(v: &str) -> std::result::Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".into()),
+    }
 }
 
 /// A config file plus `--set` overrides, shared by every subcommand that reads one.
@@ -264,8 +273,10 @@ pub struct GenerateArgs {
     /// 0 for greedy decoding.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f64,
+    /// Sample among the k most likely tokens (0: no limit).
     #[arg(long, default_value_t = 50)]
     pub top_k: usize,
+    /// Then among the fewest tokens whose probabilities reach p, in (0, 1] (1: no limit).
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f64,
     #[arg(long, default_value_t = 0)]

@@ -27,6 +27,8 @@ pub fn evaluate<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> EvalResult {
+    // A window of 0 would never advance.
+    let seq = seq.max(1);
     let mut windows: Vec<(usize, usize)> = Vec::new(); // (start, len) with len+1 tokens available
     let mut s = 0;
     while s + 1 < tokens.len() {
