@@ -590,6 +590,18 @@ fn errors_after_validation_name_the_file_or_flag() {
         err.contains("configs/tiny.yaml") && err.contains("`model.vocab_size`") && err.contains("259"),
         "{err}"
     );
+    // Too little text for one window names the corpus, not the cache it was prepared into (it
+    // was a training error, exit 1, naming neither).
+    let short = dir.join("short.txt");
+    write(&short, "hello world\n");
+    let cfg = tiny_config(&dir, &[&format!("data.corpus=[{}]", short.display())]);
+    let err = data::training_data(&cfg, true).err().unwrap();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("configs/tiny.yaml") && err.contains("`data.corpus`") && err.contains("short.txt"),
+        "{err}"
+    );
     // The validation split's check names the file too.
     let cfg = tiny_config(&dir, &["data.val_fraction=0", "train.eval_every=5"]);
     let (ds, _) = data::training_data(&cfg, true).unwrap();

@@ -85,7 +85,6 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
     })
 }
 
-/// An exported folder names its architecture in config.json; our checkpoints' config.json does not.
 /// A Hugging Face folder's config.json names its `architectures`; ours never does. Another
 /// architecture's folder is taken as one too, so `import::read` can say what it is.
 fn is_hf_folder(path: &Path) -> bool {

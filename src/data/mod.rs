@@ -77,6 +77,26 @@ pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
     {
         data.check_tokenizer(Path::new(tok), "data.tokenizer")?;
     }
+    // Too little text for one window is the user's data (or seq_len) at fault: name what they
+    // gave (the corpus, not the cache it was prepared into), exit 2.
+    if dataset::Windows::new(&data.train, cfg.data.seq_len, cfg.data.cross_shards).is_empty() {
+        let (key, what) = match &cfg.data.shards {
+            Some(dir) => ("data.shards", dir.clone()),
+            None => ("data.corpus", cfg.data.corpus.join(", ")),
+        };
+        return Err(cfg.error(
+            key,
+            format!(
+                "{what}: the training split has {} tokens in {} shards, and no shard (data.cross_shards: \
+                 {}) holds one window of data.seq_len + 1 = {} tokens; give more text or a shorter \
+                 data.seq_len",
+                data.train.tokens(),
+                data.train.shards().len(),
+                cfg.data.cross_shards,
+                cfg.data.seq_len + 1
+            ),
+        ));
+    }
     if data.manifest.vocab_size > cfg.model.vocab_size {
         return Err(cfg.error(
             "model.vocab_size",

@@ -53,12 +53,10 @@ impl Sampler {
             )));
         }
         let windows = Windows::new(&set, seq, cross_shards);
+        // `data::training_data` says this to users first, naming the data they gave.
         if windows.is_empty() {
             return Err(Error::Train(format!(
-                "the training split has {} tokens in {} shards: no shard (data.cross_shards: {cross_shards}) \
-                 holds one window of data.seq_len + 1 = {} tokens",
-                set.tokens(),
-                set.shards().len(),
+                "no window of {} tokens in the training split",
                 seq + 1
             )));
         }
