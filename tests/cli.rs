@@ -341,12 +341,16 @@ fn eval_and_generate_refuse_what_the_model_cannot_score_or_continue() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    // Training and sampling are seeded, so this run is known not to draw end-of-text: it fills
-    // the 62 positions the 2-token prompt leaves.
-    assert!(
-        stderr.contains("[62 tokens") && stderr.contains("stopped at the model's context of 64 tokens"),
-        "{stderr}"
-    );
+    // The 2-token prompt leaves 62 positions. Seeded, this run fills them on this project's
+    // machines; a CPU whose matmuls round differently could draw end-of-text first, and then
+    // the note must not appear.
+    let n: usize = stderr
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(" tokens"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no token count in {stderr}"));
+    let note = stderr.contains("stopped at the model's context of 64 tokens");
+    assert!(n <= 62 && note == (n == 62), "{stderr}");
     let out = colossus(&["generate", &ckpt, "--prompt", "So", "--max-new-tokens", "3"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("stopped at"));
 }
