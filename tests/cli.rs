@@ -114,11 +114,11 @@ fn missing_files_and_bad_flags_exit_2() {
     refused(&["train", "configs/tiny.yaml", "--bogus"], &["--bogus"]);
     refused(
         &["bench", "configs/tiny.yaml", "--steps", "0"],
-        &["--steps 0", "at least 1"],
+        &["invalid value '0' for '--steps", "at least 1"],
     );
     refused(
         &["train", "configs/tiny.yaml", "--stop-after", "0"],
-        &["--stop-after 0", "at least 1"],
+        &["invalid value '0' for '--stop-after", "at least 1"],
     );
 }
 

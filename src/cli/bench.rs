@@ -206,13 +206,6 @@ impl Job for BenchJob {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    // Zero timed steps would print a throughput of 0 and an MFU of 0% as if measured.
-    if args.steps == 0 {
-        return Err(crate::error::Error::Flag {
-            flag: "--steps 0".into(),
-            msg: "expected at least 1 timed step".into(),
-        });
-    }
     let mut sets = args.config.set.clone();
     if let Some(b) = args.batch {
         sets.push(format!("train.micro_batch={b}"));

@@ -95,7 +95,8 @@ pub struct EvalArgs {
     pub backend: Option<crate::config::BackendKind>,
 }
 
-/// A count flag that 0 would make meaningless (`eval --seq 0` once looped forever).
+/// A count flag that 0 would make meaningless (`eval --seq 0` once looped forever, `bench
+/// --steps 0` reported a throughput of 0, `train --stop-after 0` trained nothing).
 fn at_least_one(v: &str) -> std::result::Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -128,7 +129,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "auto")]
     pub resume: Option<String>,
     /// Stop after this many steps (saving a checkpoint); `--resume` continues the run.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub stop_after: Option<usize>,
     #[command(flatten)]
     pub dist: DistArgs,
@@ -184,8 +185,8 @@ impl DistArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Timed optimizer steps.
-    #[arg(long, default_value_t = 10)]
+    /// Timed optimizer steps (0 would print a throughput of 0 and an MFU of 0% as if measured).
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub steps: usize,
     /// Untimed steps first (allocation, autotune, kernel compilation).
     #[arg(long, default_value_t = 3)]

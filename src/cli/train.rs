@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::TrainArgs;
 use crate::backend::{self, Job};
 use crate::config::{self, Config};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::train::{self, TrainOptions, TrainSummary};
 
 struct TrainJob {
@@ -31,12 +31,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut cfg = config::load(&args.config.config, &sets)?;
     if let Some(r) = &args.resume {
         cfg.train.resume = config::Resume::parse(r);
-    }
-    if args.stop_after == Some(0) {
-        return Err(Error::Flag {
-            flag: "--stop-after 0".into(),
-            msg: "expected at least 1 step (to stop before training, do not start it)".into(),
-        });
     }
     let opts = TrainOptions {
         log_lines: args.quiet,

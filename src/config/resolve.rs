@@ -48,12 +48,6 @@ impl PartialEq for Source {
     }
 }
 
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 impl Config {
     /// An error about `key` of this config, naming its file.
     pub fn error(&self, key: &str, msg: impl Into<String>) -> Error {
