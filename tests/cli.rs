@@ -292,6 +292,54 @@ fn train_runs_from_the_command_line() {
     );
 }
 
+/// A model or micro-batch no machine's memory holds is refused before anything is allocated,
+/// naming the key and the sizes, and an earlier run under `--overwrite` is kept (it used to abort
+/// in the allocator with a core dump, exit 134; found 2026-12-06).
+#[test]
+fn train_and_bench_refuse_what_cannot_fit_in_memory() {
+    let dir = common::temp_dir("cli-fits");
+    let out = train_tiny(&dir, &["--stop-after", "1"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join("tiny"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let out_dir = format!("train.out_dir={}", dir.display());
+    let train = |set: &str, expect: &[&str]| {
+        let args = [
+            "train",
+            "configs/tiny.yaml",
+            "--overwrite",
+            "--set",
+            &out_dir,
+            "--set",
+            set,
+        ];
+        refused(&args, expect);
+    };
+    let model = [
+        "configs/tiny.yaml",
+        "key `model`",
+        "make the model smaller",
+        "80384000032832 parameters",
+    ];
+    train("model.n_layers=1000000000", &model);
+    let rows = [
+        "key `train.micro_batch`",
+        "1000000000000 × 64 tokens",
+        "raise train.grad_accum",
+    ];
+    train("train.micro_batch=1000000000000", &rows);
+    assert_eq!(listing(), before);
+    let bench = ["bench", "configs/tiny.yaml", "--set", "model.n_layers=1000000000"];
+    refused(&bench, &["key `model`", "make the model smaller"]);
+}
+
 /// `eval` and `generate` on inputs a checkpoint cannot serve: a file with no text, a prompt that
 /// fills the model's context; and a continuation cut by the context says so (each once ended
 /// with exit 0 and no word: "loss NaN over 0 tokens", or fewer tokens than asked; 2026-12-06).
@@ -317,6 +365,11 @@ fn eval_and_generate_refuse_what_the_model_cannot_score_or_continue() {
     refused(
         &["eval", &ckpt, "--data", sonnets, "--batch", "0"],
         &["--batch", "at least 1"],
+    );
+    // A window past the context was cut to it without a word (found 2026-12-06).
+    refused(
+        &["eval", &ckpt, "--data", sonnets, "--seq", "65"],
+        &["--seq", "65 is longer than the model's context, max_seq_len = 64"],
     );
     refused(&["generate", &ckpt, "--temperature=-1"], &["--temperature", "-1"]);
     refused(

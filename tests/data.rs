@@ -27,6 +27,7 @@ fn opts(inputs: &[&Path]) -> PrepareOptions {
         inputs_key: "inputs".into(),
         tokenizer: None,
         vocab_size: 300,
+        vocab_key: "vocab_size".into(),
         jsonl_field: "text".into(),
         shard_tokens: 1 << 20,
         val_fraction: 0.0,
@@ -622,6 +623,39 @@ fn errors_after_validation_name_the_file_or_flag() {
     let set = ["--set", &corpus, "--set", "model.vocab_size=100", "--out", &out];
     let from_config = [&["prepare", "--config", "configs/tiny.yaml"][..], &set].concat();
     refused(&from_config, &["configs/tiny.yaml", "`model.vocab_size`"]);
+    // A given tokenizer larger than the size allowed: the flag, or the config's key and file,
+    // whichever set it (the flag's case once said "model.vocab_size", found 2026-12-06).
+    let tok = dir.join("tok.json");
+    tokenizer::save(
+        &tokenizer::train_bpe(&[PathBuf::from(&sonnets)], 280).unwrap(),
+        &tok,
+    )
+    .unwrap();
+    let tok = tok.display().to_string();
+    let flag = [
+        "prepare",
+        &sonnets,
+        "--tokenizer",
+        &tok,
+        "--vocab-size",
+        "100",
+        "--out",
+        &out,
+    ];
+    let err = refused(
+        &flag,
+        &["tok.json", "280 entries", "100 that flag --vocab-size allows"],
+    );
+    assert!(!err.contains("model.vocab_size"), "{err}");
+    let given = format!("data.tokenizer={tok}");
+    let from_config = [&from_config[..], &["--set", &given]].concat();
+    refused(
+        &from_config,
+        &[
+            "280 entries",
+            "100 that `model.vocab_size` of configs/tiny.yaml allows",
+        ],
+    );
     assert!(!dir.join("shards").exists());
 }
 

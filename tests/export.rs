@@ -31,6 +31,14 @@ fn all_tensors(dir: &Path) -> HashMap<String, (Vec<usize>, Vec<u8>)> {
     out
 }
 
+/// f32 tensors in one file: the export most tests compare byte for byte.
+fn f32_one_file() -> ExportOptions {
+    ExportOptions {
+        dtype: StoreDtype::F32,
+        max_shard_bytes: u64::MAX,
+    }
+}
+
 fn trained_tiny(dir: &Path) -> std::path::PathBuf {
     let cfg = tiny_config(dir, &["train.steps=3", "train.warmup_steps=1"]);
     let s = train::train::<CpuTrain>(
@@ -76,15 +84,7 @@ fn export_import_export_is_byte_identical() {
     assert_eq!(config["eos_token_id"], 2);
 
     let b = import::import(&a.dir, &dir.join("ckpt-b")).unwrap();
-    let c = export(
-        &b,
-        &dir.join("hf-c"),
-        &ExportOptions {
-            dtype: StoreDtype::F32,
-            max_shard_bytes: u64::MAX,
-        },
-    )
-    .unwrap();
+    let c = export(&b, &dir.join("hf-c"), &f32_one_file()).unwrap();
     assert_eq!(c.shards, 1);
     let (ta, tc) = (all_tensors(&a.dir), all_tensors(&c.dir));
     assert_eq!(ta.len(), tc.len());
@@ -140,15 +140,7 @@ fn export_matches_the_layout_the_pytorch_reference_read() {
         0,
     )
     .unwrap();
-    let out = export(
-        &ckpt,
-        &dir.join("hf"),
-        &ExportOptions {
-            dtype: StoreDtype::F32,
-            max_shard_bytes: u64::MAX,
-        },
-    )
-    .unwrap();
+    let out = export(&ckpt, &dir.join("hf"), &f32_one_file()).unwrap();
     let ours = all_tensors(&out.dir);
     let fixture = all_tensors(&fixture_dir());
     assert_eq!(ours.len(), fixture.len());
@@ -202,15 +194,7 @@ type RawTensor = (String, Vec<usize>, Vec<u8>);
 fn import_names_missing_and_misshapen_tensors() {
     let dir = temp_dir("bad-import");
     let ckpt = trained_tiny(&dir);
-    let good = export(
-        &ckpt,
-        &dir.join("hf"),
-        &ExportOptions {
-            dtype: StoreDtype::F32,
-            max_shard_bytes: u64::MAX,
-        },
-    )
-    .unwrap();
+    let good = export(&ckpt, &dir.join("hf"), &f32_one_file()).unwrap();
     let rewrite = |name: &str, edit: &dyn Fn(&mut Vec<RawTensor>)| {
         let target = dir.join(name);
         std::fs::create_dir_all(&target).unwrap();
@@ -260,10 +244,7 @@ fn import_names_missing_and_misshapen_tensors() {
 fn import_refuses_config_json_it_cannot_build() {
     let dir = temp_dir("bad-import-config");
     let ckpt = trained_tiny(&dir);
-    let opts = ExportOptions {
-        dtype: StoreDtype::F32,
-        max_shard_bytes: u64::MAX,
-    };
+    let opts = f32_one_file();
     let good = export(&ckpt, &dir.join("hf"), &opts).unwrap();
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(good.dir.join("config.json")).unwrap()).unwrap();
@@ -369,7 +350,7 @@ fn tokenizer_json_encodes_like_python_tokenizers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let tok = tokenizer::load(&dir.join("tokenizer.json"), 512).unwrap();
+    let tok = tokenizer::load(&dir.join("tokenizer.json"), 512, "vocab_size").unwrap();
     for case in expected["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> = case["ids"]
@@ -418,15 +399,7 @@ fn imported_checkpoint_fine_tunes_with_resume_path() {
         ..Default::default()
     };
     let trained = train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap();
-    let hf = export(
-        &trained.checkpoint.unwrap(),
-        &dir.join("hf"),
-        &ExportOptions {
-            dtype: StoreDtype::F32,
-            max_shard_bytes: u64::MAX,
-        },
-    )
-    .unwrap();
+    let hf = export(&trained.checkpoint.unwrap(), &dir.join("hf"), &f32_one_file()).unwrap();
     let imported = import::import(&hf.dir, &dir.join("imported")).unwrap();
 
     let tokenizer = format!("data.tokenizer={}", imported.join("tokenizer.json").display());

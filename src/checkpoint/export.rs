@@ -38,7 +38,11 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         return Err(Error::input(out, "already exists; choose a new output directory"));
     }
     let cfg = read_config(ckpt)?;
-    let tok = tokenizer::load(&ckpt.join(TOKENIZER_FILE), cfg.model.vocab_size)?;
+    let tok = tokenizer::load(
+        &ckpt.join(TOKENIZER_FILE),
+        cfg.model.vocab_size,
+        &cfg.key_in_file("model.vocab_size"),
+    )?;
     let weights = MappedFile::open(&ckpt.join(WEIGHTS_FILE))?;
     let version = weights.metadata().get("format_version").cloned();
     if version.as_deref() != Some(&FORMAT_VERSION.to_string()) {

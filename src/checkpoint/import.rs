@@ -166,7 +166,11 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Read a Hugging Face folder into memory, in our parameter layout.
 pub fn read(dir: &Path) -> Result<Imported> {
     let model = model_config(&dir.join(CONFIG_FILE))?;
-    let tok = tokenizer::load(&dir.join(TOKENIZER_FILE), model.vocab_size)?;
+    let tok = tokenizer::load(
+        &dir.join(TOKENIZER_FILE),
+        model.vocab_size,
+        &format!("{CONFIG_FILE}'s vocab_size"),
+    )?;
     let params = list_from_config(&model);
     let files: Vec<MappedFile> = weight_files(dir)?
         .iter()

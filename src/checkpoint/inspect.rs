@@ -88,7 +88,8 @@ pub fn describe(dir: &Path, verify: bool) -> Result<String> {
     Ok(out)
 }
 
-fn human(bytes: usize) -> String {
+/// Bytes for a person: B, KiB, MiB or GiB.
+pub fn human(bytes: usize) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64),

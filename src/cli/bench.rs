@@ -122,6 +122,7 @@ impl Job for BenchJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchResult> {
         let cfg = &self.cfg;
         crate::model::precision::check::<B>(cfg.precision, cfg.backend, &device)?;
+        crate::train::fits::check_training(cfg)?;
         let mut model: Grok<B> = cfg
             .model
             .init(cfg.seed, &device)

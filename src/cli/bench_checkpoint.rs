@@ -30,6 +30,7 @@ impl Job for CheckpointBench {
     type Output = Vec<Round>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Vec<Round>> {
         let cfg = &self.cfg;
+        crate::train::fits::check_training(cfg)?;
         let model: Grok<B> = cfg.model.init(cfg.seed, &device);
         let params = params::list(&model);
         let settings = AdamWSettings::from(&cfg.train);

@@ -62,7 +62,11 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
     }
     let dir = super::generate::resolve_checkpoint(path)?;
     let cfg = checkpoint::read_config(&dir)?;
-    let tok = tokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE), cfg.model.vocab_size)?;
+    let tok = tokenizer::load(
+        &dir.join(checkpoint::TOKENIZER_FILE),
+        cfg.model.vocab_size,
+        &cfg.key_in_file("model.vocab_size"),
+    )?;
     let params = params::list_from_config(&cfg.model);
     let file = weights::read_safetensors(&dir.join(checkpoint::WEIGHTS_FILE))?;
     let mut values = Vec::with_capacity(params.len());
@@ -148,10 +152,17 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             ),
         });
     }
-    let seq = args
-        .seq
-        .unwrap_or(loaded.model.max_seq_len)
-        .min(loaded.model.max_seq_len);
+    let max = loaded.model.max_seq_len;
+    // A longer window was once cut to max_seq_len without a word; the user asked for more.
+    let seq = match args.seq {
+        Some(seq) if seq > max => {
+            return Err(Error::Flag {
+                flag: "--seq".into(),
+                msg: format!("{seq} is longer than the model's context, max_seq_len = {max}"),
+            });
+        }
+        seq => seq.unwrap_or(max),
+    };
     let backend = args.backend.unwrap_or(BackendKind::Cpu);
     let r = backend::dispatch(
         backend,

@@ -85,7 +85,7 @@ pub struct EvalArgs {
     /// Text files or directories of .txt files.
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
-    /// Window length (default: the model's max_seq_len).
+    /// Window length, at most the model's max_seq_len [default: max_seq_len]
     #[arg(long, value_parser = at_least_one)]
     pub seq: Option<usize>,
     /// Windows per forward pass.

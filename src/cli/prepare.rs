@@ -74,6 +74,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
                 inputs_key: "INPUTS".into(),
                 tokenizer: None,
                 vocab_size: 0,
+                vocab_key: "flag --vocab-size".into(),
                 jsonl_field: data::DEFAULT_JSONL_FIELD.into(),
                 shard_tokens: data::DEFAULT_SHARD_TOKENS,
                 val_fraction: 0.01,
@@ -100,7 +101,10 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         opts.tokenizer = Some(t);
     }
     match args.vocab_size {
-        Some(v) => opts.vocab_size = v,
+        Some(v) => {
+            opts.vocab_size = v;
+            opts.vocab_key = "flag --vocab-size".into();
+        }
         None if opts.vocab_size == 0 => {
             opts.vocab_size = if opts.tokenizer.is_some() {
                 usize::MAX

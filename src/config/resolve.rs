@@ -53,6 +53,12 @@ impl Config {
     pub fn error(&self, key: &str, msg: impl Into<String>) -> Error {
         value_err(&self.source.0, key, msg)
     }
+
+    /// `key` of this config, named with its file for a message that is not itself about the
+    /// config: "`model.vocab_size` of configs/tiny.yaml".
+    pub fn key_in_file(&self, key: &str) -> String {
+        format!("`{key}` of {}", self.source.0)
+    }
 }
 
 /// Data parallelism (`src/dist/`): who this process is and where the others are.
@@ -311,7 +317,8 @@ fn req<T: Clone>(v: &Option<T>, file: &str, key: &str) -> Result<T> {
 
 /// The Grok-1 expert width rule: int(widening·d)·2//3, rounded up to a multiple of 8.
 pub fn ffn_size(d_model: usize, widening: f64) -> usize {
-    let f = (widening * d_model as f64) as usize * 2 / 3;
+    // Saturating: an absurd width counts past `MAX_PARAMS` and is refused there, not overflowed.
+    let f = ((widening * d_model as f64) as usize).saturating_mul(2) / 3;
     f.div_ceil(8) * 8
 }
 
@@ -445,6 +452,25 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             req(&m.aux_loss_coef, file, "model.aux_loss_coef")?,
         )?,
     };
+    // Token ids are u32 (shards, batches, the tokenizer), so a larger vocabulary cannot be fed.
+    if vocab_size as u64 > 1 << 32 {
+        return e(
+            "model.vocab_size",
+            format!("{vocab_size} is more than 2^32 = 4294967296; token ids are 32-bit"),
+        );
+    }
+    // Absurd sizes used to overflow the counts (a panic) or abort inside the allocator.
+    let params = crate::model::params::count(&model).total;
+    if params >= crate::model::params::MAX_PARAMS {
+        return e(
+            "model",
+            format!(
+                "its sizes give {:.3e} parameters, more than 2^53 ≈ 9.0e15 that Colossus counts; \
+                 lower model.d_model, model.n_layers, model.n_experts, model.vocab_size or model.widening",
+                params as f64
+            ),
+        );
+    }
 
     let d = &f.data;
     let corpus = req(&d.corpus, file, "data.corpus")?;
@@ -581,6 +607,25 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             req(&t.cpu_workers, file, "train.cpu_workers")?,
         )?,
     };
+    // The trainer counts tokens in u64 (progress, checkpoints, the schedule's report).
+    let tokens = [train.micro_batch, train.grad_accum, seq_len]
+        .iter()
+        .try_fold(train.steps as u64, |n, &v| n.checked_mul(v as u64));
+    if tokens.is_none() {
+        let key = if train.grad_accum > train.micro_batch {
+            "train.grad_accum"
+        } else {
+            "train.micro_batch"
+        };
+        return e(
+            key,
+            format!(
+                "train.steps × train.micro_batch × train.grad_accum × data.seq_len = {} × {} × {} × {} \
+                 tokens is more than a 64-bit count",
+                train.steps, train.micro_batch, train.grad_accum, seq_len
+            ),
+        );
+    }
     let distributed = validate_distributed(&f, file, train.micro_batch)?;
     let run_name = req(&f.run_name, file, "run_name")?;
     if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {
@@ -781,6 +826,31 @@ mod tests {
         assert!(err("preset: tiny\n", &["train.eval_batches=0"]).contains("train.eval_batches"));
         assert!(err("preset: tiny\n", &["train.cpu_workers=0"]).contains("train.cpu_workers"));
         assert!(err("preset: tiny\n", &["data.shards=''"]).contains("data.shards"));
+    }
+
+    /// Sizes whose products overflow are refused by key: they used to panic ("attempt to
+    /// multiply with overflow", "capacity overflow") or wrap (found 2026-12-06).
+    #[test]
+    fn sizes_that_overflow_the_counts_are_refused_by_key() {
+        let max = u64::MAX.to_string();
+        let vocab = format!("model.vocab_size={max}");
+        assert!(err("preset: tiny\n", &[&vocab]).contains("`model.vocab_size`: 18446744073709551615"));
+        assert!(err("preset: tiny\n", &["model.vocab_size=4294967297"]).contains("32-bit"));
+        ok("preset: tiny\n", &["model.vocab_size=4294967296"]);
+        for set in [
+            "model.widening=1e300",
+            "model.d_model=4294967296",
+            "model.head_dim=4611686018427387904",
+        ] {
+            let e = err("preset: tiny\n", &[set]);
+            assert!(e.contains("key `model`") && e.contains("2^53"), "{set}: {e}");
+        }
+        let accum = format!("train.grad_accum={max}");
+        assert!(err("preset: tiny\n", &[&accum]).contains("`train.grad_accum`"));
+        let micro = format!("train.micro_batch={}", 1u64 << 40);
+        assert!(err("preset: tiny\n", &[&micro, "train.steps=100000000"]).contains("`train.micro_batch`"));
+        // The largest preset is far inside the bound.
+        ok("preset: grok-1\n", &[]);
     }
 
     #[test]

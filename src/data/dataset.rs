@@ -153,7 +153,11 @@ impl Dataset {
                 ),
             ));
         }
-        let tok = tokenizer::load(&tok_path, manifest.vocab_size)?;
+        let tok = tokenizer::load(
+            &tok_path,
+            manifest.vocab_size,
+            &format!("{MANIFEST_FILE}'s vocab_size"),
+        )?;
         let open_split = |entries: &[ShardEntry]| -> Result<ShardSet> {
             let shards = entries
                 .iter()

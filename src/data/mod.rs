@@ -42,6 +42,7 @@ pub fn prepare_options(cfg: &Config, quiet: bool) -> prepare::PrepareOptions {
         inputs_key: "data.corpus".into(),
         tokenizer: cfg.data.tokenizer.as_ref().map(PathBuf::from),
         vocab_size: cfg.model.vocab_size,
+        vocab_key: cfg.key_in_file("model.vocab_size"),
         jsonl_field: cfg.data.jsonl_field.clone(),
         shard_tokens: cfg.data.shard_tokens,
         val_fraction: cfg.data.val_fraction,

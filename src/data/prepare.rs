@@ -35,6 +35,8 @@ pub struct PrepareOptions {
     pub tokenizer: Option<PathBuf>,
     /// BPE size when training; the upper bound for a given tokenizer.
     pub vocab_size: usize,
+    /// How errors name `vocab_size` (`` `model.vocab_size` of FILE``, `flag --vocab-size`).
+    pub vocab_key: String,
     pub jsonl_field: String,
     pub shard_tokens: u64,
     pub val_fraction: f64,
@@ -112,7 +114,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
 
     let (tok, tok_bytes) = match &opts.tokenizer {
         Some(path) => {
-            let tok = tokenizer::load(path, opts.vocab_size)?;
+            let tok = tokenizer::load(path, opts.vocab_size, &opts.vocab_key)?;
             let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
             (tok, bytes)
         }

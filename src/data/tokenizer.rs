@@ -85,15 +85,16 @@ fn bpe_parts(vocab_size: usize) -> Result<(tokenizers::models::bpe::BpeTrainer, 
     Ok((trainer, tokenizer))
 }
 
-/// Load a tokenizer.json and check that it fits a model of `vocab_size` entries.
-pub fn load(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
+/// Load a tokenizer.json and check that it fits a model of `vocab_size` entries; `bound` names
+/// where that size came from (a config key and its file, a flag, a manifest), for the error.
+pub fn load(path: &Path, vocab_size: usize, bound: &str) -> Result<Tokenizer> {
     let tok = Tokenizer::from_file(path)
         .map_err(|e| Error::input(path, format!("not a readable tokenizer.json: {e}")))?;
     let n = tok.get_vocab_size(true);
     if n > vocab_size {
         return Err(Error::input(
             path,
-            format!("tokenizer has {n} entries but model.vocab_size is {vocab_size}; raise model.vocab_size"),
+            format!("tokenizer has {n} entries, more than the {vocab_size} that {bound} allows"),
         ));
     }
     if tok.token_to_id(EOT).is_none() {

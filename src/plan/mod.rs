@@ -158,11 +158,22 @@ fn flag_err(flag: &str, msg: impl Into<String>) -> Error {
     }
 }
 
+/// The most GPUs a plan sizes.
+pub const MAX_GPUS: usize = 1 << 30;
+
 /// Check the flags against each other and the config and resolve them into a `Scenario`.
 pub fn scenario(args: &PlanArgs, cfg: &Config) -> Result<Scenario> {
     let m = &cfg.model;
     if args.gpus == 0 {
         return Err(flag_err("--gpus", "must be at least 1"));
+    }
+    // The layout search divides the count by trial division; past 2^30 (a thousand times the
+    // largest cluster built) that overflowed and panicked.
+    if args.gpus > MAX_GPUS {
+        return Err(flag_err(
+            "--gpus",
+            format!("{} is more than {MAX_GPUS} (2^30)", args.gpus),
+        ));
     }
     let gpu = Gpu::parse(&args.gpu).ok_or_else(|| {
         flag_err(
@@ -361,6 +372,14 @@ mod tests {
             "--mfu"
         );
         assert_eq!(err(PlanArgs { gpus: 0, ..base() }), "--gpus");
+        // Once an overflow panic in the layout search (found 2026-12-06).
+        assert_eq!(
+            err(PlanArgs {
+                gpus: usize::MAX,
+                ..base()
+            }),
+            "--gpus"
+        );
         assert_eq!(
             err(PlanArgs {
                 tokens: Some("lots".into()),

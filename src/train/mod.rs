@@ -1,6 +1,7 @@
 //! Training: the loop, its optimizer, gradients, schedule, loss and progress reporting.
 
 pub mod eval;
+pub mod fits;
 pub mod grads;
 pub mod loss;
 pub mod loss_scale;

@@ -250,6 +250,7 @@ pub fn train_rank<B: AutodiffBackend>(
     let run = checkpoint::run_dir(cfg);
     let candidates = resume::candidates(cfg)?;
     crate::model::precision::check::<B>(cfg.precision, cfg.backend, device)?;
+    super::fits::check_training(cfg)?;
     let mut model: Grok<B> = cfg.model.init(cfg.seed, device);
     let params: Vec<ParamInfo> = params::list(&model);
     let settings = AdamWSettings::from(&cfg.train);
