@@ -703,10 +703,11 @@ fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Resul
             format!("{master_port} leaves no room for the data ports master_port + 1 .. + {processes}"),
         );
     }
-    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+    // Bounded so it converts to a `Duration` (1e300 panicked there, found 2026-12-06).
+    if !(timeout_s > 0.0 && timeout_s <= 1e9) {
         return e(
             "distributed.timeout_s",
-            format!("{timeout_s} must be a positive number"),
+            format!("{timeout_s} must be a positive number of seconds, at most 1e9"),
         );
     }
     if !(bucket_mb.is_finite() && bucket_mb > 0.0) {
@@ -867,6 +868,7 @@ mod tests {
         );
         assert!(err("preset: tiny\n", &["distributed.world_size=3"]).contains("train.micro_batch"));
         assert!(err("preset: tiny\n", &["distributed.timeout_s=0"]).contains("distributed.timeout_s"));
+        assert!(err("preset: tiny\n", &["distributed.timeout_s=1e300"]).contains("distributed.timeout_s"));
         assert!(err("preset: tiny\ndistributed: {ranks: 2}\n", &[]).contains("ranks"));
     }
 
