@@ -239,7 +239,8 @@ fn import_names_missing_and_misshapen_tensors() {
 
 /// config.json values that cannot describe this model are errors naming the key: another
 /// architecture, a zero count (0 heads without a head_dim divided by zero, a panic, until
-/// 2026-12-06), a non-positive RoPE base.
+/// 2026-12-06), a non-positive RoPE base, sizes the weights cannot hold (in an exported folder or
+/// a checkpoint).
 #[test]
 fn import_refuses_config_json_it_cannot_build() {
     let dir = temp_dir("bad-import-config");
@@ -249,7 +250,7 @@ fn import_refuses_config_json_it_cannot_build() {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(good.dir.join("config.json")).unwrap()).unwrap();
     type Edit = dyn Fn(&mut serde_json::Value);
-    let cases: [(&str, &Edit, &str); 4] = [
+    let cases: [(&str, &Edit, &str); 5] = [
         (
             "llama",
             &|c| c["architectures"] = serde_json::json!(["LlamaForCausalLM"]),
@@ -269,6 +270,12 @@ fn import_refuses_config_json_it_cannot_build() {
             "num_experts_per_tok",
         ),
         ("rope", &|c| c["rope_theta"] = (-1.0).into(), "rope_theta"),
+        // Sizes the weights cannot hold: listing 10^10 tensor names once hung (2026-12-06).
+        (
+            "layers",
+            &|c| c["num_hidden_layers"] = 1_000_000_000.into(),
+            "the config does not belong to these weights",
+        ),
     ];
     for (name, edit, key) in cases {
         let target = dir.join(name);
@@ -284,6 +291,25 @@ fn import_refuses_config_json_it_cannot_build() {
             .to_string();
         assert!(err.contains("config.json") && err.contains(key), "{name}: {err}");
         assert!(!dir.join(format!("{name}-out")).exists());
+    }
+    // A checkpoint's config.json edited the same way: eval, generate and export refuse it.
+    let edited = dir.join("edited-ckpt");
+    std::fs::create_dir_all(&edited).unwrap();
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        std::fs::copy(ckpt.join(f), edited.join(f)).unwrap();
+    }
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(edited.join("config.json")).unwrap()).unwrap();
+    c["model"]["n_layers"] = 1_000_000_000.into();
+    std::fs::write(edited.join("config.json"), c.to_string()).unwrap();
+    let edited = edited.display().to_string();
+    let out_dir = dir.join("edited-hf").display().to_string();
+    for args in [
+        &["generate", &edited, "--prompt", "hi"][..],
+        &["eval", &edited, "--data", "data/shakespeare/sonnets.txt"],
+        &["export", &edited, "--out", &out_dir],
+    ] {
+        refused(args, &["config.json", "does not belong to these weights"]);
     }
     // eval and generate read such a folder the same way, and say the same.
     let out = colossus(&[

@@ -52,6 +52,7 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         ));
     }
     let shapes = weights.shapes()?;
+    super::check_config_fits_weights(&cfg.model, &ckpt.join(CONFIG_FILE), &[ckpt.join(WEIGHTS_FILE)], 4)?;
     let params = list_from_config(&cfg.model);
     for p in &params {
         match shapes.get(&p.path) {

@@ -171,6 +171,8 @@ pub fn read(dir: &Path) -> Result<Imported> {
         model.vocab_size,
         &format!("{CONFIG_FILE}'s vocab_size"),
     )?;
+    // bf16 and f16 are the narrowest weights an HF folder of this layout holds.
+    super::check_config_fits_weights(&model, &dir.join(CONFIG_FILE), &weight_files(dir)?, 2)?;
     let params = list_from_config(&model);
     let files: Vec<MappedFile> = weight_files(dir)?
         .iter()

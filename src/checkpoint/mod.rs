@@ -271,6 +271,40 @@ pub fn read_config(dir: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Refuse a config that describes more parameters than `files` could hold at `min_bytes` per
+/// parameter, before its tensors are listed: a config.json edited to 10^9 layers once hung
+/// `generate` listing 10^10 tensor names (found 2026-12-06). A damaged or hand-edited file, so
+/// the error names it.
+pub fn check_config_fits_weights(
+    model: &crate::model::GrokConfig,
+    config: &Path,
+    files: &[PathBuf],
+    min_bytes: u64,
+) -> Result<()> {
+    let mut bytes = 0u64;
+    for f in files {
+        bytes += std::fs::metadata(f)
+            .map_err(|e| Error::input(f, e.to_string()))?
+            .len();
+    }
+    let params = crate::model::params::count(model).total;
+    if params.saturating_mul(min_bytes) > bytes {
+        return Err(Error::input(
+            config,
+            format!(
+                "describes {params} parameters, but the weights ({}) hold {bytes} bytes, fewer than \
+                 {min_bytes} per parameter; the config does not belong to these weights",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Load a checkpoint's weights into `module` (built from the checkpoint's own config).
 pub fn load_weights<B: Backend, M: Module<B>>(module: M, dir: &Path) -> Result<M> {
     let path = dir.join(WEIGHTS_FILE);
