@@ -338,6 +338,29 @@ fn train_and_bench_refuse_what_cannot_fit_in_memory() {
     assert_eq!(listing(), before);
     let bench = ["bench", "configs/tiny.yaml", "--set", "model.n_layers=1000000000"];
     refused(&bench, &["key `model`", "make the model smaller"]);
+    // `bench --steps` or `--warmup` near 2^64 panicked at once (a capacity overflow, an
+    // overflowing add); now such a bench runs until stopped, as asked.
+    for flags in [
+        ["--steps", "18446744073709551615", "--warmup", "0"],
+        ["--steps", "1", "--warmup", "18446744073709551615"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_colossus"))
+            .args(["bench", "configs/tiny.yaml", "--batch", "1"])
+            .args(flags)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let status = child.try_wait().unwrap();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            status.is_none(),
+            "{flags:?}: {status:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `eval` and `generate` on inputs a checkpoint cannot serve: a file with no text, a prompt that

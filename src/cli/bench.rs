@@ -142,8 +142,9 @@ impl Job for BenchJob {
         // step is skipped rather than turning the weights into NaN.
         let mut scaler = (cfg.precision == Precision::F16).then(|| LossScale::new(cfg.train.loss_scale_init));
         let mut overflows = 0;
-        let mut step_ms = Vec::with_capacity(self.steps);
-        for i in 0..self.warmup + self.steps {
+        // Grown, not reserved, and the count saturated: `--steps` near 2^64 panicked on both.
+        let mut step_ms = Vec::new();
+        for i in 0..self.warmup.saturating_add(self.steps) {
             if i == self.warmup {
                 start = Instant::now();
                 phases = Phases::default();

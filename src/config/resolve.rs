@@ -654,6 +654,9 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     })
 }
 
+/// The most ranks one process runs.
+pub const MAX_LOCAL_RANKS: usize = 1024;
+
 fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Result<DistributedConfig> {
     let d = &f.distributed;
     let e = |key: &str, msg: String| -> Result<DistributedConfig> { Err(value_err(file, key, msg)) };
@@ -676,6 +679,17 @@ fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Resul
         return e(
             "distributed.local_ranks",
             format!("{local_ranks} must be at least 1 and divide distributed.world_size = {world_size}"),
+        );
+    }
+    // Each local rank is a thread holding a model of its own: 100 000 of them aborted the process
+    // setting up their stacks (found 2026-12-06). A machine has a handful of GPUs, or cores.
+    if local_ranks > MAX_LOCAL_RANKS {
+        return e(
+            "distributed.local_ranks",
+            format!(
+                "{local_ranks} is more than {MAX_LOCAL_RANKS}; each local rank is a thread with a model \
+                 of its own, one per GPU or core of this machine"
+            ),
         );
     }
     if !rank.is_multiple_of(local_ranks) {
@@ -869,6 +883,12 @@ mod tests {
         assert!(err("preset: tiny\n", &["distributed.world_size=3"]).contains("train.micro_batch"));
         assert!(err("preset: tiny\n", &["distributed.timeout_s=0"]).contains("distributed.timeout_s"));
         assert!(err("preset: tiny\n", &["distributed.timeout_s=1e300"]).contains("distributed.timeout_s"));
+        let many = [
+            "distributed.world_size=2048",
+            "distributed.local_ranks=2048",
+            "train.micro_batch=2048",
+        ];
+        assert!(err("preset: tiny\n", &many).contains("`distributed.local_ranks`: 2048 is more than 1024"));
         assert!(err("preset: tiny\ndistributed: {ranks: 2}\n", &[]).contains("ranks"));
     }
 
