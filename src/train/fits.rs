@@ -6,7 +6,7 @@
 //! output logits and the layers' stored activations, counted as `plan::memory` counts them for
 //! bf16 (the CPU keeps them in f32, twice that), the attention scores left out. What it compares
 //! with is what the kernel could still give: available RAM plus free swap, capped by a cgroup
-//! (v2) limit when one is set. A run that passes may still not fit; one refused here never could.
+//! limit when one is set. A run that passes may still not fit; one refused here never could.
 //! Against the peak resident memory of `train configs/small.yaml --stop-after 2` (2026-12-06):
 //! 453 MiB bound for 743 MiB used; 958 MiB for 1.43 GiB at `train.micro_batch=64`; 1.59 GiB for
 //! 2.57 GiB at 64 × 256 tokens.
@@ -108,26 +108,48 @@ fn available() -> Option<(u64, &'static str)> {
     };
     let host = field("MemAvailable:")? + field("SwapFree:").unwrap_or(0);
     match cgroup_room() {
-        Some(room) if room < host => Some((room, "its cgroup's memory.max less what it uses")),
+        Some(room) if room < host => Some((room, "its cgroup's memory limit less what it uses")),
         _ => Some((host, "MemAvailable plus free swap")),
     }
 }
 
-/// Room left under this process's cgroup v2 limit (memory and swap), if one is set.
+/// Room left under this process's cgroup memory limit, if one is set: the limit less what the
+/// group uses besides page cache (which the kernel reclaims before it kills; counting it as used
+/// would refuse runs that fit after a large corpus was read). Cgroup v2 at the process's own
+/// group, else v1 at the memory controller's mount (a container's own group).
 fn cgroup_room() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    let read =
-        |name: &str| -> Option<u64> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
-    let room = read("memory.max")?.saturating_sub(read("memory.current").unwrap_or(0));
-    // An unlimited swap reads "max", which does not parse: no swap room counted then, only
-    // memory, which is still a limit the kernel enforces.
-    let swap = match (read("memory.swap.max"), read("memory.swap.current")) {
-        (Some(max), current) => max.saturating_sub(current.unwrap_or(0)),
-        (None, _) => 0,
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    cgroup_room_at(std::path::Path::new("/sys/fs/cgroup"), &cgroup)
+}
+
+/// `cgroup_room` under a cgroup mount `root`, for `/proc/self/cgroup`'s text `cgroup`.
+fn cgroup_room_at(root: &std::path::Path, cgroup: &str) -> Option<u64> {
+    let read = |dir: &std::path::Path, name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok()
     };
-    Some(room + swap)
+    let stat = |dir: &std::path::Path, key: &str| -> u64 {
+        let text = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
+        let dir = root.join(path.trim_start_matches('/'));
+        // "max" (no limit) does not parse: no limit then.
+        if let Some(max) = read(&dir, "memory.max") {
+            let used = read(&dir, "memory.current")?.saturating_sub(stat(&dir, "file"));
+            // An unlimited swap reads "max" too: counted as none, which only lowers the room.
+            let swap = read(&dir, "memory.swap.max").map_or(0, |m| {
+                m.saturating_sub(read(&dir, "memory.swap.current").unwrap_or(0))
+            });
+            return Some(max.saturating_sub(used) + swap);
+        }
+    }
+    let dir = root.join("memory");
+    // v1 writes "no limit" as a page-rounded 2^63.
+    let limit = read(&dir, "memory.limit_in_bytes").filter(|&l| l < 1 << 62)?;
+    let used = read(&dir, "memory.usage_in_bytes")?.saturating_sub(stat(&dir, "total_cache"));
+    Some(limit.saturating_sub(used))
 }
 
 #[cfg(test)]
@@ -156,6 +178,40 @@ mod tests {
             "train.micro_batch=8",
         ]);
         assert_eq!(training_need(&cfg).state, 10.0 * p);
+    }
+
+    /// Page cache is not counted as used (the kernel reclaims it); "max" is no limit; v1's
+    /// "no limit" is 2^63 rounded down to a page.
+    #[test]
+    fn cgroup_room_reads_v2_and_v1_limits() {
+        let root = std::env::temp_dir().join(format!("colossus-cgroup-{}", std::process::id()));
+        let v2 = root.join("v2");
+        let group = v2.join("job/run");
+        std::fs::create_dir_all(&group).unwrap();
+        let write =
+            |dir: &std::path::Path, name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(&group, "memory.max", "1000\n");
+        write(&group, "memory.current", "700\n");
+        write(&group, "memory.stat", "anon 300\nfile 400\nfile_mapped 10\n");
+        write(&group, "memory.swap.max", "max\n");
+        assert_eq!(cgroup_room_at(&v2, "0::/job/run\n"), Some(700));
+        write(&group, "memory.swap.max", "50\n");
+        write(&group, "memory.swap.current", "20\n");
+        assert_eq!(cgroup_room_at(&v2, "0::/job/run\n"), Some(730));
+        write(&group, "memory.max", "max\n");
+        assert_eq!(cgroup_room_at(&v2, "0::/job/run\n"), None);
+
+        let v1 = root.join("v1");
+        let memory = v1.join("memory");
+        std::fs::create_dir_all(&memory).unwrap();
+        write(&memory, "memory.limit_in_bytes", "9223372036854771712\n");
+        write(&memory, "memory.usage_in_bytes", "900\n");
+        write(&memory, "memory.stat", "cache 100\ntotal_cache 600\n");
+        let v1_text = "4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(cgroup_room_at(&v1, v1_text), None);
+        write(&memory, "memory.limit_in_bytes", "2000\n");
+        assert_eq!(cgroup_room_at(&v1, v1_text), Some(1700));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// A model no machine holds is refused naming `model`; a micro-batch no machine holds names
