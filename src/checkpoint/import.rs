@@ -171,18 +171,17 @@ pub fn read(dir: &Path) -> Result<Imported> {
         model.vocab_size,
         &format!("{CONFIG_FILE}'s vocab_size"),
     )?;
+    // Listed once: with an index, each listing reads and parses it.
+    let paths = weight_files(dir)?;
     // bf16 and f16 are the narrowest weights an HF folder of this layout holds.
-    super::check_config_fits_weights(&model, &dir.join(CONFIG_FILE), &weight_files(dir)?, 2)?;
+    super::check_config_fits_weights(&model, &dir.join(CONFIG_FILE), &paths, 2)?;
     let params = list_from_config(&model);
-    let files: Vec<MappedFile> = weight_files(dir)?
-        .iter()
-        .map(|f| MappedFile::open(f))
-        .collect::<Result<_>>()?;
+    let files: Vec<MappedFile> = paths.iter().map(|f| MappedFile::open(f)).collect::<Result<_>>()?;
     let mut owner: HashMap<String, (usize, Vec<usize>)> = HashMap::new();
-    for (i, (f, path)) in files.iter().zip(weight_files(dir)?).enumerate() {
+    for (i, (f, path)) in files.iter().zip(&paths).enumerate() {
         for (name, shape) in f.shapes()? {
             if let Some((j, _)) = owner.insert(name.clone(), (i, shape)) {
-                let other = weight_files(dir)?[j].clone();
+                let other = &paths[j];
                 return Err(Error::input(
                     path,
                     format!("tensor `{name}` also appears in {}", other.display()),
@@ -203,7 +202,7 @@ pub fn read(dir: &Path) -> Result<Imported> {
         };
         if shape != want {
             return Err(Error::input(
-                weight_files(dir)?[i].clone(),
+                paths[i].clone(),
                 format!("tensor `{name}` has shape {shape:?}; config.json implies {want:?}"),
             ));
         }
@@ -214,7 +213,7 @@ pub fn read(dir: &Path) -> Result<Imported> {
     }
     if let Some((name, (i, _))) = owner.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
         return Err(Error::input(
-            weight_files(dir)?[i].clone(),
+            paths[i].clone(),
             format!("tensor `{name}` does not belong to a Grok-1 model"),
         ));
     }

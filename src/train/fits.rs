@@ -27,6 +27,9 @@ pub struct Need {
     pub state: f64,
     /// The rank's rows of one micro-batch: output logits (f32) and stored layer activations.
     pub activations: f64,
+    /// What they were counted for, for the message: parameters, and the rank's rows.
+    pub params: u64,
+    pub rows: usize,
 }
 
 impl Need {
@@ -39,15 +42,17 @@ impl Need {
 pub fn training_need(cfg: &Config) -> Need {
     let m = &cfg.model;
     let d = &cfg.distributed;
-    let p = params::count(m).total as f64;
+    let p = params::count(m).total;
     let moments = if d.zero1 { 8.0 / d.world_size as f64 } else { 8.0 };
     let rows = (cfg.train.micro_batch / d.world_size).max(1);
     let seq = cfg.data.seq_len;
     let logits = 4.0 * rows as f64 * seq as f64 * m.vocab_size as f64;
     let layers = m.n_layers as f64 * layer_activations(m, seq, rows, &Layout::of(1, 1, 1, 1)).stored;
     Need {
-        state: (8.0 + moments) * p,
+        state: (8.0 + moments) * p as f64,
         activations: logits + layers,
+        params: p,
+        rows,
     }
 }
 
@@ -64,15 +69,15 @@ pub fn check_training(cfg: &Config) -> Result<()> {
     if need.total() <= avail as f64 {
         return Ok(());
     }
-    let p = params::count(&cfg.model).total;
     let msg = format!(
         "training needs at least {} of memory on the CPU backend: {} of weights, gradients and \
-         AdamW moments for {p} parameters and {} of activations for one micro-batch of {} × {} \
+         AdamW moments for {} parameters and {} of activations for one micro-batch of {} × {} \
          tokens; this machine has {} ({source})",
         human(need.total()),
         human(need.state),
+        need.params,
         human(need.activations),
-        (cfg.train.micro_batch / cfg.distributed.world_size).max(1),
+        need.rows,
         cfg.data.seq_len,
         human(avail as f64),
     );
