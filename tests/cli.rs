@@ -338,6 +338,28 @@ fn train_and_bench_refuse_what_cannot_fit_in_memory() {
     assert_eq!(listing(), before);
     let bench = ["bench", "configs/tiny.yaml", "--set", "model.n_layers=1000000000"];
     refused(&bench, &["key `model`", "make the model smaller"]);
+    // `bench --batch`/`--seq` reach the config as overrides; their refusals named the key, not
+    // the flag the user typed (left open 2026-12-06).
+    let flag = |args: &[&str], expect: &[&str]| {
+        let mut all = vec!["bench", "configs/tiny.yaml", "--steps", "1"];
+        all.extend_from_slice(args);
+        refused(&all, expect);
+    };
+    flag(
+        &["--batch", "1000000000000"],
+        &[
+            "flag --batch",
+            "1000000000000 × 64 tokens",
+            "--batch sets `train.micro_batch`",
+        ],
+    );
+    flag(&["--batch", "0"], &["flag --batch", "at least 1"]);
+    flag(&["--seq", "0"], &["flag --seq", "--seq sets `data.seq_len`"]);
+    // Without the flag, the same refusal still names the key.
+    flag(
+        &["--set", "train.micro_batch=0"],
+        &["key `train.micro_batch`", "at least 1"],
+    );
     // `bench --steps` or `--warmup` near 2^64 panicked at once (a capacity overflow, an
     // overflowing add); now such a bench runs until stopped, as asked.
     for flags in [

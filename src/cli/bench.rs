@@ -12,7 +12,7 @@ use crate::backend::{self, DeviceMemory, Job};
 use crate::config::{self, Config, Precision};
 use crate::data::{Batch, BatchSource};
 use crate::dist::Dist;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::params::{count, train_flops_per_token};
 use crate::model::{Grok, moe};
 use crate::rng::Rng;
@@ -208,6 +208,31 @@ impl Job for BenchJob {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    let flags = [
+        (args.batch.is_some(), "--batch", "train.micro_batch"),
+        (args.seq.is_some(), "--seq", "data.seq_len"),
+    ];
+    run_config(args).map_err(|e| blame_flag(e, &flags))
+}
+
+/// `--batch` and `--seq` reach the config as `--set` overrides, so a refusal of their value
+/// (validation, the memory check) names the config key; the user typed the flag.
+fn blame_flag(err: Error, flags: &[(bool, &str, &str)]) -> Error {
+    match err {
+        Error::ConfigValue { key, msg, file } => {
+            match flags.iter().find(|(given, _, k)| *given && *k == key) {
+                Some((_, flag, _)) => Error::Flag {
+                    flag: flag.to_string(),
+                    msg: format!("{msg} ({flag} sets `{key}` of {file})"),
+                },
+                None => Error::ConfigValue { file, key, msg },
+            }
+        }
+        other => other,
+    }
+}
+
+fn run_config(args: BenchArgs) -> Result<()> {
     let mut sets = args.config.set.clone();
     if let Some(b) = args.batch {
         sets.push(format!("train.micro_batch={b}"));
