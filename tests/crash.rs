@@ -1,7 +1,8 @@
 //! Crash and signal safety of the `colossus` process (issue 4): SIGKILL at random moments and in
 //! the middle of saves loses nothing past the last complete checkpoint and the resumed run ends
 //! bit-identical to one never killed; SIGINT finishes the step, saves and exits 0; a second
-//! signal exits at once and leaves the last complete checkpoint intact.
+//! signal exits at once and leaves the last complete checkpoint intact; a write that fails
+//! mid-save (a full disk) ends the run with the file named and keeps the last checkpoint.
 
 mod common;
 
@@ -14,6 +15,24 @@ use colossus::checkpoint::{self, checksums, state};
 
 /// Train the tiny preset on the sonnets into `out`, with extra `--set`s and environment.
 fn spawn(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_colossus"));
+    cmd.args(train_args(out, extra));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    start(cmd)
+}
+
+fn start(mut cmd: Command) -> Child {
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `spawn`'s command line, `--resume` included.
+fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "train".to_string(),
         "configs/tiny.yaml".to_string(),
@@ -28,16 +47,30 @@ fn spawn(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
         args.push("--set".into());
         args.push(e.to_string());
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_colossus"));
-    cmd.args(&args)
-        .arg("--resume")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+    args.push("--resume".into());
+    args
+}
+
+/// The `--set`s of a run too long to end by itself, logging every step, saving every `every`.
+fn long_run_sets(every: usize) -> Vec<String> {
+    vec![
+        "train.steps=100000".into(),
+        "train.log_every=1".into(),
+        format!("train.checkpoint_every={every}"),
+    ]
+}
+
+/// Start a `long_run_sets(every)` run whose saves pause `pause_ms` before publishing, and wait
+/// for its 5th step; its stderr lines and the log read so far.
+fn long_run(dir: &Path, every: usize, pause_ms: u64) -> (Child, mpsc::Receiver<String>, Vec<String>) {
+    let sets = long_run_sets(every);
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let pause = pause_ms.to_string();
+    let mut child = spawn(dir, &sets, &[("COLOSSUS_TEST_SAVE_PAUSE_MS", &pause)]);
+    let rx = common::stderr_lines(&mut child);
+    let mut log = Vec::new();
+    wait_for(&rx, "step 5/", &mut log);
+    (child, rx, log)
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, log: &mut Vec<String>) {
@@ -193,7 +226,12 @@ fn sigkill_at_random_moments_and_mid_save_loses_nothing() {
         );
     }
     // metrics.jsonl holds each step once, in order, whatever the kills cut short.
-    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+    assert_eq!(metric_steps(&run), (1..=24).collect::<Vec<_>>());
+}
+
+/// The steps metrics.jsonl logs, in file order.
+fn metric_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| {
@@ -201,8 +239,7 @@ fn sigkill_at_random_moments_and_mid_save_loses_nothing() {
                 .as_u64()
                 .unwrap()
         })
-        .collect();
-    assert_eq!(steps, (1..=24).collect::<Vec<_>>());
+        .collect()
 }
 
 #[test]
@@ -248,16 +285,7 @@ fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
     let before = common::tensor_bits(&kept.join(checkpoint::WEIGHTS_FILE));
 
     // Continue with saves that pause long enough to still be in flight at the second signal.
-    let extra = [
-        "train.steps=100000",
-        "train.log_every=1",
-        "train.checkpoint_every=4",
-    ];
-    let env = [("COLOSSUS_TEST_SAVE_PAUSE_MS", "20000")];
-    let mut child = spawn(&dir, &extra, &env);
-    let rx = common::stderr_lines(&mut child);
-    let mut log = Vec::new();
-    wait_for(&rx, "step 5/", &mut log);
+    let (mut child, rx, mut log) = long_run(&dir, 4, 20000);
     signal(&child, "-INT");
     wait_for(&rx, "signal received", &mut log);
     let t = Instant::now();
@@ -285,4 +313,107 @@ fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
     );
     assert!(staged_dirs(&run).is_empty());
     assert_eq!(all_checkpoints_load(&run), 2);
+}
+
+/// A write that fails in the middle of a save (here the file-size limit, which fails `write` with
+/// EFBIG once SIGXFSZ is ignored; a full disk fails it the same way with ENOSPC) ends the run
+/// with the file named and a non-zero exit, not a panic; the half-written save is removed, the
+/// last complete checkpoint is untouched, and the run resumes from it to the same end as a run
+/// that never failed.
+#[test]
+fn a_write_failing_mid_save_keeps_the_last_checkpoint() {
+    let extra = ["train.steps=6", "train.checkpoint_every=2", "train.log_every=1"];
+    let reference = common::temp_dir("efbig-ref");
+    let out = spawn(&reference, &extra, &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = common::temp_dir("efbig");
+    let run = dir.join("tiny");
+    let first = spawn(&dir, &["train.steps=2", "train.log_every=1"], &[]);
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kept = run.join("step-000002");
+    let before = common::tensor_bits(&kept.join(checkpoint::WEIGHTS_FILE));
+    let weights = std::fs::metadata(kept.join(checkpoint::WEIGHTS_FILE))
+        .unwrap()
+        .len();
+    let moments = std::fs::metadata(kept.join(state::OPTIMIZER_FILE)).unwrap().len();
+    // Room for the weights (and the token shards, read not written), not for the AdamW moments.
+    let limit_kib = (weights + moments) / 2 / 1024;
+    assert!(weights < limit_kib * 1024 && limit_kib * 1024 < moments);
+
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("ulimit -f {limit_kib}; trap '' XFSZ; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_colossus"))
+        .args(train_args(&dir, &extra));
+    let out = start(cmd).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(state::OPTIMIZER_FILE) && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    assert!(staged_dirs(&run).is_empty(), "{:?}", staged_dirs(&run));
+    assert_eq!(all_checkpoints_load(&run), 1);
+    assert_eq!(checkpoint::latest(&run), Some(kept.clone()));
+    assert_eq!(common::tensor_bits(&kept.join(checkpoint::WEIGHTS_FILE)), before);
+
+    let out = spawn(&dir, &extra, &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(all_checkpoints_load(&run), 3);
+    for file in [checkpoint::WEIGHTS_FILE, state::OPTIMIZER_FILE] {
+        assert_eq!(
+            common::tensor_bits(&run.join("step-000006").join(file)),
+            common::tensor_bits(&reference.join("tiny/step-000006").join(file)),
+            "{file}"
+        );
+    }
+    // The failed run's steps past the kept checkpoint were logged, then trained again: once each.
+    assert_eq!(metric_steps(&run), (1..=6).collect::<Vec<_>>());
+}
+
+/// A second process on a run that another is training (a scheduler restarting a job whose first
+/// copy still runs) is refused before it touches the run directory, with `--resume` and with
+/// `--overwrite` alike. Before the run lock, the second one's start removed the first one's
+/// in-flight save as "half-written by an earlier process" and trimmed metrics.jsonl under it (a
+/// 60-step run ended with 18 records), and `--overwrite` deleted the directory it was writing.
+#[test]
+fn a_second_process_on_a_running_run_is_refused_and_touches_nothing() {
+    let dir = common::temp_dir("second-process");
+    let run = dir.join("tiny");
+    // Saves stay in flight for a while, so the second process starts during one.
+    let (mut first, rx, mut log) = long_run(&dir, 2, 1500);
+    let extra = long_run_sets(2);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let holder = format!("pid {}", first.id());
+    let refusal = ["is training into this run directory", holder.as_str()];
+
+    // `--stop-after 1`: one that is let in ends by itself and fails the test, not hangs it.
+    for flag in ["--resume", "--overwrite"] {
+        let mut args = train_args(&dir, &extra);
+        assert_eq!(args.pop().as_deref(), Some("--resume"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_colossus"));
+        cmd.args(args).args([flag, "--stop-after", "1"]);
+        let out = start(cmd).wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(refusal.iter().all(|s| stderr.contains(s)), "{flag}: {stderr}");
+    }
+
+    signal(&first, "-INT");
+    let status = wait_exit(&mut first, Duration::from_secs(60));
+    log.extend(rx.try_iter());
+    assert!(status.success(), "{status:?}: {log:#?}");
+    let latest = checkpoint::latest(&run).expect("the first process's checkpoint");
+    let step = state::read_state(&latest).unwrap().step as u64;
+    assert!(all_checkpoints_load(&run) >= 3);
+    assert_eq!(metric_steps(&run), (1..=step).collect::<Vec<_>>());
+    assert!(!log.iter().any(|l| l.contains("half-written")), "{log:#?}");
+
+    // With the first process gone, the run continues.
+    let steps = format!("train.steps={}", step + 1);
+    let out = spawn(&dir, &[&steps], &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

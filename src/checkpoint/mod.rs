@@ -19,6 +19,7 @@ pub mod export;
 pub mod hf;
 pub mod import;
 pub mod inspect;
+pub mod lock;
 pub mod saver;
 pub mod state;
 pub mod tensors;

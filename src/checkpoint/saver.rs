@@ -82,3 +82,15 @@ impl Saver {
         }))
     }
 }
+
+/// A loop that stops on an error with a save in flight lets the write finish (or fail) before
+/// the run lock (`checkpoint::lock`) is released, so no other process starts on the run
+/// directory while this one still writes to it. The error of that write, if any, is dropped:
+/// the one that stopped the loop is reported.
+impl Drop for Saver {
+    fn drop(&mut self) {
+        if let Some((handle, _)) = self.pending.take() {
+            let _ = handle.join();
+        }
+    }
+}

@@ -18,6 +18,7 @@ use super::progress::{Progress, StepMetrics};
 use super::resume;
 use super::schedule::lr_at;
 use crate::backend::DeviceMemory;
+use crate::checkpoint::lock::RunLock;
 use crate::checkpoint::saver::{Saved, Saver};
 use crate::checkpoint::state::TrainState;
 use crate::checkpoint::{self, Snapshot};
@@ -248,6 +249,9 @@ pub fn train_rank<B: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let leader = dist.is_leader();
     let run = checkpoint::run_dir(cfg);
+    // Before the checkpoint to resume is chosen, so that it cannot change under this process;
+    // held to the function's end, past the saver's last write (locals drop in reverse order).
+    let _lock = leader.then(|| RunLock::acquire(&run)).transpose()?;
     let candidates = resume::candidates(cfg)?;
     crate::model::precision::check::<B>(cfg.precision, cfg.backend, device)?;
     super::fits::check_training(cfg)?;
