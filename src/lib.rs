@@ -11,6 +11,7 @@ pub mod generate;
 pub mod model;
 pub mod plan;
 pub mod plot;
+pub mod replace;
 pub mod rng;
 pub mod train;
 

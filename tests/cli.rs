@@ -292,6 +292,60 @@ fn train_runs_from_the_command_line() {
     );
 }
 
+/// `--overwrite` removes a run directory only when it holds nothing but a run's output: with
+/// `train.out_dir: .` and `run_name: src` it used to delete the source tree (found 2026-12-06).
+/// What training and `plot` leave there (a plot, a set-aside checkpoint, a staged save) does not
+/// stop it.
+#[test]
+fn overwrite_removes_only_a_run_directory() {
+    let dir = common::temp_dir("cli-overwrite");
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("model")).unwrap();
+    std::fs::write(src.join("main.rs"), "fn main() {}\n").unwrap();
+    let args = |name: &str| {
+        let out_dir = format!("train.out_dir={}", dir.display());
+        let run_name = format!("run_name={name}");
+        let args = [
+            "--overwrite",
+            "--stop-after",
+            "1",
+            "--set",
+            &out_dir,
+            "--set",
+            &run_name,
+        ];
+        ["train", "configs/tiny.yaml"]
+            .into_iter()
+            .chain(args)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let refuse = args("src");
+    let refuse: Vec<&str> = refuse.iter().map(String::as_str).collect();
+    refused(
+        &refuse,
+        &["nothing but a run's output", "main.rs, model", "run_name=NAME"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    assert!(src.join("model").is_dir());
+
+    let out = train_tiny(&dir, &["--stop-after", "1"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.join("tiny");
+    let out = colossus(&["plot", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::create_dir(run.join("step-000007.unusable-2")).unwrap();
+    std::fs::create_dir(run.join(".step-000009.tmp-123")).unwrap();
+    let replace = args("tiny");
+    let replace: Vec<&str> = replace.iter().map(String::as_str).collect();
+    let out = colossus(&replace);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!run.join("metrics.png").exists() && !run.join("step-000007.unusable-2").exists());
+}
+
 /// A model or micro-batch no machine's memory holds is refused before anything is allocated,
 /// naming the key and the sizes, and an earlier run under `--overwrite` is kept (it used to abort
 /// in the allocator with a core dump, exit 134; found 2026-12-06).

@@ -558,6 +558,29 @@ fn prepare_command_writes_shards_and_refuses_bad_input_with_exit_2() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
+    // --overwrite replaces shards, but not a directory that also holds something else (it used
+    // to remove any directory named by --out; found 2026-12-06).
+    let overwrite = |out: &Path| {
+        let out = out.display().to_string();
+        let args = [sonnets().display().to_string(), "--out".into(), out];
+        let args = ["prepare", "--vocab-size", "300", "--overwrite"]
+            .map(String::from)
+            .into_iter()
+            .chain(args);
+        Command::new(bin).args(args).output().unwrap()
+    };
+    let o = overwrite(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    write(&out.join("notes.txt"), "mine");
+    let o = overwrite(&out);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("nothing but token shards") && stderr.contains("notes.txt"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert!(Dataset::open(&out).is_ok());
 
     let bad = dir.join("bad.jsonl");
     write(&bad, "{\"text\": \"fine\"}\nnot json at all\n");

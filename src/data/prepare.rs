@@ -105,6 +105,10 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
             "output directory already exists; pass --overwrite to replace it",
         ));
     }
+    if opts.overwrite {
+        let elsewhere = "choose another --out";
+        crate::replace::check_only_ours(out, is_shard_entry, "token shards", elsewhere)?;
+    }
     let inputs = corpus::list_inputs(&opts.inputs, &opts.inputs_key)?;
     let total_bytes: u64 = inputs.iter().map(|i| i.bytes).sum();
     let threads = match opts.threads {
@@ -252,6 +256,16 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
         tokenize_s,
         threads,
     })
+}
+
+/// Whether `prepare` writes an entry of this name into its output directory: the manifest, the
+/// tokenizer and `train-N.bin`/`val-N.bin` shards.
+fn is_shard_entry(name: &str) -> bool {
+    use crate::replace::numbered;
+    let shard = name
+        .strip_suffix(".bin")
+        .is_some_and(|s| numbered(s, "train-") || numbered(s, "val-"));
+    name == MANIFEST_FILE || name == TOKENIZER_FILE || shard
 }
 
 fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
@@ -406,5 +420,26 @@ mod tests {
         assert_eq!(picked(100, 0.02), vec![24, 74]);
         assert_eq!(picked(10, 0.5).len(), 5);
         assert_eq!(picked(1000, 0.01).len(), 10);
+    }
+
+    #[test]
+    fn shard_directory_entries_are_told_from_foreign_ones() {
+        for name in [
+            "manifest.json",
+            "tokenizer.json",
+            "train-000000.bin",
+            "val-1234567.bin",
+        ] {
+            assert!(is_shard_entry(name), "{name}");
+        }
+        for name in [
+            "train-.bin",
+            "train-000000.bin.bak",
+            "test-000000.bin",
+            "notes.txt",
+            ".git",
+        ] {
+            assert!(!is_shard_entry(name), "{name}");
+        }
     }
 }

@@ -198,7 +198,7 @@ pub fn remove_stale_temps(run: &Path) -> Result<Vec<PathBuf>> {
     };
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') && name.contains(".tmp-") {
+        if crate::replace::staging(name) {
             let r = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {
@@ -209,6 +209,30 @@ pub fn remove_stale_temps(run: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(removed)
+}
+
+/// Refuse to let `--overwrite` remove `run` when it holds entries colossus does not write there
+/// (`crate::replace`).
+pub fn check_replaceable(run: &Path) -> Result<()> {
+    let elsewhere = "choose another name (--set run_name=NAME or train.out_dir)";
+    crate::replace::check_only_ours(run, is_run_entry, "a run's output", elsewhere)
+}
+
+/// Whether training, resuming or `colossus plot` writes an entry of this name into a run
+/// directory: `latest`, `metrics.jsonl`, `metrics.png`, `tokenizer.json`, `step-N`,
+/// `step-N.unusable[-K]` (set aside by `set_aside`) and hidden `.NAME.tmp-PID` staging.
+fn is_run_entry(name: &str) -> bool {
+    use crate::replace::{numbered, staging};
+    let unusable = |s: &str| {
+        s.split_once(".unusable")
+            .is_some_and(|(dir, k)| numbered(dir, "step-") && (k.is_empty() || numbered(k, "-")))
+    };
+    matches!(
+        name,
+        checkpoint::atomic::LATEST | "metrics.jsonl" | "metrics.png" | checkpoint::TOKENIZER_FILE
+    ) || numbered(name, "step-")
+        || unusable(name)
+        || staging(name)
 }
 
 /// Drop metrics.jsonl records of steps after `step`: a killed run may have logged steps its last
@@ -237,4 +261,43 @@ pub fn trim_metrics(run: &Path, step: usize) -> Result<usize> {
         checkpoint::atomic::write_file_atomic(run, "metrics.jsonl", kept.as_bytes())?;
     }
     Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_run_entry;
+
+    /// The names a run writes, and near misses that are someone else's.
+    #[test]
+    fn run_entries_are_told_from_foreign_ones() {
+        for name in [
+            "latest",
+            "metrics.jsonl",
+            "metrics.png",
+            "tokenizer.json",
+            "step-000012",
+            "step-1234567",
+            "step-000012.unusable",
+            "step-000012.unusable-3",
+            ".step-000012.tmp-4242",
+            ".latest.tmp-4242",
+            ".metrics.jsonl.tmp-4242",
+        ] {
+            assert!(is_run_entry(name), "{name}");
+        }
+        for name in [
+            "src",
+            "main.rs",
+            "step-",
+            "step-12a",
+            "step-000012.unusable-",
+            "step-000012.unusable-x",
+            "step-000012.bak",
+            "latest.txt",
+            ".git",
+            "README.md",
+        ] {
+            assert!(!is_run_entry(name), "{name}");
+        }
+    }
 }

@@ -269,6 +269,9 @@ pub fn train_rank<B: AutodiffBackend>(
              choose another name (--set run_name=NAME), or pass --overwrite to replace it",
         ));
     }
+    if replace {
+        resume::check_replaceable(&run)?;
+    }
 
     let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
     let (dataset, data_note) = data::training_data(cfg, opts.quiet)?;
