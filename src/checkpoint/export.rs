@@ -12,7 +12,7 @@ use serde_json::json;
 use super::atomic::StagedDir;
 use super::hf;
 use super::tensors::{MappedFile, StoreDtype, natural_key, serialize};
-use super::{CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE, read_config};
+use super::{CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE, WEIGHTS_FILE, read_config, read_tokenizer};
 use crate::data::tokenizer;
 use crate::error::{Error, Result};
 use crate::train::params::list_from_config;
@@ -38,11 +38,7 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         return Err(Error::input(out, "already exists; choose a new output directory"));
     }
     let cfg = read_config(ckpt)?;
-    let tok = tokenizer::load(
-        &ckpt.join(TOKENIZER_FILE),
-        cfg.model.vocab_size,
-        &cfg.key_in_file("model.vocab_size"),
-    )?;
+    let tok = read_tokenizer(ckpt, &cfg)?;
     let weights = MappedFile::open(&ckpt.join(WEIGHTS_FILE))?;
     let version = weights.metadata().get("format_version").cloned();
     if version.as_deref() != Some(&FORMAT_VERSION.to_string()) {
@@ -52,7 +48,7 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         ));
     }
     let shapes = weights.shapes()?;
-    super::check_config_fits_weights(&cfg.model, &ckpt.join(CONFIG_FILE), &[ckpt.join(WEIGHTS_FILE)], 4)?;
+    super::check_checkpoint_fits(ckpt, &cfg)?;
     let params = list_from_config(&cfg.model);
     for p in &params {
         match shapes.get(&p.path) {

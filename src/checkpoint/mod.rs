@@ -272,6 +272,20 @@ pub fn read_config(dir: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
+/// `check_config_fits_weights` for checkpoint directory `dir` (f32 weights: 4 B per parameter),
+/// for the readers that list its tensors from `cfg` (export, generate, eval). Not in
+/// `read_config`: resuming loads through `load_weights`, whose errors name each missing tensor.
+pub fn check_checkpoint_fits(dir: &Path, cfg: &Config) -> Result<()> {
+    check_config_fits_weights(&cfg.model, &dir.join(CONFIG_FILE), &[dir.join(WEIGHTS_FILE)], 4)
+}
+
+/// Load a checkpoint directory's tokenizer.json, refused when it has more entries than `cfg`'s
+/// `model.vocab_size` (the checkpoint's own config, or the run's that resumes from it).
+pub fn read_tokenizer(dir: &Path, cfg: &Config) -> Result<Tokenizer> {
+    let bound = cfg.key_in_file("model.vocab_size");
+    crate::data::tokenizer::load(&dir.join(TOKENIZER_FILE), cfg.model.vocab_size, &bound)
+}
+
 /// Refuse a config that describes more parameters than `files` could hold at `min_bytes` per
 /// parameter, before its tensors are listed: a config.json edited to 10^9 layers once hung
 /// `generate` listing 10^10 tensor names (found 2026-12-06). A damaged or hand-edited file, so

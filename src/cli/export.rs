@@ -62,16 +62,10 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
     }
     let dir = super::generate::resolve_checkpoint(path)?;
     let cfg = checkpoint::read_config(&dir)?;
-    let tok = tokenizer::load(
-        &dir.join(checkpoint::TOKENIZER_FILE),
-        cfg.model.vocab_size,
-        &cfg.key_in_file("model.vocab_size"),
-    )?;
-    let weights_path = dir.join(checkpoint::WEIGHTS_FILE);
-    let config_path = dir.join(checkpoint::CONFIG_FILE);
-    checkpoint::check_config_fits_weights(&cfg.model, &config_path, std::slice::from_ref(&weights_path), 4)?;
+    let tok = checkpoint::read_tokenizer(&dir, &cfg)?;
+    checkpoint::check_checkpoint_fits(&dir, &cfg)?;
     let params = params::list_from_config(&cfg.model);
-    let file = weights::read_safetensors(&weights_path)?;
+    let file = weights::read_safetensors(&dir.join(checkpoint::WEIGHTS_FILE))?;
     let mut values = Vec::with_capacity(params.len());
     let mut tensors = file.tensors;
     for p in &params {

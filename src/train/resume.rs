@@ -87,11 +87,7 @@ fn load_one<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Resumed<B>> {
     checkpoint::checksums::verify(dir)?;
-    crate::data::tokenizer::load(
-        &dir.join(checkpoint::TOKENIZER_FILE),
-        cfg.model.vocab_size,
-        &cfg.key_in_file("model.vocab_size"),
-    )?;
+    checkpoint::read_tokenizer(dir, cfg)?;
     let model = checkpoint::load_weights(model, dir)?;
     // A weights-only checkpoint (`colossus import`, or one written by another tool) starts a
     // fine-tuning run: its weights, a fresh optimizer, step 0. Only an explicit path gets here
