@@ -101,16 +101,7 @@ fn human(bytes: f64) -> String {
 /// Bytes the kernel could still give this process, and where the number came from.
 fn available() -> Option<(u64, &'static str)> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = meminfo.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
-    };
+    let field = |name: &str| super::mfu::proc_kib_field(&meminfo, name);
     let host = field("MemAvailable:")? + field("SwapFree:").unwrap_or(0);
     match cgroup_room() {
         Some(room) if room < host => Some((room, "its cgroup's memory limit less what it uses")),

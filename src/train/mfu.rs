@@ -116,16 +116,35 @@ pub fn mfu(tokens_per_s: f64, flops_per_token: f64, peak_tflops: f64) -> f64 {
 /// Peak resident memory of this process in bytes (Linux: VmHWM in /proc/self/status).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
+    proc_kib_field(&status, "VmHWM:")
+}
+
+/// The bytes of a `Name:   N kB` line of a /proc file's `text` (/proc/self/status,
+/// /proc/meminfo), for the field `name` with its colon.
+pub fn proc_kib_field(text: &str, name: &str) -> Option<u64> {
+    let kib: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+        .find_map(|l| l.strip_prefix(name))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_kib_fields_read_as_bytes() {
+        let meminfo = "MemTotal:       24576000 kB\nMemAvailable:    1024 kB\nSwapFree:              0 kB\n";
+        assert_eq!(proc_kib_field(meminfo, "MemAvailable:"), Some(1024 * 1024));
+        assert_eq!(proc_kib_field(meminfo, "SwapFree:"), Some(0));
+        assert_eq!(proc_kib_field(meminfo, "SwapTotal:"), None);
+        assert_eq!(proc_kib_field("VmHWM:\t  812 kB\n", "VmHWM:"), Some(812 * 1024));
+    }
 
     #[test]
     fn mfu_by_hand() {
