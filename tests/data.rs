@@ -102,6 +102,60 @@ fn text_and_jsonl_round_trip_through_shards() {
     assert!((v as f64 / (t + v) as f64 - 0.2).abs() < 0.1);
 }
 
+/// Symbolic links are followed, but a link back into the walk and a file reached twice are
+/// refused, naming the path. Before, a link to a parent directory listed the corpus about 40
+/// times over (until the kernel's link limit) and training went ahead on it.
+#[test]
+fn corpus_links_are_followed_but_loops_and_twice_listed_files_are_refused() {
+    let dir = temp_dir("data-links");
+    write(&dir.join("in/a.txt"), "first\n");
+    write(&dir.join("shared/b.txt"), "second\n");
+    let entries = |xs: &[&Path]| xs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let names = |inputs: Vec<corpus::Input>| {
+        inputs
+            .iter()
+            .map(|i| i.path.strip_prefix(&*dir).unwrap().display().to_string())
+            .collect::<Vec<_>>()
+    };
+    // A link to a directory outside the corpus is read like a directory.
+    std::os::unix::fs::symlink(dir.join("shared"), dir.join("in/linked")).unwrap();
+    let listed = corpus::list_inputs(&entries(&[&dir.join("in")]), "data.corpus").unwrap();
+    assert_eq!(names(listed), ["in/a.txt", "in/linked/b.txt"]);
+
+    // The same file through two entries, or through a link beside it, is refused.
+    let twice = entries(&[&dir.join("in"), &dir.join("shared/b.txt")]);
+    let err = corpus::list_inputs(&twice, "data.corpus").unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let err = err.to_string();
+    assert!(err.contains("shared/b.txt") && err.contains("in/linked/b.txt"), "{err}");
+    assert!(err.contains("`data.corpus`") && err.contains("twice"), "{err}");
+    std::os::unix::fs::symlink(dir.join("in/a.txt"), dir.join("in/z.txt")).unwrap();
+    let err = corpus::list_inputs(&entries(&[&dir.join("in")]), "INPUTS").unwrap_err().to_string();
+    assert!(err.contains("in/z.txt") && err.contains("in/a.txt") && err.contains("twice"), "{err}");
+    std::fs::remove_file(dir.join("in/z.txt")).unwrap();
+
+    // A link to a directory the walk is inside of: refused, naming the path and the directory.
+    std::os::unix::fs::symlink(&*dir, dir.join("in/up")).unwrap();
+    let err = corpus::list_inputs(&entries(&[&dir.join("in")]), "data.corpus").unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let err = err.to_string();
+    let real_in = std::fs::canonicalize(dir.join("in")).unwrap();
+    assert!(err.contains("in/up/in") && err.contains(&format!("back to {}", real_in.display())), "{err}");
+
+    // Through the binary: prepare stops with exit 2 and writes nothing.
+    let out = dir.join("shards");
+    let run = Command::new(env!("CARGO_BIN_EXE_colossus"))
+        .args(["prepare", "--vocab-size", "300", "--out"])
+        .arg(&out)
+        .arg(dir.join("in"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("symbolic link") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists());
+}
+
 /// Large text files are tokenized in pieces cut at lone newlines; the ids equal whole-text ids.
 #[test]
 fn pieces_tokenize_like_the_whole_text() {

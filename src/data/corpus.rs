@@ -4,7 +4,7 @@
 //! tokenized on one core. Bad documents are errors naming file and line or byte offset, or, when
 //! asked, skipped and counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -38,8 +38,17 @@ fn kind_of(path: &Path) -> Option<Kind> {
 /// Expand `entries` (files, or directories searched recursively for `.txt` and `.jsonl`) into a
 /// sorted list of inputs. A file named directly is JSONL if it ends in `.jsonl`, text otherwise.
 /// `key` names the config key (or flag) in errors.
+///
+/// Symbolic links are followed (a corpus is often a link farm over shared storage), so two
+/// things are refused rather than read: a link back to a directory that contains it, which
+/// listed the corpus about 40 times over (until the kernel's link limit stopped the walk)
+/// and trained on it that way; and a file reached twice (two entries, or an entry and a link
+/// into it), which trains on its documents twice and can put a copy on both sides of the
+/// validation split.
 pub fn list_inputs(entries: &[String], key: &str) -> Result<Vec<Input>> {
     let mut inputs = Vec::new();
+    // Each file's resolved path and the path it was first listed under.
+    let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     for entry in entries {
         let path = Path::new(entry);
         let meta = std::fs::metadata(path).map_err(|e| {
@@ -48,9 +57,10 @@ pub fn list_inputs(entries: &[String], key: &str) -> Result<Vec<Input>> {
                 format!("cannot read `{key}` entry: {e}; expected a text or JSONL file or a directory"),
             )
         })?;
+        let mut listed = Vec::new();
         if meta.is_dir() {
             let mut found = Vec::new();
-            walk(path, &mut found)?;
+            walk(path, &mut vec![resolve(path)?], &mut found)?;
             if found.is_empty() {
                 return Err(Error::input(
                     path,
@@ -63,21 +73,42 @@ pub fn list_inputs(entries: &[String], key: &str) -> Result<Vec<Input>> {
                     .map_err(|e| Error::input(&p, e.to_string()))?
                     .len();
                 let kind = kind_of(&p).expect("walk keeps known kinds");
-                inputs.push(Input { path: p, kind, bytes });
+                listed.push(Input { path: p, kind, bytes });
             }
         } else {
             let kind = kind_of(path).unwrap_or(Kind::Text);
-            inputs.push(Input {
+            listed.push(Input {
                 path: path.to_path_buf(),
                 kind,
                 bytes: meta.len(),
             });
         }
+        for input in listed {
+            if let Some(first) = seen.insert(resolve(&input.path)?, input.path.clone()) {
+                return Err(Error::input(
+                    &input.path,
+                    format!(
+                        "the `{key}` entries reach this file twice, also as {}: its documents would \
+                         be trained on twice and could sit on both sides of the validation split; \
+                         list each file once",
+                        first.display()
+                    ),
+                ));
+            }
+            inputs.push(input);
+        }
     }
     Ok(inputs)
 }
 
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+/// `path` with every link resolved, to compare what two paths reach.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).map_err(|e| Error::input(path, format!("cannot resolve: {e}")))
+}
+
+/// Collect `dir`'s corpus files; `open` holds the resolved directories being walked, `dir`'s
+/// last, to catch a link that leads back into one of them.
+fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::input(dir, format!("cannot list directory: {e}")))?;
     for e in entries {
@@ -85,7 +116,21 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
             .map_err(|e| Error::input(dir, format!("cannot list directory: {e}")))?
             .path();
         if p.is_dir() {
-            walk(&p, found)?;
+            let real = resolve(&p)?;
+            if let Some(outer) = open.iter().find(|o| **o == real) {
+                return Err(Error::input(
+                    &p,
+                    format!(
+                        "a symbolic link on this path leads back to {}, which the path is \
+                         inside of: the corpus would be listed over and over; remove the link \
+                         or list the directories to read",
+                        outer.display()
+                    ),
+                ));
+            }
+            open.push(real);
+            walk(&p, open, found)?;
+            open.pop();
         } else if p.is_file() && kind_of(&p).is_some() {
             found.push(p);
         }
