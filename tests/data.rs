@@ -29,6 +29,8 @@ fn opts(inputs: &[&Path]) -> PrepareOptions {
         vocab_size: 300,
         vocab_key: "vocab_size".into(),
         jsonl_field: "text".into(),
+        eot_token: tokenizer::EOT.into(),
+        eot_key: "eot_token".into(),
         shard_tokens: 1 << 20,
         val_fraction: 0.0,
         skip_bad: false,
@@ -127,11 +129,19 @@ fn corpus_links_are_followed_but_loops_and_twice_listed_files_are_refused() {
     let err = corpus::list_inputs(&twice, "data.corpus").unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
     let err = err.to_string();
-    assert!(err.contains("shared/b.txt") && err.contains("in/linked/b.txt"), "{err}");
+    assert!(
+        err.contains("shared/b.txt") && err.contains("in/linked/b.txt"),
+        "{err}"
+    );
     assert!(err.contains("`data.corpus`") && err.contains("twice"), "{err}");
     std::os::unix::fs::symlink(dir.join("in/a.txt"), dir.join("in/z.txt")).unwrap();
-    let err = corpus::list_inputs(&entries(&[&dir.join("in")]), "INPUTS").unwrap_err().to_string();
-    assert!(err.contains("in/z.txt") && err.contains("in/a.txt") && err.contains("twice"), "{err}");
+    let err = corpus::list_inputs(&entries(&[&dir.join("in")]), "INPUTS")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in/z.txt") && err.contains("in/a.txt") && err.contains("twice"),
+        "{err}"
+    );
     std::fs::remove_file(dir.join("in/z.txt")).unwrap();
 
     // A link to a directory the walk is inside of: refused, naming the path and the directory.
@@ -140,7 +150,10 @@ fn corpus_links_are_followed_but_loops_and_twice_listed_files_are_refused() {
     assert_eq!(err.exit_code(), 2, "{err}");
     let err = err.to_string();
     let real_in = std::fs::canonicalize(dir.join("in")).unwrap();
-    assert!(err.contains("in/up/in") && err.contains(&format!("back to {}", real_in.display())), "{err}");
+    assert!(
+        err.contains("in/up/in") && err.contains(&format!("back to {}", real_in.display())),
+        "{err}"
+    );
 
     // Through the binary: prepare stops with exit 2 and writes nothing.
     let out = dir.join("shards");
@@ -152,7 +165,10 @@ fn corpus_links_are_followed_but_loops_and_twice_listed_files_are_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("symbolic link") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("symbolic link") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     assert!(!out.exists());
 }
 
@@ -734,6 +750,80 @@ fn errors_after_validation_name_the_file_or_flag() {
         ],
     );
     assert!(!dir.join("shards").exists());
+}
+
+/// A given tokenizer's end-of-text token is `data.eot_token` (`prepare --eot-token`), not always
+/// `<|endoftext|>`: a tokenizer ending documents with `</s>` could not be trained on at all.
+/// The shards' token must be the config's, and the name needs a tokenizer that has it.
+#[test]
+fn a_given_tokenizer_names_its_end_of_text_token() {
+    let dir = temp_dir("data-eot");
+    let json = tokenizer::train_bpe(&[sonnets()], 280)
+        .unwrap()
+        .to_string(false)
+        .unwrap();
+    let given = dir.join("eos.json");
+    write(&given, json.replace(tokenizer::EOT, "</s>"));
+    let with_given = format!("data.tokenizer={}", given.display());
+    let err = data::training_data(&tiny_config(&dir, &[&with_given]), true)
+        .err()
+        .unwrap();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("eos.json") && err.contains("`<|endoftext|>`") && err.contains("`data.eot_token` of /"),
+        "{err}"
+    );
+    let (ds, _) =
+        data::training_data(&tiny_config(&dir, &[&with_given, "data.eot_token=</s>"]), true).unwrap();
+    assert_eq!(ds.manifest.eot_id, ds.tokenizer.token_to_id("</s>").unwrap());
+    assert_eq!(*stream(&ds).last().unwrap(), ds.manifest.eot_id);
+
+    // Shards prepared with it, then opened under a config naming another token.
+    let out = dir.join("shards");
+    let sonnets = sonnets().display().to_string();
+    let (tok, out_s) = (given.display().to_string(), out.display().to_string());
+    let prep = [
+        "prepare",
+        &sonnets,
+        "--tokenizer",
+        &tok,
+        "--out",
+        &out_s,
+        "--quiet",
+    ];
+    let run = colossus(&[&prep[..], &["--eot-token", "</s>"]].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let shards = format!("data.shards={out_s}");
+    let err = data::training_data(&tiny_config(&dir, &[&shards, "data.eot_token=<|pad|>"]), true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("(`</s>`)") && err.contains("`<|pad|>` (id 0)"),
+        "{err}"
+    );
+    data::training_data(&tiny_config(&dir, &[&shards, "data.eot_token=</s>"]), true).unwrap();
+
+    // The name belongs to a given tokenizer: the trained BPE's is fixed.
+    let run = colossus(&[
+        "prepare",
+        &sonnets,
+        "--vocab-size",
+        "300",
+        "--eot-token",
+        "</s>",
+        "--out",
+        &out_s,
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("flag --eot-token"));
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml");
+    let err = colossus::config::load(&tiny, &["data.eot_token=</s>".to_string()]).unwrap_err();
+    assert!(
+        err.to_string().contains("`data.eot_token`") && err.to_string().contains("data.tokenizer"),
+        "{err}"
+    );
 }
 
 /// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.

@@ -449,3 +449,105 @@ fn imported_checkpoint_fine_tunes_with_resume_path() {
     let state = checkpoint::state::read_state(&tuned.checkpoint.unwrap()).unwrap();
     assert_eq!(state.step, 2);
 }
+
+/// Every special token that tokenizer_config.json names is in the exported vocabulary, with the
+/// id config.json and generation_config.json give it. A given tokenizer with only an
+/// end-of-text entry (GPT-2's kind) named `<|bos|>` and `<|pad|>` there anyway, which
+/// `transformers` adds as new tokens one id past the model's vocabulary.
+#[test]
+fn exported_special_tokens_are_in_the_vocabulary() {
+    let dir = temp_dir("special-tokens");
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let check = |hf: &Path, expected: [&str; 3]| {
+        let tok = tokenizer::load(&hf.join("tokenizer.json"), 512, "test").unwrap();
+        let (tok_config, config) = (
+            read(&hf.join("tokenizer_config.json")),
+            read(&hf.join("config.json")),
+        );
+        let generation = read(&hf.join("generation_config.json"));
+        for (role, name) in ["bos", "eos", "pad"].into_iter().zip(expected) {
+            assert_eq!(tok_config[format!("{role}_token")], name, "{role}");
+            let id = tok
+                .token_to_id(name)
+                .unwrap_or_else(|| panic!("{name} is not in the vocabulary"));
+            assert_eq!(config[format!("{role}_token_id")], id, "{role}");
+            assert_eq!(generation[format!("{role}_token_id")], id, "{role}");
+        }
+    };
+    // The trained BPE has all three.
+    let hf = export(&trained_tiny(&dir), &dir.join("hf"), &f32_one_file()).unwrap();
+    check(&hf.dir, [tokenizer::BOS, tokenizer::EOT, tokenizer::PAD]);
+
+    // A given tokenizer with end-of-text only: bos and pad are end-of-text, by name and id.
+    let bpe = tokenizer::train_bpe(
+        &[Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt")],
+        300,
+    )
+    .unwrap();
+    let json = bpe.to_string(false).unwrap();
+    let json = json
+        .replace(tokenizer::BOS, "<|spare_1|>")
+        .replace(tokenizer::PAD, "<|spare_0|>");
+    let given = dir.join("eot-only.json");
+    std::fs::write(&given, json).unwrap();
+    let given = format!("data.tokenizer={}", given.display());
+    let cfg = tiny_config(
+        &dir,
+        &["run_name=given", &given, "train.steps=1", "train.warmup_steps=1"],
+    );
+    let opts = TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let run = train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap();
+    let hf = export(&run.checkpoint.unwrap(), &dir.join("hf-given"), &f32_one_file()).unwrap();
+    check(&hf.dir, [tokenizer::EOT; 3]);
+
+    // A tokenizer ending documents with `</s>` (`data.eot_token`): exported as the eos, and
+    // imported back as the checkpoint's end-of-text token, where generation stops.
+    let json = bpe.to_string(false).unwrap().replace(tokenizer::EOT, "</s>");
+    let given = dir.join("eos.json");
+    std::fs::write(&given, json).unwrap();
+    let given = format!("data.tokenizer={}", given.display());
+    let sets = [
+        "run_name=eos",
+        &given,
+        "data.eot_token=</s>",
+        "train.steps=1",
+        "train.warmup_steps=1",
+    ];
+    let run = train::train::<CpuTrain>(&tiny_config(&dir, &sets), &opts, &Default::default()).unwrap();
+    let hf = export(&run.checkpoint.unwrap(), &dir.join("hf-eos"), &f32_one_file()).unwrap();
+    check(&hf.dir, [tokenizer::BOS, "</s>", tokenizer::PAD]);
+    let imported = import::import(&hf.dir, &dir.join("imported-eos")).unwrap();
+    assert_eq!(checkpoint::read_config(&imported).unwrap().data.eot_token, "</s>");
+    let (_, eot) =
+        checkpoint::read_tokenizer(&imported, &checkpoint::read_config(&imported).unwrap()).unwrap();
+    assert_eq!(eot, 2);
+    // config.json's eos_token_id names the token: as a list too; one the tokenizer lacks, with
+    // no `<|endoftext|>` to fall back on, is refused naming both files' parts.
+    let config = hf.dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for (eos, imported) in [
+        (serde_json::json!([2, 0]), Ok("</s>")),
+        (serde_json::json!(9999), Err("9999")),
+    ] {
+        json["eos_token_id"] = eos;
+        std::fs::write(&config, serde_json::to_string(&json).unwrap()).unwrap();
+        let out = dir.join(format!("imported-{}", json["eos_token_id"]).replace([',', '[', ']'], "-"));
+        match (import::import(&hf.dir, &out), imported) {
+            (Ok(ckpt), Ok(name)) => assert_eq!(checkpoint::read_config(&ckpt).unwrap().data.eot_token, name),
+            (Err(e), Err(id)) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("tokenizer.json") && e.contains(&format!("eos_token_id {id}")),
+                    "{e}"
+                );
+            }
+            (got, want) => panic!("{:?} for {want:?}", got.map_err(|e| e.to_string())),
+        }
+    }
+}

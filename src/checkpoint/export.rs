@@ -38,7 +38,7 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         return Err(Error::input(out, "already exists; choose a new output directory"));
     }
     let cfg = read_config(ckpt)?;
-    let tok = read_tokenizer(ckpt, &cfg)?;
+    let (tok, eot) = read_tokenizer(ckpt, &cfg)?;
     let weights = MappedFile::open(&ckpt.join(WEIGHTS_FILE))?;
     let version = weights.metadata().get("format_version").cloned();
     if version.as_deref() != Some(&FORMAT_VERSION.to_string()) {
@@ -124,8 +124,8 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         )?;
     }
 
-    let (bos, eos, pad) = special_ids(&tok);
-    let mut config = hf::config_json(&cfg.model, bos, eos, pad);
+    let [bos, eos, pad] = special_tokens(&tok, (&cfg.data.eot_token, eot));
+    let mut config = hf::config_json(&cfg.model, bos.1, eos.1, pad.1);
     config["torch_dtype"] = json!(opts.dtype.torch_name());
     staged.write(
         CONFIG_FILE,
@@ -137,9 +137,9 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
     staged.write(TOKENIZER_FILE, tok_json.as_bytes())?;
     let tok_config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": tokenizer::BOS,
-        "eos_token": tokenizer::EOT,
-        "pad_token": tokenizer::PAD,
+        "bos_token": bos.0,
+        "eos_token": eos.0,
+        "pad_token": pad.0,
         "model_max_length": cfg.model.max_seq_len,
         "add_bos_token": false,
         "add_eos_token": false,
@@ -150,7 +150,7 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
             .expect("json")
             .as_bytes(),
     )?;
-    let gen_config = json!({ "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "do_sample": true, "temperature": 0.8, "top_k": 50, "top_p": 0.95 });
+    let gen_config = json!({ "bos_token_id": bos.1, "eos_token_id": eos.1, "pad_token_id": pad.1, "do_sample": true, "temperature": 0.8, "top_k": 50, "top_p": 0.95 });
     staged.write(
         "generation_config.json",
         serde_json::to_string_pretty(&gen_config)
@@ -166,10 +166,11 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
     })
 }
 
-/// (bos, eos, pad) ids; tokenizers without a bos or pad entry fall back to eos.
-fn special_ids(tok: &tokenizers::Tokenizer) -> (u32, u32, u32) {
-    let eos = tokenizer::eot_id(tok);
-    let bos = tok.token_to_id(tokenizer::BOS).unwrap_or(eos);
-    let pad = tok.token_to_id(tokenizer::PAD).unwrap_or(eos);
-    (bos, eos, pad)
+/// The (token, id) of bos, eos and pad, given eos. A tokenizer without a bos or pad entry
+/// (GPT-2's has only `<|endoftext|>`) uses eos for them, by name as well as by id:
+/// tokenizer_config.json naming a token the vocabulary lacks makes `transformers` add it, one id
+/// past the model's.
+fn special_tokens<'a>(tok: &tokenizers::Tokenizer, eos: (&'a str, u32)) -> [(&'a str, u32); 3] {
+    let or_eos = |name: &'a str| tok.token_to_id(name).map_or(eos, |id| (name, id));
+    [or_eos(tokenizer::BOS), eos, or_eos(tokenizer::PAD)]
 }

@@ -21,6 +21,8 @@ use crate::train::params::{ParamInfo, list_from_config};
 pub struct Imported {
     pub model: GrokConfig,
     pub tokenizer: tokenizers::Tokenizer,
+    /// The end-of-text token (config.json's `eos_token_id`) and its id.
+    pub eot: (String, u32),
     pub params: Vec<ParamInfo>,
     /// One f32 vector per parameter, in `params` order.
     pub values: Vec<Vec<f32>>,
@@ -171,6 +173,7 @@ pub fn read(dir: &Path) -> Result<Imported> {
         model.vocab_size,
         &format!("{CONFIG_FILE}'s vocab_size"),
     )?;
+    let eot = end_of_text(&dir.join(CONFIG_FILE), &tok, &dir.join(TOKENIZER_FILE))?;
     // Listed once: with an index, each listing reads and parses it.
     let paths = weight_files(dir)?;
     // bf16 and f16 are the narrowest weights an HF folder of this layout holds.
@@ -220,9 +223,42 @@ pub fn read(dir: &Path) -> Result<Imported> {
     Ok(Imported {
         model,
         tokenizer: tok,
+        eot,
         params,
         values,
     })
+}
+
+/// The end-of-text token of a folder: the one config.json's `eos_token_id` names (a folder from
+/// another tool may end documents with `</s>`; of a list, the first), else the tokenizer's
+/// `<|endoftext|>`.
+fn end_of_text(config: &Path, tok: &tokenizers::Tokenizer, tok_path: &Path) -> Result<(String, u32)> {
+    let text =
+        std::fs::read_to_string(config).map_err(|e| Error::input(config, format!("cannot read: {e}")))?;
+    let c: Value = serde_json::from_str(&text).map_err(|e| Error::input(config, format!("not JSON: {e}")))?;
+    let named = c
+        .get("eos_token_id")
+        .and_then(|v| v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()));
+    if let Some(id) = named.and_then(|id| u32::try_from(id).ok())
+        && let Some(name) = tok.id_to_token(id)
+    {
+        return Ok((name, id));
+    }
+    if let Some(id) = tok.token_to_id(tokenizer::EOT) {
+        return Ok((tokenizer::EOT.to_string(), id));
+    }
+    let why = match named {
+        Some(id) => format!("{CONFIG_FILE}'s eos_token_id {id} is not one of its ids"),
+        None => format!("{CONFIG_FILE} has no eos_token_id"),
+    };
+    Err(Error::input(
+        tok_path,
+        format!(
+            "no end-of-text token: {why}, and it has no `{}`; expected eos_token_id to give the id \
+             it ends documents with",
+            tokenizer::EOT
+        ),
+    ))
 }
 
 /// Import `dir` into a new checkpoint directory `out`.
@@ -231,7 +267,8 @@ pub fn import(dir: &Path, out: &Path) -> Result<PathBuf> {
         return Err(Error::input(out, "already exists; choose a new output directory"));
     }
     let imported = read(dir)?;
-    let cfg = config_for(&imported.model, out);
+    let mut cfg = config_for(&imported.model, out);
+    cfg.data.eot_token = imported.eot.0.clone();
     super::write_dir(
         out,
         &cfg,

@@ -280,10 +280,19 @@ pub fn check_checkpoint_fits(dir: &Path, cfg: &Config) -> Result<()> {
 }
 
 /// Load a checkpoint directory's tokenizer.json, refused when it has more entries than `cfg`'s
-/// `model.vocab_size` (the checkpoint's own config, or the run's that resumes from it).
-pub fn read_tokenizer(dir: &Path, cfg: &Config) -> Result<Tokenizer> {
-    let bound = cfg.key_in_file("model.vocab_size");
-    crate::data::tokenizer::load(&dir.join(TOKENIZER_FILE), cfg.model.vocab_size, &bound)
+/// `model.vocab_size` (the checkpoint's own config, or the run's that resumes from it) or lacks
+/// its `data.eot_token`; with the id of that token.
+pub fn read_tokenizer(dir: &Path, cfg: &Config) -> Result<(Tokenizer, u32)> {
+    use crate::data::tokenizer;
+    let (path, bound) = (dir.join(TOKENIZER_FILE), cfg.key_in_file("model.vocab_size"));
+    let tok = tokenizer::load(&path, cfg.model.vocab_size, &bound)?;
+    let eot = tokenizer::eot_id(
+        &tok,
+        &path,
+        &cfg.data.eot_token,
+        &cfg.key_in_file("data.eot_token"),
+    )?;
+    Ok((tok, eot))
 }
 
 /// Refuse a config that describes more parameters than `files` could hold at `min_bytes` per

@@ -48,6 +48,8 @@ pub fn run_import(args: ImportArgs) -> Result<()> {
 pub struct LoadedModel {
     pub model: GrokConfig,
     pub tokenizer: Tokenizer,
+    /// The end-of-text id: where generation stops, between eval's files.
+    pub eot: u32,
     pub values: Vec<Vec<f32>>,
 }
 
@@ -57,12 +59,13 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
         return Ok(LoadedModel {
             model: i.model,
             tokenizer: i.tokenizer,
+            eot: i.eot.1,
             values: i.values,
         });
     }
     let dir = super::generate::resolve_checkpoint(path)?;
     let cfg = checkpoint::read_config(&dir)?;
-    let tok = checkpoint::read_tokenizer(&dir, &cfg)?;
+    let (tok, eot) = checkpoint::read_tokenizer(&dir, &cfg)?;
     checkpoint::check_checkpoint_fits(&dir, &cfg)?;
     let params = params::list_from_config(&cfg.model);
     let file = weights::read_safetensors(&dir.join(checkpoint::WEIGHTS_FILE))?;
@@ -82,6 +85,7 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
     Ok(LoadedModel {
         model: cfg.model,
         tokenizer: tok,
+        eot,
         values,
     })
 }
@@ -133,7 +137,7 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         .map(|p: &PathBuf| p.display().to_string())
         .collect();
     let files = corpus::list_files(&entries, "--data")?;
-    let eot = tokenizer::eot_id(&loaded.tokenizer);
+    let eot = loaded.eot;
     let mut tokens = Vec::new();
     for f in &files {
         tokens.extend(tokenizer::encode(&loaded.tokenizer, &corpus::read_document(f)?)?);

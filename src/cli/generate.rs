@@ -27,7 +27,7 @@ impl Job for GenerateJob {
         let max_seq_len = self.loaded.model.max_seq_len;
         let mut ids = tokenizer::encode(tok, &self.prompt)?;
         if ids.is_empty() {
-            ids.push(tokenizer::eot_id(tok)); // an empty prompt starts a new document
+            ids.push(self.loaded.eot); // an empty prompt starts a new document
         }
         // The model has no positions past max_seq_len: the prompt must leave room, and the
         // continuation stops there (said below, rather than ending short without a word).
@@ -42,7 +42,7 @@ impl Job for GenerateJob {
             });
         }
         let mut opts = self.opts;
-        opts.stop = Some(tokenizer::eot_id(tok));
+        opts.stop = Some(self.loaded.eot);
         let clipped = opts.max_new_tokens > room;
         opts.max_new_tokens = opts.max_new_tokens.min(room);
         let mut stdout = std::io::stdout();

@@ -31,6 +31,9 @@ pub struct PrepareArgs {
     /// JSONL field holding the text [default: text].
     #[arg(long)]
     pub jsonl_field: Option<String>,
+    /// The given tokenizer's end-of-text token, written between documents [default: <|endoftext|>]
+    #[arg(long)]
+    pub eot_token: Option<String>,
     /// Tokens per shard [default: 67108864].
     #[arg(long)]
     pub shard_tokens: Option<u64>,
@@ -76,6 +79,8 @@ pub fn run(args: PrepareArgs) -> Result<()> {
                 vocab_size: 0,
                 vocab_key: "flag --vocab-size".into(),
                 jsonl_field: data::DEFAULT_JSONL_FIELD.into(),
+                eot_token: tokenizer::EOT.into(),
+                eot_key: "flag --eot-token".into(),
                 shard_tokens: data::DEFAULT_SHARD_TOKENS,
                 val_fraction: 0.01,
                 skip_bad: false,
@@ -127,6 +132,20 @@ pub fn run(args: PrepareArgs) -> Result<()> {
     }
     if let Some(f) = args.jsonl_field {
         opts.jsonl_field = f;
+    }
+    if let Some(t) = args.eot_token {
+        if opts.tokenizer.is_none() {
+            return Err(flag(
+                "--eot-token",
+                &format!(
+                    "names a token of a given tokenizer (--tokenizer); the byte-level BPE trained \
+                     here ends documents with `{}`",
+                    tokenizer::EOT
+                ),
+            ));
+        }
+        opts.eot_token = t;
+        opts.eot_key = "flag --eot-token".into();
     }
     if let Some(n) = args.shard_tokens {
         if n == 0 {

@@ -193,6 +193,10 @@ pub struct DataFile {
     /// The field of each JSONL line that holds the document text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jsonl_field: Option<String>,
+    /// The tokenizer's end-of-text token, placed between documents and where `generate` stops
+    /// (default `<|endoftext|>`, the trained BPE's; a given tokenizer may name its own, `</s>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eot_token: Option<String>,
     /// Tokens per shard file when preparing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_tokens: Option<u64>,
@@ -360,6 +364,7 @@ overlay_fields!(DataFile {
     seq_len,
     shards,
     jsonl_field,
+    eot_token,
     shard_tokens,
     val_fraction,
     cross_shards,

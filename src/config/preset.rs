@@ -43,6 +43,7 @@ fn base() -> FileConfig {
             seq_len: Some(8192),
             shards: None,
             jsonl_field: Some(crate::data::DEFAULT_JSONL_FIELD.to_string()),
+            eot_token: Some(crate::data::tokenizer::EOT.to_string()),
             shard_tokens: Some(crate::data::DEFAULT_SHARD_TOKENS),
             val_fraction: Some(0.01),
             cross_shards: Some(false),

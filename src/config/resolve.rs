@@ -116,6 +116,8 @@ pub struct DataConfig {
     pub shards: Option<String>,
     #[serde(default = "default_jsonl_field")]
     pub jsonl_field: String,
+    #[serde(default = "default_eot_token")]
+    pub eot_token: String,
     #[serde(default = "default_shard_tokens")]
     pub shard_tokens: u64,
     #[serde(default)]
@@ -132,6 +134,10 @@ pub struct DataConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn default_eot_token() -> String {
+    crate::data::tokenizer::EOT.to_string()
 }
 
 fn default_jsonl_field() -> String {
@@ -504,6 +510,25 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             "is empty; expected the name of the text field".into(),
         );
     }
+    let eot_token = req(&d.eot_token, file, "data.eot_token")?;
+    if eot_token.is_empty() {
+        return e(
+            "data.eot_token",
+            "is empty; expected the tokenizer's end-of-text token, e.g. `</s>`".into(),
+        );
+    }
+    // The trained BPE's specials are fixed; another name only makes sense for a tokenizer that
+    // has it (given, or the one inside data.shards, checked when the data opens).
+    if d.tokenizer.is_none() && shards.is_none() && eot_token != crate::data::tokenizer::EOT {
+        return e(
+            "data.eot_token",
+            format!(
+                "`{eot_token}` names a token of a given tokenizer, but there is none \
+                 (data.tokenizer); the byte-level BPE trained on the corpus ends documents with `{}`",
+                crate::data::tokenizer::EOT
+            ),
+        );
+    }
     let shard_tokens = req(&d.shard_tokens, file, "data.shard_tokens")?;
     if shard_tokens == 0 {
         return e("data.shard_tokens", "must be at least 1".into());
@@ -518,6 +543,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         seq_len,
         shards,
         jsonl_field,
+        eot_token,
         shard_tokens,
         val_fraction,
         cross_shards: req(&d.cross_shards, file, "data.cross_shards")?,

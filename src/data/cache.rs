@@ -18,10 +18,11 @@ const KEY_CHARS: usize = 16;
 /// The cache key of `opts` (fails like `prepare` would on a missing input or tokenizer).
 pub fn key(opts: &PrepareOptions) -> Result<String> {
     let mut text = format!(
-        "colossus data cache 1; shard format {}; manifest {}; field {:?}; shard_tokens {}; val {}; block {}; skip_bad {}; dtype {:?}\n",
+        "colossus data cache 1; shard format {}; manifest {}; field {:?}; eot {:?}; shard_tokens {}; val {}; block {}; skip_bad {}; dtype {:?}\n",
         shard::VERSION,
         manifest::FORMAT_VERSION,
         opts.jsonl_field,
+        opts.eot_token,
         opts.shard_tokens,
         opts.val_fraction.to_bits(),
         prepare::VAL_BLOCK_TOKENS,

@@ -158,6 +158,16 @@ impl Dataset {
             manifest.vocab_size,
             &format!("{MANIFEST_FILE}'s vocab_size"),
         )?;
+        if tok.id_to_token(manifest.eot_id).is_none() {
+            return Err(Error::input(
+                dir.join(MANIFEST_FILE),
+                format!(
+                    "eot_id {} is not an id of {}",
+                    manifest.eot_id,
+                    tok_path.display()
+                ),
+            ));
+        }
         let open_split = |entries: &[ShardEntry]| -> Result<ShardSet> {
             let shards = entries
                 .iter()
@@ -191,6 +201,28 @@ impl Dataset {
                      written with another tokenizer: re-run `colossus prepare`, or drop `{key}`",
                     self.manifest.tokenizer_sha256,
                     path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config's end-of-text token must be the one between the shards' documents: it is
+    /// saved with the checkpoint as where `generate` stops. `key` names the config key.
+    pub fn check_eot(&self, name: &str, key: &str) -> Result<()> {
+        let tok_path = self.dir.join(&self.manifest.tokenizer);
+        let id = tokenizer::eot_id(&self.tokenizer, &tok_path, name, key)?;
+        if id != self.manifest.eot_id {
+            let written = self
+                .tokenizer
+                .id_to_token(self.manifest.eot_id)
+                .unwrap_or_default();
+            return Err(Error::input(
+                self.dir.join(MANIFEST_FILE),
+                format!(
+                    "the shards end documents with id {} (`{written}`), not {key} `{name}` (id {id}); \
+                     set {key} to `{written}`, or re-run `colossus prepare` with it",
+                    self.manifest.eot_id
                 ),
             ));
         }

@@ -44,6 +44,8 @@ pub fn prepare_options(cfg: &Config, quiet: bool) -> prepare::PrepareOptions {
         vocab_size: cfg.model.vocab_size,
         vocab_key: cfg.key_in_file("model.vocab_size"),
         jsonl_field: cfg.data.jsonl_field.clone(),
+        eot_token: cfg.data.eot_token.clone(),
+        eot_key: cfg.key_in_file("data.eot_token"),
         shard_tokens: cfg.data.shard_tokens,
         val_fraction: cfg.data.val_fraction,
         skip_bad: cfg.data.skip_bad,
@@ -78,6 +80,7 @@ pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
     {
         data.check_tokenizer(Path::new(tok), "data.tokenizer")?;
     }
+    data.check_eot(&cfg.data.eot_token, &cfg.key_in_file("data.eot_token"))?;
     // Too little text for one window is the user's data (or seq_len) at fault: name what they
     // gave (the corpus, not the cache it was prepared into), exit 2.
     if dataset::Windows::new(&data.train, cfg.data.seq_len, cfg.data.cross_shards).is_empty() {

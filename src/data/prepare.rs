@@ -38,6 +38,9 @@ pub struct PrepareOptions {
     /// How errors name `vocab_size` (`` `model.vocab_size` of FILE``, `flag --vocab-size`).
     pub vocab_key: String,
     pub jsonl_field: String,
+    /// The tokenizer's end-of-text token, written between documents, and how errors name it.
+    pub eot_token: String,
+    pub eot_key: String,
     pub shard_tokens: u64,
     pub val_fraction: f64,
     pub skip_bad: bool,
@@ -154,7 +157,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
             ),
         ));
     }
-    let eot = tokenizer::eot_id(&tok);
+    let eot = tokenizer::eot_id(&tok, &tok_name, &opts.eot_token, &opts.eot_key)?;
 
     let staged = StagedDir::new(out)?;
     staged.write(TOKENIZER_FILE, &tok_bytes)?;

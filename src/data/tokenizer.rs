@@ -87,6 +87,7 @@ fn bpe_parts(vocab_size: usize) -> Result<(tokenizers::models::bpe::BpeTrainer, 
 
 /// Load a tokenizer.json and check that it fits a model of `vocab_size` entries; `bound` names
 /// where that size came from (a config key and its file, a flag, a manifest), for the error.
+/// Its end-of-text token is checked apart, by `eot_id`, against the name a config gives.
 pub fn load(path: &Path, vocab_size: usize, bound: &str) -> Result<Tokenizer> {
     let tok = Tokenizer::from_file(path)
         .map_err(|e| Error::input(path, format!("not a readable tokenizer.json: {e}")))?;
@@ -97,19 +98,21 @@ pub fn load(path: &Path, vocab_size: usize, bound: &str) -> Result<Tokenizer> {
             format!("tokenizer has {n} entries, more than the {vocab_size} that {bound} allows"),
         ));
     }
-    if tok.token_to_id(EOT).is_none() {
-        return Err(Error::input(
-            path,
-            format!("tokenizer has no end-of-text token `{EOT}`"),
-        ));
-    }
     Ok(tok)
 }
 
-/// The end-of-text id placed between documents.
-pub fn eot_id(tok: &Tokenizer) -> u32 {
-    tok.token_to_id(EOT)
-        .expect("checked when the tokenizer was built or loaded")
+/// The id of `name`, the end-of-text token placed between documents and where generation
+/// stops, in `tok` (loaded from `path`); `key` says where the name came from, for the error.
+pub fn eot_id(tok: &Tokenizer, path: &Path, name: &str, key: &str) -> Result<u32> {
+    tok.token_to_id(name).ok_or_else(|| {
+        Error::input(
+            path,
+            format!(
+                "tokenizer has no end-of-text token `{name}` ({key}); set it to the token this \
+                 tokenizer ends documents with (`</s>`, `<|end_of_text|>`, ...)"
+            ),
+        )
+    })
 }
 
 /// Encode text to ids (no special tokens added).

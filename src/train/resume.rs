@@ -87,7 +87,7 @@ fn load_one<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Resumed<B>> {
     checkpoint::checksums::verify(dir)?;
-    checkpoint::read_tokenizer(dir, cfg)?;
+    checkpoint::read_tokenizer(dir, cfg)?; // refused before the weights: vocabulary, end-of-text
     let model = checkpoint::load_weights(model, dir)?;
     // A weights-only checkpoint (`colossus import`, or one written by another tool) starts a
     // fine-tuning run: its weights, a fresh optimizer, step 0. Only an explicit path gets here
