@@ -824,6 +824,29 @@ fn a_given_tokenizer_names_its_end_of_text_token() {
         err.to_string().contains("`data.eot_token`") && err.to_string().contains("data.tokenizer"),
         "{err}"
     );
+
+    // A given tokenizer that cannot encode the corpus (word-level, no unknown token) is the
+    // input at fault: exit 2 naming it (was exit 1, "training: tokenizing: ...", naming nothing).
+    let word_level = dir.join("word-level.json");
+    let model = serde_json::json!({"type": "WordLevel", "vocab": {"<|endoftext|>": 0, "the": 1}, "unk_token": "<unk>"});
+    let json = serde_json::json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": model});
+    write(&word_level, json.to_string());
+    let run = colossus(&[
+        "prepare",
+        &sonnets,
+        "--tokenizer",
+        &word_level.display().to_string(),
+        "--out",
+        &dir.join("wl").display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("word-level.json: cannot encode") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 /// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.

@@ -140,7 +140,8 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     let eot = loaded.eot;
     let mut tokens = Vec::new();
     for f in &files {
-        tokens.extend(tokenizer::encode(&loaded.tokenizer, &corpus::read_document(f)?)?);
+        let text = corpus::read_document(f)?;
+        tokens.extend(tokenizer::encode(&loaded.tokenizer, &text).map_err(|why| Error::input(f, why))?);
         tokens.push(eot);
     }
     // Each file adds its end-of-text token, so only files with no text at all get here.

@@ -25,7 +25,10 @@ impl Job for GenerateJob {
         let model: Grok<B::InnerBackend> = super::export::build(&self.loaded, &device)?;
         let tok = &self.loaded.tokenizer;
         let max_seq_len = self.loaded.model.max_seq_len;
-        let mut ids = tokenizer::encode(tok, &self.prompt)?;
+        let mut ids = tokenizer::encode(tok, &self.prompt).map_err(|msg| Error::Flag {
+            flag: "--prompt".into(),
+            msg,
+        })?;
         if ids.is_empty() {
             ids.push(self.loaded.eot); // an empty prompt starts a new document
         }

@@ -189,7 +189,14 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
                 }
             }
         }
-        let ids = tokenize_all(&tok, &pieces, threads)?;
+        let ids = tokenize_all(&tok, &pieces, threads).map_err(|why| {
+            Error::input(
+                &tok_name,
+                format!(
+                    "{why}; expected a tokenizer that encodes any text (an unknown token or byte fallback)"
+                ),
+            )
+        })?;
         for (p, ids) in pieces.iter().zip(ids) {
             if !ids.is_empty() {
                 router.write(&ids)?;
@@ -287,10 +294,15 @@ fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
 
 /// Encode every piece, `threads` at a time (pieces taken in turn from a shared counter, so a long
 /// piece does not hold up the rest); results in input order.
-fn tokenize_all(tok: &Tokenizer, pieces: &[Piece], threads: usize) -> Result<Vec<Vec<u32>>> {
+fn tokenize_all(
+    tok: &Tokenizer,
+    pieces: &[Piece],
+    threads: usize,
+) -> std::result::Result<Vec<Vec<u32>>, String> {
+    type Encoded = std::result::Result<Vec<u32>, String>;
     let next = AtomicUsize::new(0);
-    let mut out: Vec<Option<Result<Vec<u32>>>> = (0..pieces.len()).map(|_| None).collect();
-    let results: Vec<Vec<(usize, Result<Vec<u32>>)>> = std::thread::scope(|s| {
+    let mut out: Vec<Option<Encoded>> = (0..pieces.len()).map(|_| None).collect();
+    let results: Vec<Vec<(usize, Encoded)>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.min(pieces.len()).max(1))
             .map(|_| {
                 s.spawn(|| {

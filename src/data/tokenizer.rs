@@ -115,11 +115,13 @@ pub fn eot_id(tok: &Tokenizer, path: &Path, name: &str, key: &str) -> Result<u32
     })
 }
 
-/// Encode text to ids (no special tokens added).
-pub fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+/// Encode text to ids (no special tokens added). A given tokenizer may fail on text it has no
+/// token for (a word-level vocabulary without an unknown token): the error says why, for the
+/// caller to name the tokenizer, file or flag at fault.
+pub fn encode(tok: &Tokenizer, text: &str) -> std::result::Result<Vec<u32>, String> {
     tok.encode(text, false)
         .map(|e| e.get_ids().to_vec())
-        .map_err(|e| Error::Train(format!("tokenizing: {e}")))
+        .map_err(|e| format!("cannot encode the text: {e}"))
 }
 
 /// Save as tokenizer.json.
