@@ -847,6 +847,7 @@ fn a_given_tokenizer_names_its_end_of_text_token() {
         stderr.contains("word-level.json: cannot encode") && !stderr.contains("panicked"),
         "{stderr}"
     );
+    assert!(!dir.join("wl").exists());
 }
 
 /// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.
