@@ -850,6 +850,39 @@ fn a_given_tokenizer_names_its_end_of_text_token() {
     assert!(!dir.join("wl").exists());
 }
 
+/// A given tokenizer.json's `truncation` and `padding` (saved from an inference pipeline) are
+/// not applied to the corpus: they cut the Sonnets to 17 tokens and padded each short document
+/// to 4096 pad ids, silently. The stream equals the plain tokenizer's.
+#[test]
+fn a_given_tokenizers_truncation_and_padding_do_not_touch_the_corpus() {
+    let dir = temp_dir("data-truncation");
+    let plain = tokenizer::train_bpe(&[sonnets()], 300).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&plain.to_string(false).unwrap()).unwrap();
+    json["truncation"] =
+        serde_json::json!({"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0});
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 512}, "direction": "Right",
+        "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "<|pad|>"});
+    let (plain_path, shaped_path) = (dir.join("plain.json"), dir.join("shaped.json"));
+    tokenizer::save(&plain, &plain_path).unwrap();
+    write(&shaped_path, json.to_string());
+    write(&dir.join("in/a-short.txt"), "hello there\n");
+    std::fs::copy(sonnets(), dir.join("in/b-sonnets.txt")).unwrap();
+    let streams: Vec<Vec<u32>> = [&plain_path, &shaped_path]
+        .iter()
+        .enumerate()
+        .map(|(i, tok)| {
+            let mut o = opts(&[&dir.join("in")]);
+            o.tokenizer = Some(tok.to_path_buf());
+            let out = dir.join(format!("out-{i}"));
+            prepare::prepare(&o, &out).unwrap();
+            stream(&Dataset::open(&out).unwrap())
+        })
+        .collect();
+    assert!(streams[0].len() > 60_000, "{}", streams[0].len());
+    let lens = (streams[0].len(), streams[1].len());
+    assert!(streams[0] == streams[1], "{lens:?} tokens");
+}
+
 /// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.
 #[test]
 fn hand_written_shards_following_the_docs_open() {

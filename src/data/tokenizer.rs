@@ -88,9 +88,17 @@ fn bpe_parts(vocab_size: usize) -> Result<(tokenizers::models::bpe::BpeTrainer, 
 /// Load a tokenizer.json and check that it fits a model of `vocab_size` entries; `bound` names
 /// where that size came from (a config key and its file, a flag, a manifest), for the error.
 /// Its end-of-text token is checked apart, by `eot_id`, against the name a config gives.
+///
+/// A tokenizer.json saved from an inference pipeline may carry `truncation` or `padding`: they
+/// shape one model input, and applied to the corpus they cut each 4 MiB piece to `max_length`
+/// tokens or pad each short document with pad ids, silently (found 2026-12-06: the Sonnets
+/// prepared to 17 tokens). Both are switched off here; the file itself is kept as given.
 pub fn load(path: &Path, vocab_size: usize, bound: &str) -> Result<Tokenizer> {
-    let tok = Tokenizer::from_file(path)
+    let mut tok = Tokenizer::from_file(path)
         .map_err(|e| Error::input(path, format!("not a readable tokenizer.json: {e}")))?;
+    tok.with_padding(None);
+    tok.with_truncation(None)
+        .map_err(|e| Error::input(path, format!("cannot switch off its truncation: {e}")))?;
     let n = tok.get_vocab_size(true);
     if n > vocab_size {
         return Err(Error::input(
