@@ -117,7 +117,8 @@ fn plot_names_bad_input_with_exit_2() {
     );
     std::fs::write(
         dir.join("metrics.jsonl"),
-        "{\"step\":1,\"tokens\":4,\"loss\":1.0,\"lr\":0.1}\n{\"step\":2,\"tok",
+        // Finished by its newline: a bad record, not one still being written.
+        "{\"step\":1,\"tokens\":4,\"loss\":1.0,\"lr\":0.1}\n{\"step\":2,\"tok\n",
     )
     .unwrap();
     let err = plot(&dir);

@@ -1,5 +1,6 @@
 //! Parsing metrics.jsonl: step records (with `loss`) and validation records (with `val_loss`).
-//! A line that is not JSON or lacks its fields is an error naming the file and line.
+//! A line that is not JSON or lacks its fields is an error naming the file and line, except an
+//! unfinished last one.
 
 use std::path::Path;
 
@@ -42,13 +43,19 @@ pub fn read(path: &Path) -> Result<Metrics> {
 
 pub fn parse(text: &str, path: &Path) -> Result<Metrics> {
     let mut m = Metrics::default();
+    let lines = text.lines().count();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let at = |msg: String| Error::input(path, format!("line {}: {msg}", i + 1));
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            // A last line without its newline is being written (plot of a running run) or was
+            // cut by a kill (the resumed run trims it); the records before it still plot.
+            Err(_) if i + 1 == lines && !text.ends_with('\n') => break,
+            Err(e) => return Err(at(format!("not JSON: {e}"))),
+        };
         if value.get("val_loss").is_some() {
             m.vals
                 .push(serde_json::from_value(value).map_err(|e| at(format!("bad validation record: {e}")))?);
@@ -109,6 +116,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
+        assert!(err.contains("line 2: not JSON"), "{err}");
+        // An unfinished last line is left out; finished, it is an error like any other.
+        let cut = concat!(r#"{"step":1,"tokens":1,"loss":1,"lr":1}"#, "\n", r#"{"step":2,"tok"#);
+        assert_eq!(parse(cut, Path::new("m.jsonl")).unwrap().steps.len(), 1);
+        let err = parse(&format!("{cut}\n"), Path::new("m.jsonl")).unwrap_err().to_string();
         assert!(err.contains("line 2: not JSON"), "{err}");
         assert!(parse("", Path::new("m.jsonl")).is_err());
     }

@@ -100,7 +100,7 @@ impl Progress {
     pub fn step(&mut self, m: &StepMetrics) -> Result<()> {
         if let Some(f) = &mut self.metrics {
             let line = serde_json::to_string(m).expect("metrics serialize");
-            writeln!(f, "{line}").map_err(|e| Error::Train(format!("writing metrics.jsonl: {e}")))?;
+            append_line(f, line)?;
         }
         let mfu = m
             .mfu
@@ -138,7 +138,7 @@ impl Progress {
     pub fn validation(&mut self, step: usize, tokens: u64, val_loss: f64) -> Result<()> {
         if let Some(f) = &mut self.metrics {
             let line = serde_json::json!({"step": step, "tokens": tokens, "val_loss": val_loss});
-            writeln!(f, "{line}").map_err(|e| Error::Train(format!("writing metrics.jsonl: {e}")))?;
+            append_line(f, line.to_string())?;
         }
         self.println(&format!("step {step} val_loss {val_loss:.4}"));
         Ok(())
@@ -158,4 +158,12 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// One metrics.jsonl record in one `write`: `writeln!` on a `File` writes the text and the newline
+/// apart, so a reader (`plot` of a running run) or a kill could see a record without its end.
+fn append_line(f: &mut std::fs::File, mut line: String) -> Result<()> {
+    line.push('\n');
+    f.write_all(line.as_bytes())
+        .map_err(|e| Error::Train(format!("writing metrics.jsonl: {e}")))
 }
