@@ -172,6 +172,42 @@ fn corpus_links_are_followed_but_loops_and_twice_listed_files_are_refused() {
     assert!(!out.exists());
 }
 
+/// A UTF-8 byte-order mark opening a file (Windows editors write one) is dropped: JSONL's first
+/// line was "not JSON: expected value at line 1 column 1", and text got a stray token. Byte
+/// offsets in errors stay offsets in the file.
+#[test]
+fn byte_order_marks_are_not_text() {
+    let dir = temp_dir("data-bom");
+    write(&dir.join("in/a.txt"), "\u{feff}first document\n");
+    write(
+        &dir.join("in/b.jsonl"),
+        "\u{feff}{\"text\": \"second\"}\n{\"text\": \"third\"}\n",
+    );
+    prepare::prepare(&opts(&[&dir.join("in")]), &dir.join("out")).unwrap();
+    let ds = Dataset::open(&dir.join("out")).unwrap();
+    let ids = stream(&ds);
+    let docs: Vec<String> = ids[..ids.len() - 1]
+        .split(|&t| t == ds.manifest.eot_id)
+        .map(|d| ds.tokenizer.decode(d, false).unwrap())
+        .collect();
+    assert_eq!(docs, ["first document\n", "second", "third"]);
+    assert_eq!(
+        corpus::read_document(&dir.join("in/a.txt")).unwrap(),
+        "first document\n"
+    );
+
+    // Invalid UTF-8 after a mark: the offset counts the mark's 3 bytes.
+    write(&dir.join("bad/c.txt"), b"\xef\xbb\xbfabc\xff".as_slice());
+    let err = prepare::prepare(&opts(&[&dir.join("bad")]), &dir.join("out-bad"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c.txt") && err.contains("byte offset 6"), "{err}");
+    let err = corpus::read_document(&dir.join("bad/c.txt"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("byte offset 6"), "{err}");
+}
+
 /// Large text files are tokenized in pieces cut at lone newlines; the ids equal whole-text ids.
 #[test]
 fn pieces_tokenize_like_the_whole_text() {

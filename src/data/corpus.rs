@@ -146,10 +146,14 @@ pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
 /// Read one whole text document. Errors name the file and, for bad UTF-8, the byte offset.
 pub fn read_document(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
+    let (bytes, bom) = strip_bom(bytes, 0);
     String::from_utf8(bytes).map_err(|e| {
         Error::input(
             path,
-            format!("not valid UTF-8 at byte offset {}", e.utf8_error().valid_up_to()),
+            format!(
+                "not valid UTF-8 at byte offset {}",
+                bom + e.utf8_error().valid_up_to() as u64
+            ),
         )
     })
 }
@@ -317,6 +321,7 @@ impl Reader {
             self.open = None;
         }
         let len = bytes.len() as u64;
+        let (bytes, bom) = strip_bom(bytes, start);
         match String::from_utf8(bytes) {
             Ok(text) => Ok(Some(Piece {
                 text,
@@ -324,7 +329,7 @@ impl Reader {
                 bytes: len,
             })),
             Err(e) => {
-                let at = start + e.utf8_error().valid_up_to() as u64;
+                let at = start + bom + e.utf8_error().valid_up_to() as u64;
                 self.bad(
                     &path,
                     "invalid UTF-8",
@@ -367,10 +372,11 @@ impl Reader {
                 continue; // blank lines (a trailing newline) are not documents
             }
             let (path, line) = (path.clone(), *line);
+            let (buf, bom) = strip_bom(std::mem::take(&mut buf), start);
             let text = match std::str::from_utf8(&buf) {
                 Ok(t) => t,
                 Err(e) => {
-                    let at = start + e.valid_up_to() as u64;
+                    let at = start + bom + e.valid_up_to() as u64;
                     self.bad(
                         &path,
                         "invalid UTF-8",
@@ -423,6 +429,18 @@ fn skipped(n: usize) -> Piece {
         end_of_doc: true,
         bytes: n as u64,
     }
+}
+
+/// A file's opening UTF-8 byte-order mark (Windows editors write one) is not text: as JSONL it
+/// made the first line "not JSON", as text a stray token. `start` is the file offset of `bytes`;
+/// returns them without it and how many bytes went.
+fn strip_bom(mut bytes: Vec<u8>, start: u64) -> (Vec<u8>, u64) {
+    const BOM: &[u8] = b"\xef\xbb\xbf";
+    if start == 0 && bytes.starts_with(BOM) {
+        bytes.drain(..BOM.len());
+        return (bytes, BOM.len() as u64);
+    }
+    (bytes, 0)
 }
 
 /// The last position `p >= from` where `bytes[p-1]` is a newline between two printable ASCII

@@ -118,9 +118,15 @@ mod tests {
         .to_string();
         assert!(err.contains("line 2: not JSON"), "{err}");
         // An unfinished last line is left out; finished, it is an error like any other.
-        let cut = concat!(r#"{"step":1,"tokens":1,"loss":1,"lr":1}"#, "\n", r#"{"step":2,"tok"#);
+        let cut = concat!(
+            r#"{"step":1,"tokens":1,"loss":1,"lr":1}"#,
+            "\n",
+            r#"{"step":2,"tok"#
+        );
         assert_eq!(parse(cut, Path::new("m.jsonl")).unwrap().steps.len(), 1);
-        let err = parse(&format!("{cut}\n"), Path::new("m.jsonl")).unwrap_err().to_string();
+        let err = parse(&format!("{cut}\n"), Path::new("m.jsonl"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2: not JSON"), "{err}");
         assert!(parse("", Path::new("m.jsonl")).is_err());
     }
