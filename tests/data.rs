@@ -71,6 +71,9 @@ fn text_and_jsonl_round_trip_through_shards() {
     jsonl.push('\n'); // a trailing blank line is not a document
     write(&dir.join("in/c.jsonl"), &jsonl);
     write(&dir.join("in/ignored.md"), "not a corpus file");
+    // Hidden names are left out: macOS's binary `._NAME` companions, notebooks' checkpoints.
+    write(&dir.join("in/._a.txt"), b"\x00\x05\x16\x07\xff binary".as_slice());
+    write(&dir.join("in/.ipynb_checkpoints/a-checkpoint.txt"), a);
 
     let mut o = opts(&[&dir.join("in")]);
     o.shard_tokens = 50; // many shards, documents cut across them

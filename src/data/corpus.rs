@@ -35,8 +35,8 @@ fn kind_of(path: &Path) -> Option<Kind> {
     }
 }
 
-/// Expand `entries` (files, or directories searched recursively for `.txt` and `.jsonl`) into a
-/// sorted list of inputs. A file named directly is JSONL if it ends in `.jsonl`, text otherwise.
+/// Expand `entries` (files, or directories searched recursively for `.txt` and `.jsonl`, hidden
+/// names left out) into a sorted list of inputs. A file named directly is JSONL if it ends in `.jsonl`, text otherwise.
 /// `key` names the config key (or flag) in errors.
 ///
 /// Symbolic links are followed (a corpus is often a link farm over shared storage), so two
@@ -115,6 +115,13 @@ fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result
         let p = e
             .map_err(|e| Error::input(dir, format!("cannot list directory: {e}")))?
             .path();
+        // Hidden names are tools' files, not the corpus: macOS writes a binary `._NAME.txt`
+        // beside each file on a shared drive (it stopped the run as invalid UTF-8), editors and
+        // notebooks keep copies in `.ipynb_checkpoints/` (trained on twice). Named as an entry,
+        // a hidden file is read.
+        if p.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) {
+            continue;
+        }
         if p.is_dir() {
             let real = resolve(&p)?;
             if let Some(outer) = open.iter().find(|o| **o == real) {
