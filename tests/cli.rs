@@ -439,6 +439,47 @@ fn train_and_bench_refuse_what_cannot_fit_in_memory() {
     }
 }
 
+/// `eval --data` reads documents as `prepare` does: a JSONL line's text field scores like the
+/// same text in a .txt file (JSONL was scored as raw JSON, braces and keys included), and a line
+/// without the field is refused rather than left out of the score.
+#[test]
+fn eval_scores_jsonl_documents_like_text_files() {
+    let dir = common::temp_dir("cli-eval-jsonl");
+    let out = train_tiny(&dir, &[], &["train.steps=2", "train.warmup_steps=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpt = dir.join("tiny").display().to_string();
+    let docs = [
+        "From fairest creatures we desire increase,",
+        "That thereby beauty's rose might never die,",
+    ];
+    let (txt, jsonl) = (dir.join("docs"), dir.join("docs.jsonl"));
+    std::fs::create_dir_all(&txt).unwrap();
+    let mut lines = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        std::fs::write(txt.join(format!("{i}.txt")), d).unwrap();
+        lines.push_str(&format!("{}\n", serde_json::json!({"id": i, "body": d})));
+    }
+    std::fs::write(&jsonl, lines).unwrap();
+    let score = |args: &[&str]| {
+        let out = colossus(&[&["eval", &ckpt, "--data"][..], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let from_text = score(&[&txt.display().to_string()]);
+    let from_jsonl = score(&[&jsonl.display().to_string(), "--jsonl-field", "body"]);
+    let loss = |line: &str| line.split(" over ").next().unwrap().to_string();
+    assert_eq!(loss(&from_text), loss(&from_jsonl), "{from_text} / {from_jsonl}");
+    assert!(from_jsonl.contains("2 documents"), "{from_jsonl}");
+    refused(
+        &["eval", &ckpt, "--data", &jsonl.display().to_string()],
+        &["--data", "docs.jsonl", "line 1", "field `text` is missing"],
+    );
+}
+
 /// `eval` and `generate` on inputs a checkpoint cannot serve: a file with no text, a prompt that
 /// fills the model's context; and a continuation cut by the context says so (each once ended
 /// with exit 0 and no word: "loss NaN over 0 tokens", or fewer tokens than asked; 2026-12-06).

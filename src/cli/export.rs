@@ -136,16 +136,33 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         .iter()
         .map(|p: &PathBuf| p.display().to_string())
         .collect();
-    let files = corpus::list_files(&entries, "--data")?;
-    let eot = loaded.eot;
-    let mut tokens = Vec::new();
-    for f in &files {
-        let text = corpus::read_document(f)?;
-        tokens.extend(tokenizer::encode(&loaded.tokenizer, &text).map_err(|why| Error::input(f, why))?);
-        tokens.push(eot);
+    let inputs = corpus::list_inputs(&entries, "--data")?;
+    let files = inputs.len();
+    // Documents as `prepare` reads them for training (a JSONL line each, its text field), so a
+    // score compares with the run's validation loss; JSONL was once scored as raw JSON text.
+    // Bad documents are gathered, not skipped: a score over part of the data would mislead.
+    let mut reader = corpus::Reader::new(inputs, &args.jsonl_field, true);
+    let flag = |msg: String| Error::Flag {
+        flag: "--data".into(),
+        msg,
+    };
+    let (mut tokens, mut documents) = (Vec::new(), 0);
+    while let Some(piece) = reader.next_piece()? {
+        tokens.extend(tokenizer::encode(&loaded.tokenizer, &piece.text).map_err(flag)?);
+        if piece.end_of_doc {
+            tokens.push(loaded.eot);
+            documents += 1;
+        }
     }
-    // Each file adds its end-of-text token, so only files with no text at all get here.
-    if tokens.len() < files.len() + 1 {
+    if reader.skips.total() > 0 {
+        return Err(flag(format!(
+            "{} documents hold no text or cannot be read, e.g. {}",
+            reader.skips.total(),
+            reader.skips.examples.join("; ")
+        )));
+    }
+    // Each document adds its end-of-text token, so only documents with no tokens get here.
+    if tokens.len() < documents + 1 {
         return Err(Error::Flag {
             flag: "--data".into(),
             msg: format!(
@@ -177,11 +194,8 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         },
     )?;
     println!(
-        "loss {:.4} perplexity {:.2} over {} tokens ({} files, windows of {seq})",
-        r.loss,
-        r.perplexity,
-        r.tokens,
-        files.len()
+        "loss {:.4} perplexity {:.2} over {} tokens ({files} files, {documents} documents, windows of {seq})",
+        r.loss, r.perplexity, r.tokens,
     );
     Ok(())
 }

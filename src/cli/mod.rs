@@ -82,9 +82,12 @@ pub struct ImportArgs {
 pub struct EvalArgs {
     /// A checkpoint, run directory or exported folder.
     pub model: PathBuf,
-    /// Text files or directories of .txt files.
+    /// Text or JSONL files, or directories of them (as `prepare` reads them).
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
+    /// JSONL field holding the text.
+    #[arg(long, default_value = crate::data::DEFAULT_JSONL_FIELD)]
+    pub jsonl_field: String,
     /// Window length, at most the model's max_seq_len [default: max_seq_len]
     #[arg(long, value_parser = at_least_one)]
     pub seq: Option<usize>,

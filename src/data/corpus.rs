@@ -119,7 +119,9 @@ fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result
         // beside each file on a shared drive (it stopped the run as invalid UTF-8), editors and
         // notebooks keep copies in `.ipynb_checkpoints/` (trained on twice). Named as an entry,
         // a hidden file is read.
-        if p.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) {
+        if p.file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+        {
             continue;
         }
         if p.is_dir() {
@@ -143,11 +145,6 @@ fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result
         }
     }
     Ok(())
-}
-
-/// Expand `entries` into sorted `.txt` files (`colossus eval --data`).
-pub fn list_files(entries: &[String], key: &str) -> Result<Vec<PathBuf>> {
-    Ok(list_inputs(entries, key)?.into_iter().map(|i| i.path).collect())
 }
 
 /// Read one whole text document. Errors name the file and, for bad UTF-8, the byte offset.
