@@ -551,3 +551,80 @@ fn exported_special_tokens_are_in_the_vocabulary() {
         }
     }
 }
+
+/// A weight float16 cannot hold (past ±65504), or one that is not finite, stops export naming
+/// the tensor and element, before the folder exists: it was written as infinity, which an
+/// engine loads without a word and serves as NaN. A weights file changed after its save is
+/// refused by its checksum.
+#[test]
+fn export_refuses_weights_the_dtype_cannot_hold() {
+    let dir = temp_dir("export-range");
+    let ckpt = trained_tiny(&dir);
+    let path = ckpt.join(checkpoint::WEIGHTS_FILE);
+    let file = weights::read_safetensors(&path).unwrap();
+    let cfg = checkpoint::read_config(&ckpt).unwrap();
+    let list = params::list_from_config(&cfg.model);
+    let target = &list[list.len() - 1].path;
+    let write_with = |v: f32| {
+        let mut values: Vec<Vec<f32>> = list.iter().map(|p| file.tensors[&p.path].1.clone()).collect();
+        values.last_mut().unwrap()[3] = v;
+        weights::write_safetensors(&list, &values, file.metadata.clone(), &path).unwrap();
+        // Written as the trainer would have written them: the checksum list matches.
+        let sums_path = ckpt.join(checkpoint::checksums::CHECKSUMS_FILE);
+        let mut sums: checkpoint::checksums::Checksums =
+            serde_json::from_slice(&std::fs::read(&sums_path).unwrap()).unwrap();
+        sums.insert(
+            checkpoint::WEIGHTS_FILE,
+            checkpoint::checksums::sum_file(&path).unwrap(),
+        );
+        std::fs::write(&sums_path, sums.to_json()).unwrap();
+    };
+    let f16 = ExportOptions {
+        dtype: StoreDtype::F16,
+        max_shard_bytes: u64::MAX,
+    };
+    write_with(70_000.0);
+    let out = dir.join("hf-f16");
+    let err = export(&ckpt, &out, &f16).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("`{target}` element 3")) && err.contains("70000 is past float16's range"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // bf16 and f32 hold it.
+    let bf16 = ExportOptions {
+        dtype: StoreDtype::Bf16,
+        max_shard_bytes: u64::MAX,
+    };
+    export(&ckpt, &dir.join("hf-bf16"), &bf16).unwrap();
+    // 65504, float16's largest, passes.
+    write_with(65_504.0);
+    export(&ckpt, &dir.join("hf-f16-max"), &f16).unwrap();
+    write_with(f32::NAN);
+    let err = export(&ckpt, &dir.join("hf-nan"), &f32_one_file())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("`{target}` element 3")) && err.contains("not finite"),
+        "{err}"
+    );
+
+    // A byte changed after the save is caught by the checksums before it becomes a weight
+    // (export and generate did not check them; resume did).
+    write_with(1.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let out = dir.join("hf-flipped");
+    let err = export(&ckpt, &out, &f32_one_file()).unwrap_err().to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let run = colossus(&["generate", &ckpt.display().to_string(), "--max-new-tokens", "4"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+}

@@ -48,7 +48,7 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
         ));
     }
     let shapes = weights.shapes()?;
-    super::check_checkpoint_fits(ckpt, &cfg)?;
+    super::check_weights_file(ckpt, &cfg)?;
     let params = list_from_config(&cfg.model);
     for p in &params {
         match shapes.get(&p.path) {
@@ -104,6 +104,21 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
             let (_, values) = weights.read_f32(&p.path)?;
             let converted = hf::to_hf(std::slice::from_ref(*p), vec![values]);
             let (info, values) = converted.into_iter().next().expect("one tensor");
+            // An engine would load these silently and serve NaN; refused before the folder exists.
+            if let Some((at, v)) = opts.dtype.first_unrepresentable(&values) {
+                let why = if v.is_finite() {
+                    format!(
+                        "{v} is past {}'s range; export with --dtype bf16 or f32",
+                        opts.dtype.torch_name()
+                    )
+                } else {
+                    "the weights are not finite; export an earlier checkpoint".to_string()
+                };
+                return Err(Error::input(
+                    ckpt.join(WEIGHTS_FILE),
+                    format!("tensor `{}` element {at}: {why}", p.path),
+                ));
+            }
             let bytes = opts.dtype.encode(&values);
             total += bytes.len() as u64;
             weight_map.insert(name.clone(), file_name(k));

@@ -272,10 +272,16 @@ pub fn read_config(dir: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
-/// `check_config_fits_weights` for checkpoint directory `dir` (f32 weights: 4 B per parameter),
-/// for the readers that list its tensors from `cfg` (export, generate, eval). Not in
-/// `read_config`: resuming loads through `load_weights`, whose errors name each missing tensor.
-pub fn check_checkpoint_fits(dir: &Path, cfg: &Config) -> Result<()> {
+/// Before the readers that list a checkpoint's tensors from `cfg` (export, generate, eval) read
+/// `dir`'s weights: the checksums of the files they read, then `check_config_fits_weights` (f32
+/// weights: 4 B per parameter). Not in `read_config`: resuming verifies every file itself and
+/// loads through `load_weights`, whose errors name each missing tensor.
+pub fn check_weights_file(dir: &Path, cfg: &Config) -> Result<()> {
+    // The weights are read next: a flipped byte would become a wrong weight without a word.
+    // Checkpoints that list no checksums (written by hand, or by another tool) are read as is.
+    if dir.join(checksums::CHECKSUMS_FILE).is_file() {
+        checksums::verify_files(dir, Some(&[WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE]))?;
+    }
     check_config_fits_weights(&cfg.model, &dir.join(CONFIG_FILE), &[dir.join(WEIGHTS_FILE)], 4)
 }
 

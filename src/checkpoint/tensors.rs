@@ -40,6 +40,18 @@ impl StoreDtype {
         if self == StoreDtype::F32 { 4 } else { 2 }
     }
 
+    /// The first of `values` (index, value) this precision cannot carry to an inference engine:
+    /// NaN or infinite already, or finite but rounding to infinity (f16 holds up to 65504).
+    pub fn first_unrepresentable(self, values: &[f32]) -> Option<(usize, f32)> {
+        let overflows = |v: f32| match self {
+            StoreDtype::F32 => false,
+            StoreDtype::Bf16 => half::bf16::from_f32(v).is_infinite(),
+            StoreDtype::F16 => half::f16::from_f32(v).is_infinite(),
+        };
+        let i = values.iter().position(|&v| !v.is_finite() || overflows(v))?;
+        Some((i, values[i]))
+    }
+
     /// Little-endian bytes of `values` in this precision (round to nearest even).
     pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {

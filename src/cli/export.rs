@@ -66,7 +66,7 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
     let dir = super::generate::resolve_checkpoint(path)?;
     let cfg = checkpoint::read_config(&dir)?;
     let (tok, eot) = checkpoint::read_tokenizer(&dir, &cfg)?;
-    checkpoint::check_checkpoint_fits(&dir, &cfg)?;
+    checkpoint::check_weights_file(&dir, &cfg)?;
     let params = params::list_from_config(&cfg.model);
     let file = weights::read_safetensors(&dir.join(checkpoint::WEIGHTS_FILE))?;
     let mut values = Vec::with_capacity(params.len());
