@@ -341,3 +341,19 @@ fn issue_8_cpu_workers_match_one_pass() {
         }
     }
 }
+
+/// A stop asked for before the first step (a signal while a large corpus is prepared) trains
+/// nothing and saves nothing: it once trained and saved one step after the user asked to stop.
+#[test]
+fn a_stop_before_the_first_step_trains_nothing() {
+    let dir = temp_dir("stop-first");
+    let cfg = tiny_config(&dir, &["train.steps=3", "train.warmup_steps=1"]);
+    let opts = TrainOptions {
+        quiet: true,
+        stop: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true))),
+        ..Default::default()
+    };
+    let s = train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap();
+    assert!(s.interrupted && s.losses.is_empty() && s.checkpoint.is_none());
+    assert!(checkpoint::latest(&dir.join("tiny")).is_none());
+}

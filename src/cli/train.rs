@@ -92,7 +92,10 @@ fn stop_on_signal() -> Result<Arc<AtomicBool>> {
             eprintln!("second signal: exiting now; the last complete checkpoint is intact");
             std::process::exit(130);
         }
-        eprintln!("signal received: finishing this step and saving (signal again to exit at once)");
+        eprintln!(
+            "signal received: stopping after the step in progress, with a checkpoint; before the \
+             first step (preparing data), without training one (signal again to exit at once)"
+        );
     })
     .map_err(|e| crate::error::Error::Train(format!("installing the signal handler: {e}")))?;
     Ok(flag)

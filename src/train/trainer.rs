@@ -419,7 +419,14 @@ pub fn train_rank<B: AutodiffBackend>(
     let mut saver = Saver::new(run.clone(), t.keep_last);
     let start = Instant::now();
     let first = state.step;
-    let last = opts.stop_after.map_or(t.steps, |n| (first + n).min(t.steps));
+    let mut last = opts.stop_after.map_or(t.steps, |n| (first + n).min(t.steps));
+    // A signal during start-up (preparing a large corpus takes a while) stops before the first
+    // step: it once trained and saved one step after the user asked to stop. One rank only:
+    // several learn of a stop through the first step's all-reduce.
+    if dist.world == 1 && opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        summary.interrupted = true;
+        last = first;
+    }
     let mut tokens_this_run = 0u64;
     let mut nonfinite_run = 0usize;
     let mut step = first;
