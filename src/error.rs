@@ -44,6 +44,11 @@ pub enum Error {
     /// Training could not continue (non-finite loss, device failure, ...).
     #[error("training: {0}")]
     Train(String),
+
+    /// Stopped by the user (SIGINT/SIGTERM) before there was anything to keep; says what was
+    /// cleaned up.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -57,6 +62,8 @@ impl Error {
             | Error::BackendUnavailable { .. }
             | Error::Input { .. } => 2,
             Error::Io { .. } | Error::Train(_) => 1,
+            // As a shell reports a process ended by SIGINT.
+            Error::Interrupted(_) => 130,
         }
     }
 

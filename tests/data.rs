@@ -38,6 +38,7 @@ fn opts(inputs: &[&Path]) -> PrepareOptions {
         threads: 2,
         overwrite: false,
         quiet: true,
+        stop: None,
     }
 }
 
@@ -920,6 +921,37 @@ fn a_given_tokenizers_truncation_and_padding_do_not_touch_the_corpus() {
     assert!(streams[0].len() > 60_000, "{}", streams[0].len());
     let lens = (streams[0].len(), streams[1].len());
     assert!(streams[0] == streams[1], "{lens:?} tokens");
+}
+
+/// A stop (SIGINT/SIGTERM) during preparation ends it with exit status 130 and removes the
+/// partial output: a second signal was the only way out, and it left the hidden staging
+/// directory, up to the corpus's size, behind for good.
+#[test]
+fn a_stop_during_preparation_removes_the_partial_output() {
+    let dir = temp_dir("data-stop");
+    let stop = Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let o = PrepareOptions {
+        stop: stop.clone(),
+        ..opts(&[&sonnets()])
+    };
+    let err = prepare::prepare(&o, &dir.join("out")).unwrap_err();
+    assert_eq!(err.exit_code(), 130, "{err}");
+    assert!(err.to_string().contains("partial output is removed"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&*dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The same through a config's raw-text cache.
+    let cfg = tiny_config(&dir, &[]);
+    let err = data::training_data_or_stop(&cfg, true, stop).err().unwrap();
+    assert_eq!(err.exit_code(), 130, "{err}");
+    let cache = data::cache_root(&cfg);
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A directory written by hand from docs/data-format.md (as a Python writer would) opens and reads.

@@ -98,6 +98,25 @@ pub struct EvalArgs {
     pub backend: Option<crate::config::BackendKind>,
 }
 
+/// SIGINT/SIGTERM (Ctrl-C, `kill`, a cluster scheduler's preemption) set the returned flag, and
+/// the command stops as `doing` tells the user. A second signal exits at once with status 130:
+/// a checkpoint being written then stays a hidden temp directory and `latest` keeps pointing at
+/// the last complete one.
+pub fn stop_on_signal(doing: &'static str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            eprintln!("second signal: exiting now; the last complete checkpoint is intact");
+            std::process::exit(130);
+        }
+        eprintln!("signal received: {doing} (signal again to exit at once)");
+    })
+    .map_err(|e| crate::error::Error::Train(format!("installing the signal handler: {e}")))?;
+    Ok(flag)
+}
+
 /// A count flag that 0 would make meaningless (`eval --seq 0` once looped forever, `bench
 /// --steps 0` reported a throughput of 0, `train --stop-after 0` trained nothing).
 fn at_least_one(v: &str) -> std::result::Result<usize, String> {

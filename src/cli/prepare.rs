@@ -88,6 +88,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
                 threads: 0,
                 overwrite: false,
                 quiet: args.quiet,
+                stop: None,
             };
             (opts, None)
         }
@@ -169,6 +170,9 @@ pub fn run(args: PrepareArgs) -> Result<()> {
             "missing: name the output directory (or set data.shards)",
         ));
     };
+    opts.stop = Some(super::stop_on_signal(
+        "stopping between rounds of tokenization; the partial output is removed",
+    )?);
     let p = prepare::prepare(&opts, &out)?;
     println!("{}", p.summary());
     Ok(())

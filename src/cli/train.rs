@@ -1,8 +1,5 @@
 //! `colossus train CONFIG`: load and validate the config, pick the backend, run the loop.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainArgs;
@@ -36,7 +33,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         log_lines: args.quiet,
         overwrite: args.overwrite,
         stop_after: args.stop_after,
-        stop: Some(stop_on_signal()?),
+        // The loop finishes its step, saves and exits 0; before the first step it stops without
+        // training (data preparation stops between rounds, removing its partial output).
+        stop: Some(super::stop_on_signal(
+            "stopping after the step in progress, with a checkpoint (before the first step: \
+             without training one)",
+        )?),
         ..Default::default()
     };
     let (kind, device, steps) = (cfg.backend, cfg.device, cfg.train.steps);
@@ -78,25 +80,4 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// SIGINT/SIGTERM (Ctrl-C, `kill`, a cluster scheduler's preemption) set the returned flag: the
-/// loop finishes its step, saves and exits 0. A second signal exits at once with status 130;
-/// the checkpoint being written then stays a hidden temp directory and `latest` keeps pointing
-/// at the last complete one.
-fn stop_on_signal() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let seen = flag.clone();
-    ctrlc::set_handler(move || {
-        if seen.swap(true, Ordering::SeqCst) {
-            eprintln!("second signal: exiting now; the last complete checkpoint is intact");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "signal received: stopping after the step in progress, with a checkpoint; before the \
-             first step (preparing data), without training one (signal again to exit at once)"
-        );
-    })
-    .map_err(|e| crate::error::Error::Train(format!("installing the signal handler: {e}")))?;
-    Ok(flag)
 }

@@ -13,6 +13,8 @@ pub mod shard;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 pub use batch::{Batch, BatchSource};
 pub use dataset::Dataset;
@@ -53,12 +55,23 @@ pub fn prepare_options(cfg: &Config, quiet: bool) -> prepare::PrepareOptions {
         threads: 0,
         overwrite: false,
         quiet,
+        stop: None,
     }
 }
 
 /// The training data a config names, opened: `data.shards` as prepared, or `data.corpus`
 /// prepared into (or reused from) the cache. The second value says what happened, for the log.
 pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
+    training_data_or_stop(cfg, quiet, None)
+}
+
+/// `training_data`, with raw text's preparation stopped (`Error::Interrupted`, the partial
+/// cache entry removed) once `stop` is set.
+pub fn training_data_or_stop(
+    cfg: &Config,
+    quiet: bool,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<(Dataset, String)> {
     let (dir, note) = match &cfg.data.shards {
         Some(dir) => (PathBuf::from(dir), format!("data: shards in {dir}")),
         None => {
@@ -66,7 +79,11 @@ pub fn training_data(cfg: &Config, quiet: bool) -> Result<(Dataset, String)> {
                 tokenizer::check_bpe_size(cfg.model.vocab_size)
                     .map_err(|why| cfg.error("model.vocab_size", why))?;
             }
-            let (dir, prepared) = cache::prepare_cached(&prepare_options(cfg, quiet), &cache_root(cfg))?;
+            let opts = prepare::PrepareOptions {
+                stop,
+                ..prepare_options(cfg, quiet)
+            };
+            let (dir, prepared) = cache::prepare_cached(&opts, &cache_root(cfg))?;
             let note = match prepared {
                 Some(p) => format!("data: {}", p.summary()),
                 None => format!("data: reusing {} (inputs and tokenizer unchanged)", dir.display()),

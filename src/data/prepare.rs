@@ -4,7 +4,8 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -51,6 +52,9 @@ pub struct PrepareOptions {
     /// Replace an existing output directory.
     pub overwrite: bool,
     pub quiet: bool,
+    /// Set by a signal handler: stop between rounds of tokenization, removing the partial
+    /// output (a large corpus takes a while, and a killed run left its staging behind, hidden).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a prepare run did, for the summary line and the benchmark.
@@ -174,6 +178,15 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
     let round_bytes = (threads * 4 * PIECE_BYTES).min(1 << 30);
     let mut last_line = Instant::now();
     loop {
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            // Returning drops `staged`, which removes it.
+            return Err(Error::Interrupted(format!(
+                "preparing {}: stopped after {:.1} of {:.1} MB; the partial output is removed",
+                out.display(),
+                done_bytes as f64 / 1e6,
+                total_bytes as f64 / 1e6
+            )));
+        }
         let mut pieces: Vec<Piece> = Vec::new();
         let mut size = 0;
         let mut finished = false;

@@ -274,7 +274,7 @@ pub fn train_rank<B: AutodiffBackend>(
     }
 
     let mut opt = AdamW::<B::InnerBackend>::new(settings, params.clone(), device);
-    let (dataset, data_note) = data::training_data(cfg, opts.quiet)?;
+    let (dataset, data_note) = data::training_data_or_stop(cfg, opts.quiet, opts.stop.clone())?;
     // Every rank draws the whole global batch from one global sample stream and keeps its own rows
     // (`accumulate_rank`): exactly the 1-rank batch, and the cursor is the same on every rank.
     let mut source = dataset.sampler(cfg.data.seq_len, cfg.data.cross_shards, cfg.seed, 0, 1)?;
