@@ -232,8 +232,12 @@ impl Dataset {
     /// A resumed run's checkpoint tokenizer (at `path`) must be this data's: token ids must mean
     /// what they meant when the checkpoint was trained.
     pub fn check_same_tokenizer(&self, path: &Path) -> Result<()> {
-        let saved = Tokenizer::from_file(path)
+        let mut saved = Tokenizer::from_file(path)
             .map_err(|e| Error::input(path, format!("not a readable tokenizer.json: {e}")))?;
+        // Compared as loaded for use (`tokenizer::load`): truncation and padding, which it
+        // switches off, do not change what an id means.
+        saved.with_padding(None);
+        let _ = saved.with_truncation(None);
         if saved.to_string(false).ok() != self.tokenizer.to_string(false).ok() {
             return Err(Error::input(
                 path,
