@@ -36,8 +36,8 @@ fn kind_of(path: &Path) -> Option<Kind> {
 }
 
 /// Expand `entries` (files, or directories searched recursively for `.txt` and `.jsonl`, hidden
-/// names left out) into a sorted list of inputs. A file named directly is JSONL if it ends in `.jsonl`, text otherwise.
-/// `key` names the config key (or flag) in errors.
+/// names left out) into a sorted list of inputs. A file named directly is JSONL if it ends in
+/// `.jsonl`, text otherwise. `key` names the config key (or flag) in errors.
 ///
 /// Symbolic links are followed (a corpus is often a link farm over shared storage), so two
 /// things are refused rather than read: a link back to a directory that contains it, which
@@ -149,8 +149,8 @@ fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result
 
 /// Read one whole text document. Errors name the file and, for bad UTF-8, the byte offset.
 pub fn read_document(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
-    let (bytes, bom) = strip_bom(bytes, 0);
+    let mut bytes = std::fs::read(path).map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
+    let bom = strip_bom(&mut bytes, 0);
     String::from_utf8(bytes).map_err(|e| {
         Error::input(
             path,
@@ -316,7 +316,7 @@ impl Reader {
         }
         let end = cut.unwrap_or(carry.len());
         let rest = carry.split_off(end);
-        let bytes = std::mem::replace(carry, rest);
+        let mut bytes = std::mem::replace(carry, rest);
         let start = *offset;
         *offset += bytes.len() as u64;
         let end_of_doc = *eof && carry.is_empty();
@@ -325,7 +325,7 @@ impl Reader {
             self.open = None;
         }
         let len = bytes.len() as u64;
-        let (bytes, bom) = strip_bom(bytes, start);
+        let bom = strip_bom(&mut bytes, start);
         match String::from_utf8(bytes) {
             Ok(text) => Ok(Some(Piece {
                 text,
@@ -376,7 +376,7 @@ impl Reader {
                 continue; // blank lines (a trailing newline) are not documents
             }
             let (path, line) = (path.clone(), *line);
-            let (buf, bom) = strip_bom(std::mem::take(&mut buf), start);
+            let bom = strip_bom(&mut buf, start);
             let text = match std::str::from_utf8(&buf) {
                 Ok(t) => t,
                 Err(e) => {
@@ -437,14 +437,14 @@ fn skipped(n: usize) -> Piece {
 
 /// A file's opening UTF-8 byte-order mark (Windows editors write one) is not text: as JSONL it
 /// made the first line "not JSON", as text a stray token. `start` is the file offset of `bytes`;
-/// returns them without it and how many bytes went.
-fn strip_bom(mut bytes: Vec<u8>, start: u64) -> (Vec<u8>, u64) {
+/// removes it and returns how many bytes went.
+fn strip_bom(bytes: &mut Vec<u8>, start: u64) -> u64 {
     const BOM: &[u8] = b"\xef\xbb\xbf";
     if start == 0 && bytes.starts_with(BOM) {
         bytes.drain(..BOM.len());
-        return (bytes, BOM.len() as u64);
+        return BOM.len() as u64;
     }
-    (bytes, 0)
+    0
 }
 
 /// The last position `p >= from` where `bytes[p-1]` is a newline between two printable ASCII
