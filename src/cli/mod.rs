@@ -99,16 +99,19 @@ pub struct EvalArgs {
 }
 
 /// SIGINT/SIGTERM (Ctrl-C, `kill`, a cluster scheduler's preemption) set the returned flag, and
-/// the command stops as `doing` tells the user. A second signal exits at once with status 130:
-/// a checkpoint being written then stays a hidden temp directory and `latest` keeps pointing at
-/// the last complete one.
-pub fn stop_on_signal(doing: &'static str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+/// the command stops as `doing` tells the user. A second signal exits at once with status 130,
+/// leaving what `left` says (for training: a checkpoint being written stays a hidden temp
+/// directory and `latest` keeps pointing at the last complete one).
+pub fn stop_on_signal(
+    doing: &'static str,
+    left: &'static str,
+) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = std::sync::Arc::new(AtomicBool::new(false));
     let seen = flag.clone();
     ctrlc::set_handler(move || {
         if seen.swap(true, Ordering::SeqCst) {
-            eprintln!("second signal: exiting now; the last complete checkpoint is intact");
+            eprintln!("second signal: exiting now; {left}");
             std::process::exit(130);
         }
         eprintln!("signal received: {doing} (signal again to exit at once)");

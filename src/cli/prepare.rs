@@ -172,6 +172,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
     };
     opts.stop = Some(super::stop_on_signal(
         "stopping between rounds of tokenization; the partial output is removed",
+        "the partial output stays in a hidden .NAME.tmp-PID directory beside --out",
     )?);
     let p = prepare::prepare(&opts, &out)?;
     println!("{}", p.summary());

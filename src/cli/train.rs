@@ -38,6 +38,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         stop: Some(super::stop_on_signal(
             "stopping after the step in progress, with a checkpoint (before the first step: \
              without training one)",
+            "the last complete checkpoint is intact",
         )?),
         ..Default::default()
     };
