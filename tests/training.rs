@@ -342,8 +342,10 @@ fn issue_8_cpu_workers_match_one_pass() {
     }
 }
 
-/// A stop asked for before the first step (a signal while a large corpus is prepared) trains
-/// nothing and saves nothing: it once trained and saved one step after the user asked to stop.
+/// A stop asked for before the first step trains nothing and saves nothing: it once trained and
+/// saved one step after the user asked to stop. With the data still to prepare, preparation
+/// stops (exit status 130) and leaves no partial cache entry; with it prepared, the run stops
+/// before its first step.
 #[test]
 fn a_stop_before_the_first_step_trains_nothing() {
     let dir = temp_dir("stop-first");
@@ -353,6 +355,11 @@ fn a_stop_before_the_first_step_trains_nothing() {
         stop: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true))),
         ..Default::default()
     };
+    let err = train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap_err();
+    assert_eq!(err.exit_code(), 130, "{err}");
+    let cache = colossus::data::cache_root(&cfg);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+    colossus::data::training_data(&cfg, true).unwrap();
     let s = train::train::<CpuTrain>(&cfg, &opts, &Default::default()).unwrap();
     assert!(s.interrupted && s.losses.is_empty() && s.checkpoint.is_none());
     assert!(checkpoint::latest(&dir.join("tiny")).is_none());
