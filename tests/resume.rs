@@ -97,3 +97,43 @@ fn resume_refuses_a_different_model_shape_and_names_the_key() {
         .to_string();
     assert!(err.contains("--resume"), "{err}");
 }
+
+/// A checkpoint whose tokenizer.json keeps `truncation` and `padding` (as saved before they
+/// were switched off at load) resumes against data prepared with the same tokenizer: the
+/// comparison switches them off on both sides, since they do not change what an id means.
+/// Compared as saved, the run was refused as "trained with another tokenizer".
+#[test]
+fn resume_compares_tokenizers_without_truncation_or_padding() {
+    let dir = temp_dir("resume-shaped-tokenizer");
+    let sets = ["train.steps=4", "train.warmup_steps=1"];
+    let opts = |stop_after| TrainOptions {
+        quiet: true,
+        stop_after,
+        ..Default::default()
+    };
+    let cfg = tiny_config(&dir, &sets);
+    let first = train::train::<CpuTrain>(&cfg, &opts(Some(2)), &Default::default()).unwrap();
+    let ckpt = first.checkpoint.unwrap();
+    let tok_path = ckpt.join(checkpoint::TOKENIZER_FILE);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+    json["truncation"] =
+        serde_json::json!({"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0});
+    json["padding"] = serde_json::json!({"strategy": "BatchLongest", "direction": "Right",
+        "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "<|pad|>"});
+    std::fs::write(&tok_path, json.to_string()).unwrap();
+    // As a save would have listed it.
+    let sums_path = ckpt.join(checkpoint::checksums::CHECKSUMS_FILE);
+    let mut sums: checkpoint::checksums::Checksums =
+        serde_json::from_slice(&std::fs::read(&sums_path).unwrap()).unwrap();
+    sums.insert(
+        checkpoint::TOKENIZER_FILE,
+        checkpoint::checksums::sum_file(&tok_path).unwrap(),
+    );
+    std::fs::write(&sums_path, sums.to_json()).unwrap();
+
+    let mut cfg = cfg;
+    cfg.train.resume = Resume::Auto;
+    let resumed = train::train::<CpuTrain>(&cfg, &opts(None), &Default::default()).unwrap();
+    assert_eq!(resumed.losses.len(), 2);
+}
