@@ -162,10 +162,7 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Vec<usize
     let values: Vec<_> = names.iter().map(|n| file.tensors[n].1.clone()).collect();
     let bytes = weights::to_safetensors(&infos, &values, file.metadata).unwrap();
     std::fs::write(&p, &bytes).unwrap();
-    let sums_path = dir.join(checksums::CHECKSUMS_FILE);
-    let mut sums: checksums::Checksums = serde_json::from_slice(&std::fs::read(&sums_path).unwrap()).unwrap();
-    sums.add(checkpoint::WEIGHTS_FILE, &bytes);
-    std::fs::write(&sums_path, sums.to_json()).unwrap();
+    restamp_checksum(dir, checkpoint::WEIGHTS_FILE);
 }
 
 fn drop_tensor(dir: &Path) {

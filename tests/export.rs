@@ -570,14 +570,7 @@ fn export_refuses_weights_the_dtype_cannot_hold() {
         values.last_mut().unwrap()[3] = v;
         weights::write_safetensors(&list, &values, file.metadata.clone(), &path).unwrap();
         // Written as the trainer would have written them: the checksum list matches.
-        let sums_path = ckpt.join(checkpoint::checksums::CHECKSUMS_FILE);
-        let mut sums: checkpoint::checksums::Checksums =
-            serde_json::from_slice(&std::fs::read(&sums_path).unwrap()).unwrap();
-        sums.insert(
-            checkpoint::WEIGHTS_FILE,
-            checkpoint::checksums::sum_file(&path).unwrap(),
-        );
-        std::fs::write(&sums_path, sums.to_json()).unwrap();
+        restamp_checksum(&ckpt, checkpoint::WEIGHTS_FILE);
     };
     let f16 = ExportOptions {
         dtype: StoreDtype::F16,

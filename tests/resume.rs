@@ -122,15 +122,7 @@ fn resume_compares_tokenizers_without_truncation_or_padding() {
     json["padding"] = serde_json::json!({"strategy": "BatchLongest", "direction": "Right",
         "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "<|pad|>"});
     std::fs::write(&tok_path, json.to_string()).unwrap();
-    // As a save would have listed it.
-    let sums_path = ckpt.join(checkpoint::checksums::CHECKSUMS_FILE);
-    let mut sums: checkpoint::checksums::Checksums =
-        serde_json::from_slice(&std::fs::read(&sums_path).unwrap()).unwrap();
-    sums.insert(
-        checkpoint::TOKENIZER_FILE,
-        checkpoint::checksums::sum_file(&tok_path).unwrap(),
-    );
-    std::fs::write(&sums_path, sums.to_json()).unwrap();
+    restamp_checksum(&ckpt, checkpoint::TOKENIZER_FILE);
 
     let mut cfg = cfg;
     cfg.train.resume = Resume::Auto;

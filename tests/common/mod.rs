@@ -388,3 +388,13 @@ pub fn adamw_scalars(step: i32, lr: f64, decay: Option<f64>) -> colossus::model:
         decay,
     }
 }
+
+/// List checkpoint `dir`'s file `name` in its checksums.json as it is now, as a save would have
+/// written it, for tests that edit a checkpoint on purpose and mean the edit to pass the check.
+pub fn restamp_checksum(dir: &Path, name: &str) {
+    use colossus::checkpoint::checksums::{self, Checksums};
+    let sums_path = dir.join(checksums::CHECKSUMS_FILE);
+    let mut sums: Checksums = serde_json::from_slice(&std::fs::read(&sums_path).unwrap()).unwrap();
+    sums.insert(name, checksums::sum_file(&dir.join(name)).unwrap());
+    std::fs::write(&sums_path, sums.to_json()).unwrap();
+}
