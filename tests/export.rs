@@ -36,6 +36,7 @@ fn f32_one_file() -> ExportOptions {
     ExportOptions {
         dtype: StoreDtype::F32,
         max_shard_bytes: u64::MAX,
+        stop: None,
     }
 }
 
@@ -62,6 +63,7 @@ fn export_import_export_is_byte_identical() {
     let opts = ExportOptions {
         dtype: StoreDtype::F32,
         max_shard_bytes: 100_000,
+        stop: None,
     };
     let a = export(&ckpt, &dir.join("hf-a"), &opts).unwrap();
     assert!(a.shards > 1, "expected sharding, got {} shard(s)", a.shards);
@@ -138,6 +140,7 @@ fn export_matches_the_layout_the_pytorch_reference_read() {
         &weights::snapshot(&model),
         &tok,
         0,
+        None,
     )
     .unwrap();
     let out = export(&ckpt, &dir.join("hf"), &f32_one_file()).unwrap();
@@ -171,6 +174,7 @@ fn bf16_export_rounds_and_imports() {
         &ExportOptions {
             dtype: StoreDtype::Bf16,
             max_shard_bytes: u64::MAX,
+            stop: None,
         },
     )
     .unwrap();
@@ -575,6 +579,7 @@ fn export_refuses_weights_the_dtype_cannot_hold() {
     let f16 = ExportOptions {
         dtype: StoreDtype::F16,
         max_shard_bytes: u64::MAX,
+        stop: None,
     };
     write_with(70_000.0);
     let out = dir.join("hf-f16");
@@ -588,6 +593,7 @@ fn export_refuses_weights_the_dtype_cannot_hold() {
     let bf16 = ExportOptions {
         dtype: StoreDtype::Bf16,
         max_shard_bytes: u64::MAX,
+        stop: None,
     };
     export(&ckpt, &dir.join("hf-bf16"), &bf16).unwrap();
     // 65504, float16's largest, passes.
@@ -620,4 +626,56 @@ fn export_refuses_weights_the_dtype_cannot_hold() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
+}
+
+/// A signal during `export` or `import` ends it with exit 130 and removes the partial folder.
+/// Both once installed no handler, so SIGINT left a hidden `.NAME.tmp-PID` directory as large
+/// as the model beside `--out` for good.
+#[test]
+fn a_stop_during_export_or_import_leaves_nothing() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = temp_dir("export-stop");
+    let ckpt = trained_tiny(&dir);
+    let hf = export(&ckpt, &dir.join("hf"), &f32_one_file()).unwrap().dir;
+    let staging = |name: &str| -> Vec<String> {
+        std::fs::read_dir(&*dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!(".{name}.tmp-")))
+            .collect()
+    };
+    for (command, from, name) in [("export", &ckpt, "x"), ("import", &hf, "y")] {
+        let out = dir.join(name);
+        let child = Command::new(env!("CARGO_BIN_EXE_colossus"))
+            .args([command, from.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            // Sleeps after the weights are written, with the staging directory in place.
+            .env("COLOSSUS_TEST_SAVE_PAUSE_MS", "4000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while staging(name).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{command}: no staging directory appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let o = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "{command}: {stderr}");
+        assert!(
+            stderr.contains("signal received") && stderr.contains("is removed"),
+            "{command}: {stderr}"
+        );
+        assert!(!out.exists(), "{command} published {}", out.display());
+        assert!(staging(name).is_empty(), "{command} left {:?}", staging(name));
+    }
 }

@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 
@@ -22,6 +24,8 @@ pub struct ExportOptions {
     pub dtype: StoreDtype,
     /// Start a new shard before a file would exceed this many bytes of tensor data.
     pub max_shard_bytes: u64,
+    /// Set by a signal handler: stop at the next tensor or shard, removing the partial folder.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,11 +99,23 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
     };
 
     let staged = StagedDir::new(out)?;
+    // Returning drops `staged`, which removes it. A shard is written whole between two checks:
+    // up to --max-shard-size-mb, seconds on a local disk.
+    let stopped = |done: usize| -> Result<()> {
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return Err(Error::Interrupted(format!(
+                "exporting to {}: stopped after {done} of {n} shard(s); the partial folder is removed",
+                out.display()
+            )));
+        }
+        Ok(())
+    };
     let mut weight_map = BTreeMap::new();
     let mut total = 0u64;
     for (k, members) in shards.iter().enumerate() {
         let mut tensors = Vec::with_capacity(members.len());
         for &i in members {
+            stopped(k)?;
             let (name, p) = &order[i];
             let (_, values) = weights.read_f32(&p.path)?;
             let converted = hf::to_hf(std::slice::from_ref(*p), vec![values]);
@@ -130,6 +146,8 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
             &file_name(k),
             &serialize(&tensors, opts.dtype.safetensors(), meta)?,
         )?;
+        super::test_pause();
+        stopped(k + 1)?;
     }
     if n > 1 {
         let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -263,10 +264,22 @@ fn end_of_text(config: &Path, tok: &tokenizers::Tokenizer, tok_path: &Path) -> R
 
 /// Import `dir` into a new checkpoint directory `out`.
 pub fn import(dir: &Path, out: &Path) -> Result<PathBuf> {
+    import_or_stop(dir, out, None)
+}
+
+/// `import`, ended by a set `stop` (a signal handler's) after reading the folder or after
+/// writing the weights, with nothing left behind (`Error::Interrupted`).
+pub fn import_or_stop(dir: &Path, out: &Path, stop: Option<&AtomicBool>) -> Result<PathBuf> {
     if out.exists() {
         return Err(Error::input(out, "already exists; choose a new output directory"));
     }
     let imported = read(dir)?;
+    if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        return Err(Error::Interrupted(format!(
+            "importing {}: stopped after reading it; nothing is written",
+            dir.display()
+        )));
+    }
     let mut cfg = config_for(&imported.model, out);
     cfg.data.eot_token = imported.eot.0.clone();
     super::write_dir(
@@ -276,6 +289,7 @@ pub fn import(dir: &Path, out: &Path) -> Result<PathBuf> {
         &imported.values,
         &imported.tokenizer,
         0,
+        stop,
     )
 }
 

@@ -27,6 +27,7 @@ pub mod weights;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
@@ -156,6 +157,8 @@ impl Snapshot {
             step,
             optimizer: Some(&self.optimizer),
             state_json: Some(&state_json),
+            // A training save is what a stop asks for; it is never cut short.
+            stop: None,
         };
         let (dir, bytes) = contents.publish(&target)?;
         atomic::write_file_atomic(&self.run, atomic::LATEST, step_dir_name(step).as_bytes())?;
@@ -174,6 +177,7 @@ fn tokenizer_json(tokenizer: &Tokenizer) -> Result<String> {
 }
 
 /// Publish a weights-only checkpoint directory at `target` (which must not exist) atomically.
+/// A set `stop` (a signal handler's) ends it before publishing, with the directory removed.
 pub fn write_dir(
     target: &Path,
     cfg: &Config,
@@ -181,6 +185,7 @@ pub fn write_dir(
     values: &[Vec<f32>],
     tokenizer: &Tokenizer,
     step: usize,
+    stop: Option<&AtomicBool>,
 ) -> Result<PathBuf> {
     let tokenizer_json = tokenizer_json(tokenizer)?;
     let contents = Contents {
@@ -191,13 +196,15 @@ pub fn write_dir(
         step,
         optimizer: None,
         state_json: None,
+        stop,
     };
     Ok(contents.publish(target)?.0)
 }
 
 /// Test hook: `COLOSSUS_TEST_SAVE_PAUSE_MS=N` sleeps N ms inside every save, after the weights
-/// are written and before the directory is published, so tests can kill a process mid-save.
-fn test_pause() {
+/// are written and before the directory is published (and after each shard an export writes),
+/// so tests can kill or signal a process mid-save.
+pub(crate) fn test_pause() {
     if let Some(ms) = std::env::var("COLOSSUS_TEST_SAVE_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -215,6 +222,7 @@ struct Contents<'a> {
     step: usize,
     optimizer: Option<&'a state::OptimizerSnapshot>,
     state_json: Option<&'a [u8]>,
+    stop: Option<&'a AtomicBool>,
 }
 
 impl Contents<'_> {
@@ -237,6 +245,13 @@ impl Contents<'_> {
             })?,
         );
         test_pause();
+        // The weights are the long write; returning drops `staged`, which removes it.
+        if self.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return Err(Error::Interrupted(format!(
+                "writing {}: stopped; the partial directory is removed",
+                target.display()
+            )));
+        }
         if let Some(opt) = self.optimizer {
             sums.insert(
                 state::OPTIMIZER_FILE,

@@ -21,6 +21,10 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
     let opts = export::ExportOptions {
         dtype: args.dtype,
         max_shard_bytes: args.max_shard_size_mb * 1_000_000,
+        stop: Some(super::stop_on_signal(
+            "stopping after the shard in progress; the partial folder is removed",
+            "the partial folder stays in a hidden .NAME.tmp-PID directory beside --out",
+        )?),
     };
     let s = export::export(&ckpt, &args.out, &opts)?;
     println!(
@@ -35,7 +39,11 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
 }
 
 pub fn run_import(args: ImportArgs) -> Result<()> {
-    let dir = import::import(&args.dir, &args.out)?;
+    let stop = super::stop_on_signal(
+        "stopping after the read or write in progress; the partial checkpoint is removed",
+        "the partial checkpoint stays in a hidden .NAME.tmp-PID directory beside --out",
+    )?;
+    let dir = import::import_or_stop(&args.dir, &args.out, Some(&stop))?;
     println!(
         "imported {} into checkpoint {}",
         args.dir.display(),
