@@ -585,7 +585,21 @@ fn corrupt_shards_and_mismatched_tokenizers_are_refused() {
             &format!("data.tokenizer={}", out.join("tokenizer.json").display()),
         ],
     );
-    data::training_data(&cfg, true).unwrap();
+    // The tiny preset's data.val_fraction (0.01) is not what these shards were prepared with
+    // (0): the log says which split is used (it said nothing before).
+    let (_, note) = data::training_data(&cfg, true).unwrap();
+    assert!(
+        note.contains("data.val_fraction: 0.01 (")
+            && note.contains("not applied")
+            && note.contains("validation split of 0,"),
+        "{note}"
+    );
+    let same = tiny_config(
+        &dir,
+        &[&format!("data.shards={}", out.display()), "data.val_fraction=0"],
+    );
+    let (_, note) = data::training_data(&same, true).unwrap();
+    assert!(!note.contains("val_fraction"), "{note}");
     // An edited tokenizer.json in the shard directory is caught too.
     std::fs::write(out.join("tokenizer.json"), std::fs::read(&other).unwrap()).unwrap();
     assert!(open_err().contains("tokenizer_sha256"));

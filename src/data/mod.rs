@@ -97,6 +97,16 @@ pub fn training_data_or_stop(
     {
         data.check_tokenizer(Path::new(tok), "data.tokenizer")?;
     }
+    let mut note = note;
+    // The shards keep the split they were prepared with; a config asking for another one
+    // (a preset's 0.02, say) would otherwise believe it was validating on that share.
+    if cfg.data.shards.is_some() && cfg.data.val_fraction != data.manifest.val_fraction {
+        note.push_str(&format!(
+            "; data.val_fraction: {} ({}) is not applied: these shards hold a validation split \
+             of {}, set when they were prepared (`prepare --val-fraction`)",
+            cfg.data.val_fraction, cfg.source.0, data.manifest.val_fraction
+        ));
+    }
     data.check_eot(&cfg.data.eot_token, &cfg.key_in_file("data.eot_token"))?;
     // Too little text for one window is the user's data (or seq_len) at fault: name what they
     // gave (the corpus, not the cache it was prepared into), exit 2.
