@@ -80,6 +80,9 @@ fn text_and_jsonl_round_trip_through_shards() {
     o.shard_tokens = 50; // many shards, documents cut across them
     let p = prepare::prepare(&o, &dir.join("out")).unwrap();
     assert_eq!(p.manifest.documents, 5);
+    // Five pieces, two threads allowed: both ran.
+    assert_eq!(p.threads, 2);
+    assert!(p.summary().ends_with(", 2 threads)"), "{}", p.summary());
     assert_eq!(p.manifest.dtype, Dtype::U16);
     let ds = Dataset::open(&dir.join("out")).unwrap();
     let ids = stream(&ds);
@@ -102,6 +105,9 @@ fn text_and_jsonl_round_trip_through_shards() {
     o.val_fraction = 0.2;
     let p = prepare::prepare(&o, &dir.join("split")).unwrap();
     let whole = prepare::prepare(&opts(&[&sonnets()]), &dir.join("whole")).unwrap();
+    // One 0.1 MB file is one piece: one thread ran, not the two allowed (the summary said 2).
+    assert_eq!(whole.threads, 1);
+    assert!(whole.summary().ends_with(", 1 thread)"), "{}", whole.summary());
     let (t, v) = (p.manifest.train_tokens(), p.manifest.val_tokens());
     assert_eq!(t + v, whole.manifest.train_tokens());
     assert!(v > 0 && v % prepare::VAL_BLOCK_TOKENS == 0, "{v}");

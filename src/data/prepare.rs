@@ -65,6 +65,8 @@ pub struct Prepared {
     pub skips: Skips,
     /// Seconds spent tokenizing and writing (BPE training excluded).
     pub tokenize_s: f64,
+    /// The most tokenizer threads that ran at once: `--threads` caps it, and a round runs one
+    /// per 4 MiB piece, so a small corpus uses fewer.
     pub threads: usize,
 }
 
@@ -74,7 +76,7 @@ impl Prepared {
         let mb = m.input_bytes as f64 / 1e6;
         let mut s = format!(
             "prepared {}: {} documents, {} train tokens in {} shards, {} validation tokens in {}, {} ids; \
-             {mb:.1} MB tokenized in {:.1}s ({:.2} MB/s, {} threads)",
+             {mb:.1} MB tokenized in {:.1}s ({:.2} MB/s, {} thread{})",
             self.dir.display(),
             m.documents,
             m.train_tokens(),
@@ -85,6 +87,7 @@ impl Prepared {
             self.tokenize_s,
             mb / self.tokenize_s.max(1e-9),
             self.threads,
+            if self.threads == 1 { "" } else { "s" },
         );
         if self.skips.total() > 0 {
             let reasons: Vec<String> = self
@@ -176,6 +179,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
     let mut reader = Reader::new(inputs, &opts.jsonl_field, opts.skip_bad);
     let (mut documents, mut in_doc, mut done_bytes) = (0u64, false, 0u64);
     let round_bytes = (threads * 4 * PIECE_BYTES).min(1 << 30);
+    let mut threads_used = 1;
     let mut last_line = Instant::now();
     loop {
         if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
@@ -202,6 +206,9 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
                 }
             }
         }
+        // A round of fewer pieces than threads runs one worker per piece; the summary reports
+        // the most that ran, not the most allowed.
+        threads_used = threads_used.max(threads.min(pieces.len()));
         let ids = tokenize_all(&tok, &pieces, threads).map_err(|why| {
             Error::input(
                 &tok_name,
@@ -277,7 +284,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
         manifest,
         skips: reader.skips,
         tokenize_s,
-        threads,
+        threads: threads_used,
     })
 }
 
