@@ -478,6 +478,27 @@ fn eval_scores_jsonl_documents_like_text_files() {
         &["eval", &ckpt, "--data", &jsonl.display().to_string()],
         &["--data", "docs.jsonl", "line 1", "field `text` is missing"],
     );
+    // A tokenizer that cannot encode a document (word-level, no unknown token) is refused
+    // naming the file and line (it named only --data).
+    let latest = std::fs::read_to_string(dir.join("tiny/latest")).unwrap();
+    let words = dir.join("tiny").join(latest.trim());
+    let model = serde_json::json!({"type": "WordLevel", "vocab": {"<|endoftext|>": 0, "the": 1}, "unk_token": "<unk>"});
+    let tok = serde_json::json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": model});
+    std::fs::write(words.join("tokenizer.json"), tok.to_string()).unwrap();
+    common::restamp_checksum(&words, "tokenizer.json");
+    let text = dir.join("words.jsonl");
+    std::fs::write(&text, "{\"text\": \"the the\"}\n{\"text\": \"the cat\"}\n").unwrap();
+    refused(
+        &[
+            "eval",
+            &words.display().to_string(),
+            "--data",
+            &text.display().to_string(),
+        ],
+        &["words.jsonl: line 2: cannot encode", "no unknown token"],
+    );
 }
 
 /// `eval` and `generate` on inputs a checkpoint cannot serve: a file with no text, a prompt that

@@ -156,7 +156,15 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     };
     let (mut tokens, mut documents) = (Vec::new(), 0);
     while let Some(piece) = reader.next_piece()? {
-        tokens.extend(tokenizer::encode(&loaded.tokenizer, &piece.text).map_err(flag)?);
+        let ids = tokenizer::encode(&loaded.tokenizer, &piece.text).map_err(|why| {
+            let (path, line) = reader.last_place();
+            let at = line.map_or(String::new(), |l| format!("line {l}: "));
+            Error::input(
+                path,
+                format!("{at}{why} with the model's tokenizer (it has no unknown token or byte fallback)"),
+            )
+        })?;
+        tokens.extend(ids);
         if piece.end_of_doc {
             tokens.push(loaded.eot);
             documents += 1;
