@@ -75,6 +75,18 @@ fn text_and_jsonl_round_trip_through_shards() {
     // Hidden names are left out: macOS's binary `._NAME` companions, notebooks' checkpoints.
     write(&dir.join("in/._a.txt"), b"\x00\x05\x16\x07\xff binary".as_slice());
     write(&dir.join("in/.ipynb_checkpoints/a-checkpoint.txt"), a);
+    // A directory holding text only under hidden names says so (it said "no .txt or .jsonl
+    // files", and a corpus kept in `.data/` looked empty with no reason given).
+    write(&dir.join("hidden-only/.data/a.txt"), a);
+    let key = "data.corpus";
+    let err = corpus::list_inputs(&[dir.join("hidden-only").display().to_string()], key)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hidden names, which are left out (1 here, e.g.")
+            && err.contains(".data; name one as an entry"),
+        "{err}"
+    );
 
     let mut o = opts(&[&dir.join("in")]);
     o.shard_tokens = 50; // many shards, documents cut across them

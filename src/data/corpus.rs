@@ -59,12 +59,22 @@ pub fn list_inputs(entries: &[String], key: &str) -> Result<Vec<Input>> {
         })?;
         let mut listed = Vec::new();
         if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(path, &mut vec![resolve(path)?], &mut found)?;
+            let (mut found, mut hidden) = (Vec::new(), Vec::new());
+            walk(path, &mut vec![resolve(path)?], &mut found, &mut hidden)?;
             if found.is_empty() {
+                // A corpus kept under a hidden name (`.data/`) looks empty; say why.
+                let why = match hidden.iter().min() {
+                    Some(first) => format!(
+                        " outside hidden names, which are left out ({} here, e.g. {}; name one \
+                         as an entry to read it)",
+                        hidden.len(),
+                        first.display()
+                    ),
+                    None => String::new(),
+                };
                 return Err(Error::input(
                     path,
-                    format!("`{key}` directory holds no .txt or .jsonl files"),
+                    format!("`{key}` directory holds no .txt or .jsonl files{why}"),
                 ));
             }
             found.sort();
@@ -108,7 +118,12 @@ fn resolve(path: &Path) -> Result<PathBuf> {
 
 /// Collect `dir`'s corpus files; `open` holds the resolved directories being walked, `dir`'s
 /// last, to catch a link that leads back into one of them.
-fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    open: &mut Vec<PathBuf>,
+    found: &mut Vec<PathBuf>,
+    hidden: &mut Vec<PathBuf>,
+) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::input(dir, format!("cannot list directory: {e}")))?;
     for e in entries {
@@ -122,6 +137,7 @@ fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result
         if p.file_name()
             .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
         {
+            hidden.push(p);
             continue;
         }
         if p.is_dir() {
@@ -138,7 +154,7 @@ fn walk(dir: &Path, open: &mut Vec<PathBuf>, found: &mut Vec<PathBuf>) -> Result
                 ));
             }
             open.push(real);
-            walk(&p, open, found)?;
+            walk(&p, open, found, hidden)?;
             open.pop();
         } else if p.is_file() && kind_of(&p).is_some() {
             found.push(p);
