@@ -624,3 +624,43 @@ fn inspect_describes_a_checkpoint_and_names_damage() {
         &["step-000002/model.safetensors", "checksum mismatch"],
     );
 }
+
+/// An output named by a bare relative name (`--out shards`, `--out shards/`) is written in the
+/// working directory. Its parent is the empty path, which the staging step tried to create and
+/// sync: `prepare`, `export` and `import` each failed with ": No such file or directory", naming
+/// nothing (2026-12-07).
+#[test]
+fn outputs_named_by_a_bare_relative_name_are_written() {
+    let dir = common::temp_dir("cli-bare-out");
+    let out = train_tiny(&dir, &[], &["train.steps=2", "train.warmup_steps=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sonnets = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare/sonnets.txt");
+    let ckpt = dir.join("tiny").display().to_string();
+    let sonnets = sonnets.display().to_string();
+    let runs: [&[&str]; 4] = [
+        &["prepare", &sonnets, "--vocab-size", "300", "--out", "shards"],
+        &["prepare", &sonnets, "--vocab-size", "300", "--out", "shards2/"],
+        &["export", &ckpt, "--out", "hf"],
+        &["import", "hf", "--out", "imported"],
+    ];
+    for args in runs {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_colossus"))
+            .args(args)
+            .current_dir(&*dir)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    for file in [
+        "shards/manifest.json",
+        "shards2/manifest.json",
+        "hf/config.json",
+        "imported/model.safetensors",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+}

@@ -22,7 +22,7 @@ pub struct StagedDir {
 impl StagedDir {
     /// Stage `target` (which must not exist yet) next to it.
     pub fn new(target: &Path) -> Result<Self> {
-        let parent = target.parent().unwrap_or(Path::new("."));
+        let parent = parent_dir(target);
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         let name = target
             .file_name()
@@ -81,7 +81,7 @@ impl StagedDir {
         }
         fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
         self.committed = true;
-        sync_dir(self.target.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(parent_dir(&self.target))?;
         Ok(self.target.clone())
     }
 }
@@ -105,6 +105,15 @@ pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> 
     }
     fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
     sync_dir(dir)
+}
+
+/// The directory `path` is in. A bare name's parent is the empty path, which the file system
+/// does not open: `prepare --out shards` (or `shards/`) once failed with ": No such file or
+/// directory", naming nothing.
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
