@@ -784,6 +784,16 @@ fn errors_after_validation_name_the_file_or_flag() {
     let sonnets = sonnets().display().to_string();
     let flag = ["prepare", &sonnets, "--vocab-size", "100", "--out", &out];
     refused(&flag, &["flag --vocab-size", "259"]);
+    // A vocabulary the BPE trainer cannot reserve tables for is refused, not an abort
+    // ("memory allocation of 283467841552 bytes failed", 2026-12-07).
+    let flag = ["prepare", &sonnets, "--vocab-size", "4294967296", "--out", &out];
+    refused(&flag, &["flag --vocab-size", "4194304", "tokenizer.json"]);
+    let cfg = tiny_config(&dir, &["model.vocab_size=5000000"]);
+    let err = data::training_data(&cfg, true).err().unwrap().to_string();
+    assert!(
+        err.contains("`model.vocab_size`") && err.contains("4194304"),
+        "{err}"
+    );
     let corpus = format!("data.corpus=[{sonnets}]");
     let set = ["--set", &corpus, "--set", "model.vocab_size=100", "--out", &out];
     let from_config = [&["prepare", "--config", "configs/tiny.yaml"][..], &set].concat();

@@ -15,6 +15,10 @@ pub const EOT: &str = "<|endoftext|>";
 
 /// Byte-level BPE needs its 256 byte symbols plus our three specials.
 pub const MIN_VOCAB: usize = 256 + 3;
+/// The largest BPE `prepare` trains: the `tokenizers` trainer reserves tables for every entry
+/// up front, so `--vocab-size 4294967296` asked for 283 GB and aborted the process. 2^22 entries
+/// is ~16× the largest vocabularies in use; a bigger one comes as a trained tokenizer.json.
+pub const MAX_BPE_VOCAB: usize = 1 << 22;
 
 /// Train a byte-level BPE of exactly `vocab_size` entries (specials first, so they get ids 0–2)
 /// on whole text files. Deterministic for a given corpus: the same files give the same
@@ -54,6 +58,13 @@ pub fn check_bpe_size(vocab_size: usize) -> std::result::Result<(), String> {
         return Err(format!(
             "{vocab_size} is too small to train a byte-level BPE; expected at least {MIN_VOCAB} \
              (256 bytes and 3 special tokens)"
+        ));
+    }
+    if vocab_size > MAX_BPE_VOCAB {
+        return Err(format!(
+            "{vocab_size} is more than the {MAX_BPE_VOCAB} entries a BPE is trained to here (its \
+             trainer reserves memory for every entry); give a trained tokenizer.json for a larger \
+             vocabulary"
         ));
     }
     Ok(())
