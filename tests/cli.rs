@@ -664,3 +664,56 @@ fn outputs_named_by_a_bare_relative_name_are_written() {
         assert!(dir.join(file).is_file(), "{file}");
     }
 }
+
+/// `bench --peer-json` (issue 7) writes the shape `torch_train_peer.py` trains, and the peer's
+/// own arithmetic on it gives Colossus's FLOPs per token: its active count (total minus the
+/// experts a token skips, from `intermediate_size`) and attention term (from `head_dim`, or
+/// `hidden_size / num_attention_heads`). A ratio of the two benchmarks' tokens/s only compares
+/// like with like if both count the same model. Untested before; an unwritable path names the
+/// flag (it was a bare I/O error, exit 1).
+#[test]
+fn bench_peer_json_gives_the_peer_the_same_model_and_flops() {
+    use colossus::model::params::{count, train_flops_per_token};
+    let dir = common::temp_dir("cli-peer-json");
+    for name in ["tiny", "small", "gpu-350m", "grok-1"] {
+        let path = dir.join(format!("{name}.json"));
+        let config = format!("configs/{name}.yaml");
+        let out = colossus(&["bench", &config, "--peer-json", &path.display().to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let int = |key: &str| c[key].as_u64().unwrap_or_else(|| panic!("{name}: {key} in {c}"));
+        let (d, l, e, k, f) = (
+            int("hidden_size"),
+            int("num_hidden_layers"),
+            int("num_local_experts"),
+            int("num_experts_per_tok"),
+            int("intermediate_size"),
+        );
+        let nq = int("num_attention_heads");
+        let hd = c.get("head_dim").map_or(d / nq, |v| v.as_u64().unwrap());
+        let cfg = colossus::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(&config), &[]).unwrap();
+        let p = count(&cfg.model);
+        // The peer: `active = total - L * (E - k) * 3 * d * f` and
+        // `6 * active + 12 * L * T * nq * hd / 2` at T = the run's sequence length.
+        let active = p.total - l * (e - k) * 3 * d * f;
+        assert_eq!(active, p.active, "{name}");
+        let seq = cfg.data.seq_len as u64;
+        let peer = 6.0 * active as f64 + 12.0 * (l * seq * nq * hd) as f64 / 2.0;
+        assert_eq!(
+            peer,
+            train_flops_per_token(&cfg.model, cfg.data.seq_len),
+            "{name}"
+        );
+        assert_eq!(int("vocab_size"), cfg.model.vocab_size as u64, "{name}");
+        assert_eq!(int("num_key_value_heads"), cfg.model.n_kv_heads as u64, "{name}");
+    }
+    refused(
+        &[
+            "bench",
+            "configs/tiny.yaml",
+            "--peer-json",
+            "/nonexistent/dir/tiny.json",
+        ],
+        &["flag --peer-json", "cannot write /nonexistent/dir/tiny.json"],
+    );
+}

@@ -254,7 +254,10 @@ fn run_config(args: BenchArgs) -> Result<()> {
         // Token ids do not matter to a throughput peer; 0 stands for bos/eos/pad.
         let json = crate::checkpoint::hf::config_json(&cfg.model, 0, 0, 0);
         let text = serde_json::to_string_pretty(&json).expect("json");
-        std::fs::write(path, text + "\n").map_err(|e| crate::error::Error::io(path, e))?;
+        std::fs::write(path, text + "\n").map_err(|e| crate::error::Error::Flag {
+            flag: "--peer-json".into(),
+            msg: format!("cannot write {}: {e}", path.display()),
+        })?;
         println!("wrote {}", path.display());
         return Ok(());
     }
