@@ -497,7 +497,10 @@ fn eval_scores_jsonl_documents_like_text_files() {
             "--data",
             &text.display().to_string(),
         ],
-        &["words.jsonl: line 2: cannot encode", "no unknown token"],
+        &[
+            "words.jsonl: line 2: the model's tokenizer cannot encode",
+            "unknown token",
+        ],
     );
 }
 

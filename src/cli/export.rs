@@ -161,7 +161,10 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             let at = line.map_or(String::new(), |l| format!("line {l}: "));
             Error::input(
                 path,
-                format!("{at}{why} with the model's tokenizer (it has no unknown token or byte fallback)"),
+                format!(
+                    "{at}the model's tokenizer {why}; it needs an unknown token or byte fallback \
+                     to score any text"
+                ),
             )
         })?;
         tokens.extend(ids);

@@ -311,8 +311,9 @@ impl Reader {
         }
     }
 
-    /// The file the last piece came from and, for JSONL, its line: where a caller that fails
-    /// on the piece's text (a tokenizer that cannot encode it) points the user.
+    /// The file the last piece `next_piece` handed out came from and, for JSONL, its line:
+    /// where a caller that fails on the piece's text (a tokenizer that cannot encode it) points
+    /// the user.
     pub fn last_place(&self) -> (&Path, Option<u64>) {
         let (input, line) = self.last;
         (&self.inputs[input].path, line)

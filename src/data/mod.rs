@@ -72,7 +72,7 @@ pub fn training_data_or_stop(
     quiet: bool,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<(Dataset, String)> {
-    let (dir, note) = match &cfg.data.shards {
+    let (dir, mut note) = match &cfg.data.shards {
         Some(dir) => (PathBuf::from(dir), format!("data: shards in {dir}")),
         None => {
             if cfg.data.tokenizer.is_none() {
@@ -97,7 +97,6 @@ pub fn training_data_or_stop(
     {
         data.check_tokenizer(Path::new(tok), "data.tokenizer")?;
     }
-    let mut note = note;
     // The shards keep the split they were prepared with; a config asking for another one
     // (a preset's 0.02, say) would otherwise believe it was validating on that share.
     if cfg.data.shards.is_some() && cfg.data.val_fraction != data.manifest.val_fraction {
