@@ -726,3 +726,56 @@ fn bench_peer_json_gives_the_peer_the_same_model_and_flops() {
         &["flag --peer-json", "cannot write /nonexistent/dir/tiny.json"],
     );
 }
+
+/// Output read by a reader that stopped early (`colossus generate ... | head`): the next print
+/// met a closed pipe and panicked, "failed printing to stdout" with a backtrace and exit 101
+/// (Rust ignores SIGPIPE). The commands now end as Unix tools do, by SIGPIPE (2026-12-07).
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_ends_a_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    // SIGPIPE's number on Linux and macOS.
+    const SIGPIPE: i32 = 13;
+    let dir = common::temp_dir("cli-closed-pipe");
+    let out = train_tiny(&dir, &[], &["train.steps=2", "train.warmup_steps=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpt = dir.join("tiny").display().to_string();
+    let out_dir = format!("train.out_dir={}", dir.join("again").display());
+    let runs: [&[&str]; 4] = [
+        &["params", "configs/tiny.yaml"],
+        &["inspect", &ckpt],
+        &["generate", &ckpt, "--prompt", "Shall I", "--max-new-tokens", "8"],
+        // `train` prints its summary to stdout once the run is saved.
+        &[
+            "train",
+            "configs/tiny.yaml",
+            "--set",
+            &out_dir,
+            "--set",
+            "train.steps=1",
+            "--set",
+            "train.warmup_steps=1",
+        ],
+    ];
+    for args in runs {
+        // A pipe whose reading end is closed before the command writes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_colossus"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(
+            run.status.signal(),
+            Some(SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            run.status
+        );
+    }
+    assert!(dir.join("again/tiny/step-000001/model.safetensors").is_file());
+}

@@ -120,6 +120,19 @@ pub fn stop_on_signal(
     Ok(flag)
 }
 
+/// A reader that stops early (`colossus generate ... | head`, `inspect | head`) closes the pipe,
+/// and Rust's runtime ignores SIGPIPE, so the next print panicked: "failed printing to stdout",
+/// a backtrace, exit 101. These commands end as Unix tools do there, by the signal's default
+/// action. `train` only once it is done: its ranks talk over sockets while it runs, where a
+/// peer gone must be an error the run reports (naming the rank), not a silent end.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets the process's action for one signal; no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// A count flag that 0 would make meaningless (`eval --seq 0` once looped forever, `bench
 /// --steps 0` reported a throughput of 0, `train --stop-after 0` trained nothing).
 fn at_least_one(v: &str) -> std::result::Result<usize, String> {
@@ -316,6 +329,9 @@ pub struct GenerateArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    if !matches!(cli.command, Command::Train(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Params(args) => params::run(args),

@@ -44,6 +44,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let (kind, device, steps) = (cfg.backend, cfg.device, cfg.train.steps);
     let s = backend::dispatch(kind, device, TrainJob { cfg, opts })?;
+    // The run is over and saved; only the summary is left to print, to a pipe that may be gone.
+    super::end_quietly_on_a_closed_pipe();
     // A resumed run that had already reached train.steps (a finished job rerun by a scheduler,
     // say) is a success with nothing to do, not a loss of NaN -> NaN.
     if s.losses.is_empty() && !s.interrupted {
