@@ -779,3 +779,39 @@ fn a_closed_output_pipe_ends_a_command_without_a_panic() {
     }
     assert!(dir.join("again/tiny/step-000001/model.safetensors").is_file());
 }
+
+/// An output path under a file (`train.out_dir`, `data.cache_dir`, `--out`) is refused naming
+/// the key or path and the file in the way, exit 2: it stopped with "File exists (os error 17)"
+/// and nothing else, exit 1; `plot` named its hidden temporary file (2026-12-07).
+#[test]
+fn outputs_under_a_file_name_the_file_in_the_way() {
+    let dir = common::temp_dir("cli-file-in-the-way");
+    let out = train_tiny(&dir, &[], &["train.steps=2", "train.warmup_steps=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let under = file.join("out").display().to_string();
+    let in_the_way = format!("{} is a file; expected a directory there", file.display());
+    for (key, set) in [
+        ("`train.out_dir`", format!("train.out_dir={under}")),
+        ("`data.cache_dir`", format!("data.cache_dir={under}")),
+    ] {
+        let out_dir = format!("train.out_dir={}", dir.join("runs").display());
+        refused(
+            &["train", "configs/tiny.yaml", "--set", &out_dir, "--set", &set],
+            &[key, &in_the_way],
+        );
+    }
+    let ckpt = dir.join("tiny").display().to_string();
+    let sonnets = "data/shakespeare/sonnets.txt";
+    refused(
+        &["prepare", sonnets, "--vocab-size", "300", "--out", &under],
+        &[&under, &in_the_way],
+    );
+    refused(&["export", &ckpt, "--out", &under], &[&under, &in_the_way]);
+    let png = format!("{under}.png");
+    refused(&["plot", &ckpt, "--out", &png], &[&png, &in_the_way]);
+    let missing = dir.join("missing/metrics.png").display().to_string();
+    refused(&["plot", &ckpt, "--out", &missing], &["missing does not exist"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+}

@@ -23,7 +23,13 @@ impl StagedDir {
     /// Stage `target` (which must not exist yet) next to it.
     pub fn new(target: &Path) -> Result<Self> {
         let parent = parent_dir(target);
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        fs::create_dir_all(parent).map_err(|e| match file_in_the_way(parent) {
+            Some(file) => Error::input(
+                target,
+                format!("{} is a file; expected a directory there", file.display()),
+            ),
+            None => Error::io(parent, e),
+        })?;
         let name = target
             .file_name()
             .and_then(|n| n.to_str())
@@ -105,6 +111,14 @@ pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> 
     }
     fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
     sync_dir(dir)
+}
+
+/// The nearest of `dir` and the directories above it that exists as something else than a
+/// directory: why `dir` cannot be created. An output path under a file once failed with only
+/// "File exists (os error 17)".
+pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
+    dir.ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())
 }
 
 /// The directory `path` is in. A bare name's parent is the empty path, which the file system

@@ -59,6 +59,19 @@ impl Config {
     pub fn key_in_file(&self, key: &str) -> String {
         format!("`{key}` of {}", self.source.0)
     }
+
+    /// Create `dir`, a directory `key` places, or fail naming the key. A file in the way (an
+    /// out_dir that names a file) once stopped the run with "File exists (os error 17)" and
+    /// nothing else, exit 1.
+    pub fn create_dir(&self, key: &str, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            let why = match crate::checkpoint::atomic::file_in_the_way(dir) {
+                Some(file) => format!("{} is a file; expected a directory there", file.display()),
+                None => format!("cannot create {}: {e}", dir.display()),
+            };
+            self.error(key, why)
+        })
+    }
 }
 
 /// Data parallelism (`src/dist/`): who this process is and where the others are.

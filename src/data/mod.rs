@@ -83,6 +83,12 @@ pub fn training_data_or_stop(
                 stop,
                 ..prepare_options(cfg, quiet)
             };
+            // By default the cache is under train.out_dir, which the user chose.
+            let key = match cfg.data.cache_dir {
+                Some(_) => "data.cache_dir",
+                None => "train.out_dir",
+            };
+            cfg.create_dir(key, &cache_root(cfg))?;
             let (dir, prepared) = cache::prepare_cached(&opts, &cache_root(cfg))?;
             let note = match prepared {
                 Some(p) => format!("data: {}", p.summary()),

@@ -33,6 +33,14 @@ pub fn plot(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         .ok_or_else(|| Error::input(&out, "not a file name for the PNG"))?
         .to_string_lossy()
         .into_owned();
+    // Else the error named the hidden temporary file beside it.
+    if !dir.is_dir() {
+        let why = match crate::checkpoint::atomic::file_in_the_way(dir) {
+            Some(file) => format!("{} is a file; expected a directory there", file.display()),
+            None => format!("directory {} does not exist", dir.display()),
+        };
+        return Err(Error::input(&out, why));
+    }
     crate::checkpoint::atomic::write_file_atomic(dir, &name, &png)?;
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! The training loop: micro-batches → loss → backward → accumulated gradients → global-norm
 //! clip → AdamW at the scheduled learning rate; progress, metrics and periodic checkpoints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -251,6 +251,9 @@ pub fn train_rank<B: AutodiffBackend>(
     let run = checkpoint::run_dir(cfg);
     // Before the checkpoint to resume is chosen, so that it cannot change under this process;
     // held to the function's end, past the saver's last write (locals drop in reverse order).
+    if leader {
+        cfg.create_dir("train.out_dir", Path::new(&cfg.train.out_dir))?;
+    }
     let _lock = leader.then(|| RunLock::acquire(&run)).transpose()?;
     let candidates = resume::candidates(cfg)?;
     crate::model::precision::check::<B>(cfg.precision, cfg.backend, device)?;
