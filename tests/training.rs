@@ -211,8 +211,9 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
         assert_eq!(now, saved, "{bad}");
     }
 
-    // A resumed checkpoint of another shape is refused by a key of the config's own file (the
-    // first of the changed keys: the width's multiplier follows it).
+    // A resumed checkpoint of another shape is refused naming the config's file and every
+    // changed key, the width first among them: it named only the first alphabetically,
+    // `attn_output_multiplier`, which the width derives (2026-12-07).
     let other = tiny_config(
         &dir,
         &[
@@ -223,7 +224,10 @@ fn tiny_preset_learns_and_its_checkpoint_loads_back() {
     );
     let err = train_err(&other, false);
     assert!(
-        err.contains("configs/tiny.yaml: key `model.") && err.contains("cannot change shape"),
+        err.contains("configs/tiny.yaml: key `model`")
+            && err.contains("d_model 64 (now 32)")
+            && err.contains("head_dim 16 (now 8)")
+            && err.contains("cannot change shape"),
         "{err}"
     );
 }

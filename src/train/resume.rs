@@ -121,14 +121,38 @@ pub fn check_resumable(cfg: &Config, dir: &Path, notes: &mut Vec<String>) -> Res
         serde_json::to_value(&cfg.model).expect("json"),
     );
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-        for (key, was) in a {
-            let now = &b[key];
-            if was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef" | "widening") {
+        // Every difference, not the first alphabetically: a new d_model once named only
+        // `model.attn_output_multiplier`, which it derives, a key the user never touched.
+        let changed: Vec<(&String, &serde_json::Value, &serde_json::Value)> = a
+            .iter()
+            .map(|(key, was)| (key, was, &b[key]))
+            .filter(|(key, was, now)| {
+                was != now && !matches!(key.as_str(), "init_std" | "aux_loss_coef" | "widening")
+            })
+            .collect();
+        let ckpt = dir.display();
+        match changed.as_slice() {
+            [] => {}
+            [(key, was, now)] => {
                 return Err(cfg.error(
                     &format!("model.{key}"),
                     format!(
-                        "is {now} but checkpoint {} was trained with {was}; the model cannot change shape on resume",
-                        dir.display()
+                        "is {now} but checkpoint {ckpt} was trained with {was}; the model cannot \
+                         change shape on resume"
+                    ),
+                ));
+            }
+            several => {
+                let list: Vec<String> = several
+                    .iter()
+                    .map(|(key, was, now)| format!("{key} {was} (now {now})"))
+                    .collect();
+                return Err(cfg.error(
+                    "model",
+                    format!(
+                        "checkpoint {ckpt} was trained with {}; the model cannot change shape on \
+                         resume",
+                        list.join(", ")
                     ),
                 ));
             }
