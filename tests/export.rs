@@ -452,6 +452,18 @@ fn imported_checkpoint_fine_tunes_with_resume_path() {
     );
     let state = checkpoint::state::read_state(&tuned.checkpoint.unwrap()).unwrap();
     assert_eq!(state.step, 2);
+    // The exported folder is not a checkpoint: the error says so and how to import it (it was
+    // "not a Colossus config: missing field `preset`", 2026-12-07).
+    ft.train.resume = colossus::config::Resume::Path(hf.dir.display().to_string());
+    let err = train::train::<CpuTrain>(&ft, &opts, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("key `train.resume`")
+            && err.contains("is a Hugging Face folder")
+            && err.contains("colossus import"),
+        "{err}"
+    );
 }
 
 /// Every special token that tokenizer_config.json names is in the exported vocabulary, with the

@@ -100,7 +100,7 @@ pub fn load_any(path: &Path) -> Result<LoadedModel> {
 
 /// A Hugging Face folder's config.json names its `architectures`; ours never does. Another
 /// architecture's folder is taken as one too, so `import::read` can say what it is.
-fn is_hf_folder(path: &Path) -> bool {
+pub(crate) fn is_hf_folder(path: &Path) -> bool {
     std::fs::read_to_string(path.join("config.json")).is_ok_and(|t| {
         serde_json::from_str::<serde_json::Value>(&t).is_ok_and(|v| v.get("architectures").is_some())
     })

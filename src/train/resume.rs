@@ -31,7 +31,25 @@ pub fn candidates(cfg: &Config) -> Result<Vec<PathBuf>> {
             all.reverse();
             all
         }
-        Resume::Path(p) => vec![crate::cli::generate::resolve_checkpoint(Path::new(p))?],
+        Resume::Path(p) => {
+            let path = Path::new(p);
+            // An exported or downloaded folder failed as "not a Colossus config: missing field
+            // `preset`", which said neither what it was nor what to do.
+            if crate::cli::export::is_hf_folder(path) {
+                return Err(cfg.error(
+                    "train.resume",
+                    format!(
+                        "{p} is a Hugging Face folder, not a checkpoint; import it first \
+                         (`colossus import {p} --out CKPT`) and resume from CKPT"
+                    ),
+                ));
+            }
+            let dir = crate::cli::generate::resolve_checkpoint(path).map_err(|e| match e {
+                Error::Input { path, msg } => cfg.error("train.resume", format!("{}: {msg}", path.display())),
+                other => other,
+            })?;
+            vec![dir]
+        }
     })
 }
 
