@@ -88,8 +88,9 @@ pub fn training_data_or_stop(
                 Some(_) => "data.cache_dir",
                 None => "train.out_dir",
             };
-            cfg.create_dir(key, &cache_root(cfg))?;
-            let (dir, prepared) = cache::prepare_cached(&opts, &cache_root(cfg))?;
+            let root = cache_root(cfg);
+            cfg.create_dir(key, &root)?;
+            let (dir, prepared) = cache::prepare_cached(&opts, &root)?;
             let note = match prepared {
                 Some(p) => format!("data: {}", p.summary()),
                 None => format!("data: reusing {} (inputs and tokenizer unchanged)", dir.display()),

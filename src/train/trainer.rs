@@ -249,11 +249,11 @@ pub fn train_rank<B: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let leader = dist.is_leader();
     let run = checkpoint::run_dir(cfg);
-    // Before the checkpoint to resume is chosen, so that it cannot change under this process;
-    // held to the function's end, past the saver's last write (locals drop in reverse order).
     if leader {
         cfg.create_dir("train.out_dir", Path::new(&cfg.train.out_dir))?;
     }
+    // Before the checkpoint to resume is chosen, so that it cannot change under this process;
+    // held to the function's end, past the saver's last write (locals drop in reverse order).
     let _lock = leader.then(|| RunLock::acquire(&run)).transpose()?;
     let candidates = resume::candidates(cfg)?;
     crate::model::precision::check::<B>(cfg.precision, cfg.backend, device)?;
