@@ -24,10 +24,7 @@ impl StagedDir {
     pub fn new(target: &Path) -> Result<Self> {
         let parent = parent_dir(target);
         fs::create_dir_all(parent).map_err(|e| match file_in_the_way(parent) {
-            Some(file) => Error::input(
-                target,
-                format!("{} is a file; expected a directory there", file.display()),
-            ),
+            Some(why) => Error::input(target, why),
             None => Error::io(parent, e),
         })?;
         let name = target
@@ -113,12 +110,17 @@ pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> 
     sync_dir(dir)
 }
 
-/// The nearest of `dir` and the directories above it that exists as something else than a
-/// directory: why `dir` cannot be created. An output path under a file once failed with only
-/// "File exists (os error 17)".
-pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
-    dir.ancestors()
-        .find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())
+/// Why `dir` cannot be created, when the nearest of it and the directories above it that exists
+/// is something else than a directory. An output path under a file once failed with only "File
+/// exists (os error 17)".
+pub fn file_in_the_way(dir: &Path) -> Option<String> {
+    let file = dir
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())?;
+    Some(format!(
+        "{} is a file; expected a directory there",
+        file.display()
+    ))
 }
 
 /// The directory `path` is in. A bare name's parent is the empty path, which the file system

@@ -99,8 +99,9 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
     };
 
     let staged = StagedDir::new(out)?;
-    // Returning drops `staged`, which removes it. A shard is written whole between two checks:
-    // up to --max-shard-size-mb, seconds on a local disk.
+    // Returning drops `staged`, which removes it. Checked before each tensor and once after the
+    // last shard; a shard is written whole between two checks: up to --max-shard-size-mb,
+    // seconds on a local disk.
     let stopped = |done: usize| -> Result<()> {
         if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
             return Err(Error::Interrupted(format!(
@@ -147,8 +148,8 @@ pub fn export(ckpt: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportSum
             &serialize(&tensors, opts.dtype.safetensors(), meta)?,
         )?;
         super::test_pause();
-        stopped(k + 1)?;
     }
+    stopped(n)?;
     if n > 1 {
         let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
         staged.write(

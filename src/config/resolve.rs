@@ -65,10 +65,8 @@ impl Config {
     /// nothing else, exit 1.
     pub fn create_dir(&self, key: &str, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            let why = match crate::checkpoint::atomic::file_in_the_way(dir) {
-                Some(file) => format!("{} is a file; expected a directory there", file.display()),
-                None => format!("cannot create {}: {e}", dir.display()),
-            };
+            let why = crate::checkpoint::atomic::file_in_the_way(dir)
+                .unwrap_or_else(|| format!("cannot create {}: {e}", dir.display()));
             self.error(key, why)
         })
     }

@@ -208,8 +208,6 @@ pub struct Reader {
     field: String,
     skip_bad: bool,
     piece_bytes: usize,
-    /// Where the last piece handed out came from: its input and, in JSONL, its line.
-    last: (usize, Option<u64>),
     pub skips: Skips,
 }
 
@@ -242,7 +240,6 @@ impl Reader {
             field: field.to_string(),
             skip_bad,
             piece_bytes: PIECE_BYTES,
-            last: (0, None),
             skips: Skips::default(),
         }
     }
@@ -301,11 +298,6 @@ impl Reader {
                 Open::Jsonl { .. } => self.jsonl_piece()?,
             };
             if let Some(p) = piece {
-                let line = match &self.open {
-                    Some(Open::Jsonl { line, .. }) => Some(*line),
-                    _ => None,
-                };
-                self.last = (self.next_input - 1, line);
                 return Ok(Some(p));
             }
         }
@@ -315,8 +307,13 @@ impl Reader {
     /// where a caller that fails on the piece's text (a tokenizer that cannot encode it) points
     /// the user.
     pub fn last_place(&self) -> (&Path, Option<u64>) {
-        let (input, line) = self.last;
-        (&self.inputs[input].path, line)
+        // `next_piece` opens the next input only when asked for another piece, so the last one
+        // came from the input opened last; a JSONL file stays open after each of its lines.
+        let line = match &self.open {
+            Some(Open::Jsonl { line, .. }) => Some(*line),
+            _ => None,
+        };
+        (&self.inputs[self.next_input.saturating_sub(1)].path, line)
     }
 
     /// The next piece of the open text file: up to the last safe cut after PIECE_BYTES, or the

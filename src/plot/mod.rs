@@ -35,10 +35,8 @@ pub fn plot(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         .into_owned();
     // Else the error named the hidden temporary file beside it.
     if !dir.is_dir() {
-        let why = match crate::checkpoint::atomic::file_in_the_way(dir) {
-            Some(file) => format!("{} is a file; expected a directory there", file.display()),
-            None => format!("directory {} does not exist", dir.display()),
-        };
+        let why = crate::checkpoint::atomic::file_in_the_way(dir)
+            .unwrap_or_else(|| format!("directory {} does not exist", dir.display()));
         return Err(Error::input(&out, why));
     }
     crate::checkpoint::atomic::write_file_atomic(dir, &name, &png)?;
