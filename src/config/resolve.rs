@@ -326,6 +326,16 @@ fn value_err(file: &str, key: &str, msg: impl Into<String>) -> Error {
     }
 }
 
+/// A number as an error message shows it: plain where that is short, in exponent form past it
+/// (`{}` wrote `lr: 1e300` out as 301 digits).
+fn num(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e16).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// Every key is `Some` after the preset overlay; `req` turns a `None` (a preset bug) into an error
 /// rather than a panic.
 fn req<T: Clone>(v: &Option<T>, file: &str, key: &str) -> Result<T> {
@@ -397,27 +407,33 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         );
     }
     if !(widening.is_finite() && widening > 0.0) {
-        return e("model.widening", format!("{widening} must be a positive number"));
+        return e(
+            "model.widening",
+            format!("{} must be a positive number", num(widening)),
+        );
     }
     let ffn = ffn_size(d_model, widening);
     if ffn == 0 {
         return e(
             "model.widening",
-            format!("{widening} gives an expert width of 0 for d_model {d_model}"),
+            format!(
+                "{} gives an expert width of 0 for d_model {d_model}",
+                num(widening)
+            ),
         );
     }
     let positive = |key: &str, v: f64| -> Result<f64> {
         if v.is_finite() && v > 0.0 {
             Ok(v)
         } else {
-            Err(bad(key, format!("{v} must be a positive number")))
+            Err(bad(key, format!("{} must be a positive number", num(v))))
         }
     };
     let non_negative = |key: &str, v: f64| -> Result<f64> {
         if v.is_finite() && v >= 0.0 {
             Ok(v)
         } else {
-            Err(bad(key, format!("{v} must be zero or positive")))
+            Err(bad(key, format!("{} must be zero or positive", num(v))))
         }
     };
     // A power of two, so scaling and unscaling the gradients is exact in f32, and at most the
@@ -429,7 +445,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         } else {
             Err(bad(
                 key,
-                format!("{v} must be a power of two from 1 to 2^{max_log2} (e.g. 65536)"),
+                format!(
+                    "{} must be a power of two from 1 to 2^{max_log2} (e.g. 65536)",
+                    num(v)
+                ),
             ))
         }
     };
@@ -546,7 +565,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     }
     let val_fraction = req(&d.val_fraction, file, "data.val_fraction")?;
     if !(0.0..=0.5).contains(&val_fraction) {
-        return e("data.val_fraction", format!("{val_fraction} must be in [0, 0.5]"));
+        return e(
+            "data.val_fraction",
+            format!("{} must be in [0, 0.5]", num(val_fraction)),
+        );
     }
     let data = DataConfig {
         corpus,
@@ -574,7 +596,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     let lr = positive("train.lr", req(&t.lr, file, "train.lr")?)?;
     let min_lr = non_negative("train.min_lr", req(&t.min_lr, file, "train.min_lr")?)?;
     if min_lr > lr {
-        return e("train.min_lr", format!("{min_lr} is larger than train.lr = {lr}"));
+        return e(
+            "train.min_lr",
+            format!("{} is larger than train.lr = {}", num(min_lr), num(lr)),
+        );
     }
     let steps = at_least_one("train.steps", req(&t.steps, file, "train.steps")?)?;
     let warmup_steps = req(&t.warmup_steps, file, "train.warmup_steps")?;
@@ -588,7 +613,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         if (0.0..1.0).contains(&v) {
             Ok(v)
         } else {
-            Err(bad(key, format!("{v} must be in [0, 1)")))
+            Err(bad(key, format!("{} must be in [0, 1)", num(v))))
         }
     };
     let train = TrainConfig {
@@ -758,13 +783,16 @@ fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Resul
     if !(timeout_s > 0.0 && timeout_s <= 1e9) {
         return e(
             "distributed.timeout_s",
-            format!("{timeout_s} must be a positive number of seconds, at most 1e9"),
+            format!(
+                "{} must be a positive number of seconds, at most 1e9",
+                num(timeout_s)
+            ),
         );
     }
     if !(bucket_mb.is_finite() && bucket_mb > 0.0) {
         return e(
             "distributed.bucket_mb",
-            format!("{bucket_mb} must be a positive number"),
+            format!("{} must be a positive number", num(bucket_mb)),
         );
     }
     let master_addr = req(&d.master_addr, file, "distributed.master_addr")?;
@@ -820,6 +848,21 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_shown_short() {
+        assert_eq!(num(0.003), "0.003");
+        assert_eq!(num(60.0), "60");
+        assert_eq!(num(-1.5e300), "-1.5e300");
+        assert_eq!(num(1e-300), "1e-300");
+        let e = err("preset: tiny\n", &["train.min_lr=1e300"]);
+        assert!(
+            e.ends_with("key `train.min_lr`: 1e300 is larger than train.lr = 0.003"),
+            "{e}"
+        );
+        let e = err("preset: tiny\n", &["distributed.timeout_s=-2e-9"]);
+        assert!(e.contains("`distributed.timeout_s`: -2e-9 must be"), "{e}");
     }
 
     #[test]
