@@ -13,6 +13,7 @@ pub mod plan;
 pub mod plot;
 pub mod replace;
 pub mod rng;
+pub mod say;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -13,11 +13,11 @@ fn main() -> ExitCode {
             // Our errors already carry their cause in the message; `{:#}` would repeat it.
             match err.downcast_ref::<colossus::Error>() {
                 Some(e) => {
-                    eprintln!("error: {e}");
+                    colossus::say::err(format_args!("error: {e}"));
                     ExitCode::from(e.exit_code() as u8)
                 }
                 None => {
-                    eprintln!("error: {err:#}");
+                    colossus::say::err(format_args!("error: {err:#}"));
                     ExitCode::from(1)
                 }
             }

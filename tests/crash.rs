@@ -2,7 +2,8 @@
 //! the middle of saves loses nothing past the last complete checkpoint and the resumed run ends
 //! bit-identical to one never killed; SIGINT finishes the step, saves and exits 0; a second
 //! signal exits at once and leaves the last complete checkpoint intact; a write that fails
-//! mid-save (a full disk) ends the run with the file named and keeps the last checkpoint.
+//! mid-save (a full disk) ends the run with the file named and keeps the last checkpoint; a log
+//! that can no longer be written ends nothing, and a hangup saves like SIGINT.
 
 mod common;
 
@@ -416,4 +417,82 @@ fn a_second_process_on_a_running_run_is_refused_and_touches_nothing() {
     let steps = format!("train.steps={}", step + 1);
     let out = spawn(&dir, &[&steps], &[]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A log nobody reads any more does not end the run (`colossus train ... 2>&1 | head`): every
+/// failed write to stderr once panicked, so the run ended with exit 101 at its first log line,
+/// before any step. The run now trains to its end and saves the same weights as one whose log was
+/// read.
+#[test]
+fn a_closed_log_does_not_end_the_run() {
+    let extra = ["train.steps=6", "train.checkpoint_every=2", "train.log_every=1"];
+    let reference = common::temp_dir("log-read");
+    let out = spawn(&reference, &extra, &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = common::temp_dir("log-closed");
+    let mut child = spawn(&dir, &extra, &[]);
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+    assert!(stdout.contains("done: 6 steps this run"), "{stdout}");
+    let run = dir.join("tiny");
+    assert_eq!(metric_steps(&run), (1..=6).collect::<Vec<_>>());
+    assert_eq!(checkpoint::latest(&run), Some(run.join("step-000006")));
+    let weights = |d: &Path| common::tensor_bits(&d.join("tiny/step-000006").join(checkpoint::WEIGHTS_FILE));
+    assert!(
+        weights(&dir) == weights(&reference),
+        "the weights differ from the run whose log was read"
+    );
+}
+
+/// A hangup (the terminal closed) stops the run with a checkpoint, as SIGINT does, though every
+/// line it writes after that fails: the stop's own lines once panicked before the save. Here the
+/// log's reader goes away before the signal (EPIPE; a hung-up terminal fails writes with EIO).
+#[test]
+fn a_hangup_with_the_log_gone_still_saves() {
+    use std::io::BufRead;
+    let dir = common::temp_dir("sighup");
+    let mut child = spawn(&dir, &["train.steps=100000", "train.log_every=1"], &[]);
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    while !log.last().is_some_and(|l: &String| l.contains("step 3/")) {
+        let line = lines.next().unwrap_or_else(|| panic!("stderr ended: {log:#?}"));
+        log.push(line.unwrap());
+    }
+    drop(lines);
+    signal(&child, "-HUP");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let stdout = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    assert!(status.success(), "{status:?}: {stdout}");
+    assert!(stdout.contains("interrupted by a signal"), "{stdout}");
+
+    let run = dir.join("tiny");
+    let latest = checkpoint::latest(&run).expect("a checkpoint on SIGHUP");
+    let step = state::read_state(&latest).unwrap().step;
+    assert!(step >= 3, "{step}");
+    assert_eq!(metric_steps(&run), (1..=step as u64).collect::<Vec<_>>());
+    assert_eq!(all_checkpoints_load(&run), 1);
+}
+
+/// A run's length costs no memory up front: the loop reserved 8 bytes a step for its losses
+/// before the first step, so `train.steps: 4294967297` asked for 34 GB at once and aborted
+/// ("memory allocation ... failed") under an address-space limit, as cluster jobs often run.
+#[test]
+fn a_long_run_starts_under_a_memory_limit() {
+    let dir = common::temp_dir("long-run");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -v 16000000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_colossus"))
+        .args(train_args(&dir, &["train.steps=4294967297"]))
+        .args(["--stop-after", "1"]);
+    let out = start(cmd).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("4294967297 steps"), "{stderr}");
+    let run = dir.join("tiny");
+    assert_eq!(checkpoint::latest(&run), Some(run.join("step-000001")));
+    assert_eq!(all_checkpoints_load(&run), 1);
 }

@@ -1392,7 +1392,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> GpuOps for
                 // Only the non-autotuned strategy reports setup errors; widen and multiply in f32
                 // (the same values: a half times a half is exact in f32).
                 MATMUL_FALLBACK.call_once(|| {
-                    eprintln!("warning: the bf16 → f32 matmul could not be set up ({e:?}); running it in f32")
+                    crate::say::err(format_args!(
+                        "warning: the bf16 → f32 matmul could not be set up ({e:?}); running it in f32"
+                    ))
                 });
                 let wide = |x| Self::float_cast(x, FloatDType::F32);
                 Self::float_matmul(wide(a), wide(b))
@@ -1744,10 +1746,10 @@ pub(super) fn flash_routine() -> Option<&'static str> {
 fn note_routine(name: &'static str, errors: &[String]) {
     let mut last = FLASH_ROUTINE.lock().unwrap_or_else(|e| e.into_inner());
     if *last != Some(name) && !errors.is_empty() {
-        eprintln!(
+        crate::say::err(format_args!(
             "warning: flash attention runs the {name} kernel ({})",
             errors.join("; ")
-        );
+        ));
     }
     *last = Some(name);
 }

@@ -111,10 +111,12 @@ pub fn stop_on_signal(
     let seen = flag.clone();
     ctrlc::set_handler(move || {
         if seen.swap(true, Ordering::SeqCst) {
-            eprintln!("second signal: exiting now; {left}");
+            crate::say::err(format_args!("second signal: exiting now; {left}"));
             std::process::exit(130);
         }
-        eprintln!("signal received: {doing} (signal again to exit at once)");
+        crate::say::err(format_args!(
+            "signal received: {doing} (signal again to exit at once)"
+        ));
     })
     .map_err(|e| crate::error::Error::Train(format!("installing the signal handler: {e}")))?;
     Ok(flag)

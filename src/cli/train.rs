@@ -49,13 +49,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     // A resumed run that had already reached train.steps (a finished job rerun by a scheduler,
     // say) is a success with nothing to do, not a loss of NaN -> NaN.
     if s.losses.is_empty() && !s.interrupted {
-        println!(
+        crate::say::out(format_args!(
             "done: nothing to train: the resumed run has reached train.steps = {steps} (raise it to \
              continue){}",
             s.checkpoint
                 .map(|c| format!(", checkpoint {}", c.display()))
                 .unwrap_or_default()
-        );
+        ));
         return Ok(());
     }
     // An interrupt can land before the first step ends: then there is no loss to report.
@@ -63,7 +63,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (Some(first), Some(last)) => format!(", loss {first:.4} -> {last:.4}"),
         _ => String::new(),
     };
-    println!(
+    crate::say::out(format_args!(
         "done: {} steps this run{loss}, {} tokens in {:.1}s ({:.0} tokens/s){}",
         s.losses.len(),
         s.tokens,
@@ -72,15 +72,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         s.checkpoint
             .map(|c| format!(", checkpoint {}", c.display()))
             .unwrap_or_default()
-    );
+    ));
     if s.interrupted {
-        println!("interrupted by a signal; continue with: colossus train CONFIG --resume");
+        crate::say::out(format_args!(
+            "interrupted by a signal; continue with: colossus train CONFIG --resume"
+        ));
     }
     if s.skipped_steps > 0 {
-        println!(
+        crate::say::out(format_args!(
             "warning: {} steps skipped for non-finite loss or gradients",
             s.skipped_steps
-        );
+        ));
     }
     Ok(())
 }

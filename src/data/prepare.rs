@@ -234,12 +234,12 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
             None if !opts.quiet && last_line.elapsed().as_secs() >= 10 => {
                 last_line = Instant::now();
                 let s = start.elapsed().as_secs_f64();
-                eprintln!(
+                crate::say::err(format_args!(
                     "prepare: {:.1}/{:.1} MB, {:.2} MB/s",
                     done_bytes as f64 / 1e6,
                     total_bytes as f64 / 1e6,
                     done_bytes as f64 / 1e6 / s
-                );
+                ));
             }
             None => {}
         }

@@ -122,10 +122,10 @@ impl Progress {
                     // Steps of this invocation only: a resumed run's earlier steps took no time here.
                     let done = (m.step + 1 - first) as f64;
                     let eta = elapsed / done * (self.steps - m.step) as f64;
-                    eprintln!(
+                    crate::say::err(format_args!(
                         "step {}/{} {summary} elapsed {elapsed:.0}s eta {eta:.0}s",
                         m.step, self.steps
-                    );
+                    ));
                 }
             }
             Display::Silent => {}
@@ -148,7 +148,7 @@ impl Progress {
     pub fn println(&self, msg: &str) {
         match &self.display {
             Display::Bar(bar) => bar.println(msg),
-            Display::Lines { .. } => eprintln!("{msg}"),
+            Display::Lines { .. } => crate::say::err(msg),
             Display::Silent => {}
         }
     }

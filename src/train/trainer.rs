@@ -409,7 +409,9 @@ pub fn train_rank<B: AutodiffBackend>(
     }
     let tokens_per_step = t.tokens_per_step(cfg.data.seq_len) as u64;
     let mut summary = TrainSummary {
-        losses: Vec::with_capacity(t.steps),
+        // Grown step by step: reserving train.steps up front asked for 8 bytes a step at once (34 GB
+        // for 2^32 steps, an abort under a memory limit) for a run that may stop after one.
+        losses: Vec::new(),
         tokens: state.tokens,
         wall_s: 0.0,
         tokens_per_s: 0.0,
