@@ -120,6 +120,17 @@ fn missing_files_and_bad_flags_exit_2() {
         &["train", "configs/tiny.yaml", "--stop-after", "0"],
         &["invalid value '0' for '--stop-after", "at least 1"],
     );
+    // In MB, multiplied out to bytes: u64::MAX overflowed (a panic in a debug build, a wrapped
+    // limit in a release one); 0 gave one tensor a shard.
+    for mb in ["0", "18446744073709551615"] {
+        refused(
+            &["export", "no/such/run", "--out", "x", "--max-shard-size-mb", mb],
+            &[
+                &format!("invalid value '{mb}' for '--max-shard-size-mb"),
+                "1..=18446744073709",
+            ],
+        );
+    }
 }
 
 #[test]
@@ -539,6 +550,11 @@ fn eval_and_generate_refuse_what_the_model_cannot_score_or_continue() {
     refused(
         &["generate", &ckpt, "--temperature", "nan"],
         &["--temperature", "NaN"],
+    );
+    // A number out of range is shown short, not as its 309 digits.
+    refused(
+        &["generate", &ckpt, "--top-p", "1e308"],
+        &["--top-p: 1e308 must be in (0, 1]"],
     );
     // The tiny preset's context is 64 tokens: a prompt of more fills it.
     let long = "So are you to my thoughts as food to life. ".repeat(40);

@@ -98,13 +98,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(Error::Flag {
             flag: "--temperature".into(),
-            msg: format!("{} must be 0 (greedy) or a positive number", opts.temperature),
+            msg: format!(
+                "{} must be 0 (greedy) or a positive number",
+                crate::say::num(opts.temperature)
+            ),
         });
     }
     if !(0.0..=1.0).contains(&opts.top_p) || opts.top_p == 0.0 {
         return Err(Error::Flag {
             flag: "--top-p".into(),
-            msg: format!("{} must be in (0, 1]", opts.top_p),
+            msg: format!("{} must be in (0, 1]", crate::say::num(opts.top_p)),
         });
     }
     let backend = args.backend.unwrap_or(crate::config::BackendKind::Cpu);

@@ -65,7 +65,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: crate::checkpoint::tensors::StoreDtype,
     /// Largest shard, in MB of tensor data; bigger models are split with an index file.
-    #[arg(long, default_value_t = 5000)]
+    // Bounded so the size in bytes fits a u64 (u64::MAX overflowed the multiplication).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=u64::MAX / 1_000_000))]
     pub max_shard_size_mb: u64,
 }
 

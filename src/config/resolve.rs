@@ -9,6 +9,7 @@ use super::file::{AttentionKernel, BackendKind, FileConfig, Overlay, Precision, 
 use super::preset::preset;
 use crate::error::{Error, Result};
 use crate::model::GrokConfig;
+use crate::say::num;
 
 /// A validated run configuration. Stored verbatim in every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,16 +324,6 @@ fn value_err(file: &str, key: &str, msg: impl Into<String>) -> Error {
         file: file.to_string(),
         key: key.to_string(),
         msg: msg.into(),
-    }
-}
-
-/// A number as an error message shows it: plain where that is short, in exponent form past it
-/// (`{}` wrote `lr: 1e300` out as 301 digits).
-fn num(x: f64) -> String {
-    if x == 0.0 || (1e-4..1e16).contains(&x.abs()) {
-        format!("{x}")
-    } else {
-        format!("{x:e}")
     }
 }
 

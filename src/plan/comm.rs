@@ -121,7 +121,7 @@ impl Comm {
 pub fn comm(m: &GrokConfig, sc: &Scenario, gpu: &GpuSpec) -> Comm {
     let l = &sc.layout;
     let p = params_per_gpu(m, l);
-    let x = 2.0 * (sc.seq_len * sc.micro_batch * m.d_model) as f64;
+    let x = 2.0 * sc.seq_len as f64 * sc.micro_batch as f64 * m.d_model as f64;
     let layers = l.layers_per_stage(m.n_layers) as f64;
     let micro = sc.micro_batches as f64;
     let tp = l.tp as f64;

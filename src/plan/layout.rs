@@ -120,7 +120,7 @@ impl BatchSpec {
             BatchSpec::PerRank { micro_batches } => Some(micro_batches),
             BatchSpec::Global { tokens } => {
                 let sequences = (tokens / seq_len as f64).ceil();
-                let per_step = (dp * micro_batch) as f64;
+                let per_step = dp as f64 * micro_batch as f64;
                 if sequences < per_step {
                     None
                 } else {
@@ -161,7 +161,13 @@ pub struct Scenario {
 impl Scenario {
     /// Tokens in one optimizer step across all ranks: m · b · dp · s.
     pub fn tokens_per_step(&self) -> f64 {
-        (self.micro_batches * self.micro_batch * self.layout.dp * self.seq_len) as f64
+        self.sequences_per_step() * self.seq_len as f64
+    }
+
+    /// Sequences in one optimizer step across all ranks: m · b · dp. In f64, as every product of
+    /// the plan's counts: `--micro-batch 18446744073709551615` overflowed them as integers.
+    pub fn sequences_per_step(&self) -> f64 {
+        self.micro_batches as f64 * self.micro_batch as f64 * self.layout.dp as f64
     }
 
     /// The same scenario on another layout and memory options, or `None` when the batch cannot be

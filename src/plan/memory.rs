@@ -154,7 +154,7 @@ pub fn stage_activations(m: &GrokConfig, sc: &Scenario, mode: Recompute) -> Stag
     };
     let layers = sc.layout.layers_per_stage(m.n_layers) as f64;
     let in_flight = sc.layout.pp.min(sc.micro_batches) as f64;
-    let logits = 4.0 * (sc.seq_len * sc.micro_batch * m.vocab_size) as f64 / sc.layout.tp as f64;
+    let logits = 4.0 * sc.seq_len as f64 * sc.micro_batch as f64 * m.vocab_size as f64 / sc.layout.tp as f64;
     StageActivations {
         first: layers * in_flight * keep + work,
         last: layers * keep + work + logits,

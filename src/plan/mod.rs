@@ -161,6 +161,14 @@ fn flag_err(flag: &str, msg: impl Into<String>) -> Error {
 /// The most GPUs a plan sizes.
 pub const MAX_GPUS: usize = 1 << 30;
 
+/// The most tokens `--tokens` takes: 10⁴ times the ~10¹⁴ of the largest runs published (`1e308`
+/// printed a 309-digit token count and "inf days").
+pub const MAX_TOKENS: f64 = 1e18;
+
+/// The most tokens `--global-batch-tokens` takes: 6·10⁷ times Llama 3 405B's 16M-token batch
+/// (`report::LARGE_BATCH_TOKENS`); it bounds the micro-batches per step the plan counts in integers.
+pub const MAX_BATCH_TOKENS: f64 = 1e15;
+
 /// Check the flags against each other and the config and resolve them into a `Scenario`.
 pub fn scenario(args: &PlanArgs, cfg: &Config) -> Result<Scenario> {
     let m = &cfg.model;
@@ -184,7 +192,7 @@ pub fn scenario(args: &PlanArgs, cfg: &Config) -> Result<Scenario> {
     if !(args.mfu.is_finite() && args.mfu > 0.0 && args.mfu <= 1.0) {
         return Err(flag_err(
             "--mfu",
-            format!("{} must be in (0, 1], e.g. 0.4", args.mfu),
+            format!("{} must be in (0, 1], e.g. 0.4", crate::say::num(args.mfu)),
         ));
     }
     let micro_batch = args.micro_batch.unwrap_or(cfg.train.micro_batch);
@@ -193,14 +201,14 @@ pub fn scenario(args: &PlanArgs, cfg: &Config) -> Result<Scenario> {
     }
     let batch = match &args.global_batch_tokens {
         Some(s) => BatchSpec::Global {
-            tokens: positive_count("--global-batch-tokens", s)?,
+            tokens: positive_count("--global-batch-tokens", s, MAX_BATCH_TOKENS)?,
         },
         None => BatchSpec::PerRank {
             micro_batches: cfg.train.grad_accum,
         },
     };
     let (tokens, tokens_defaulted) = match &args.tokens {
-        Some(s) => (positive_count("--tokens", s)?, false),
+        Some(s) => (positive_count("--tokens", s, MAX_TOKENS)?, false),
         None => (DEFAULT_TOKENS_PER_PARAM * count(m).total as f64, true),
     };
     let recompute = match (args.recompute, args.selective_recompute) {
@@ -236,7 +244,7 @@ pub fn scenario(args: &PlanArgs, cfg: &Config) -> Result<Scenario> {
             format!(
                 "{} is less than one micro-batch per data-parallel rank: dp {dp} × micro-batch {micro_batch} × seq {seq} = {} tokens",
                 args.global_batch_tokens.as_deref().unwrap_or_default(),
-                dp * micro_batch * seq
+                report::count(dp as f64 * micro_batch as f64 * seq as f64)
             ),
         )
     };
@@ -298,8 +306,15 @@ pub fn parse_count(s: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|v| v * scale)
 }
 
-fn positive_count(flag: &str, s: &str) -> Result<f64> {
+fn positive_count(flag: &str, s: &str, max: f64) -> Result<f64> {
     match parse_count(s) {
+        Some(v) if v > max => Err(flag_err(
+            flag,
+            format!(
+                "`{s}` is more than {} tokens, far past any run's",
+                report::count(max)
+            ),
+        )),
         Some(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(flag_err(
             flag,
@@ -424,6 +439,50 @@ mod tests {
                 ..base()
             }),
             "--global-batch-tokens"
+        );
+        // Past the bounds, a plan printed 309-digit counts and "inf days" (`--tokens 1e308`) or
+        // overflowed its integer counts (`--global-batch-tokens 1e308`).
+        for (tokens, batch, flag) in [
+            ("2e18", None, "--tokens"),
+            ("1T", Some("2e15"), "--global-batch-tokens"),
+        ] {
+            let a = PlanArgs {
+                tokens: Some(tokens.into()),
+                global_batch_tokens: batch.map(String::from),
+                ..base()
+            };
+            let e = scenario(&a, &c).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains("far past any run's"), "{e}");
+        }
+        let at_the_bounds = PlanArgs {
+            tokens: Some("1e18".into()),
+            global_batch_tokens: Some("1e15".into()),
+            ..base()
+        };
+        scenario(&at_the_bounds, &c).unwrap();
+    }
+
+    /// Every count of a step is a product in f64: `--micro-batch 18446744073709551615` overflowed
+    /// the integer products of the batch, the logits and the activations (found 2026-12-07).
+    #[test]
+    fn a_micro_batch_of_any_size_is_planned_without_overflow() {
+        let c = cfg("grok-1");
+        let mut a = PlanArgs::new("unused.yaml", 1024, "h100");
+        (a.dp, a.micro_batch) = (Some(1024), Some(usize::MAX));
+        let p = Plan::new(&c, scenario(&a, &c).unwrap());
+        let tokens = usize::MAX as f64 * 1024.0 * c.data.seq_len as f64;
+        assert_eq!(p.time.tokens_per_step, tokens);
+        let text = p.to_string();
+        assert!(
+            text.contains(&format!("{} tokens per step", report::count(tokens))),
+            "{text}"
+        );
+        assert!(!text.contains("0000000000"), "{text}");
+        a.global_batch_tokens = Some("1e15".into());
+        let e = scenario(&a, &c).unwrap_err().to_string();
+        assert!(
+            e.contains("is less than one micro-batch per data-parallel rank"),
+            "{e}"
         );
     }
 

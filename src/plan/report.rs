@@ -14,8 +14,11 @@ use super::search::MAX_PREFERRED_BUBBLE;
 /// ended pre-training with (Dubey et al. 2024), among the largest any published run reports.
 pub const LARGE_BATCH_TOKENS: f64 = 16_777_216.0;
 
-/// 1234 → "1.23K", 315.68e9 → "315.68B".
+/// 1234 → "1.23K", 315.68e9 → "315.68B", 2e18 → "2.00e18".
 pub fn count(n: f64) -> String {
+    if n.abs() >= 1e15 {
+        return format!("{n:.2e}");
+    }
     let units = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")];
     for (scale, unit) in units {
         if n.abs() >= scale {
@@ -25,8 +28,11 @@ pub fn count(n: f64) -> String {
     format!("{n:.0}")
 }
 
-/// Bytes in decimal units (GB = 10⁹ bytes, as GPU memory is quoted).
+/// Bytes in decimal units (GB = 10⁹ bytes, as GPU memory is quoted); past 10⁶ TB in exponent form.
 pub fn bytes(b: f64) -> String {
+    if b.abs() >= 1e18 {
+        return format!("{:.2e} TB", b / 1e12);
+    }
     let units = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")];
     for (scale, unit) in units {
         if b.abs() >= scale {
@@ -160,7 +166,7 @@ impl fmt::Display for Plan {
             sc.micro_batches,
             if sc.micro_batches == 1 { "" } else { "es" },
             count(t.tokens_per_step),
-            sc.micro_batches * sc.micro_batch * l.dp
+            count(sc.sequences_per_step())
         )?;
         if let BatchSpec::Global { tokens } = sc.batch
             && tokens < t.tokens_per_step
@@ -418,6 +424,8 @@ mod tests {
         assert_eq!(count(12.0), "12");
         assert_eq!(bytes(80e9), "80.0 GB");
         assert_eq!(bytes(1.5e12), "1.5 TB");
+        assert_eq!(count(2e18), "2.00e18");
+        assert_eq!(bytes(2.5e19), "2.50e7 TB");
         assert_eq!(seconds(0.25), "250.0 ms");
         assert_eq!(seconds(2e-6), "2.0 µs");
         assert_eq!(days(1.5), "1.50 days (36.0 hours)");
