@@ -120,6 +120,15 @@ fn text_and_jsonl_round_trip_through_shards() {
     // One 0.1 MB file is one piece: one thread ran, not the two allowed (the summary said 2).
     assert_eq!(whole.threads, 1);
     assert!(whole.summary().ends_with(", 1 thread)"), "{}", whole.summary());
+    // Any number of threads is a cap: usize::MAX overflowed the round's size (found 2026-12-07).
+    let mut o = opts(&[&sonnets()]);
+    o.threads = usize::MAX;
+    let many = prepare::prepare(&o, &dir.join("many-threads")).unwrap();
+    assert_eq!(many.threads, 1);
+    assert_eq!(
+        stream(&Dataset::open(&dir.join("many-threads")).unwrap()),
+        stream(&Dataset::open(&dir.join("whole")).unwrap())
+    );
     let (t, v) = (p.manifest.train_tokens(), p.manifest.val_tokens());
     assert_eq!(t + v, whole.manifest.train_tokens());
     assert!(v > 0 && v % prepare::VAL_BLOCK_TOKENS == 0, "{v}");

@@ -178,7 +178,9 @@ pub fn prepare(opts: &PrepareOptions, out: &Path) -> Result<Prepared> {
     };
     let mut reader = Reader::new(inputs, &opts.jsonl_field, opts.skip_bad);
     let (mut documents, mut in_doc, mut done_bytes) = (0u64, false, 0u64);
-    let round_bytes = (threads * 4 * PIECE_BYTES).min(1 << 30);
+    // Saturating: `--threads 18446744073709551615` overflowed; a round is at most 1 GiB anyway, and
+    // the workers at most its pieces.
+    let round_bytes = threads.saturating_mul(4 * PIECE_BYTES).min(1 << 30);
     let mut threads_used = 1;
     let mut last_line = Instant::now();
     loop {
