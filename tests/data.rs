@@ -666,6 +666,13 @@ fn training_on_shards_logs_validation_loss() {
         .collect();
     assert_eq!(val.iter().map(|v| v.0).collect::<Vec<_>>(), [2, 4]);
     assert!(val.iter().all(|v| (v.1 - 512f64.ln()).abs() < 1.0), "{val:?}");
+    // `train.eval_batches` past the split takes all of it: usize::MAX overflowed the count of
+    // windows wanted (found 2026-12-07).
+    let ds = Dataset::open(&dir.join("shards")).unwrap();
+    let all = ds.val_batches(usize::MAX, 2, 32);
+    let windows: usize = all.iter().map(|b| b.batch).sum();
+    assert!(windows > 100, "{windows}");
+    assert_eq!(all, ds.val_batches(1 << 20, 2, 32));
 
     // No validation tokens but eval_every set: refused, naming the key.
     let cfg = tiny_config(

@@ -261,11 +261,15 @@ impl Dataset {
     pub fn val_batches(&self, n_batches: usize, batch: usize, seq: usize) -> Vec<Batch> {
         let windows = Windows::new(&self.val, seq, false);
         let total = windows.len();
-        let want = (n_batches * batch) as u64;
+        // Saturating, and the spread in u128: `train.eval_batches: 18446744073709551615` (all of
+        // the split) overflowed the product.
+        let want = (n_batches as u64).saturating_mul(batch as u64);
         let ids: Vec<u64> = if total <= want {
             (0..total).collect()
         } else {
-            (0..want).map(|i| i * total / want).collect()
+            (0..want)
+                .map(|i| (i as u128 * total as u128 / want as u128) as u64)
+                .collect()
         };
         ids.chunks(batch.max(1))
             .map(|chunk| {
