@@ -50,23 +50,16 @@ impl Job for GenerateJob {
         opts.max_new_tokens = opts.max_new_tokens.min(room);
         let mut stdout = std::io::stdout();
         print!("{}", self.prompt);
-        // Byte-level BPE tokens need not end on a character boundary: decode the whole
-        // continuation each time and print what is new.
-        let mut generated: Vec<u32> = Vec::new();
-        let mut shown = 0;
+        let mut text = Stream::new(tok);
         let start = std::time::Instant::now();
         let new = generate(&model, &ids, &opts, &device, |id| {
-            generated.push(id);
-            if let Ok(text) = tok.decode(&generated, true)
-                && text.len() > shown
-                && text.is_char_boundary(shown)
-            {
-                print!("{}", &text[shown..]);
+            let more = text.push(id);
+            if !more.is_empty() {
+                print!("{more}");
                 let _ = stdout.flush();
-                shown = text.len();
             }
         });
-        println!();
+        println!("{}", text.rest());
         let dt = start.elapsed().as_secs_f64();
         eprintln!(
             "[{} tokens in {dt:.2}s: {:.1} tokens/s, {}]",
@@ -81,6 +74,55 @@ impl Job for GenerateJob {
             );
         }
         Ok(())
+    }
+}
+
+/// A continuation's text as its tokens arrive. Byte-level BPE tokens need not end on a
+/// character boundary: the continuation is decoded whole each time, and what is new is shown once
+/// it is final. A character whose bytes are still coming decodes as U+FFFD at the end; showing it
+/// then printed "�" for it and, the decoded text no longer extending what was shown, garbled
+/// the rest of the line.
+struct Stream<'a> {
+    tok: &'a tokenizers::Tokenizer,
+    ids: Vec<u32>,
+    shown: usize,
+}
+
+impl<'a> Stream<'a> {
+    fn new(tok: &'a tokenizers::Tokenizer) -> Self {
+        Stream {
+            tok,
+            ids: Vec::new(),
+            shown: 0,
+        }
+    }
+
+    /// Take token `id`; the text that is now final and not yet shown.
+    fn push(&mut self, id: u32) -> String {
+        self.ids.push(id);
+        self.take(true)
+    }
+
+    /// At the end: what is left, a character left unfinished included (as U+FFFD).
+    fn rest(&mut self) -> String {
+        self.take(false)
+    }
+
+    fn take(&mut self, hold_unfinished: bool) -> String {
+        let Ok(text) = self.tok.decode(&self.ids, true) else {
+            return String::new();
+        };
+        let end = if hold_unfinished {
+            text.trim_end_matches('\u{FFFD}').len()
+        } else {
+            text.len()
+        };
+        if end <= self.shown || !text.is_char_boundary(self.shown) {
+            return String::new();
+        }
+        let more = text[self.shown..end].to_string();
+        self.shown = end;
+        more
     }
 }
 
@@ -130,4 +172,40 @@ pub fn resolve_checkpoint(path: &std::path::Path) -> Result<PathBuf> {
     checkpoint::latest(path).ok_or_else(|| {
         Error::input(path, "not a checkpoint directory (no model.safetensors) nor a run directory with a `latest` checkpoint")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shown piece by piece, the text is the whole continuation decoded at once, characters split
+    /// over tokens included.
+    #[test]
+    fn a_stream_shows_characters_split_over_tokens_once_whole() {
+        let corpus = vec!["plain ascii words only, nothing else here. ".repeat(20)];
+        let tok = tokenizer::train_bpe_on(&corpus, 300).unwrap();
+        let text = "naïve café 🦀 ok ✓";
+        let ids = tokenizer::encode(&tok, text).unwrap();
+        // The BPE saw no such characters: they come as their bytes, one token each.
+        assert!(ids.len() > text.chars().count(), "{ids:?}");
+        let mut stream = Stream::new(&tok);
+        let mut shown = Vec::new();
+        for &id in &ids {
+            shown.push(stream.push(id));
+        }
+        shown.push(stream.rest());
+        assert_eq!(shown.concat(), text);
+        assert!(shown.iter().all(|s| !s.contains('\u{FFFD}')), "{shown:?}");
+        // 🦀's four bytes: nothing is shown until the last.
+        assert!(
+            shown.contains(&" 🦀".to_string()) || shown.contains(&"🦀".to_string()),
+            "{shown:?}"
+        );
+
+        // Bytes that never make a character are shown as U+FFFD at the end, not dropped.
+        let crab = tokenizer::encode(&tok, "🦀").unwrap();
+        let mut stream = Stream::new(&tok);
+        assert_eq!(stream.push(crab[0]), "");
+        assert_eq!(stream.rest(), "\u{FFFD}");
+    }
 }
