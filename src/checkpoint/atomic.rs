@@ -78,7 +78,10 @@ impl StagedDir {
                 &self.target,
                 std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
-                    "checkpoint already exists; refusing to overwrite it",
+                    // Said by `prepare`, `export` and `import` too: two at once into one --out
+                    // (found 2026-12-07) once read "checkpoint already exists" for token shards.
+                    "appeared while this output was being written (another process writing \
+                     the same path?); left as it is, and nothing was written in its place",
                 ),
             ));
         }
@@ -136,4 +139,32 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another process publishing the same path first (two `prepare`s into one --out) wins; this
+    /// one says so without naming a checkpoint, leaves the other's output alone and removes its
+    /// own staged copy.
+    #[test]
+    fn a_target_that_appears_meanwhile_is_left_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("colossus-atomic-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let target = dir.join("shards");
+        let staged = StagedDir::new(&target).unwrap();
+        staged.write("a.bin", b"mine").unwrap();
+        let tmp = staged.path().to_path_buf();
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("a.bin"), b"theirs").unwrap();
+        let e = staged.commit().unwrap_err().to_string();
+        assert!(
+            e.contains("shards: appeared while this output was being written") && !e.contains("checkpoint"),
+            "{e}"
+        );
+        assert_eq!(fs::read(target.join("a.bin")).unwrap(), b"theirs");
+        assert!(!tmp.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
