@@ -74,9 +74,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .unwrap_or_default()
     ));
     if s.interrupted {
-        crate::say::out(format_args!(
-            "interrupted by a signal; continue with: colossus train CONFIG --resume"
-        ));
+        crate::say::out("interrupted by a signal; continue with: colossus train CONFIG --resume");
     }
     if s.skipped_steps > 0 {
         crate::say::out(format_args!(
