@@ -120,6 +120,11 @@ fn missing_files_and_bad_flags_exit_2() {
         &["train", "configs/tiny.yaml", "--stop-after", "0"],
         &["invalid value '0' for '--stop-after", "at least 1"],
     );
+    // `--resume "$CHECKPOINT"` with the variable unset trained from scratch.
+    refused(
+        &["train", "configs/tiny.yaml", "--resume", ""],
+        &["flag --resume: is empty", "`--resume` alone"],
+    );
     // In MB, multiplied out to bytes: u64::MAX overflowed (a panic in a debug build, a wrapped
     // limit in a release one); 0 gave one tensor a shard.
     for mb in ["0", "18446744073709551615"] {

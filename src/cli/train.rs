@@ -27,6 +27,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     sets.extend(args.dist.sets());
     let mut cfg = config::load(&args.config.config, &sets)?;
     if let Some(r) = &args.resume {
+        // `--resume "$CHECKPOINT"` with the variable unset would otherwise train from scratch.
+        if r.is_empty() {
+            return Err(crate::Error::Flag {
+                flag: "--resume".into(),
+                msg: "is empty; give a checkpoint directory, or `--resume` alone for the run's latest".into(),
+            });
+        }
         cfg.train.resume = config::Resume::parse(r);
     }
     let opts = TrainOptions {

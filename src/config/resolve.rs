@@ -508,6 +508,29 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
             "is empty; expected a directory written by `colossus prepare`".into(),
         );
     }
+    // An empty path is the current directory to the file system: `data.cache_dir: ''` put the
+    // cache, and `train.out_dir: ''` the run, beside wherever the command ran (found 2026-12-07).
+    if let Some(i) = corpus.iter().position(|c| c.is_empty()) {
+        return e(
+            "data.corpus",
+            format!(
+                "entry {} is empty; expected a text or JSONL file or a directory",
+                i + 1
+            ),
+        );
+    }
+    for (key, v, expected) in [
+        ("data.tokenizer", &d.tokenizer, "a tokenizer.json file"),
+        (
+            "data.cache_dir",
+            &d.cache_dir,
+            "a directory (leave it out for <train.out_dir>/.cache/data)",
+        ),
+    ] {
+        if v.as_ref().is_some_and(|v| v.is_empty()) {
+            return e(key, format!("is empty; expected {expected}"));
+        }
+    }
     if corpus.is_empty() && d.tokenizer.is_none() && shards.is_none() {
         return e(
             "data.corpus",
@@ -627,7 +650,15 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         grad_clip: non_negative("train.grad_clip", req(&t.grad_clip, file, "train.grad_clip")?)?,
         log_every: at_least_one("train.log_every", req(&t.log_every, file, "train.log_every")?)?,
         checkpoint_every: req(&t.checkpoint_every, file, "train.checkpoint_every")?,
-        out_dir: req(&t.out_dir, file, "train.out_dir")?,
+        out_dir: match req(&t.out_dir, file, "train.out_dir")? {
+            dir if dir.is_empty() => {
+                return e(
+                    "train.out_dir",
+                    "is empty; expected a directory, e.g. checkpoints".into(),
+                );
+            }
+            dir => dir,
+        },
         resume: Resume::parse(&req(&t.resume, file, "train.resume")?),
         keep_last: req(&t.keep_last, file, "train.keep_last")?,
         max_nonfinite_steps: at_least_one(
@@ -793,6 +824,16 @@ fn validate_distributed(f: &FileConfig, file: &str, micro_batch: usize) -> Resul
             format!("{master_addr:?} must be a host name or IP address"),
         );
     }
+    if let Some(a) = d
+        .node_addr
+        .as_ref()
+        .filter(|a| a.is_empty() || a.contains(['/', ' ']))
+    {
+        return e(
+            "distributed.node_addr",
+            format!("{a:?} must be a host name or IP address"),
+        );
+    }
     Ok(DistributedConfig {
         world_size,
         rank,
@@ -912,6 +953,18 @@ mod tests {
         assert!(err("preset: tiny\n", &["train.eval_batches=0"]).contains("train.eval_batches"));
         assert!(err("preset: tiny\n", &["train.cpu_workers=0"]).contains("train.cpu_workers"));
         assert!(err("preset: tiny\n", &["data.shards=''"]).contains("data.shards"));
+        // Empty paths once meant the current directory (found 2026-12-07).
+        for key in [
+            "data.tokenizer",
+            "data.cache_dir",
+            "train.out_dir",
+            "distributed.node_addr",
+        ] {
+            let e = err("preset: tiny\n", &[&format!("{key}=''")]);
+            assert!(e.contains(&format!("key `{key}`")), "{e}");
+        }
+        let e = err("preset: tiny\n", &["data.corpus=[data, '']"]);
+        assert!(e.contains("key `data.corpus`: entry 2 is empty"), "{e}");
     }
 
     /// Sizes whose products overflow are refused by key: they used to panic ("attempt to

@@ -49,7 +49,18 @@ pub fn list_inputs(entries: &[String], key: &str) -> Result<Vec<Input>> {
     let mut inputs = Vec::new();
     // Each file's resolved path and the path it was first listed under.
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
-    for entry in entries {
+    for (i, entry) in entries.iter().enumerate() {
+        // Named by position: an empty path has no name of its own (`prepare ''` said
+        // ": cannot read"). A config's empty entry is refused when the config is read.
+        if entry.is_empty() {
+            return Err(Error::Flag {
+                flag: key.to_string(),
+                msg: format!(
+                    "entry {} is empty; expected a text or JSONL file or a directory",
+                    i + 1
+                ),
+            });
+        }
         let path = Path::new(entry);
         let meta = std::fs::metadata(path).map_err(|e| {
             Error::input(
