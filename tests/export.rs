@@ -254,7 +254,7 @@ fn import_refuses_config_json_it_cannot_build() {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(good.dir.join("config.json")).unwrap()).unwrap();
     type Edit = dyn Fn(&mut serde_json::Value);
-    let cases: [(&str, &Edit, &str); 5] = [
+    let cases: [(&str, &Edit, &str); 7] = [
         (
             "llama",
             &|c| c["architectures"] = serde_json::json!(["LlamaForCausalLM"]),
@@ -274,6 +274,17 @@ fn import_refuses_config_json_it_cannot_build() {
             "num_experts_per_tok",
         ),
         ("rope", &|c| c["rope_theta"] = (-1.0).into(), "rope_theta"),
+        (
+            "untied",
+            &|c| c["tie_word_embeddings"] = false.into(),
+            "`tie_word_embeddings` is false",
+        ),
+        // Python reads 0 as false: transformers and vLLM would untie it (found 2026-12-07).
+        (
+            "untied-0",
+            &|c| c["tie_word_embeddings"] = 0.into(),
+            "`tie_word_embeddings` is 0; expected true",
+        ),
         // Sizes the weights cannot hold: listing 10^10 tensor names once hung (2026-12-06).
         (
             "layers",

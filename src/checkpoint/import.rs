@@ -75,11 +75,22 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
             "key `router_logit_softcapping` is non-zero: a Grok-2 router, not supported",
         ));
     }
-    if c.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false) {
-        return Err(Error::input(
-            path,
-            "key `tie_word_embeddings` is false: untied embeddings are not supported",
-        ));
+    match c.get("tie_word_embeddings") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            return Err(Error::input(
+                path,
+                "key `tie_word_embeddings` is false: untied embeddings are not supported",
+            ));
+        }
+        // Read as Python reads it, `0` or `""` unties them in transformers and vLLM; any value but
+        // a boolean was taken as tied (found 2026-12-07).
+        Some(other) => {
+            return Err(Error::input(
+                path,
+                format!("key `tie_word_embeddings` is {other}; expected true"),
+            ));
+        }
     }
     let ffn = int("intermediate_size")?;
     let m = GrokConfig {
