@@ -75,6 +75,14 @@ pub fn model_config(path: &Path) -> Result<GrokConfig> {
             "key `router_logit_softcapping` is non-zero: a Grok-2 router, not supported",
         ));
     }
+    // Plain RoPE only: a scaled one (linear, NTK, YaRN) would be read as plain and put every
+    // position past the original context in the wrong place, without a word.
+    if let Some(scaling) = c.get("rope_scaling").filter(|v| !v.is_null()) {
+        return Err(Error::input(
+            path,
+            format!("key `rope_scaling` is {scaling}: scaled RoPE is not supported"),
+        ));
+    }
     match c.get("tie_word_embeddings") {
         None | Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => {
