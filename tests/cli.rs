@@ -244,6 +244,46 @@ fn bench_prints_throughput_and_the_spread_of_its_steps() {
     assert!(0.0 < route && route <= phases[0] + 0.5, "{stdout}");
 }
 
+/// `bench` flags that would measure nothing they name are refused (issue 7): two modes at once
+/// ran the first and dropped the other; a step flag beside a mode that runs no step, `--f32-head`
+/// under f32 and `--composed-flash-backward` without flash attention ran unchanged under the
+/// flag's label (found 2026-12-07).
+#[test]
+fn bench_flags_that_would_measure_nothing_are_refused() {
+    fn bench<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["bench", "configs/tiny.yaml"][..], extra].concat()
+    }
+    refused(
+        &bench(&["--checkpoint", "--data"]),
+        &["'--checkpoint' cannot be used with '--data'"],
+    );
+    refused(
+        &bench(&["--data", "--peer-json", "x.json"]),
+        &["'--data' cannot be used with '--peer-json"],
+    );
+    refused(
+        &bench(&["--compile-only", "--check-flash-backward"]),
+        &["cannot be used with"],
+    );
+    refused(
+        &bench(&["--plain-kernels", "--checkpoint"]),
+        &["'--plain-kernels' cannot be used with '--checkpoint'"],
+    );
+    refused(
+        &bench(&["--f32-head", "--steps", "1"]),
+        &["flag --f32-head", "precision is f32", "--set precision=bf16"],
+    );
+    refused(
+        &bench(&["--composed-flash-backward", "--steps", "1"]),
+        &[
+            "flag --composed-flash-backward",
+            "attention is composed",
+            "--set attention=flash",
+        ],
+    );
+    assert!(!std::path::Path::new("x.json").exists());
+}
+
 /// `bench --per-expert-moe` (issue 7) labels its line and, on the CPU, whose MoE is per-expert
 /// already, trains to the same loss as without it.
 #[test]

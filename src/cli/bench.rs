@@ -241,6 +241,25 @@ fn run_config(args: BenchArgs) -> Result<()> {
         sets.push(format!("data.seq_len={s}"));
     }
     let cfg = config::load(&args.config.config, &sets)?;
+    // Each compares a path with another; where the config never takes that path, the run would
+    // measure nothing the flag names, under its label.
+    if args.f32_head && cfg.precision == crate::config::Precision::F32 {
+        return Err(crate::error::Error::Flag {
+            flag: "--f32-head".into(),
+            msg: "widens a half-precision head, and the config's precision is f32: add --set \
+                  precision=bf16"
+                .into(),
+        });
+    }
+    if args.composed_flash_backward && cfg.attention != crate::config::AttentionKernel::Flash {
+        return Err(crate::error::Error::Flag {
+            flag: "--composed-flash-backward".into(),
+            msg: format!(
+                "replaces the flash backward, and the config's attention is {}: add --set attention=flash",
+                cfg.attention.name()
+            ),
+        });
+    }
     if args.checkpoint {
         return super::bench_checkpoint::run(cfg, args.steps.clamp(1, 3));
     }

@@ -222,7 +222,13 @@ impl DistArgs {
     }
 }
 
+/// `bench`'s modes that time no training step: the flags that change the step do not apply.
+const NOT_TRAINING: [&str; 4] = ["checkpoint", "data", "check_flash_backward", "peer_json"];
+
 #[derive(Debug, Args)]
+// The modes that run instead of training steps, one at a time: given together, the first of them
+// ran and the others were dropped without a word (found 2026-12-07).
+#[command(group(clap::ArgGroup::new("mode").multiple(false)))]
 pub struct BenchArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -240,38 +246,38 @@ pub struct BenchArgs {
     pub seq: Option<usize>,
     /// Measure checkpoint save/load throughput and the training stall per save instead
     /// (writes under train.out_dir/run_name, removed afterwards).
-    #[arg(long)]
+    #[arg(long, group = "mode")]
     pub checkpoint: bool,
     /// Benchmark the data pipeline on the config's corpus instead of the model: tokenization MB/s
     /// on one thread and on every core, and sampler batches/s.
-    #[arg(long)]
+    #[arg(long, group = "mode")]
     pub data: bool,
     /// Run the plain burn tensor-op paths instead of the fused kernels (`model::fused` on the
     /// CPU, `backend/gpu.rs`'s kernels on GPUs), to measure what they buy.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = NOT_TRAINING)]
     pub plain_kernels: bool,
     /// Under bf16, compute the output head in f32 (tf32 on tensor cores), as before the bf16
     /// head product (`model::wide`), to measure what that product buys.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = NOT_TRAINING)]
     pub f32_head: bool,
     /// On a GPU, run each MoE expert as its own autodiff node (the path before `model::experts`'
     /// one node for all of a layer's experts), to measure what that node buys.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = NOT_TRAINING)]
     pub per_expert_moe: bool,
     /// Under `attention: flash`, run the composed backward (matmuls around the softmax kernels)
     /// even where the fused flash backward runs on tensor cores, to measure what it buys.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = NOT_TRAINING)]
     pub composed_flash_backward: bool,
     /// Instead of benchmarking: compare the fused flash backward's gradients with the composed
     /// backward's on the config's GPU backend, precision and attention shape (one sequence of
     /// data.seq_len); exit 1 if they differ by more than the precision's tolerance.
-    #[arg(long)]
+    #[arg(long, group = "mode")]
     pub check_flash_backward: bool,
     /// Without a GPU: run the steps on a stand-in CUDA device that compiles every kernel they
     /// launch for an H100/H200 (sm_90a) with cubecl's CUDA code generator and NVRTC, and runs
     /// none; print how many compiled and each failure. Needs a `--features cuda` build, NVRTC on
     /// the library path and the CUDA headers under CUDA_PATH. Any `backend` in the config.
-    #[arg(long)]
+    #[arg(long, group = "mode")]
     pub compile_only: bool,
     /// With --compile-only: also store each kernel it compiles, as sm_90a machine code, in DIR,
     /// under the key burn's CUDA runtime looks it up by. A GPU host whose `cubecl.toml` says
@@ -282,7 +288,7 @@ pub struct BenchArgs {
     pub kernel_cache: Option<PathBuf>,
     /// Write the config's model shape as a Hugging Face config.json (the input of
     /// shared/reference/torch_train_peer.py) to this path instead of benchmarking.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", group = "mode")]
     pub peer_json: Option<PathBuf>,
 }
 
