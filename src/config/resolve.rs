@@ -311,13 +311,22 @@ fn parse_set(set: &str) -> Result<FileConfig> {
 }
 
 /// The YAML reader's message, less its advice to the programmer: a duplicated key ends "set
-/// DuplicateKeyPolicy in Options if acceptable", a setting of the library our users cannot reach.
+/// DuplicateKeyPolicy in Options if acceptable", a second document "use from_str_multiple or
+/// from_str_multiple_with_options", calls of the library our users cannot make.
 fn yaml_message(e: &impl std::fmt::Display) -> String {
-    e.to_string().replace(
-        ", set DuplicateKeyPolicy in Options if acceptable",
-        " (each key may appear once)",
-    )
+    e.to_string()
+        .replace(
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            " (each key may appear once)",
+        )
+        .replace(
+            "; use from_str_multiple or from_str_multiple_with_options",
+            " (a `---` line starts another); a config is one document",
+        )
 }
+
+/// The longest `run_name`, in bytes.
+pub const MAX_RUN_NAME: usize = 200;
 
 fn value_err(file: &str, key: &str, msg: impl Into<String>) -> Error {
     Error::ConfigValue {
@@ -715,6 +724,17 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     if run_name.is_empty() || run_name.contains(['/', '\\']) || run_name.starts_with('.') {
         return e("run_name", format!("{run_name:?} must be a plain directory name"));
     }
+    // A file name is at most 255 bytes, and the run's lock (`.NAME.lock`) and staging
+    // (`.NAME.tmp-PID`) names add to it: 300 bytes failed at the lock, "File name too long".
+    if run_name.len() > MAX_RUN_NAME {
+        return e(
+            "run_name",
+            format!(
+                "is {} bytes long; at most {MAX_RUN_NAME} (the file system allows 255 a name, and the run's own files add to it)",
+                run_name.len()
+            ),
+        );
+    }
     let backend = req(&f.backend, file, "backend")?;
     // bf16 is what a GPU run wants (tensor cores, half the activation traffic); on the CPU it is
     // emulated (rounded inputs, f32 arithmetic) and slower, so it is there only when asked for.
@@ -880,6 +900,11 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+        let e = err("preset: tiny\n---\npreset: small\n", &[]);
+        assert!(
+            e.contains("a config is one document") && !e.contains("from_str_multiple"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -953,6 +978,12 @@ mod tests {
         assert!(err("preset: tiny\n", &["train.eval_batches=0"]).contains("train.eval_batches"));
         assert!(err("preset: tiny\n", &["train.cpu_workers=0"]).contains("train.cpu_workers"));
         assert!(err("preset: tiny\n", &["data.shards=''"]).contains("data.shards"));
+        let long = format!("run_name={}", "x".repeat(MAX_RUN_NAME + 1));
+        assert!(err("preset: tiny\n", &[&long]).contains("key `run_name`: is 201 bytes long"));
+        ok(
+            "preset: tiny\n",
+            &[&format!("run_name={}", "x".repeat(MAX_RUN_NAME))],
+        );
         // Empty paths once meant the current directory (found 2026-12-07).
         for key in [
             "data.tokenizer",
