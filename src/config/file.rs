@@ -95,7 +95,10 @@ impl PresetName {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of config keys (preset, model, data, train, ...)"
+)]
 pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<PresetName>,
@@ -125,7 +128,7 @@ pub struct FileConfig {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `model` keys")]
 pub struct ModelFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<usize>,
@@ -172,7 +175,7 @@ pub struct ModelFile {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `data` keys")]
 pub struct DataFile {
     /// Text files or directories of `.txt` files: a list, or one path written as a string.
     #[serde(
@@ -221,7 +224,7 @@ pub struct DataFile {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `train` keys")]
 pub struct TrainFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
@@ -290,7 +293,7 @@ pub struct TrainFile {
 /// Data-parallel training (`src/dist/`). Environment variables (RANK, WORLD_SIZE, LOCAL_RANK,
 /// MASTER_ADDR, MASTER_PORT, NODE_ADDR) lay over the file and `--world-size`-style flags over both.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `distributed` keys")]
 pub struct DistributedFile {
     /// Ranks in the job (devices, each holding a full model replica).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -431,7 +434,7 @@ impl Overlay for FileConfig {
 /// `corpus: notes.txt` as well as `corpus: [notes.txt, more/]`: a lone path is a list of one.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "expected a path or a list of paths")]
     enum OneOrMany {
         One(String),
         Many(Vec<String>),

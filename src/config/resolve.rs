@@ -900,6 +900,15 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+        // The expected shapes in words, not the reader's type names (`struct ModelFile`,
+        // `untagged enum OneOrMany`).
+        let e = err("preset: tiny\n", &["model=3"]);
+        assert!(e.ends_with("expected a mapping of `model` keys"), "{e}");
+        let e = err("preset: tiny\ndata: {corpus: [[a]]}\n", &[]);
+        assert!(
+            e.contains("expected a path or a list of paths") && !e.contains("OneOrMany"),
+            "{e}"
+        );
         let e = err("preset: tiny\n---\npreset: small\n", &[]);
         assert!(
             e.contains("a config is one document") && !e.contains("from_str_multiple"),
