@@ -4,26 +4,35 @@
 
 use crate::error::{Error, Result};
 
-/// (variable, config key, numeric?)
-const VARS: [(&str, &str, bool); 6] = [
-    ("RANK", "distributed.rank", true),
-    ("WORLD_SIZE", "distributed.world_size", true),
-    ("LOCAL_RANK", "device", true),
-    ("MASTER_ADDR", "distributed.master_addr", false),
-    ("MASTER_PORT", "distributed.master_port", true),
-    ("NODE_ADDR", "distributed.node_addr", false),
+/// (variable, config key, the largest value of a number; `None`: a host)
+const VARS: [(&str, &str, Option<u64>); 6] = [
+    ("RANK", "distributed.rank", Some(u64::MAX)),
+    ("WORLD_SIZE", "distributed.world_size", Some(u64::MAX)),
+    ("LOCAL_RANK", "device", Some(u64::MAX)),
+    ("MASTER_ADDR", "distributed.master_addr", None),
+    // Checked here: past it, the `--set` it becomes was blamed, a flag nobody typed.
+    ("MASTER_PORT", "distributed.master_port", Some(u16::MAX as u64)),
+    ("NODE_ADDR", "distributed.node_addr", None),
 ];
 
 /// `KEY=VALUE` overrides from the variables `get` finds (`std::env::var` in the binary).
 pub fn sets(get: impl Fn(&str) -> Option<String>) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for (var, key, numeric) in VARS {
+    for (var, key, max) in VARS {
         let Some(v) = get(var) else { continue };
         let v = v.trim().to_string();
-        if numeric && v.parse::<u64>().is_err() {
+        let numeric = max.is_some();
+        if let Some(max) = max
+            && !v.parse::<u64>().is_ok_and(|n| n <= max)
+        {
+            let what = if max == u64::MAX {
+                "a non-negative integer".to_string()
+            } else {
+                format!("a whole number from 0 to {max}")
+            };
             return Err(Error::Flag {
                 flag: format!("environment variable {var}"),
-                msg: format!("{v:?} is not a non-negative integer (it sets {key})"),
+                msg: format!("{v:?} is not {what} (it sets {key})"),
             });
         }
         if !numeric && (v.is_empty() || v.contains(['/', ' ', '"'])) {
@@ -65,5 +74,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad.contains("RANK"), "{bad}");
+        let port = sets(|k| (k == "MASTER_PORT").then(|| "99999".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            port.contains(
+                "environment variable MASTER_PORT: \"99999\" is not a whole number from 0 to 65535"
+            ),
+            "{port}"
+        );
     }
 }
