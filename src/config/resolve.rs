@@ -519,6 +519,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
     }
     // An empty path is the current directory to the file system: `data.cache_dir: ''` put the
     // cache, and `train.out_dir: ''` the run, beside wherever the command ran (found 2026-12-07).
+    // Each path key refuses one: these three here, train.out_dir below.
     if let Some(i) = corpus.iter().position(|c| c.is_empty()) {
         return e(
             "data.corpus",
@@ -730,7 +731,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config> {
         return e(
             "run_name",
             format!(
-                "is {} bytes long; at most {MAX_RUN_NAME} (the file system allows 255 a name, and the run's own files add to it)",
+                "is {} bytes long; at most {MAX_RUN_NAME} (a file name may be 255 bytes, and the run's own files add to it)",
                 run_name.len()
             ),
         );
