@@ -24,6 +24,15 @@ fn spawn(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
     start(cmd)
 }
 
+/// A run that trains to its end undisturbed, in a new directory: what an interrupted run must
+/// end equal to.
+fn trained(name: &str, extra: &[&str], env: &[(&str, &str)]) -> common::TempDir {
+    let dir = common::temp_dir(name);
+    let out = spawn(&dir, extra, env).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
 fn start(mut cmd: Command) -> Child {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
@@ -160,9 +169,7 @@ fn sigkill_at_random_moments_and_mid_save_loses_nothing() {
     // the run has a half-written checkpoint on disk for the kills to land in.
     let env = [("COLOSSUS_TEST_SAVE_PAUSE_MS", "300")];
 
-    let reference = common::temp_dir("kill-ref");
-    let out = spawn(&reference, &extra, &env).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference = trained("kill-ref", &extra, &env);
     let reference_final = reference.join("tiny/step-000024");
 
     let dir = common::temp_dir("kill");
@@ -324,9 +331,7 @@ fn second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
 #[test]
 fn a_write_failing_mid_save_keeps_the_last_checkpoint() {
     let extra = ["train.steps=6", "train.checkpoint_every=2", "train.log_every=1"];
-    let reference = common::temp_dir("efbig-ref");
-    let out = spawn(&reference, &extra, &[]).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference = trained("efbig-ref", &extra, &[]);
 
     let dir = common::temp_dir("efbig");
     let run = dir.join("tiny");
@@ -426,9 +431,7 @@ fn a_second_process_on_a_running_run_is_refused_and_touches_nothing() {
 #[test]
 fn a_closed_log_does_not_end_the_run() {
     let extra = ["train.steps=6", "train.checkpoint_every=2", "train.log_every=1"];
-    let reference = common::temp_dir("log-read");
-    let out = spawn(&reference, &extra, &[]).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference = trained("log-read", &extra, &[]);
 
     let dir = common::temp_dir("log-closed");
     let mut child = spawn(&dir, &extra, &[]);

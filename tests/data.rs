@@ -759,18 +759,14 @@ fn prepare_command_writes_shards_and_refuses_bad_input_with_exit_2() {
     assert!(!stderr.contains("panicked"));
     assert!(!dir.join("x").exists());
     // An empty input (an unset shell variable) is named by position; it said ": cannot read".
-    let o = run(&[
-        "prepare",
-        &sonnets().display().to_string(),
-        "",
-        "--vocab-size",
-        "300",
-        "--out",
-        &dir.join("y").display().to_string(),
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("flag INPUTS: entry 2 is empty"), "{stderr}");
+    let (sonnets, y) = (
+        sonnets().display().to_string(),
+        dir.join("y").display().to_string(),
+    );
+    refused(
+        &["prepare", &sonnets, "", "--vocab-size", "300", "--out", &y],
+        &["flag INPUTS: entry 2 is empty"],
+    );
 }
 
 /// Problems found after validation name the config file, or the flag, the value came from: a
